@@ -36,7 +36,7 @@ import numpy as np
 from qos_plugin.errors import InputError, ModelError
 from qos_plugin.model.costs import CostTable, stage_in_name, stage_out_name
 from qos_plugin.model.template import Stage, WorkflowTemplate, level_label
-from qos_plugin.model.tiers import TierKind, TierSet, move_name
+from qos_plugin.model.tiers import Tier, TierKind, TierSet, move_name
 
 log = logging.getLogger(__name__)
 
@@ -496,3 +496,33 @@ def level_columns(template: WorkflowTemplate) -> list[str]:
     labels = [level_label(lv) for lv in template.levels]
     return ([f"in_o{x}" for x in labels] + [f"exec_o{x}" for x in labels]
             + [f"out_o{x}" for x in labels])
+
+
+def infer_tiers(template: WorkflowTemplate, costs: CostTable,
+                nodes: Sequence[int] = (1, 2, 4, 8, 16)) -> TierSet:
+    """Tier kinds and order as a cost table shows them.
+
+    A tier with fan-out rows (a move ``x-x`` between nodes of the same tier) is
+    node-local; the others are shared. Node-local tiers are ordered fastest first
+    by the time every stage would take to read and write on them, summed over the
+    node counts ``nodes``. With more than
+    one shared tier the home tier cannot be told from the table: declare tiers.
+    """
+    types = costs.storage_types()
+    plain = sorted(t for t in types if "-" not in t)
+    local = [t for t in plain if move_name(t, t) in types]
+    shared = [t for t in plain if t not in local]
+    if len(shared) != 1:
+        found = ", ".join(shared) if shared else "none"
+        raise InputError(costs.source, f"cannot tell the home shared tier (shared tiers: {found})",
+                         "declare tiers with --tiers NAME:shared,NAME:node-local,...")
+    provisional = TierSet(tuple([Tier(shared[0], TierKind.SHARED)]
+                                + [Tier(t, TierKind.NODE_LOCAL) for t in local]))
+    model = MakespanModel(template, costs, provisional)
+    speed = np.zeros(len(provisional))
+    for n in nodes:
+        read, write = model.exec_costs(int(n))
+        speed += (read + write).sum(axis=0)
+    ordered = sorted(local, key=lambda t: (speed[provisional.index(t)], t))
+    return TierSet(tuple([Tier(shared[0], TierKind.SHARED)]
+                         + [Tier(t, TierKind.NODE_LOCAL) for t in ordered]))

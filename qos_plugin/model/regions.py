@@ -131,6 +131,100 @@ def alpha_grid(X: np.ndarray, y: np.ndarray, settings: CartSettings) -> np.ndarr
     return np.unique(alphas)
 
 
+class PrunedPath:
+    """Minimal cost-complexity pruning of a fitted tree, replayed for any alpha.
+
+    The weakest-link sequence is computed once with scikit-learn's arithmetic
+    (same operation order, same tie-breaking), so the tree for a given alpha (the
+    prefix of the sequence up to the first link weaker than alpha) is exactly the
+    tree scikit-learn would fit with that ``ccp_alpha``.
+    """
+
+    def __init__(self, tree: Any, leaves: np.ndarray) -> None:
+        t = tree.tree_
+        self.value = np.asarray(t.value).reshape(t.node_count, -1)[:, 0]
+        self.leaves = np.asarray(leaves)
+        self.events = _weakest_links(t)
+        self._members = _subtree_leaves(t)
+        self._applied = 0
+        self._rep = np.arange(t.node_count)
+
+    def at(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """(leaf of each sample, prediction) for ``alpha``; alphas must not decrease."""
+        if alpha <= 0.0:   # scikit-learn does not prune at all for ccp_alpha == 0
+            return self.leaves, self.value[self.leaves]
+        while self._applied < len(self.events) and not self.events[self._applied][0] > alpha:
+            node = self.events[self._applied][1]
+            self._rep[self._members[node]] = node
+            self._applied += 1
+        leaf = self._rep[self.leaves]
+        return leaf, self.value[leaf]
+
+
+def _subtree_leaves(t: Any) -> list[np.ndarray]:
+    left, right = t.children_left, t.children_right
+    out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * t.node_count
+    for node in range(t.node_count - 1, -1, -1):   # children have larger ids
+        if left[node] == -1:
+            out[node] = np.array([node], dtype=np.int64)
+        else:
+            out[node] = np.concatenate([out[left[node]], out[right[node]]])
+    return out
+
+
+def _weakest_links(t: Any) -> list[tuple[float, int]]:
+    n = int(t.node_count)
+    left = [int(v) for v in t.children_left]
+    right = [int(v) for v in t.children_right]
+    w = [float(v) for v in t.weighted_n_node_samples]
+    imp = [float(v) for v in t.impurity]
+    total = w[0]
+    r_node = [w[i] * imp[i] / total for i in range(n)]
+    parent = [-1] * n
+    for i in range(n):
+        if left[i] != -1:
+            parent[left[i]] = parent[right[i]] = i
+    is_leaf = [left[i] == -1 for i in range(n)]
+    r_branch = [0.0] * n
+    n_leaves = [0] * n
+    for leaf in range(n):
+        if not is_leaf[leaf]:
+            continue
+        r_branch[leaf] = r_node[leaf]
+        idx = leaf
+        while idx != 0:
+            p = parent[idx]
+            r_branch[p] += r_node[leaf]
+            n_leaves[p] += 1
+            idx = p
+    candidate = [not x for x in is_leaf]
+    events: list[tuple[float, int]] = []
+    while candidate[0]:
+        best, best_i = float(np.finfo(np.float64).max), -1
+        for i in range(n):
+            if candidate[i]:
+                a = (r_node[i] - r_branch[i]) / (n_leaves[i] - 1)
+                if a < best:
+                    best, best_i = a, i
+        events.append((best, best_i))
+        stack = [best_i]
+        while stack:
+            k = stack.pop()
+            candidate[k] = False
+            if left[k] != -1:
+                stack += [left[k], right[k]]
+        pruned_leaves = n_leaves[best_i] - 1
+        n_leaves[best_i] = 0
+        diff = r_node[best_i] - r_branch[best_i]
+        r_branch[best_i] = r_node[best_i]
+        idx = parent[best_i]
+        while idx != -1:
+            n_leaves[idx] -= pruned_leaves
+            r_branch[idx] += diff
+            idx = parent[idx]
+    return events
+
+
 @dataclass(frozen=True)
 class AlphaScore:
     alpha: float
@@ -165,15 +259,21 @@ def cross_validate(X: np.ndarray, y: np.ndarray, settings: CartSettings,
         rep_seed = settings.seed + 137 * r
         splits = list(KFold(n_splits=settings.folds, shuffle=True,
                             random_state=rep_seed).split(X))
+        # One full tree per fold; every alpha's tree is a prefix of its
+        # weakest-link pruning sequence (as scikit-learn prunes it).
+        pruned = []
+        for f, (tr, va) in enumerate(splits):
+            full = _tree(settings, rep_seed + f, 0.0, settings.cv_leaf).fit(X[tr], y[tr])
+            pruned.append(PrunedPath(full, full.apply(X[va])))
         for ai, alpha in enumerate(alphas):
             seps: list[float] = []
             leaves: list[int] = []
             abs_err = 0.0
-            for f, (tr, va) in enumerate(splits):
-                tree = _tree(settings, rep_seed + f, alpha, settings.cv_leaf).fit(X[tr], y[tr])
-                sep = separation(y[va], tree.apply(X[va]), settings.threshold,
-                                 settings.pair_minimum, settings.score)
-                err = np.abs(tree.predict(X[va]) - y[va])
+            for f, (_, va) in enumerate(splits):
+                leaf, pred = pruned[f].at(float(alpha))
+                sep = separation(y[va], leaf, settings.threshold, settings.pair_minimum,
+                                 settings.score)
+                err = np.abs(pred - y[va])
                 abs_err += float(err.sum())
                 if not sep.skipped:
                     seps.append(sep.score)

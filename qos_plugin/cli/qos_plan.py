@@ -1,0 +1,282 @@
+"""``qos-plan``: score every storage placement of a workflow and group them.
+
+    qos-plan costs     --template T --io-data W --profile P --nodes 2,5,10 --out costs.csv
+    qos-plan makespan  --template T --costs C --nodes 2,5,10 --out makespan.csv
+    qos-plan regions   --makespan M --out-dir D
+    qos-plan rank      --makespan M --regions D/config_regions.csv --nodes 10 [--json]
+    qos-plan demo      [--out-dir D]
+
+Every failure is one line on stderr and exit status 1 (2 for a usage error);
+``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from qos_plugin.errors import InputError, QosPluginError
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+Typical pipeline:
+  qos-plan costs    --template wf.json --io-data io.csv --profile ior.csv --nodes 2,5,10 \\
+                    --out costs.csv
+  qos-plan makespan --template wf.json --costs costs.csv --nodes 2,5,10 --out makespan.csv
+  qos-plan regions  --makespan makespan.csv --out-dir regions/
+  qos-plan rank     --makespan makespan.csv --regions regions/config_regions.csv --nodes 10
+
+Tiers: by default kinds are read from the data (a tier with fan-out moves 'x-x' is
+node-local, the others shared) and node-local tiers are ordered fastest first.
+Declare them with --tiers NAME:shared,NAME:node-local,... (fastest node-local first).
+"""
+
+
+def _nodes(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"node counts must be integers separated by commas, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"node counts must be positive, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="qos-plan", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Predict the makespan of every storage placement of a workflow, "
+                    "group placements into regions and rank them.", epilog=EPILOG)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def tiers_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--tiers", metavar="SPEC",
+                        help="tiers as NAME:shared,NAME:node-local,... (node-local fastest "
+                             "first); default: read from the data")
+
+    c = sub.add_parser("costs", help="build a per-edge cost table from measurements",
+                       description="Build the per-edge cost table from a template, measured "
+                                   "I/O primitives and a storage profile.")
+    c.add_argument("--template", required=True, help="DAG template JSON (QoSFlow format) or "
+                                                     "a WfFormat 1.5 instance")
+    c.add_argument("--io-data", required=True, help="I/O primitives CSV (workflow-data schema)")
+    c.add_argument("--profile", required=True, help="storage profile CSV (IOR schema)")
+    c.add_argument("--nodes", required=True, type=_nodes, help="node counts, e.g. 2,5,10")
+    c.add_argument("--out", required=True, help="cost table CSV to write")
+    tiers_opt(c)
+
+    m = sub.add_parser("makespan", help="makespan of every placement",
+                       description="Evaluate every valid (configuration, N) and write the "
+                                   "makespan table, sorted by makespan.")
+    m.add_argument("--template", required=True, help="DAG template JSON or WfFormat instance")
+    m.add_argument("--costs", required=True, help="per-edge cost table CSV")
+    m.add_argument("--nodes", required=True, type=_nodes, help="node counts, e.g. 2,5,10")
+    m.add_argument("--out", required=True, help="makespan CSV to write")
+    tiers_opt(m)
+
+    r = sub.add_parser("regions", help="group placements into regions (CART)",
+                       description="Partition the configurations into regions of similar "
+                                   "makespan; write regions.json, config_regions.csv and "
+                                   "regions.png to the output directory.")
+    r.add_argument("--makespan", required=True, help="makespan CSV from 'qos-plan makespan'")
+    r.add_argument("--out-dir", required=True, help="directory for the results")
+    r.add_argument("--select", default="constrained",
+                   choices=["constrained", "pass_only", "weighted"],
+                   help="how alpha is chosen (default: constrained)")
+    r.add_argument("--min-leaf", type=int, default=8, help="rows per leaf, final tree (8)")
+    r.add_argument("--cv-min-leaf", type=int, default=3,
+                   help="rows per leaf in cross-validation trees (3)")
+    r.add_argument("--folds", type=int, default=5, help="K of repeated K-fold (5)")
+    r.add_argument("--repeats", type=int, default=5, help="repeats of K-fold (5)")
+    r.add_argument("--seed", type=int, default=42, help="random seed (42)")
+    r.add_argument("--g-delta", type=float, default=0.10,
+                   help="relative gap that makes neighbouring regions distinct (0.10); "
+                        "0 for the fixed --g-min threshold")
+    r.add_argument("--g-min", type=float, default=0.30, help="fixed Hedges' g threshold")
+
+    k = sub.add_parser("rank", help="pairwise concordance of FSF, LTL, Hybrid and QoSFlow",
+                       description="Order the configurations at one node count by each "
+                                   "policy and report its pairwise concordance.")
+    k.add_argument("--makespan", required=True, help="makespan CSV")
+    k.add_argument("--regions", required=True, help="config_regions.csv from 'qos-plan regions'")
+    k.add_argument("--nodes", required=True, type=int, help="the node count to rank at")
+    k.add_argument("--json", action="store_true", help="print one JSON object")
+    tiers_opt(k)
+
+    d = sub.add_parser("demo", help="run the whole pipeline on the bundled example",
+                       description="Build costs, makespan, regions and rankings for the "
+                                   "example workflow shipped with the package.")
+    d.add_argument("--out-dir", default="demo-out", help="directory for the results")
+    return p
+
+
+def _load_template(path: str):  # type: ignore[no-untyped-def]
+    from qos_plugin.model.wfformat import load_any_template
+
+    return load_any_template(path)
+
+
+def _tiers(spec: str | None, template, costs, nodes):  # type: ignore[no-untyped-def]
+    from qos_plugin.model.makespan import infer_tiers
+    from qos_plugin.model.tiers import format_tiers, parse_tiers
+
+    tiers = parse_tiers(spec) if spec else infer_tiers(template, costs, nodes)
+    log.info("tiers: %s", format_tiers(tiers))
+    return tiers
+
+
+def cmd_costs(a: argparse.Namespace) -> int:
+    from qos_plugin.model.costbuild import build_cost_table
+    from qos_plugin.model.costs import save_costs
+    from qos_plugin.model.iodata import load_io_data
+    from qos_plugin.model.profile import load_profile
+    from qos_plugin.model.tiers import parse_tiers
+
+    template = _load_template(a.template)
+    io = load_io_data(a.io_data)
+    profile = load_profile(a.profile)
+    tiers = parse_tiers(a.tiers) if a.tiers else profile.infer_tiers()
+    table = build_cost_table(template, io, profile, tiers, a.nodes)
+    save_costs(table, a.out)
+    print(f"wrote {len(table)} cost rows for {len(template.stages)} stages on "
+          f"{len(tiers)} tiers to {a.out}")
+    return 0
+
+
+def cmd_makespan(a: argparse.Namespace) -> int:
+    from qos_plugin.model.configtable import write_makespan_csv
+    from qos_plugin.model.costs import load_costs
+    from qos_plugin.model.makespan import MakespanModel
+
+    template = _load_template(a.template)
+    costs = load_costs(a.costs)
+    tiers = _tiers(a.tiers, template, costs, a.nodes)
+    t0 = time.perf_counter()
+    model = MakespanModel(template, costs, tiers)
+    table = model.evaluate(a.nodes)
+    elapsed = time.perf_counter() - t0
+    write_makespan_csv(table, a.out)
+    if model.missing:
+        log.warning("%d cost lookups found no row and were charged 0 s (first: %s)",
+                    len(model.missing), model.missing[0])
+    best = int(np.argmin(table.total))
+    print(f"evaluated {len(table)} configurations in {elapsed:.3f} s "
+          f"({len(table) / max(elapsed, 1e-9):,.0f}/s); fastest {table.total[best]:.1f} s "
+          f"at N={table.nodes[best]}; wrote {a.out}")
+    return 0
+
+
+def run_regions(table, out_dir: str, settings):  # type: ignore[no-untyped-def]
+    from qos_plugin.cli.progress import Progress
+    from qos_plugin.model.regions import fit_regions
+    from qos_plugin.model.rules import build_regions, relabel
+    from qos_plugin.report.regions_io import write_region_outputs
+
+    progress = Progress("regions: cross-validation")
+    fit = fit_regions(table, settings, progress)
+    progress.finish()
+    regions = build_regions(table, fit.labels, fit.leaf_bounds)
+    labels = relabel(fit.labels, regions)
+    paths = write_region_outputs(out_dir, table, fit, regions, labels, settings)
+    return fit, regions, labels, paths
+
+
+def cmd_regions(a: argparse.Namespace) -> int:
+    from qos_plugin.model.configtable import load_config_table
+    from qos_plugin.model.regions import CartSettings
+
+    table = load_config_table(a.makespan)
+    settings = CartSettings(min_samples_leaf=a.min_leaf, cv_min_samples_leaf=a.cv_min_leaf,
+                            folds=a.folds, repeats=a.repeats, seed=a.seed, select=a.select,
+                            g_min=a.g_min, g_delta=a.g_delta if a.g_delta > 0 else None)
+    fit, regions, _, paths = run_regions(table, a.out_dir, settings)
+    print(f"{len(regions)} regions from {len(table)} configurations (alpha={fit.alpha:.6g})")
+    for r in regions:
+        print(f"  region {r.id:2d}  n={r.stats.size:4d}  median {r.stats.median:10.1f} s  "
+              f"{r.rule_text()}")
+    print(f"wrote {paths['json']}, {paths['csv']}, {paths['png']}")
+    return 0
+
+
+def _match_regions(table, regions_path: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    from qos_plugin.model.configtable import load_config_table
+
+    labelled = load_config_table(regions_path)
+    if labelled.region is None:
+        raise InputError(regions_path, "no 'region' column",
+                         "give the config_regions.csv written by 'qos-plan regions'")
+    if labelled.stages != table.stages:
+        raise InputError(regions_path, f"stages {labelled.stages} differ from the makespan "
+                         f"table's {table.stages}", "use files of the same workflow")
+    key = {(int(n), tuple(map(str, p))): int(r) for n, p, r in
+           zip(labelled.nodes, labelled.placement, labelled.region, strict=True)}
+    labels = np.empty(len(table), dtype=np.int64)
+    for i in range(len(table)):
+        k = (int(table.nodes[i]), tuple(map(str, table.placement[i])))
+        if k not in key:
+            raise InputError(regions_path, f"configuration {k} of the makespan table has "
+                             "no region", "run 'qos-plan regions' on this makespan table")
+        labels[i] = key[k]
+    return labels
+
+
+def cmd_rank(a: argparse.Namespace) -> int:
+    from qos_plugin.model.configtable import infer_table_tiers, load_config_table
+    from qos_plugin.model.ranking import rank_policies
+    from qos_plugin.model.tiers import parse_tiers
+
+    table = load_config_table(a.makespan)
+    labels = _match_regions(table, a.regions)
+    if not (table.nodes == a.nodes).any():
+        have = ",".join(str(n) for n in sorted(set(table.nodes.tolist())))
+        raise InputError("--nodes", f"no configuration at N={a.nodes}",
+                         f"use one of: {have}")
+    tiers = parse_tiers(a.tiers) if a.tiers else infer_table_tiers(table)
+    pc = rank_policies(table, labels, tiers.local_names, a.nodes)
+    if a.json:
+        print(json.dumps(pc))
+    else:
+        print(f"pairwise concordance at N={a.nodes} (1 = perfect ranking, 0.5 = random):")
+        for name, v in pc.items():
+            print(f"  {name:8s} {v:.5f}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from qos_plugin.cli.demo import run_demo
+
+    return run_demo(Path(a.out_dir))
+
+
+COMMANDS = {"costs": cmd_costs, "makespan": cmd_makespan, "regions": cmd_regions,
+            "rank": cmd_rank, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else
+                        logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except QosPluginError as e:
+        log.debug("failure", exc_info=True)
+        print(f"qos-plan {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("qos-plan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

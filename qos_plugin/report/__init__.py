@@ -1,0 +1,1 @@
+"""Outputs for people: region plots and result files."""

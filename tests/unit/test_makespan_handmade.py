@@ -1,0 +1,107 @@
+"""Makespans and critical paths of a workflow of our own, against hand computation."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from qos_plugin.model.makespan import MakespanModel, enumerate_configs
+from tests.unit.handmade import TEMPLATE, TIERS, cost_table
+
+
+@pytest.fixture(scope="module")
+def table():
+    return MakespanModel(TEMPLATE, cost_table(), TIERS).evaluate([2, 4])
+
+
+def row(table, nodes, **tiers):
+    names = TEMPLATE.stage_names
+    want = [TIERS.index(tiers[s]) for s in names]
+    hit = np.flatnonzero((table.nodes == nodes) & (table.config == want).all(axis=1))
+    assert hit.size == 1, f"configuration {tiers} at N={nodes} not found once"
+    return int(hit[0])
+
+
+def test_everything_on_the_shared_tier(table):
+    # level 1: A = read 10 (initial, tpn 2 row) + write max(A->C 1.0, A->D 3.0) = 13.0
+    #          B = 4 + 0.5 = 4.5                         -> exec_1 = 13.0 (A)
+    # level 2: C = read (2.0 + 1.5) + write 2.0 = 5.5; D = 2.5 + final write 0.9 = 3.4
+    # level 3: E = 0.7 + 0.3 = 1.0;  no moves anywhere -> 19.5
+    i = row(table, 2, A="pfs", B="pfs", C="pfs", D="pfs", E="pfs")
+    assert table.total[i] == pytest.approx(19.5, abs=1e-12)
+    assert table.critical_paths()[i] == \
+        "read_A(2)->write_A(2)->read_C(2)->write_C(2)->read_E(1)->write_E(1)"
+    assert np.isnan(table.stage_in[i]).all() and np.isnan(table.stage_out[i]).all()
+
+
+def test_node_local_stages_with_copies_fan_out_and_a_tie(table):
+    # level 1: in = copy of A onto nvme, cheapest row 5.0 (tpn 8)
+    #          A on nvme = local read 3.0 + write max(0.5, 1.5) = 4.5; B = 4 + 0.5 = 4.5
+    #          tie -> A wins by name; out = max(fan-out A 9.0 (tpn 2), copy B 3.0) = 9.0
+    # level 2: in = copy for C (reads B from pfs) 1.25 (tpn 4)
+    #          C = (1.0 + 0.5) + 1.0 = 2.5; D = 1.2 + 0.6 = 1.8; out = C nvme->pfs 1.2 (tpn 3)
+    # level 3: E on pfs = 0.7 + 0.3 = 1.0
+    # total = (5 + 1.25) + (4.5 + 2.5 + 1.0) + (9.0 + 1.2) = 24.45
+    i = row(table, 2, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
+    assert table.total[i] == pytest.approx(24.45, abs=1e-12)
+    assert table.critical_paths()[i] == (
+        "stage_in_A(8)->read_A(2)->write_A(2)->stage_out_A(2)->stage_in_C(4)->read_C(2)"
+        "->write_C(2)->stage_out_C(3)->read_E(1)->write_E(1)")
+    k = TEMPLATE.stage_names.index("B")
+    assert table.stage_out[i, k] == pytest.approx(3.0)
+
+
+def test_last_level_flushes_node_local_outputs(table):
+    # level 1: A 13.0 (as on pfs); level 2: C 5.5, out = C pfs->nvme 1.5 (tpn 6)
+    # level 3: in = copy for E 0.8 (tpn 2); E = 0.4 + final write 0.2 = 0.6;
+    #          out = flush E nvme->pfs 1.1 (tpn 2)
+    # total = 0.8 + (13 + 5.5 + 0.6) + (1.5 + 1.1) = 22.5
+    i = row(table, 2, A="pfs", B="pfs", C="pfs", D="pfs", E="nvme")
+    assert table.total[i] == pytest.approx(22.5, abs=1e-12)
+    assert table.critical_paths()[i] == (
+        "read_A(2)->write_A(2)->read_C(2)->write_C(2)->stage_out_C(6)->stage_in_E(2)"
+        "->read_E(1)->write_E(1)->stage_out_E(2)")
+
+
+def test_the_final_stage_in_the_middle_is_flushed_only_at_the_end(table):
+    # D has no successor at level 2 of 3: its write is the final write (0.6 on
+    # nvme) and it is not flushed, as only the last level is.
+    i = row(table, 2, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
+    d = TEMPLATE.stage_names.index("D")
+    assert table.stage_write[i, d] == pytest.approx(0.6)
+    assert np.isnan(table.stage_out[i, d])
+
+
+def test_validity_matches_brute_force_over_four_tiers():
+    local = {"nvme", "ram", "bb"}
+    edges = [("A", "C"), ("B", "C"), ("A", "D"), ("C", "E")]
+    names = TEMPLATE.stage_names
+    expected = []
+    for combo in itertools.product(TIERS.names, repeat=len(names)):
+        cfg = dict(zip(names, combo, strict=True))
+        if all(not (cfg[p] in local and cfg[c] in local and cfg[p] != cfg[c])
+               for p, c in edges):
+            expected.append([TIERS.index(t) for t in combo])
+    got = enumerate_configs(TEMPLATE, TIERS)
+    assert got.tolist() == expected
+    assert len(got) < len(TIERS) ** len(names)
+
+
+def test_rows_sorted_by_total_then_nodes(table):
+    assert len(table) == 2 * len(enumerate_configs(TEMPLATE, TIERS))
+    keys = list(zip(table.total, table.nodes, strict=True))
+    assert keys == sorted(keys)
+
+
+def test_more_nodes_change_only_execution(table):
+    # At N=4 every stage has tpn 1: A's initial read falls back to no preferred
+    # row for tpn 1 on nvme (only tpn 2 rows) and to the tpn 1 row (99) on pfs.
+    i = row(table, 4, A="pfs", B="pfs", C="pfs", D="pfs", E="pfs")
+    a = TEMPLATE.stage_names.index("A")
+    assert table.stage_read[i, a] == pytest.approx(99.0)
+    j = row(table, 2, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
+    k = row(table, 4, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
+    assert table.level_in[j].tolist() == table.level_in[k].tolist()
+    assert table.level_out[j].tolist() == table.level_out[k].tolist()
