@@ -9,6 +9,7 @@ applicable).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def write_makespan_csv(table: MakespanTable, path: str | Path) -> None:
     paths = table.critical_paths()
     names = np.asarray(table.tiers.names, dtype=object)
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows() -> Iterator[list[object]]:
         for r in range(len(table)):
             row: list[object] = [int(table.nodes[r]), repr(float(table.total[r]))]
             for arr in (table.level_in, table.level_exec, table.level_out):

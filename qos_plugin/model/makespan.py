@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,8 @@ def enumerate_configs(template: WorkflowTemplate, tiers: TierSet) -> np.ndarray:
             p = pos[p_name]
             a, b = cfg[:, p], cfg[:, c]
             valid &= ~((a != b) & is_local[a] & is_local[b])
-    return cfg[valid]
+    out: np.ndarray = cfg[valid]
+    return out
 
 
 @dataclass
@@ -118,7 +120,8 @@ class MakespanTable:
 
     def tier_names(self, stage_index: int) -> np.ndarray:
         names = np.asarray(self.tiers.names, dtype=object)
-        return names[self.config[:, stage_index]]
+        picked: np.ndarray = names[self.config[:, stage_index]]
+        return picked
 
     def critical_paths(self) -> list[str]:
         """Critical path strings, built once per distinct encoded path."""
@@ -128,7 +131,7 @@ class MakespanTable:
 
     def take(self, rows: np.ndarray) -> MakespanTable:
         """A new table with only ``rows`` (indices or mask), in that order."""
-        kw = {}
+        kw: dict[str, Any] = {}
         for name in ("nodes", "config", "total", "level_in", "level_exec", "level_out",
                      "stage_in", "stage_read", "stage_write", "stage_out", "cp_in_stage",
                      "cp_in_tpn", "cp_exec_stage", "cp_exec_read", "cp_exec_write",
@@ -472,12 +475,13 @@ def _first_winner(values: np.ndarray, best: np.ndarray) -> np.ndarray:
     """Column of the first value within the tie tolerance of ``best`` (NaN never wins)."""
     close = (best[:, None] - values) < TIE_TOLERANCE
     close &= ~np.isnan(values)
-    return np.argmax(close, axis=1)
+    winner: np.ndarray = np.argmax(close, axis=1)
+    return winner
 
 
 def _concat(template: WorkflowTemplate, tiers: TierSet, parts: list[MakespanTable]
             ) -> MakespanTable:
-    kw = {}
+    kw: dict[str, Any] = {}
     for name in ("nodes", "config", "total", "level_in", "level_exec", "level_out",
                  "stage_in", "stage_read", "stage_write", "stage_out", "cp_in_stage",
                  "cp_in_tpn", "cp_exec_stage", "cp_exec_read", "cp_exec_write",

@@ -29,8 +29,8 @@ def concordance(order: np.ndarray, y: np.ndarray) -> float:
     n = seq.size
     if n < 2:
         return float("nan")
-    inversions = _count_inversions(list(seq))
-    return 1.0 - inversions / (n * (n - 1) / 2)
+    inversions = _count_inversions([float(v) for v in seq])
+    return float(1.0 - inversions / (n * (n - 1) / 2))
 
 
 def _count_inversions(seq: list[float]) -> int:
@@ -50,7 +50,8 @@ def _count_inversions(seq: list[float]) -> int:
 
 def _minmax(x: np.ndarray) -> np.ndarray:
     lo, hi = float(np.min(x)), float(np.max(x))
-    return np.zeros_like(x, dtype=float) if hi == lo else (x - lo) / (hi - lo)
+    scaled: np.ndarray = np.zeros_like(x, dtype=float) if hi == lo else (x - lo) / (hi - lo)
+    return scaled
 
 
 def tier_counts(table: ConfigTable, local_tiers: Sequence[str]) -> np.ndarray:
@@ -60,7 +61,8 @@ def tier_counts(table: ConfigTable, local_tiers: Sequence[str]) -> np.ndarray:
 
 
 def staging_terms(table: ConfigTable) -> np.ndarray:
-    return (np.nan_to_num(table.staging, nan=0.0) > 0).sum(axis=1)
+    counts: np.ndarray = (np.nan_to_num(table.staging, nan=0.0) > 0).sum(axis=1)
+    return counts
 
 
 def order_fsf(table: ConfigTable, local_tiers: Sequence[str]) -> np.ndarray:

@@ -331,7 +331,8 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     lo, hi = np.nanmin(x), np.nanmax(x)
     if not np.isfinite(lo + hi) or hi == lo:
         return np.zeros_like(x)
-    return (x - lo) / (hi - lo)
+    scaled: np.ndarray = (x - lo) / (hi - lo)
+    return scaled
 
 
 @dataclass

@@ -3,8 +3,9 @@
 Leaves are sorted by median makespan; for each adjacent pair with enough rows on
 both sides the bias-corrected standardized mean difference (Hedges' g) is
 computed with the pooled standard deviation. A pair is *significant* when ``g``
-reaches a threshold, fixed or adapted to the leaves' spread (:class:`Threshold`). Pairs are weighted by the harmonic mean of their sizes
-(``2 / (1/n_i + 1/n_j)``). The score is one of
+reaches a threshold, fixed or adapted to the leaves' spread (:class:`Threshold`).
+Pairs are weighted by the harmonic mean of their sizes, ``2 / (1/n_i + 1/n_j)``.
+The score is one of
 
 * ``avg_effect``: weighted mean g over the significant pairs (the default, as in
   the published QoSFlow run);

@@ -46,11 +46,11 @@ class SyntheticWorkflow:
     def _rate(self, tier: str, op: str, tpn: int) -> float:
         m = self.tier_models[tier]
         base = m.read_mibps if op == "read" else m.write_mibps
-        return base / max(1, tpn) ** m.contention
+        return float(base / max(1, tpn) ** m.contention)
 
     def _move_rate(self, src: str, dst: str, tpn: int) -> float:
         speed = self.move_speed.get((src, dst), self.move_mibps)
-        return speed * min(tpn, 8) ** 0.5 / max(1, tpn) ** 0.2
+        return float(speed * min(tpn, 8) ** 0.5 / max(1, tpn) ** 0.2)
 
     def cost_table(self, nodes: Sequence[int]) -> CostTable:
         rows: list[CostRow] = []

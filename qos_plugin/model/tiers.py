@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from qos_plugin.errors import InputError
 
 MOVE_SEPARATOR = "-"
 
 
-class TierKind(str, Enum):
+class TierKind(StrEnum):
     SHARED = "shared"
     NODE_LOCAL = "node-local"
 

@@ -1,0 +1,68 @@
+"""Measured I/O primitives of a workflow run (the artifact's workflow-data CSV).
+
+One row per (task process, file, operation): bytes per operation
+(``transferSize``), MiB moved by the task (``aggregateFilesizeMB``), the task's
+stage (``taskName``) and, for reads, which stage produced the file (``prevTask``,
+``initial_data`` for inputs of the workflow). Rows may be replicated per node
+count; only one node count's rows are used, the I/O of a task does not depend on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qos_plugin.errors import InputError
+from qos_plugin.model.csvio import read_table
+
+REQUIRED = ("operation", "transferSize", "aggregateFilesizeMB", "taskName", "taskPID",
+            "fileName", "prevTask")
+
+
+@dataclass(frozen=True)
+class IoRecord:
+    stage: str
+    task: str
+    file: str
+    operation: str        # "read" or "write"
+    transfer_bytes: float
+    size_mb: float
+    source: str           # producing stage for reads ("" for writes)
+
+
+@dataclass
+class IoData:
+    records: list[IoRecord]
+    source: str
+
+    def stage_records(self, stage: str, operation: str) -> list[IoRecord]:
+        return [r for r in self.records if r.stage == stage and r.operation == operation]
+
+
+def load_io_data(path: str | Path) -> IoData:
+    t = read_table(path, REQUIRED, "I/O primitives table")
+    ops = [o.lower() for o in t.text("operation")]
+    bad = [k for k, o in enumerate(ops) if o not in ("read", "write")]
+    if bad:
+        k = bad[0]
+        raise InputError(f"{t.source}:{t.lines[k]}", f"operation is {ops[k]!r}",
+                         "use read or write")
+    ts = t.numbers("transferSize")
+    size = t.numbers("aggregateFilesizeMB")
+    if (size < 0).any() or (ts <= 0).any():
+        k = int(np.flatnonzero((size < 0) | (ts <= 0))[0])
+        raise InputError(f"{t.source}:{t.lines[k]}",
+                         f"transferSize={ts[k]!r}, aggregateFilesizeMB={size[k]!r}",
+                         "sizes must be positive")
+    keep = np.ones(len(t), dtype=bool)
+    if t.has("numNodes"):
+        nodes = t.numbers("numNodes")
+        keep = nodes == nodes[0]
+    stages, tasks, files, prev = (t.text("taskName"), t.text("taskPID"), t.text("fileName"),
+                                  t.text("prevTask"))
+    records = [IoRecord(stages[k], tasks[k], files[k], ops[k], float(ts[k]), float(size[k]),
+                        prev[k] if ops[k] == "read" else "")
+               for k in range(len(t)) if keep[k]]
+    return IoData(records, t.source)

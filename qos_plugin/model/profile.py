@@ -1,0 +1,118 @@
+"""Storage profiles: measured bandwidth by operation, tier and load (IOR schema).
+
+Each row is one IOR-style run: ``operation`` (read, write, cp, scp), the tier (or a
+move ``a-b``), transfer size, data size, nodes, tasks per node and the measured
+aggregate rate ``trMiB`` (MiB/s). :meth:`StorageProfile.rate` estimates the rate
+at an unmeasured point: it narrows the runs one dimension at a time (nodes, tasks
+per node, transfer size, data size) to the measured values bracketing the target,
+interpolates (or extrapolates) linearly along each dimension, and takes the
+median of the positive one-dimensional estimates.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qos_plugin.errors import InputError
+from qos_plugin.model.csvio import read_table
+from qos_plugin.model.tiers import Tier, TierKind, TierSet, split_move
+
+REQUIRED = ("operation", "transferSize", "aggregateFilesizeMB", "numNodes", "tasksPerNode",
+            "trMiB", "storageType")
+DIMENSIONS = ("nodes", "tpn", "transfer", "size")
+
+
+@dataclass
+class StorageProfile:
+    source: str
+    # (operation, storage type) -> (rows, 4) of (nodes, tpn, transfer, size), rates
+    runs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
+
+    def storage_types(self) -> set[str]:
+        return {st for _, st in self.runs}
+
+    def infer_tiers(self) -> TierSet:
+        """Node-local tiers are those with fan-out runs (``x-x``); the others shared."""
+        types = self.storage_types()
+        plain = sorted(t for t in types if split_move(t) is None)
+        local = [t for t in plain if f"{t}-{t}" in types]
+        # A tier no move reaches cannot take part in a placement with staging.
+        in_moves = {end for m in types if (mv := split_move(m)) for end in mv}
+        shared = [t for t in plain if t not in local and t in in_moves]
+        if len(shared) != 1:
+            raise InputError(self.source, f"cannot tell the home shared tier (candidates: "
+                             f"{', '.join(shared) or 'none'})",
+                             "declare tiers with --tiers NAME:shared,NAME:node-local,...")
+        speed = {t: -float(np.median(self.runs[("read", t)][1])) if ("read", t) in self.runs
+                 else 0.0 for t in local}
+        local.sort(key=lambda t: (speed[t], t))
+        return TierSet(tuple([Tier(shared[0], TierKind.SHARED)]
+                             + [Tier(t, TierKind.NODE_LOCAL) for t in local]))
+
+    def tasks_per_node(self, operation: str, storage_type: str) -> list[int]:
+        pts = self.runs.get((operation, storage_type))
+        return [] if pts is None else sorted({int(v) for v in pts[0][:, 1] if v >= 1})
+
+    def rate(self, operation: str, storage_type: str, nodes: float, tpn: float,
+             transfer: float, size: float) -> float:
+        """Aggregate MiB/s of ``nodes`` x ``tpn`` tasks; NaN when never measured."""
+        pts = self.runs.get((operation, storage_type))
+        if pts is None:
+            return float("nan")
+        x, y = pts
+        target = np.array([nodes, tpn, transfer, size], dtype=float)
+        keep = np.ones(len(y), dtype=bool)
+        for d in range(4):
+            vals = np.unique(x[keep, d])
+            keep &= np.isin(x[:, d], _bracket(vals, target[d]))
+        cell = defaultdict(list)
+        for row, r in zip(x[keep], y[keep], strict=True):
+            cell[tuple(row)].append(r)
+        means = {k: float(np.mean(v)) for k, v in cell.items()}
+        estimates = []
+        for d in range(4):
+            groups: dict[tuple[float, ...], list[tuple[float, float]]] = defaultdict(list)
+            for k, v in means.items():
+                groups[k[:d] + k[d + 1:]].append((k[d], v))
+            for pts_d in groups.values():
+                estimates.append(_line(sorted(pts_d), target[d]))
+        pos = [e for e in estimates if e > 0]
+        return float(np.median(pos)) if pos else float(np.mean(y[keep]))
+
+
+def _bracket(values: np.ndarray, t: float) -> np.ndarray:
+    below, above = values[values <= t], values[values >= t]
+    if below.size and above.size:
+        return np.unique([below.max(), above.min()])
+    return np.sort(values)[:2] if not below.size else np.sort(values)[-2:]
+
+
+def _line(points: list[tuple[float, float]], t: float) -> float:
+    if len(points) == 1:
+        return points[0][1]
+    (x0, y0), (x1, y1) = points[0], points[-1]
+    if x1 == x0:
+        return (y0 + y1) / 2
+    return y0 + (y1 - y0) * (t - x0) / (x1 - x0)
+
+
+def load_profile(path: str | Path) -> StorageProfile:
+    t = read_table(path, REQUIRED, "storage profile")
+    ops = [o.lower() for o in t.text("operation")]
+    types = t.text("storageType")
+    cols = np.stack([t.numbers("numNodes"), t.numbers("tasksPerNode"),
+                     t.numbers("transferSize"), t.numbers("aggregateFilesizeMB")], axis=1)
+    rate = t.numbers("trMiB")
+    if (rate < 0).any():
+        k = int(np.flatnonzero(rate < 0)[0])
+        raise InputError(f"{t.source}:{t.lines[k]}", f"trMiB is {rate[k]!r}",
+                         "rates must not be negative")
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for k, (o, s) in enumerate(zip(ops, types, strict=True)):
+        if rate[k] > 0:
+            groups[(o, s)].append(k)
+    return StorageProfile(t.source, {key: (cols[idx], rate[idx]) for key, idx in groups.items()})
