@@ -1,0 +1,49 @@
+"""Costs from raw inputs against the shipped 1kgenome totals: concordance and error.
+
+Run: PYTHONPATH=. python benchmarks/bench_rawcosts.py
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qos_plugin.model.costbuild import build_cost_table
+from qos_plugin.model.iodata import load_io_data
+from qos_plugin.model.makespan import MakespanModel
+from qos_plugin.model.profile import load_profile
+from qos_plugin.model.ranking import concordance
+from qos_plugin.model.template import load_template
+
+A = Path(__file__).resolve().parents[2] / "shared" / "qosflow-artifact"
+
+
+def main() -> int:
+    t0 = time.perf_counter()
+    tmpl = load_template(A / "1kgenome/1kg_script_order.json")
+    prof = load_profile(A / "storage-profile/updated_master_ior_df.csv")
+    tiers = prof.infer_tiers()
+    costs = build_cost_table(tmpl, load_io_data(A / "1kgenome/1kg_workflow_data.csv"), prof,
+                             tiers, [2, 5, 10])
+    table = MakespanModel(tmpl, costs, tiers).evaluate([2, 5, 10])
+    elapsed = time.perf_counter() - t0
+    with open(A / "1kgenome/workflow_makespan_stageorder.csv", newline="") as fh:
+        ref = list(csv.DictReader(fh))
+    names = tmpl.stage_names
+    ours = {(int(table.nodes[i]),) + tuple(table.tier_names(j)[i] for j in range(len(names))):
+            table.total[i] for i in range(len(table))}
+    y_ref = np.array([float(r["total"]) for r in ref])
+    y = np.array([ours[(int(r["nodes"]),) + tuple(r[f"{s}_stor"] for s in names)] for r in ref])
+    pc = concordance(np.argsort(y, kind="stable"), y_ref)
+    err = float(np.median(np.abs(y - y_ref) / y_ref))
+    print(f"{'rows':>6s} {'concordance':>12s} {'median rel err':>15s} {'seconds':>8s}")
+    print(f"{len(ref):6d} {pc:12.4f} {err:15.3f} {elapsed:8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
