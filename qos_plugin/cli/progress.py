@@ -19,6 +19,7 @@ class Progress:
         self.every = every
         self._last = 0.0
         self._shown = False
+        self._quarter = -1.0  # last quarter reported when stderr is not a terminal
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -30,7 +31,7 @@ class Progress:
         end = "\n" if done >= total else ""
         tty = self.stream.isatty()
         prefix = "\r" if tty else ""
-        if tty or done >= total or pct // 25 != getattr(self, "_quarter", -1):
+        if tty or done >= total or pct // 25 != self._quarter:
             self._quarter = pct // 25
             self.stream.write(f"{prefix}{self.label}: {done}/{total} ({pct:.0f}%)"
                               f"{end if tty else chr(10)}")

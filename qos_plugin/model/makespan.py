@@ -132,12 +132,15 @@ class MakespanTable:
     def take(self, rows: np.ndarray) -> MakespanTable:
         """A new table with only ``rows`` (indices or mask), in that order."""
         kw: dict[str, Any] = {}
-        for name in ("nodes", "config", "total", "level_in", "level_exec", "level_out",
-                     "stage_in", "stage_read", "stage_write", "stage_out", "cp_in_stage",
-                     "cp_in_tpn", "cp_exec_stage", "cp_exec_read", "cp_exec_write",
-                     "cp_out_stage", "cp_out_tpn"):
+        for name in ROW_FIELDS:
             kw[name] = getattr(self, name)[rows]
         return MakespanTable(self.template, self.tiers, **kw)
+
+
+# The row-aligned arrays of a MakespanTable (everything but template and tiers).
+ROW_FIELDS = ("nodes", "config", "total", "level_in", "level_exec", "level_out", "stage_in",
+              "stage_read", "stage_write", "stage_out", "cp_in_stage", "cp_in_tpn",
+              "cp_exec_stage", "cp_exec_read", "cp_exec_write", "cp_out_stage", "cp_out_tpn")
 
 
 def _render_paths(t: MakespanTable) -> list[str]:
@@ -482,10 +485,7 @@ def _first_winner(values: np.ndarray, best: np.ndarray) -> np.ndarray:
 def _concat(template: WorkflowTemplate, tiers: TierSet, parts: list[MakespanTable]
             ) -> MakespanTable:
     kw: dict[str, Any] = {}
-    for name in ("nodes", "config", "total", "level_in", "level_exec", "level_out",
-                 "stage_in", "stage_read", "stage_write", "stage_out", "cp_in_stage",
-                 "cp_in_tpn", "cp_exec_stage", "cp_exec_read", "cp_exec_write",
-                 "cp_out_stage", "cp_out_tpn"):
+    for name in ROW_FIELDS:
         kw[name] = np.concatenate([getattr(p, name) for p in parts])
     return MakespanTable(template, tiers, **kw)
 

@@ -184,8 +184,8 @@ def template_from_dict(data: Any, name: str = "template") -> WorkflowTemplate:
     return WorkflowTemplate(name, tuple(stages))
 
 
-def load_template(path: str | Path) -> WorkflowTemplate:
-    """Load a QoSFlow template JSON file."""
+def read_template_json(path: str | Path) -> Any:
+    """The parsed JSON of a template file, with one-line errors."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -193,11 +193,15 @@ def load_template(path: str | Path) -> WorkflowTemplate:
         raise InputError(str(p), f"cannot read the template ({e.strerror})",
                          "check the path") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(str(p), f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg})",
                          "fix the JSON syntax") from None
-    return template_from_dict(data, name=str(p))
+
+
+def load_template(path: str | Path) -> WorkflowTemplate:
+    """Load a QoSFlow template JSON file."""
+    return template_from_dict(read_template_json(path), name=str(path))
 
 
 def template_to_dict(t: WorkflowTemplate) -> dict[str, Any]:

@@ -9,7 +9,6 @@ and levels are the longest path from a source in the type graph.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -20,7 +19,7 @@ from qos_plugin.model.template import (
     INITIAL_DATA,
     Stage,
     WorkflowTemplate,
-    load_template,
+    read_template_json,
     template_from_dict,
 )
 
@@ -116,17 +115,7 @@ def _levels(order: list[str], parents: dict[str, list[str]], name: str) -> dict[
 
 def load_any_template(path: str | Path) -> WorkflowTemplate:
     """A QoSFlow template or a WfFormat instance, told apart by their content."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except OSError as e:
-        raise InputError(str(p), f"cannot read the template ({e.strerror})",
-                         "check the path") from None
-    except json.JSONDecodeError as e:
-        raise InputError(str(p), f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg})",
-                         "fix the JSON syntax") from None
+    data = read_template_json(path)
     if is_wfformat(data):
-        return template_from_wfformat(data, str(p))
-    if isinstance(data, dict):
-        return template_from_dict(data, str(p))
-    return load_template(p)
+        return template_from_wfformat(data, str(path))
+    return template_from_dict(data, str(path))

@@ -72,11 +72,17 @@ def test_bad_input_is_one_line(files, capsys, argv, needle):
     assert not (files / "m.csv").exists()
 
 
-def test_rank_at_an_unknown_node_count(files, capsys):
+def test_rank_rejects_unlabelled_regions_and_unknown_node_counts(files, capsys):
     run(capsys, "makespan", "--template", str(files / "t.json"), "--costs",
         str(files / "c.csv"), "--nodes", "2", "--out", str(files / "m.csv"), "--tiers",
         "pfs:shared,nvme:node-local,ram:node-local,bb:node-local")
     (files / "cr.csv").write_text((files / "m.csv").read_text())
     code, _, err = run(capsys, "rank", "--makespan", str(files / "m.csv"), "--regions",
-                       str(files / "cr.csv"), "--nodes", "7")
+                       str(files / "cr.csv"), "--nodes", "2")
     assert code == 1 and "no 'region' column" in err
+    lines = (files / "m.csv").read_text().splitlines()
+    labelled = [lines[0] + ",region"] + [ln + ",0" for ln in lines[1:]]
+    (files / "cr.csv").write_text("\n".join(labelled) + "\n")
+    code, _, err = run(capsys, "rank", "--makespan", str(files / "m.csv"), "--regions",
+                       str(files / "cr.csv"), "--nodes", "7")
+    assert code == 1 and "no configuration at N=7" in err and "use one of: 2" in err
