@@ -28,9 +28,8 @@ configurations; nothing here loops over configurations in Python.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -80,36 +79,47 @@ def enumerate_configs(template: WorkflowTemplate, tiers: TierSet) -> np.ndarray:
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
+class _Space:
+    """What all rows of one evaluation share.
+
+    The staging terms depend on the configuration only, the execution terms on
+    the configuration and N; rows index into these instead of copying them, so
+    a table of millions of rows costs a few arrays of row indices until a
+    breakdown column is asked for.
+    """
+
+    node_counts: np.ndarray         # (K,)
+    configs: np.ndarray             # (V, S) tier index per stage
+    read: np.ndarray                # (K, S, T) read cost of stage s on tier t at node count k
+    write: np.ndarray               # (K, S, T)
+    tpn: np.ndarray                 # (K, S) tasks per node
+    read_considered: np.ndarray     # (S,) stages whose read is a column (else "-")
+    members: tuple[np.ndarray, ...]  # stage indices of each level
+    moves: dict[str, np.ndarray]    # per configuration: staging terms and their winners
+
+
 class MakespanTable:
     """Makespan and its breakdown for every (configuration, N).
 
-    Arrays are row-aligned; per-stage arrays are in the template's declaration
-    order and hold NaN where the artifact writes ``-`` (not applicable).
+    ``nodes``, ``config`` and ``total`` are row-aligned arrays; the breakdown
+    (``level_in``, ``level_exec``, ``level_out`` as (R, L); ``stage_in``,
+    ``stage_read``, ``stage_write``, ``stage_out`` as (R, S) in declaration order,
+    NaN where the artifact writes ``-``) and the critical path are gathered on first
+    use. The critical path is encoded per level: winning stage index (-1: none) and
+    the tasks per node of its token (``cp_*`` arrays).
     """
 
-    template: WorkflowTemplate
-    tiers: TierSet
-    nodes: np.ndarray            # (R,)
-    config: np.ndarray           # (R, S) tier index per stage
-    total: np.ndarray            # (R,)
-    level_in: np.ndarray         # (R, L)
-    level_exec: np.ndarray       # (R, L)
-    level_out: np.ndarray        # (R, L)
-    stage_in: np.ndarray         # (R, S)
-    stage_read: np.ndarray       # (R, S)
-    stage_write: np.ndarray      # (R, S)
-    stage_out: np.ndarray        # (R, S)
-    # Critical path, encoded per level: winning stage index (-1: none) and the
-    # tasks per node shown in its token.
-    cp_in_stage: np.ndarray      # (R, L)
-    cp_in_tpn: np.ndarray
-    cp_exec_stage: np.ndarray
-    cp_exec_read: np.ndarray     # bool: read token present
-    cp_exec_write: np.ndarray    # bool: write token present
-    cp_out_stage: np.ndarray
-    cp_out_tpn: np.ndarray
-    _paths: list[str] | None = field(default=None, repr=False)
+    def __init__(self, template: WorkflowTemplate, tiers: TierSet, space: _Space,
+                 n_idx: np.ndarray, c_idx: np.ndarray, total: np.ndarray) -> None:
+        self.template = template
+        self.tiers = tiers
+        self._space = space
+        self._n_idx = n_idx
+        self._c_idx = c_idx
+        self.total = total
+        self._cache: dict[str, np.ndarray] = {}
+        self._paths: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.total.shape[0])
@@ -118,64 +128,201 @@ class MakespanTable:
     def levels(self) -> list[float]:
         return self.template.levels
 
+    @property
+    def nodes(self) -> np.ndarray:
+        return self._cached("nodes", lambda: self._space.node_counts[self._n_idx])
+
+    @property
+    def config(self) -> np.ndarray:
+        return self._cached("config", lambda: self._space.configs[self._c_idx])
+
+    @property
+    def level_in(self) -> np.ndarray:
+        return self._staging("level_in", "level_in")
+
+    @property
+    def level_out(self) -> np.ndarray:
+        return self._staging("level_out", "level_out")
+
+    @property
+    def stage_in(self) -> np.ndarray:
+        return self._staging("stage_in", "in_val")
+
+    @property
+    def stage_out(self) -> np.ndarray:
+        return self._staging("stage_out", "out_val")
+
+    @property
+    def cp_in_stage(self) -> np.ndarray:
+        return self._staging("cp_in_stage", "cp_in_stage")
+
+    @property
+    def cp_in_tpn(self) -> np.ndarray:
+        return self._staging("cp_in_tpn", "cp_in_tpn")
+
+    @property
+    def cp_out_stage(self) -> np.ndarray:
+        return self._staging("cp_out_stage", "cp_out_stage")
+
+    @property
+    def cp_out_tpn(self) -> np.ndarray:
+        return self._staging("cp_out_tpn", "cp_out_tpn")
+
+    @property
+    def level_exec(self) -> np.ndarray:
+        return self._exec("level_exec")
+
+    @property
+    def stage_read(self) -> np.ndarray:
+        return self._exec("stage_read")
+
+    @property
+    def stage_write(self) -> np.ndarray:
+        return self._exec("stage_write")
+
+    @property
+    def cp_exec_stage(self) -> np.ndarray:
+        return self._exec("cp_exec_stage")
+
+    @property
+    def cp_exec_read(self) -> np.ndarray:
+        return self._exec("cp_exec_read")
+
+    @property
+    def cp_exec_write(self) -> np.ndarray:
+        return self._exec("cp_exec_write")
+
+    def _staging(self, name: str, key: str) -> np.ndarray:
+        # N-independent columns: a gather from the per-configuration arrays.
+        return self._cached(name, lambda: self._space.moves[key][self._c_idx])
+
+    def _exec(self, name: str) -> np.ndarray:
+        self._exec_detail()
+        return self._cache[name]
+
+    def _cached(self, name: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = make()
+        return self._cache[name]
+
+    def _exec_detail(self) -> None:
+        if "level_exec" in self._cache:
+            return
+        sp = self._space
+        cfg = self.config.astype(np.intp)
+        S = cfg.shape[1]
+        read = sp.read[self._n_idx[:, None], np.arange(S)[None, :], cfg]
+        write = sp.write[self._n_idx[:, None], np.arange(S)[None, :], cfg]
+        level_exec, win, has = _level_winners(read + write, sp.members, floor=0.0)
+        rows = np.arange(len(self))
+        self._cache.update(
+            level_exec=level_exec,
+            stage_read=np.where(sp.read_considered[None, :], read, np.nan),
+            stage_write=write,
+            cp_exec_stage=np.where(has, win, -1).astype(np.int16),
+            cp_exec_read=has & sp.read_considered[win] & (read[rows[:, None], win] > 0),
+            cp_exec_write=has & (write[rows[:, None], win] > 0))
+
     def tier_names(self, stage_index: int) -> np.ndarray:
         names = np.asarray(self.tiers.names, dtype=object)
         picked: np.ndarray = names[self.config[:, stage_index]]
         return picked
 
     def critical_paths(self) -> list[str]:
-        """Critical path strings, built once per distinct encoded path."""
+        """Critical path strings, built once per distinct path."""
         if self._paths is None:
             self._paths = _render_paths(self)
         return self._paths
 
     def take(self, rows: np.ndarray) -> MakespanTable:
         """A new table with only ``rows`` (indices or mask), in that order."""
-        kw: dict[str, Any] = {}
-        for name in ROW_FIELDS:
-            kw[name] = getattr(self, name)[rows]
-        return MakespanTable(self.template, self.tiers, **kw)
+        return MakespanTable(self.template, self.tiers, self._space, self._n_idx[rows],
+                             self._c_idx[rows], self.total[rows])
 
 
-# The row-aligned arrays of a MakespanTable (everything but template and tiers).
-ROW_FIELDS = ("nodes", "config", "total", "level_in", "level_exec", "level_out", "stage_in",
-              "stage_read", "stage_write", "stage_out", "cp_in_stage", "cp_in_tpn",
-              "cp_exec_stage", "cp_exec_read", "cp_exec_write", "cp_out_stage", "cp_out_tpn")
+def _level_winners(values: np.ndarray, members: Sequence[np.ndarray], floor: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per level: the largest value (at least ``floor``, NaN ignored), the stage that
+    reached it first (ties within TIE_TOLERANCE go to the earlier stage) and whether
+    the level has a positive value at all."""
+    R, L = values.shape[0], len(members)
+    best = np.empty((R, L))
+    win = np.empty((R, L), dtype=np.intp)
+    for k, m in enumerate(members):
+        v = values[:, m]
+        best[:, k] = np.maximum(np.nan_to_num(v, nan=floor).max(axis=1), floor)
+        win[:, k] = m[_first_winner(v, best[:, k])]
+    return best, win, best > 0
 
 
 def _render_paths(t: MakespanTable) -> list[str]:
-    stages = t.template.stage_names
-    n_levels = len(t.levels)
-    code = np.concatenate([
-        t.nodes[:, None].astype(np.int64),
-        t.cp_in_stage.astype(np.int64), t.cp_in_tpn.astype(np.int64),
-        t.cp_exec_stage.astype(np.int64), t.cp_exec_read.astype(np.int64),
-        t.cp_exec_write.astype(np.int64),
-        t.cp_out_stage.astype(np.int64), t.cp_out_tpn.astype(np.int64)], axis=1)
-    uniq, inverse = np.unique(code, axis=0, return_inverse=True)
-    rendered: list[str] = []
-    L = n_levels
-    for row in uniq:
-        n = int(row[0])
-        in_s, in_t = row[1:1 + L], row[1 + L:1 + 2 * L]
-        ex_s, ex_r, ex_w = row[1 + 2 * L:1 + 3 * L], row[1 + 3 * L:1 + 4 * L], \
-            row[1 + 4 * L:1 + 5 * L]
-        out_s, out_t = row[1 + 5 * L:1 + 6 * L], row[1 + 6 * L:1 + 7 * L]
-        tokens: list[str] = []
-        for k in range(L):
-            if in_s[k] >= 0:
-                tokens.append(f"stage_in_{stages[in_s[k]]}({_tpn_text(int(in_t[k]))})")
-            if ex_s[k] >= 0:
-                st = t.template.stages[int(ex_s[k])]
-                tpn = st.tasks_per_node(n)
-                if ex_r[k]:
-                    tokens.append(f"read_{st.name}({tpn})")
-                if ex_w[k]:
-                    tokens.append(f"write_{st.name}({tpn})")
-            if out_s[k] >= 0:
-                tokens.append(f"stage_out_{stages[out_s[k]]}({_tpn_text(int(out_t[k]))})")
-        rendered.append("->".join(tokens))
-    return [rendered[i] for i in inverse.reshape(-1)]
+    """Critical path strings: one string per distinct path, shared by its rows.
+
+    Each level's winning actions are reduced to a small token id; the ids of all
+    levels are folded into one integer per row, so finding the distinct paths is a
+    few one-dimensional sorts however many rows there are.
+    """
+    if len(t) == 0:
+        return []
+    sp = t._space
+    stages = t.template.stages
+    S, K = len(stages), len(sp.node_counts)
+    in_s, in_t = t.cp_in_stage.astype(np.int64) + 1, t.cp_in_tpn.astype(np.int64) + 1
+    out_s, out_t = t.cp_out_stage.astype(np.int64) + 1, t.cp_out_tpn.astype(np.int64) + 1
+    ex_s = t.cp_exec_stage.astype(np.int64) + 1
+    ex_r, ex_w = t.cp_exec_read.astype(np.int64), t.cp_exec_write.astype(np.int64)
+    n_idx = t._n_idx.astype(np.int64)
+    radix_t = int(max(in_t.max(), out_t.max())) + 1
+    radix_s = S + 1
+    level_ids: list[np.ndarray] = []
+    level_tokens: list[list[str]] = []
+    for k in range(len(t.levels)):
+        key = in_s[:, k] * radix_t + in_t[:, k]
+        key = ((key * radix_s + ex_s[:, k]) * 2 + ex_r[:, k]) * 2 + ex_w[:, k]
+        key = (key * radix_s + out_s[:, k]) * radix_t + out_t[:, k]
+        key = key * K + n_idx
+        uniq, ids = np.unique(key, return_inverse=True)
+        level_ids.append(ids.reshape(-1))
+        level_tokens.append([_level_token(int(u), stages, sp, radix_s, radix_t) for u in uniq])
+    folded = level_ids[0].astype(np.int64)
+    for k in range(1, len(level_ids)):
+        width = len(level_tokens[k])
+        if (int(folded.max()) + 1) * width >= 2 ** 62:
+            folded = np.unique(folded, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        folded = folded * width + level_ids[k]
+    _, first, inverse = np.unique(folded, return_index=True, return_inverse=True)
+    rendered = np.empty(len(first), dtype=object)
+    for j, r in enumerate(first):
+        parts = [level_tokens[k][level_ids[k][r]] for k in range(len(level_ids))]
+        rendered[j] = "->".join(p for p in parts if p)
+    paths: list[str] = rendered[inverse.reshape(-1)].tolist()
+    return paths
+
+
+def _level_token(key: int, stages: Sequence[Stage], sp: _Space, radix_s: int, radix_t: int
+                 ) -> str:
+    """The critical-path text of one level from its packed key."""
+    K = len(sp.node_counts)
+    key, n_idx = divmod(key, K)
+    key, out_t = divmod(key, radix_t)
+    key, out_s = divmod(key, radix_s)
+    key, ex_w = divmod(key, 2)
+    key, ex_r = divmod(key, 2)
+    key, ex_s = divmod(key, radix_s)
+    in_s, in_t = divmod(key, radix_t)
+    tokens: list[str] = []
+    if in_s:
+        tokens.append(f"stage_in_{stages[in_s - 1].name}({_tpn_text(in_t - 1)})")
+    if ex_s:
+        st = stages[ex_s - 1]
+        tpn = int(sp.tpn[n_idx, ex_s - 1])
+        if ex_r:
+            tokens.append(f"read_{st.name}({tpn})")
+        if ex_w:
+            tokens.append(f"write_{st.name}({tpn})")
+    if out_s:
+        tokens.append(f"stage_out_{stages[out_s - 1].name}({_tpn_text(out_t - 1)})")
+    return "->".join(tokens)
 
 
 def _tpn_text(tpn: int) -> str:
@@ -304,6 +451,7 @@ class MakespanModel:
         return read, write
 
     # -- evaluation ----------------------------------------------------------
+    # -- evaluation ----------------------------------------------------------
     def evaluate(self, nodes: Sequence[int], configs: np.ndarray | None = None) -> MakespanTable:
         """Makespan of every valid configuration at every node count.
 
@@ -316,16 +464,45 @@ class MakespanModel:
         if bad:
             raise InputError("--nodes", f"node count {bad[0]} is not positive",
                              "give node counts of 1 or more")
-        cfg = enumerate_configs(self.template, self.tiers) if configs is None else configs
-        moves = self._movement(cfg)
-        parts = []
-        for n in nodes:
-            parts.append(self._evaluate_at(int(n), cfg, moves))
-        table = _concat(self.template, self.tiers, parts)
-        order = np.lexsort((table.nodes, table.total))
-        return table.take(order)
+        tmpl = self.template
+        cfg = enumerate_configs(tmpl, self.tiers) if configs is None else configs
+        pos = {name: i for i, name in enumerate(tmpl.stage_names)}
+        members = tuple(np.asarray([pos[st.name] for st in tmpl.stages_at(lv)], dtype=np.intp)
+                        for lv in tmpl.levels)
+        costs = [self.exec_costs(int(n)) for n in nodes]
+        space = _Space(
+            node_counts=np.asarray([int(n) for n in nodes], dtype=np.int64), configs=cfg,
+            read=np.stack([r for r, _ in costs]), write=np.stack([w for _, w in costs]),
+            tpn=np.asarray([[st.tasks_per_node(int(n)) for st in tmpl.stages] for n in nodes],
+                           dtype=np.int64),
+            read_considered=np.array([bool(st.stage_predecessors) or st.only_initial_data
+                                      for st in tmpl.stages]),
+            members=members, moves=self._movement(cfg, members))
+        V = cfg.shape[0]
+        # Summed level by level from 0, in the artifact's order, so totals match
+        # it to the last bit and rows sort identically.
+        tot_in = np.zeros(V)
+        tot_out = np.zeros(V)
+        for k in range(len(members)):
+            tot_in = tot_in + space.moves["level_in"][:, k]
+            tot_out = tot_out + space.moves["level_out"][:, k]
+        columns = [np.ascontiguousarray(cfg[:, s], dtype=np.intp) for s in range(cfg.shape[1])]
+        total = np.empty(len(nodes) * V)
+        for k in range(len(nodes)):
+            exe = space.read[k] + space.write[k]
+            tot_exec = np.zeros(V)
+            for m in members:
+                level = exe[m[0]][columns[m[0]]]
+                for s in m[1:]:
+                    level = np.maximum(level, exe[s][columns[s]])
+                tot_exec = tot_exec + np.maximum(level, 0.0)
+            total[k * V:(k + 1) * V] = (tot_in + tot_exec) + tot_out
+        n_all = np.repeat(space.node_counts, V)
+        order = np.lexsort((n_all, total))
+        return MakespanTable(tmpl, self.tiers, space, order // V, order % V, total[order])
 
-    def _movement(self, cfg: np.ndarray) -> dict[str, np.ndarray]:
+    def _movement(self, cfg: np.ndarray, members: Sequence[np.ndarray]
+                  ) -> dict[str, np.ndarray]:
         """Stage-in and stage-out terms of every configuration (N-independent)."""
         tmpl, tiers, mv = self.template, self.tiers, self._moves
         V, S = cfg.shape
@@ -338,35 +515,34 @@ class MakespanModel:
         by_name = sorted(range(T), key=lambda i: tiers.names[i])
         last_level = tmpl.levels[-1]
         rows = np.arange(V)
+        columns = [np.ascontiguousarray(cfg[:, s], dtype=np.intp) for s in range(S)]
 
         in_val = np.full((V, S), np.nan)
-        in_tpn = np.full((V, S), -1, dtype=np.int64)
+        in_tpn = np.full((V, S), -1, dtype=np.int32)
         out_val = np.full((V, S), np.nan)
-        out_act_cost = np.zeros((V, S, T))
-        out_act_tpn = np.full((V, S, T), -1, dtype=np.int64)
-        out_act_rank = np.zeros((V, S, T), dtype=np.int64)
+        # Tasks per node of the stage-out action a critical path would name.
+        out_pick = np.full((V, S), -1, dtype=np.int32)
 
         for s, stage in enumerate(tmpl.stages):
-            t_s = cfg[:, s].astype(np.int64)
+            t_s = columns[s]
             local_s = is_local[t_s]
             # Stage-in: one copy per shared source tier the stage needs data from.
             best = np.zeros(V)
-            best_tpn = np.full(V, -1, dtype=np.int64)
+            best_tpn = np.full(V, -1, dtype=np.int32)
             any_act = np.zeros(V, dtype=bool)
             for x in shared:
                 need = np.zeros(V, dtype=bool)
                 if stage.reads_initial_data and x == home:
                     need |= True
                 for p_name in stage.stage_predecessors:
-                    need |= cfg[:, pos[p_name]] == x
+                    need |= columns[pos[p_name]] == x
                 need &= local_s
                 if not need.any():
                     continue
-                c = mv.in_cost[s, x, t_s]
-                c = np.where(np.isnan(c), 0.0, c)
+                c = np.nan_to_num(mv.in_cost[s, x][t_s], nan=0.0)
                 act = need & (c > 0)
                 better = act & (c > best)
-                best_tpn = np.where(better, mv.in_tpn[s, x, t_s], best_tpn)
+                best_tpn = np.where(better, mv.in_tpn[s, x][t_s], best_tpn)
                 best = np.where(better, c, best)
                 any_act |= act
             in_val[:, s] = np.where(any_act, best, np.nan)
@@ -374,104 +550,35 @@ class MakespanModel:
 
             # Stage-out: one move per tier used by a consumer at a later level.
             succ = [pos[d.name] for d in tmpl.successors(stage.name)]
+            acts = []
             for y in range(T):
                 target = np.zeros(V, dtype=bool)
                 for d in succ:
-                    target |= cfg[:, d] == y
+                    target |= columns[d] == y
                 if stage.level == last_level and y == home:
                     target |= local_s       # final flush of node-local outputs
-                c = mv.out_cost[s, t_s, y]
-                c = np.where(np.isnan(c), 0.0, c)
-                act = target & (c > 0)
-                out_act_cost[:, s, y] = np.where(act, c, 0.0)
-                out_act_tpn[:, s, y] = mv.out_tpn[s, t_s, y]
-                # Copies in tier-name order, the fan-out (y == own tier) last.
-                out_act_rank[:, s, y] = np.where(t_s == y, T, by_name.index(y))
-            has_out = (out_act_cost[:, s, :] > 0).any(axis=1)
-            out_val[:, s] = np.where(has_out, out_act_cost[:, s, :].max(axis=1), np.nan)
+                c = np.nan_to_num(mv.out_cost[s, :, y][t_s], nan=0.0)
+                acts.append(np.where(target & (c > 0), c, 0.0))
+            top = np.max(acts, axis=0) if acts else np.zeros(V)
+            out_val[:, s] = np.where(top > 0, top, np.nan)
+            # Among tied moves the critical path names copies in tier-name order,
+            # the fan-out (y == own tier) last.
+            best_rank = np.full(V, T + 1)
+            for y, c in enumerate(acts):
+                rank = np.where(t_s == y, T, by_name.index(y))
+                tied = (c > 0) & (top - c < TIE_TOLERANCE) & (rank < best_rank)
+                best_rank = np.where(tied, rank, best_rank)
+                out_pick[:, s] = np.where(tied, mv.out_tpn[s, :, y][t_s], out_pick[:, s])
 
-        levels = tmpl.levels
-        L = len(levels)
-        level_in = np.zeros((V, L))
-        level_out = np.zeros((V, L))
-        cp_in_stage = np.full((V, L), -1, dtype=np.int64)
-        cp_in_tpn = np.full((V, L), -1, dtype=np.int64)
-        cp_out_stage = np.full((V, L), -1, dtype=np.int64)
-        cp_out_tpn = np.full((V, L), -1, dtype=np.int64)
-        for k, level in enumerate(levels):
-            members = [pos[st.name] for st in tmpl.stages_at(level)]
-            iv = in_val[:, members]
-            level_in[:, k] = np.nan_to_num(iv, nan=0.0).max(axis=1)
-            win = _first_winner(iv, level_in[:, k])
-            has = level_in[:, k] > 0
-            cp_in_stage[:, k] = np.where(has, np.asarray(members)[win], -1)
-            cp_in_tpn[:, k] = np.where(has, in_tpn[rows, np.asarray(members)[win]], -1)
-
-            ov = out_val[:, members]
-            level_out[:, k] = np.nan_to_num(ov, nan=0.0).max(axis=1)
-            win = _first_winner(ov, level_out[:, k])
-            has = level_out[:, k] > 0
-            w_stage = np.asarray(members)[win]
-            cost_w = out_act_cost[rows, w_stage, :]
-            tied = (cost_w > 0) & (level_out[:, k][:, None] - cost_w < TIE_TOLERANCE)
-            rank = np.where(tied, out_act_rank[rows, w_stage, :], np.iinfo(np.int64).max)
-            pick = np.argmin(rank, axis=1)
-            cp_out_stage[:, k] = np.where(has, w_stage, -1)
-            cp_out_tpn[:, k] = np.where(has, out_act_tpn[rows, w_stage, pick], -1)
-        return dict(in_val=in_val, out_val=out_val, level_in=level_in, level_out=level_out,
-                    cp_in_stage=cp_in_stage, cp_in_tpn=cp_in_tpn,
-                    cp_out_stage=cp_out_stage, cp_out_tpn=cp_out_tpn)
-
-    def _evaluate_at(self, nodes: int, cfg: np.ndarray, mv: dict[str, np.ndarray]
-                     ) -> MakespanTable:
-        tmpl = self.template
-        V, S = cfg.shape
-        read_tab, write_tab = self.exec_costs(nodes)
-        ci = cfg.astype(np.int64)
-        cols = np.arange(S)
-        read = read_tab[cols[None, :], ci]
-        write = write_tab[cols[None, :], ci]
-        exe = read + write
-        pos = {name: i for i, name in enumerate(tmpl.stage_names)}
-        levels = tmpl.levels
-        L = len(levels)
-        level_exec = np.zeros((V, L))
-        cp_exec_stage = np.full((V, L), -1, dtype=np.int64)
-        cp_exec_read = np.zeros((V, L), dtype=bool)
-        cp_exec_write = np.zeros((V, L), dtype=bool)
-        read_considered = np.array([bool(st.stage_predecessors) or st.only_initial_data
-                                    for st in tmpl.stages])
-        rows = np.arange(V)
-        for k, level in enumerate(levels):
-            members = np.asarray([pos[st.name] for st in tmpl.stages_at(level)])
-            ev = exe[:, members]
-            level_exec[:, k] = np.maximum(ev.max(axis=1), 0.0)
-            win = members[_first_winner(ev, level_exec[:, k])]
-            has = level_exec[:, k] > 0
-            cp_exec_stage[:, k] = np.where(has, win, -1)
-            cp_exec_read[:, k] = has & read_considered[win] & (read[rows, win] > 0)
-            cp_exec_write[:, k] = has & (write[rows, win] > 0)
-
-        # Summed level by level from 0, in the artifact's order, so totals match
-        # it to the last bit and rows sort identically.
-        tot_in = np.zeros(V)
-        tot_exec = np.zeros(V)
-        tot_out = np.zeros(V)
-        for k in range(L):
-            tot_in = tot_in + mv["level_in"][:, k]
-            tot_exec = tot_exec + level_exec[:, k]
-            tot_out = tot_out + mv["level_out"][:, k]
-        total = (tot_in + tot_exec) + tot_out
-
-        stage_read = np.where(read_considered[None, :], read, np.nan)
-        return MakespanTable(
-            template=tmpl, tiers=self.tiers, nodes=np.full(V, nodes, dtype=np.int64),
-            config=cfg, total=total, level_in=mv["level_in"], level_exec=level_exec,
-            level_out=mv["level_out"], stage_in=mv["in_val"], stage_read=stage_read,
-            stage_write=write, stage_out=mv["out_val"], cp_in_stage=mv["cp_in_stage"],
-            cp_in_tpn=mv["cp_in_tpn"], cp_exec_stage=cp_exec_stage, cp_exec_read=cp_exec_read,
-            cp_exec_write=cp_exec_write, cp_out_stage=mv["cp_out_stage"],
-            cp_out_tpn=mv["cp_out_tpn"])
+        level_in, in_win, in_has = _level_winners(in_val, members, floor=0.0)
+        level_out, out_win, out_has = _level_winners(out_val, members, floor=0.0)
+        r = rows[:, None]
+        return dict(
+            in_val=in_val, out_val=out_val, level_in=level_in, level_out=level_out,
+            cp_in_stage=np.where(in_has, in_win, -1).astype(np.int16),
+            cp_in_tpn=np.where(in_has, in_tpn[r, in_win], -1).astype(np.int32),
+            cp_out_stage=np.where(out_has, out_win, -1).astype(np.int16),
+            cp_out_tpn=np.where(out_has, out_pick[r, out_win], -1).astype(np.int32))
 
 
 def _first_winner(values: np.ndarray, best: np.ndarray) -> np.ndarray:
@@ -480,14 +587,6 @@ def _first_winner(values: np.ndarray, best: np.ndarray) -> np.ndarray:
     close &= ~np.isnan(values)
     winner: np.ndarray = np.argmax(close, axis=1)
     return winner
-
-
-def _concat(template: WorkflowTemplate, tiers: TierSet, parts: list[MakespanTable]
-            ) -> MakespanTable:
-    kw: dict[str, Any] = {}
-    for name in ROW_FIELDS:
-        kw[name] = np.concatenate([getattr(p, name) for p in parts])
-    return MakespanTable(template, tiers, **kw)
 
 
 def compute_makespan(template: WorkflowTemplate, costs: CostTable, tiers: TierSet,

@@ -105,3 +105,17 @@ def test_more_nodes_change_only_execution(table):
     k = row(table, 4, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
     assert table.level_in[j].tolist() == table.level_in[k].tolist()
     assert table.level_out[j].tolist() == table.level_out[k].tolist()
+
+
+def test_a_subset_of_rows_keeps_its_breakdown_and_paths(table):
+    # Breakdown columns and paths are gathered lazily; a subset taken before any
+    # of them is read must give the same values as the full table.
+    fresh = MakespanModel(TEMPLATE, cost_table(), TIERS).evaluate([2, 4])
+    rows = np.arange(len(fresh))[::-3]
+    part = fresh.take(rows)
+    paths = table.critical_paths()
+    assert part.critical_paths() == [paths[i] for i in rows]
+    for name in ("level_in", "level_exec", "level_out", "stage_read", "stage_write"):
+        np.testing.assert_array_equal(getattr(part, name), getattr(table, name)[rows])
+    np.testing.assert_allclose(part.total, np.c_[part.level_in, part.level_exec,
+                                                 part.level_out].sum(axis=1), rtol=1e-12)
