@@ -12,7 +12,7 @@ median of the positive one-dimensional estimates.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ class StorageProfile:
     source: str
     # (operation, storage type) -> (rows, 4) of (nodes, tpn, transfer, size), rates
     runs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
+    _grids: dict[tuple[str, str], _Grid | None] = field(default_factory=dict, repr=False)
 
     def storage_types(self) -> set[str]:
         return {st for _, st in self.runs}
@@ -60,19 +61,20 @@ class StorageProfile:
     def rate(self, operation: str, storage_type: str, nodes: float, tpn: float,
              transfer: float, size: float) -> float:
         """Aggregate MiB/s of ``nodes`` x ``tpn`` tasks; NaN when never measured."""
-        pts = self.runs.get((operation, storage_type))
-        if pts is None:
+        grid = self._grid(operation, storage_type)
+        if grid is None:
             return float("nan")
-        x, y = pts
-        target = np.array([nodes, tpn, transfer, size], dtype=float)
-        keep = np.ones(len(y), dtype=bool)
+        target = (float(nodes), float(tpn), float(transfer), float(size))
+        # Narrow one dimension at a time: among the runs left, keep the measured
+        # values bracketing the target.
+        prefixes: list[tuple[float, ...]] = [()]
         for d in range(4):
-            vals = np.unique(x[keep, d])
-            keep &= np.isin(x[:, d], _bracket(vals, target[d]))
-        cell = defaultdict(list)
-        for row, r in zip(x[keep], y[keep], strict=True):
-            cell[tuple(row)].append(r)
-        means = {k: float(np.mean(v)) for k, v in cell.items()}
+            seen = sorted({v for p in prefixes for v in grid.next_values[p]})
+            chosen = _bracket(seen, target[d])
+            prefixes = [p + (float(v),) for p in prefixes for v in chosen
+                        if p + (float(v),) in grid.next_values or d == 3]
+            prefixes = [p for p in prefixes if d < 3 or p in grid.means]
+        means = {p: grid.means[p] for p in prefixes}
         estimates = []
         for d in range(4):
             groups: dict[tuple[float, ...], list[tuple[float, float]]] = defaultdict(list)
@@ -81,14 +83,41 @@ class StorageProfile:
             for pts_d in groups.values():
                 estimates.append(_line(sorted(pts_d), target[d]))
         pos = [e for e in estimates if e > 0]
-        return float(np.median(pos)) if pos else float(np.mean(y[keep]))
+        return float(np.median(pos)) if pos else float(np.mean(list(means.values())))
+
+    def _grid(self, operation: str, storage_type: str) -> _Grid | None:
+        key = (operation, storage_type)
+        if key not in self._grids:
+            pts = self.runs.get(key)
+            self._grids[key] = None if pts is None else _Grid.of(*pts)
+        return self._grids[key]
 
 
-def _bracket(values: np.ndarray, t: float) -> np.ndarray:
-    below, above = values[values <= t], values[values >= t]
-    if below.size and above.size:
-        return np.unique([below.max(), above.min()])
-    return np.sort(values)[:2] if not below.size else np.sort(values)[-2:]
+@dataclass
+class _Grid:
+    """The measured points of one (operation, storage type), indexed for narrowing."""
+
+    means: dict[tuple[float, ...], float]              # mean rate per measured point
+    next_values: dict[tuple[float, ...], set[float]]   # values of the next dimension
+
+    @classmethod
+    def of(cls, x: np.ndarray, rates: np.ndarray) -> _Grid:
+        cell: dict[tuple[float, ...], list[float]] = defaultdict(list)
+        for row, r in zip(x.tolist(), rates.tolist(), strict=True):
+            cell[tuple(row)].append(r)
+        nxt: dict[tuple[float, ...], set[float]] = defaultdict(set)
+        for k in cell:
+            for d in range(4):
+                nxt[k[:d]].add(k[d])
+        return cls({k: float(np.mean(v)) for k, v in cell.items()}, dict(nxt))
+
+
+def _bracket(values: list[float], t: float) -> list[float]:
+    """The measured values around ``t``; the two nearest on one side outside them."""
+    below, above = [v for v in values if v <= t], [v for v in values if v >= t]
+    if below and above:
+        return sorted({max(below), min(above)})
+    return values[:2] if not below else values[-2:]
 
 
 def _line(points: list[tuple[float, float]], t: float) -> float:
