@@ -2,4 +2,5 @@
 
 from qos_plugin.errors import InputError, QosPluginError
 
-__all__ = ["InputError", "QosPluginError"]
+__version__ = "0.1.0"
+__all__ = ["InputError", "QosPluginError", "__version__"]

@@ -4,10 +4,15 @@
     qos-plan makespan  --template T --costs C --nodes 2,5,10 --out makespan.csv
     qos-plan regions   --makespan M --out-dir D
     qos-plan rank      --makespan M --regions D/config_regions.csv --nodes 10 [--json]
+    qos-plan train     NAME --template T (--costs C | --io-data W --profile P) --nodes 2,5,10
+    qos-plan list
+    qos-plan query     NAME [--deadline 20:00] [--max-nodes 5] [--tiers a,b]
+                       [--exclude-tier x] [--down-tier y] [--objective fastest|frugal] [--json]
     qos-plan demo      [--out-dir D]
 
 Every failure is one line on stderr and exit status 1 (2 for a usage error);
-``-v`` adds the traceback.
+``-v`` adds the traceback. ``query`` exits 3 when no placement meets the
+constraints (the answer says why).
 """
 
 from __future__ import annotations
@@ -19,8 +24,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from qos_plugin.errors import InputError, QosPluginError
 
@@ -113,6 +116,49 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true", help="print one JSON object")
     tiers_opt(k)
 
+    def registry_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--registry", metavar="DIR",
+                        help="model registry directory (default: $QOS_PLAN_REGISTRY, the "
+                             "config file, else ~/.local/share/qos-plugin/models)")
+
+    t = sub.add_parser("train", help="train a model and store it in the registry",
+                       description="Evaluate every placement, fit regions and store the "
+                                   "result as the next version of model NAME.")
+    t.add_argument("name", help="model name (letters, digits, '.', '_', '-')")
+    t.add_argument("--template", required=True, help="DAG template JSON or WfFormat instance")
+    t.add_argument("--costs", help="per-edge cost table CSV (else built from --io-data and "
+                                   "--profile)")
+    t.add_argument("--io-data", help="I/O primitives CSV: builds costs with --profile, and "
+                                     "gives the I/O volumes behind bandwidth figures")
+    t.add_argument("--profile", help="storage profile CSV (IOR schema)")
+    t.add_argument("--nodes", required=True, type=_nodes, help="node counts, e.g. 2,5,10")
+    tiers_opt(t)
+    registry_opt(t)
+
+    ls = sub.add_parser("list", help="models in the registry",
+                        description="List the models of the registry, newest version each.")
+    ls.add_argument("--json", action="store_true", help="print one JSON array")
+    registry_opt(ls)
+
+    q = sub.add_parser("query", help="best placement under QoS constraints",
+                       description="Answer a QoS query with model NAME (NAME@VERSION for an "
+                                   "older version): the placement, its predicted makespan, "
+                                   "region, critical path and bandwidth, or why none fits.")
+    q.add_argument("name", help="model name, or NAME@VERSION")
+    q.add_argument("--deadline", help="time limit in Slurm syntax: MM, MM:SS, HH:MM:SS, "
+                                      "D-HH[:MM[:SS]]")
+    q.add_argument("--max-nodes", type=int, help="use at most this many nodes")
+    q.add_argument("--tiers", dest="allowed", help="use only these tiers, e.g. beegfs,ssd")
+    q.add_argument("--exclude-tier", action="append", default=[], metavar="TIER",
+                   help="do not use this tier (repeat or comma-separate)")
+    q.add_argument("--down-tier", action="append", default=[], metavar="TIER",
+                   help="this tier is down: find the best alternative (repeatable)")
+    q.add_argument("--objective", default="fastest", choices=["fastest", "frugal"],
+                   help="fastest (default), or frugal: fewest nodes, then least node-local "
+                        "tier, then fastest")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    registry_opt(q)
+
     d = sub.add_parser("demo", help="run the whole pipeline on the bundled example",
                        description="Build costs, makespan, regions and rankings for the "
                                    "example workflow shipped with the package.")
@@ -166,6 +212,8 @@ def cmd_makespan(a: argparse.Namespace) -> int:
     table = model.evaluate(a.nodes)
     elapsed = time.perf_counter() - t0
     write_makespan_csv(table, a.out)
+    import numpy as np
+
     if model.missing:
         log.warning("%d cost lookups found no row and were charged 0 s (first: %s)",
                     len(model.missing), model.missing[0])
@@ -208,7 +256,9 @@ def cmd_regions(a: argparse.Namespace) -> int:
     return 0
 
 
-def _match_regions(table, regions_path: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _match_regions(table, regions_path: str):  # type: ignore[no-untyped-def]
+    import numpy as np
+
     from qos_plugin.model.configtable import load_config_table
 
     labelled = load_config_table(regions_path)
@@ -258,8 +308,125 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return run_demo(Path(a.out_dir))
 
 
+def _registry(a: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from qos_plugin.planner.registry import Registry, default_registry
+
+    return Registry(Path(a.registry) if a.registry else default_registry())
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    import datetime
+    import platform
+
+    from qos_plugin import __version__
+    from qos_plugin.cli.progress import Progress
+    from qos_plugin.model.regions import CartSettings
+    from qos_plugin.planner.registry import check_name
+    from qos_plugin.planner.training import build_model, file_fingerprint, fit_table_regions
+
+    check_name(a.name)
+    if not a.costs and not (a.io_data and a.profile):
+        raise InputError("qos-plan train", "no costs given",
+                         "give --costs C, or --io-data W and --profile P")
+    registry = _registry(a)
+    template = _load_template(a.template)
+    inputs = {"template": file_fingerprint(a.template)}
+    io = None
+    if a.io_data:
+        from qos_plugin.model.iodata import load_io_data
+
+        io = load_io_data(a.io_data)
+        inputs["io_data"] = file_fingerprint(a.io_data)
+    if a.costs:
+        from qos_plugin.model.costs import load_costs
+
+        costs = load_costs(a.costs)
+        inputs["costs"] = file_fingerprint(a.costs)
+        tiers = _tiers(a.tiers, template, costs, a.nodes)
+    else:
+        from qos_plugin.model.costbuild import build_cost_table
+        from qos_plugin.model.profile import load_profile
+        from qos_plugin.model.tiers import parse_tiers
+
+        profile = load_profile(a.profile)
+        inputs["profile"] = file_fingerprint(a.profile)
+        tiers = parse_tiers(a.tiers) if a.tiers else profile.infer_tiers()
+        assert io is not None
+        costs = build_cost_table(template, io, profile, tiers, a.nodes)
+    from qos_plugin.model.iodata import stage_volumes
+    from qos_plugin.model.makespan import MakespanModel
+
+    table = MakespanModel(template, costs, tiers).evaluate(a.nodes)
+    settings = CartSettings()
+    progress = Progress("train: regions")
+    configs, regions, labels = fit_table_regions(table, settings, progress)
+    progress.finish()
+    volumes = stage_volumes(io, template.stage_names) if io is not None else None
+    provenance = {"workflow": template.name, "inputs": inputs, "nodes": list(a.nodes),
+                  "tiers": [f"{t.name}:{t.kind}" for t in tiers],
+                  "region_settings": vars(settings), "qos_plan": __version__,
+                  "host": platform.node()}
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    model = build_model(a.name, registry.next_version(a.name), table, configs, regions, labels,
+                        volumes, provenance, created)
+    path = registry.save(model)
+    print(f"trained {model.name} v{model.version}: {len(model)} placements "
+          f"(N in {','.join(map(str, model.node_counts))}), {len(model.regions)} regions "
+          f"-> {path}")
+    return 0
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    registry = _registry(a)
+    items = registry.summaries()
+    if a.json:
+        print(json.dumps(items))
+        return 0
+    if not items:
+        print(f"no models in {registry.root}")
+        return 0
+    print(f"models in {registry.root}:")
+    for m in items:
+        if "error" in m:
+            print(f"  {m['name']:20s} v{m['versions'][-1]}  UNREADABLE: {m['error']}")
+            continue
+        print(f"  {m['name']:20s} v{m['versions'][-1]:<3d} {m['created']}  {m['stages']} stages, "
+              f"tiers {','.join(m['tiers'])}, N {','.join(map(str, m['nodes']))}, "
+              f"{m['placements']} placements, {m['regions']} regions")
+    return 0
+
+
+def _tier_list(values: Sequence[str], option: str) -> frozenset[str]:
+    names = [v.strip() for text in values for v in text.split(",")]
+    if any(not n for n in names):
+        raise InputError(option, f"empty tier name in {','.join(values)!r}",
+                         "give tier names separated by commas")
+    return frozenset(names)
+
+
+def cmd_query(a: argparse.Namespace) -> int:
+    from qos_plugin.planner.explain import answer_json, explain_text
+    from qos_plugin.planner.query import Constraints, answer
+    from qos_plugin.planner.timespec import parse_duration
+
+    deadline = parse_duration(a.deadline) if a.deadline is not None else None
+    constraints = Constraints(
+        deadline=deadline, max_nodes=a.max_nodes,
+        tiers=_tier_list([a.allowed], "--tiers") if a.allowed is not None else None,
+        exclude=_tier_list(a.exclude_tier, "--exclude-tier"),
+        down=_tier_list(a.down_tier, "--down-tier"), objective=a.objective)
+    model = _registry(a).load(a.name)
+    ans = answer(model, constraints)
+    if a.json:
+        print(json.dumps(answer_json(model, ans)))
+    else:
+        print(explain_text(model, ans))
+    return 0 if ans.feasible else 3
+
+
 COMMANDS = {"costs": cmd_costs, "makespan": cmd_makespan, "regions": cmd_regions,
-            "rank": cmd_rank, "demo": cmd_demo}
+            "rank": cmd_rank, "train": cmd_train, "list": cmd_list, "query": cmd_query,
+            "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from qos_plugin.errors import InputError
 from qos_plugin.model.costs import CostRow, CostTable, stage_in_name, stage_out_name
-from qos_plugin.model.iodata import IoData, IoRecord
+from qos_plugin.model.iodata import IoData, IoRecord, task_mib
 from qos_plugin.model.profile import StorageProfile
 from qos_plugin.model.template import INITIAL_DATA, Stage, WorkflowTemplate
 from qos_plugin.model.tiers import TierSet, move_name
@@ -41,12 +41,8 @@ def _move_seconds(profile: StorageProfile, op: str, move: str, mb: float, copies
 
 
 def _per_task_mb(records: list[IoRecord]) -> float:
-    """MiB moved by the largest task (reads repeat the task's total on each file)."""
-    by_task: dict[str, float] = {}
-    for r in records:
-        by_task[r.task] = max(by_task.get(r.task, 0.0), r.size_mb) if r.operation == "read" \
-            else by_task.get(r.task, 0.0) + r.size_mb
-    return max(by_task.values(), default=0.0)
+    """MiB moved by the largest task."""
+    return max(task_mib(records).values(), default=0.0)
 
 
 def build_cost_table(template: WorkflowTemplate, io: IoData, profile: StorageProfile,

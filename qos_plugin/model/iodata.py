@@ -66,3 +66,25 @@ def load_io_data(path: str | Path) -> IoData:
                         prev[k] if ops[k] == "read" else "")
                for k in range(len(t)) if keep[k]]
     return IoData(records, t.source)
+
+
+def task_mib(records: list[IoRecord]) -> dict[str, float]:
+    """MiB each task moves in ``records`` (one operation of one stage).
+
+    Write records are per file and add up; read records repeat the task's total
+    on each file it reads, so a task's reads are the largest of them.
+    """
+    by_task: dict[str, float] = {}
+    for r in records:
+        if r.operation == "read":
+            by_task[r.task] = max(by_task.get(r.task, 0.0), r.size_mb)
+        else:
+            by_task[r.task] = by_task.get(r.task, 0.0) + r.size_mb
+    return by_task
+
+
+def stage_volumes(io: IoData, stages: list[str]) -> dict[str, dict[str, float]]:
+    """Total MiB read and written by every task of each stage."""
+    return {s: {"read_mib": sum(task_mib(io.stage_records(s, "read")).values()),
+                "write_mib": sum(task_mib(io.stage_records(s, "write")).values())}
+            for s in stages}

@@ -1,0 +1,257 @@
+"""QoS queries over a trained model: constraints in, one placement (or a precise
+"infeasible") out. Pure: plain Python over the model's rows, no clock, no I/O.
+
+Objectives:
+
+* ``fastest``: the smallest predicted makespan that meets every constraint.
+* ``frugal``: meet the deadline with the fewest nodes, then with the fewest
+  stages on node-local tiers (the fastest, scarcest tier counted first), then
+  the fastest of those.
+
+When no placement meets every constraint the answer says which constraint binds:
+the deadline when some placement satisfies all the others (the closest one is the
+fastest of them, with its miss), otherwise the first hard constraint (max nodes,
+allowed tiers, excluded tiers, down tiers) without which placements exist. Every
+single constraint whose removal alone would make the query feasible is listed
+with the placement it would give.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from qos_plugin.errors import InputError
+from qos_plugin.planner.trained import RegionInfo, TrainedModel
+
+OBJECTIVES = ("fastest", "frugal")
+# Constraint names as the user typed them, in the order binding is decided.
+HARD = ("max_nodes", "tiers", "exclude", "down")
+OPTION = {"max_nodes": "--max-nodes", "tiers": "--tiers", "exclude": "--exclude-tier",
+          "down": "--down-tier", "deadline": "--deadline"}
+
+
+@dataclass(frozen=True)
+class Constraints:
+    deadline: float | None = None            # seconds
+    max_nodes: int | None = None
+    tiers: frozenset[str] | None = None      # allowed tiers (None: all)
+    exclude: frozenset[str] = frozenset()
+    down: frozenset[str] = frozenset()
+    objective: str = "fastest"
+
+    def validate(self, model: TrainedModel) -> None:
+        known = model.tier_names
+        for option, names in (("--tiers", self.tiers or ()), ("--exclude-tier", self.exclude),
+                              ("--down-tier", self.down)):
+            unknown = sorted(set(names) - set(known))
+            if unknown:
+                raise InputError(option, f"unknown tier {unknown[0]!r}",
+                                 f"model {model.name} has tiers: {', '.join(known)}")
+        if self.max_nodes is not None and self.max_nodes < 1:
+            raise InputError("--max-nodes", f"{self.max_nodes} nodes cannot run anything",
+                             "give 1 or more")
+        if self.deadline is not None and not self.deadline > 0:
+            raise InputError("--deadline", f"{self.deadline!r} is not a positive duration",
+                             "give a time such as 20:00")
+        if self.objective not in OBJECTIVES:
+            raise InputError("--objective", f"unknown objective {self.objective!r}",
+                             f"use one of: {', '.join(OBJECTIVES)}")
+
+    def given(self) -> list[str]:
+        """Names of the constraints that restrict anything."""
+        out = [n for n, v in (("max_nodes", self.max_nodes), ("tiers", self.tiers))
+               if v is not None]
+        out += [n for n, v in (("exclude", self.exclude), ("down", self.down)) if v]
+        return out + (["deadline"] if self.deadline is not None else [])
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One placement of the model."""
+
+    row: int
+    nodes: int
+    tiers: dict[str, str]
+    makespan: float
+    region: RegionInfo
+    critical_path: str
+
+
+@dataclass
+class Answer:
+    feasible: bool
+    constraints: Constraints
+    choice: Choice | None = None
+    margin: float | None = None              # deadline - makespan
+    runner_up: Choice | None = None
+    bandwidth: dict[str, dict[str, object]] | None = None
+    binding: str | None = None
+    closest: Choice | None = None
+    miss: float | None = None                # closest makespan - deadline
+    relaxations: dict[str, Choice] = field(default_factory=dict)
+    with_down_up: Choice | None = None       # best placement were the down tiers up
+    candidates: int = 0                      # placements meeting all but the deadline
+
+
+Rows = list[int]
+
+
+def _masks(model: TrainedModel, c: Constraints) -> dict[str, list[bool]]:
+    masks: dict[str, list[bool]] = {}
+    if c.max_nodes is not None:
+        masks["max_nodes"] = [n <= c.max_nodes for n in model.nodes]
+    names = model.tier_names
+    for name, allowed in (("tiers", c.tiers),
+                          ("exclude", None if not c.exclude else set(names) - c.exclude),
+                          ("down", None if not c.down else set(names) - c.down)):
+        if allowed is not None:
+            ok = {i for i, t in enumerate(names) if t in allowed}
+            masks[name] = [all(t in ok for t in p) for p in model.placement]
+    if c.deadline is not None:
+        masks["deadline"] = [t <= c.deadline for t in model.total]
+    return masks
+
+
+def _rows(model: TrainedModel, masks: dict[str, list[bool]], skip: str = "") -> Rows:
+    """Rows that pass every mask but ``skip``."""
+    use = [m for name, m in masks.items() if name != skip]
+    return [r for r in range(len(model)) if all(m[r] for m in use)]
+
+
+def rank_rows(model: TrainedModel, rows: Rows, objective: str) -> Rows:
+    """``rows`` ordered best first for the objective (ties: earlier row first)."""
+    if objective == "fastest":
+        return sorted(rows, key=lambda r: (model.total[r], model.nodes[r], r))
+    local = [model.tier_names.index(t) for t in model.local_tiers]
+    return sorted(rows, key=lambda r: (model.nodes[r],
+                                       *(model.placement[r].count(t) for t in local),
+                                       model.total[r], r))
+
+
+def choice(model: TrainedModel, row: int) -> Choice:
+    names = model.tier_names
+    return Choice(row, model.nodes[row],
+                  {s: names[model.placement[row][j]] for j, s in enumerate(model.stages)},
+                  model.total[row], model.regions[model.region[row]],
+                  model.paths[model.path[row]])
+
+
+def _best(model: TrainedModel, rows: Rows, objective: str) -> Choice:
+    return choice(model, rank_rows(model, rows, objective)[0])
+
+
+def answer(model: TrainedModel, c: Constraints) -> Answer:
+    """The placement that best meets ``c``, or why none does."""
+    c.validate(model)
+    masks = _masks(model, c)
+    hard = _rows(model, masks, skip="deadline")
+    ok = [r for r in hard if masks["deadline"][r]] if "deadline" in masks else hard
+    out = Answer(feasible=bool(ok), constraints=c, candidates=len(hard))
+    if ok:
+        ranked = rank_rows(model, ok, c.objective)
+        out.choice = choice(model, ranked[0])
+        if len(ranked) > 1:
+            out.runner_up = choice(model, ranked[1])
+        if c.deadline is not None:
+            out.margin = c.deadline - out.choice.makespan
+        out.bandwidth = bandwidth(model, out.choice.row)
+        if c.down:
+            best_up = _best(model, _rows(model, masks, skip="down"), c.objective)
+            if best_up.row != out.choice.row:
+                out.with_down_up = best_up
+        return out
+
+    # Infeasible: which constraint binds, what comes closest, what would help.
+    for name in masks:
+        alone = _rows(model, masks, skip=name)
+        if alone and name != "deadline":
+            out.relaxations[name] = _best(model, alone, c.objective)
+    if hard:
+        out.binding = "deadline"
+        out.closest = _best(model, hard, "fastest")
+        out.miss = out.closest.makespan - float(c.deadline or 0.0)
+        return out
+    hard_masks = {k: v for k, v in masks.items() if k != "deadline"}
+    given = [n for n in HARD if n in hard_masks]
+    out.binding = ",".join(given)            # when no single one is to blame
+    rows = list(range(len(model)))
+    for name in given:
+        rest = _rows(model, hard_masks, skip=name)
+        if rest:
+            out.binding, rows = name, rest
+            break
+    out.closest = _best(model, rows, "fastest")
+    if c.deadline is not None:
+        out.miss = out.closest.makespan - c.deadline
+    return out
+
+
+def bandwidth(model: TrainedModel, row: int) -> dict[str, dict[str, object]] | None:
+    """Peak MiB/s each tier must sustain for ``row`` to finish as predicted.
+
+    Per phase of each level (stage-in, execution, stage-out) the MiB the phase
+    moves on a tier divided by the phase's predicted duration; the peak over
+    phases is what must be reserved. Node-local tiers also get the per-node share.
+    None when the model was trained without I/O volumes.
+    """
+    if not model.volumes:
+        return None
+    wf = model.workflow
+    names = model.tier_names
+    tier_of = {s: names[model.placement[row][j]] for j, s in enumerate(model.stages)}
+    kind = dict(zip(names, model.tier_kinds, strict=True))
+    home = next(n for n, k in zip(names, model.tier_kinds, strict=True) if k == "shared")
+    vol = model.volumes
+    succ: dict[str, list[str]] = {s: [] for s in model.stages}
+    for s in model.stages:
+        for p in wf[s].get("predecessors", {}):
+            if p in succ and model.stage_levels[p] < model.stage_levels[s]:
+                succ[p].append(s)
+    last = max(model.levels)
+    peak: dict[str, tuple[float, str]] = {}
+
+    def charge(mib: dict[str, float], seconds: float, what: str) -> None:
+        if seconds <= 0:
+            return
+        for t, m in mib.items():
+            rate = m / seconds
+            if m > 0 and rate > peak.get(t, (0.0, ""))[0]:
+                peak[t] = (rate, what)
+
+    for k, level in enumerate(model.levels):
+        stages = [s for s in model.stages if model.stage_levels[s] == level]
+        staged_in: dict[str, float] = {}
+        execute: dict[str, float] = {}
+        staged_out: dict[str, float] = {}
+        for s in stages:
+            t = tier_of[s]
+            read, write = vol[s]["read_mib"], vol[s]["write_mib"]
+            execute[t] = execute.get(t, 0.0) + read + write
+            preds = wf[s].get("predecessors", {})
+            from_shared = "initial_data" in preds or any(
+                p in tier_of and kind[tier_of[p]] == "shared" for p in preds)
+            if kind[t] == "node-local" and from_shared:
+                for x in (t, home):
+                    staged_in[x] = staged_in.get(x, 0.0) + read
+            targets = {tier_of[d] for d in succ[s]}
+            if level == last and kind[t] == "node-local":
+                targets.add(home)
+            for y in targets:
+                if y != t or kind[t] == "node-local":
+                    for x in {t, y}:
+                        staged_out[x] = staged_out.get(x, 0.0) + write
+        label = f"level {level:g}"
+        charge(staged_in, model.phases[row][3 * k], f"stage-in {label}")
+        charge(execute, model.phases[row][3 * k + 1], f"execution {label}")
+        charge(staged_out, model.phases[row][3 * k + 2], f"stage-out {label}")
+    nodes = model.nodes[row]
+    out: dict[str, dict[str, object]] = {}
+    for t in names:
+        if t not in peak:
+            continue
+        rate, phase = peak[t]
+        entry: dict[str, object] = {"mib_per_s": round(rate, 3), "phase": phase}
+        if kind[t] == "node-local":
+            entry["per_node_mib_per_s"] = round(rate / nodes, 3)
+        out[t] = entry
+    return out
