@@ -159,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print one JSON object")
     registry_opt(q)
 
+    pr = sub.add_parser("profile", help="measure this machine's storage tiers",
+                        description="Measure read/write bandwidth of each tier with fio "
+                                    "(transfer size x data size x tasks) and copies between "
+                                    "tiers with cp, and write a storage profile in the IOR "
+                                    "CSV schema that 'qos-plan costs' reads.")
+    pr.add_argument("--tier", action="append", required=True, metavar="NAME=PATH:KIND",
+                    help="a tier to measure, e.g. tmpfs=/dev/shm/qos:node-local or "
+                         "disk=/var/tmp/qos:shared (repeat; one must be shared)")
+    pr.add_argument("--out", required=True, help="profile CSV to write")
+    pr.add_argument("--quick", action="store_true",
+                    help="a small sweep that finishes in well under a minute")
+
     d = sub.add_parser("demo", help="run the whole pipeline on the bundled example",
                        description="Build costs, makespan, regions and rankings for the "
                                    "example workflow shipped with the package.")
@@ -302,6 +314,36 @@ def cmd_rank(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(a: argparse.Namespace) -> int:
+    from qos_plugin.cli.progress import Progress
+    from qos_plugin.model.csvio import write_csv
+    from qos_plugin.profiler.runner import fio_path, run_sweep
+    from qos_plugin.profiler.sweep import (
+        COLUMNS,
+        FULL,
+        QUICK,
+        check_tiers,
+        io_runs,
+        move_runs,
+        parse_tier_dir,
+    )
+
+    tiers = [parse_tier_dir(t) for t in a.tier]
+    check_tiers(tiers)
+    fio_path()
+    sweep = QUICK if a.quick else FULL
+    io, moves = io_runs(tiers, sweep), move_runs(tiers, sweep)
+    t0 = time.perf_counter()
+    progress = Progress("profile")
+    rows = run_sweep(io, moves, progress)
+    progress.finish()
+    write_csv(a.out, list(COLUMNS), ([r[c] for c in COLUMNS] for r in rows))
+    print(f"measured {len(io)} read/write runs and {len(moves)} moves on "
+          f"{', '.join(f'{t.name} ({t.kind})' for t in tiers)} in "
+          f"{time.perf_counter() - t0:.1f} s; wrote {a.out}")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from qos_plugin.cli.demo import run_demo
 
@@ -425,8 +467,8 @@ def cmd_query(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"costs": cmd_costs, "makespan": cmd_makespan, "regions": cmd_regions,
-            "rank": cmd_rank, "train": cmd_train, "list": cmd_list, "query": cmd_query,
-            "demo": cmd_demo}
+            "rank": cmd_rank, "profile": cmd_profile, "train": cmd_train, "list": cmd_list,
+            "query": cmd_query, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

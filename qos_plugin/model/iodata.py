@@ -4,7 +4,7 @@ One row per (task process, file, operation): bytes per operation
 (``transferSize``), MiB moved by the task (``aggregateFilesizeMB``), the task's
 stage (``taskName``) and, for reads, which stage produced the file (``prevTask``,
 ``initial_data`` for inputs of the workflow). Rows may be replicated per node
-count; only one node count's rows are used, the I/O of a task does not depend on it.
+count; they are all kept and summed as given (see costbuild for why).
 """
 
 from __future__ import annotations
@@ -56,35 +56,17 @@ def load_io_data(path: str | Path) -> IoData:
         raise InputError(f"{t.source}:{t.lines[k]}",
                          f"transferSize={ts[k]!r}, aggregateFilesizeMB={size[k]!r}",
                          "sizes must be positive")
-    keep = np.ones(len(t), dtype=bool)
-    if t.has("numNodes"):
-        nodes = t.numbers("numNodes")
-        keep = nodes == nodes[0]
     stages, tasks, files, prev = (t.text("taskName"), t.text("taskPID"), t.text("fileName"),
                                   t.text("prevTask"))
     records = [IoRecord(stages[k], tasks[k], files[k], ops[k], float(ts[k]), float(size[k]),
                         prev[k] if ops[k] == "read" else "")
-               for k in range(len(t)) if keep[k]]
+               for k in range(len(t))]
     return IoData(records, t.source)
 
 
-def task_mib(records: list[IoRecord]) -> dict[str, float]:
-    """MiB each task moves in ``records`` (one operation of one stage).
-
-    Write records are per file and add up; read records repeat the task's total
-    on each file it reads, so a task's reads are the largest of them.
-    """
-    by_task: dict[str, float] = {}
-    for r in records:
-        if r.operation == "read":
-            by_task[r.task] = max(by_task.get(r.task, 0.0), r.size_mb)
-        else:
-            by_task[r.task] = by_task.get(r.task, 0.0) + r.size_mb
-    return by_task
-
-
 def stage_volumes(io: IoData, stages: list[str]) -> dict[str, dict[str, float]]:
-    """Total MiB read and written by every task of each stage."""
-    return {s: {"read_mib": sum(task_mib(io.stage_records(s, "read")).values()),
-                "write_mib": sum(task_mib(io.stage_records(s, "write")).values())}
+    """MiB read and written by each stage: its rows summed as given, the volume the
+    cost builder prices (so bandwidth = this volume over the predicted time)."""
+    return {s: {"read_mib": sum(r.size_mb for r in io.stage_records(s, "read")),
+                "write_mib": sum(r.size_mb for r in io.stage_records(s, "write"))}
             for s in stages}

@@ -58,6 +58,11 @@ class StorageProfile:
         pts = self.runs.get((operation, storage_type))
         return [] if pts is None else sorted({int(v) for v in pts[0][:, 1] if v >= 1})
 
+    def measured_nodes(self, operation: str, storage_type: str) -> list[int]:
+        """Node counts the profile has runs at for (operation, storage type)."""
+        pts = self.runs.get((operation, storage_type))
+        return [] if pts is None else sorted({int(v) for v in pts[0][:, 0]})
+
     def rate(self, operation: str, storage_type: str, nodes: float, tpn: float,
              transfer: float, size: float) -> float:
         """Aggregate MiB/s of ``nodes`` x ``tpn`` tasks; NaN when never measured."""
@@ -73,17 +78,22 @@ class StorageProfile:
             chosen = _bracket(seen, target[d])
             prefixes = [p + (float(v),) for p in prefixes for v in chosen
                         if p + (float(v),) in grid.next_values or d == 3]
-            prefixes = [p for p in prefixes if d < 3 or p in grid.means]
-        means = {p: grid.means[p] for p in prefixes}
+            prefixes = [p for p in prefixes if d < 3 or p in grid.sums]
+        # One estimate per dimension: the mean rate of the runs left at its lower
+        # and at its upper value, joined by a line through the target.
         estimates = []
         for d in range(4):
-            groups: dict[tuple[float, ...], list[tuple[float, float]]] = defaultdict(list)
-            for k, v in means.items():
-                groups[k[:d] + k[d + 1:]].append((k[d], v))
-            for pts_d in groups.values():
-                estimates.append(_line(sorted(pts_d), target[d]))
+            sums: dict[float, list[float]] = defaultdict(lambda: [0.0, 0.0])
+            for p in prefixes:
+                acc = sums[p[d]]
+                acc[0] += grid.sums[p]
+                acc[1] += grid.counts[p]
+            pts_d = sorted((v, a[0] / a[1]) for v, a in sums.items())
+            estimates.append(_line(pts_d, target[d]))
         pos = [e for e in estimates if e > 0]
-        return float(np.median(pos)) if pos else float(np.mean(list(means.values())))
+        if pos:
+            return float(np.median(pos))
+        return sum(grid.sums[p] for p in prefixes) / sum(grid.counts[p] for p in prefixes)
 
     def _grid(self, operation: str, storage_type: str) -> _Grid | None:
         key = (operation, storage_type)
@@ -97,7 +107,8 @@ class StorageProfile:
 class _Grid:
     """The measured points of one (operation, storage type), indexed for narrowing."""
 
-    means: dict[tuple[float, ...], float]              # mean rate per measured point
+    sums: dict[tuple[float, ...], float]               # summed rate per measured point
+    counts: dict[tuple[float, ...], int]               # runs per measured point
     next_values: dict[tuple[float, ...], set[float]]   # values of the next dimension
 
     @classmethod
@@ -109,7 +120,8 @@ class _Grid:
         for k in cell:
             for d in range(4):
                 nxt[k[:d]].add(k[d])
-        return cls({k: float(np.mean(v)) for k, v in cell.items()}, dict(nxt))
+        return cls({k: float(sum(v)) for k, v in cell.items()},
+                   {k: len(v) for k, v in cell.items()}, dict(nxt))
 
 
 def _bracket(values: list[float], t: float) -> list[float]:
@@ -121,12 +133,18 @@ def _bracket(values: list[float], t: float) -> list[float]:
 
 
 def _line(points: list[tuple[float, float]], t: float) -> float:
+    """Linear inter-/extrapolation through the end points; an extrapolation that
+    goes negative falls back to the smaller positive end value."""
     if len(points) == 1:
         return points[0][1]
     (x0, y0), (x1, y1) = points[0], points[-1]
     if x1 == x0:
         return (y0 + y1) / 2
-    return y0 + (y1 - y0) * (t - x0) / (x1 - x0)
+    y = y0 + (y1 - y0) * (t - x0) / (x1 - x0)
+    if y <= 0:
+        ends = [v for v in (y0, y1) if v > 0]
+        return min(ends) if ends else y
+    return y
 
 
 def load_profile(path: str | Path) -> StorageProfile:

@@ -1,0 +1,1 @@
+"""Workflows of our own that ship with the product (no artifact files needed)."""

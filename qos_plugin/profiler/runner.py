@@ -1,0 +1,124 @@
+"""Run the sweep on this machine: fio for reads and writes, cp for moves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from qos_plugin.errors import QosPluginError
+from qos_plugin.profiler.sweep import MIB, IoRun, MoveRun, io_row, move_row
+
+log = logging.getLogger(__name__)
+
+
+class ProfilerError(QosPluginError):
+    """A measurement could not be taken (tool missing, disk full, ...)."""
+
+
+def fio_path() -> str:
+    exe = shutil.which("fio")
+    if exe is None:
+        raise ProfilerError("fio: not found; install it (Debian: apt-get install fio) or run "
+                            "scripts/setup")
+    return exe
+
+
+def run_io(run: IoRun, fio: str, scratch: Path) -> dict[str, object]:
+    """One fio job group: ``tasks`` jobs sharing ``mib`` MiB, one file each."""
+    per_job = max(run.mib * MIB // run.tasks, run.transfer)
+    base = [fio, "--name=qos", f"--directory={scratch}", f"--bs={run.transfer}",
+            f"--size={per_job}", f"--numjobs={run.tasks}", "--group_reporting",
+            "--output-format=json", "--filename_format=qos.$jobnum", "--ioengine=psync"]
+    if run.operation == "write":
+        args = base + ["--rw=write", "--end_fsync=1"]
+    else:
+        # Lay the files out first, then read them with the page cache dropped
+        # for each file (fio's default invalidate=1).
+        _fio(base + ["--rw=write", "--end_fsync=1"])
+        args = base + ["--rw=read", "--invalidate=1"]
+    doc = _fio(args)
+    job = doc["jobs"][0][run.operation]
+    seconds = job["runtime"] / 1000.0 if job["runtime"] else job["io_bytes"] / max(
+        job["bw_bytes"], 1)
+    mib = job["io_bytes"] / MIB
+    row = io_row(run, seconds)
+    row["aggregateFilesizeMB"] = round(mib, 3)
+    row["trMiB"] = round(mib / max(seconds, 1e-6), 4)
+    return row
+
+
+def _fio(args: list[str]) -> dict[str, object]:
+    out = subprocess.run(args, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise ProfilerError(f"fio failed ({out.returncode}): {out.stderr.strip()[:200]}")
+    text = out.stdout[out.stdout.find("{"):]
+    try:
+        doc: dict[str, object] = json.loads(text)
+    except json.JSONDecodeError:
+        raise ProfilerError(f"fio printed no JSON: {out.stdout[:200]!r}") from None
+    return doc
+
+
+def run_move(run: MoveRun, src_dir: Path, dst_dir: Path) -> dict[str, object]:
+    """``copies`` concurrent cp processes moving ``mib`` MiB between two directories."""
+    per_copy = max(run.mib * MIB // run.copies, 1)
+    chunk = b"\0" * min(per_copy, 4 * MIB)
+    sources = []
+    for i in range(run.copies):
+        p = src_dir / f"move.{i}"
+        with open(p, "wb") as fh:
+            left = per_copy
+            while left > 0:
+                left -= fh.write(chunk[:left])
+            fh.flush()
+            os.fsync(fh.fileno())
+        sources.append(p)
+    _drop_cache(sources)
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["cp", str(p), str(dst_dir / p.name)]) for p in sources]
+    codes = [p.wait() for p in procs]
+    for i in range(run.copies):
+        fd = os.open(dst_dir / f"move.{i}", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    seconds = time.perf_counter() - t0
+    if any(codes):
+        raise ProfilerError(f"cp {src_dir} -> {dst_dir} failed (exit {max(codes)})")
+    return move_row(run, seconds)
+
+
+def _drop_cache(paths: list[Path]) -> None:
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def run_sweep(io: list[IoRun], moves: list[MoveRun],
+              progress: Callable[[int, int], None] | None = None) -> list[dict[str, object]]:
+    fio = fio_path()
+    rows: list[dict[str, object]] = []
+    total = len(io) + len(moves)
+    for i, run in enumerate(io):
+        with tempfile.TemporaryDirectory(prefix=".qos-profile-", dir=run.tier.path) as d:
+            rows.append(run_io(run, fio, Path(d)))
+        if progress:
+            progress(i + 1, total)
+    for j, mv in enumerate(moves):
+        with tempfile.TemporaryDirectory(prefix=".qos-move-", dir=mv.src.path) as a, \
+                tempfile.TemporaryDirectory(prefix=".qos-move-", dir=mv.dst.path) as b:
+            rows.append(run_move(mv, Path(a), Path(b)))
+        if progress:
+            progress(len(io) + j + 1, total)
+    return rows

@@ -1,0 +1,123 @@
+"""What to measure, and how a measurement becomes a profile row. Pure.
+
+A tier is given as ``NAME=PATH:KIND`` (KIND ``shared`` or ``node-local``). For
+each tier the sweep measures sequential reads and writes over transfer sizes,
+data sizes and concurrent tasks; for moves it copies data between tiers with
+``k`` concurrent copies: shared -> node-local and back (``cp`` rows) and, for
+node-local tiers, between two directories of the same tier (``scp`` rows: the
+fan-out between nodes, measured on this one machine as a local copy).
+
+Everything runs on one machine, so every row has ``numNodes`` 1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from qos_plugin.errors import InputError
+from qos_plugin.model.tiers import TierKind
+
+COLUMNS = ("operation", "randomOffset", "transferSize", "aggregateFilesizeMB", "numTasks",
+           "totalTime", "numNodes", "tasksPerNode", "parallelism", "trMiB", "storageType")
+MIB = 1 << 20
+_SPEC = re.compile(r"([A-Za-z0-9_.]+)=(.+):(shared|node-local)")
+
+
+@dataclass(frozen=True)
+class TierDir:
+    name: str
+    path: Path
+    kind: TierKind
+
+
+@dataclass(frozen=True)
+class Sweep:
+    transfer_sizes: tuple[int, ...]     # bytes
+    data_sizes: tuple[int, ...]         # MiB moved per run, over all tasks
+    tasks: tuple[int, ...]
+    move_copies: tuple[int, ...]
+    move_mib: int
+    repeats: int
+
+
+QUICK = Sweep(transfer_sizes=(4096, MIB), data_sizes=(64,), tasks=(1, 2), move_copies=(1, 2),
+              move_mib=64, repeats=1)
+FULL = Sweep(transfer_sizes=(4096, 65536, MIB, 4 * MIB), data_sizes=(64, 256, 1024),
+             tasks=(1, 2, 4, 8), move_copies=(1, 2, 4), move_mib=512, repeats=3)
+
+
+@dataclass(frozen=True)
+class IoRun:
+    tier: TierDir
+    operation: str          # read or write
+    transfer: int
+    mib: int
+    tasks: int
+
+
+@dataclass(frozen=True)
+class MoveRun:
+    src: TierDir
+    dst: TierDir
+    operation: str          # cp (between tiers) or scp (within a node-local tier)
+    copies: int
+    mib: int
+
+
+def parse_tier_dir(spec: str) -> TierDir:
+    m = _SPEC.fullmatch(spec)
+    if not m:
+        raise InputError("--tier", f"{spec!r} is not NAME=PATH:KIND",
+                         "e.g. tmpfs=/dev/shm/qos:node-local or disk=/var/tmp/qos:shared")
+    name, path, kind = m.groups()
+    return TierDir(name, Path(path), TierKind(kind))
+
+
+def check_tiers(tiers: list[TierDir]) -> None:
+    names = [t.name for t in tiers]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError("--tier", f"tier {dup[0]!r} given twice", "name each tier once")
+    if not any(t.kind is TierKind.SHARED for t in tiers):
+        raise InputError("--tier", "no shared tier", "give one tier with :shared (the home "
+                         "of the workflow's data)")
+    for t in tiers:
+        if not t.path.is_dir():
+            raise InputError("--tier", f"{t.name}: {t.path} is not a directory",
+                             "create it first; the profiler writes and deletes files there")
+
+
+def io_runs(tiers: list[TierDir], sweep: Sweep) -> list[IoRun]:
+    return [IoRun(t, op, ts, mib, k) for t in tiers for op in ("write", "read")
+            for ts in sweep.transfer_sizes for mib in sweep.data_sizes for k in sweep.tasks
+            for _ in range(sweep.repeats)]
+
+
+def move_runs(tiers: list[TierDir], sweep: Sweep) -> list[MoveRun]:
+    shared = [t for t in tiers if t.kind is TierKind.SHARED]
+    local = [t for t in tiers if t.kind is TierKind.NODE_LOCAL]
+    pairs = [(s, loc, "cp") for s in shared for loc in local]
+    pairs += [(loc, s, "cp") for s in shared for loc in local]
+    pairs += [(loc, loc, "scp") for loc in local]
+    return [MoveRun(a, b, op, k, sweep.move_mib) for a, b, op in pairs
+            for k in sweep.move_copies for _ in range(sweep.repeats)]
+
+
+def io_row(run: IoRun, seconds: float) -> dict[str, object]:
+    return _row(run.operation, run.transfer, run.mib, run.tasks, seconds, run.tier.name)
+
+
+def move_row(run: MoveRun, seconds: float) -> dict[str, object]:
+    kind = f"{run.src.name}-{run.dst.name}"
+    return _row(run.operation, 4096, run.mib, run.copies, seconds, kind)
+
+
+def _row(op: str, transfer: int, mib: int, tasks: int, seconds: float, storage: str
+         ) -> dict[str, object]:
+    seconds = max(seconds, 1e-6)
+    return {"operation": op, "randomOffset": 0, "transferSize": transfer,
+            "aggregateFilesizeMB": mib, "numTasks": tasks, "totalTime": round(seconds, 6),
+            "numNodes": 1, "tasksPerNode": tasks, "parallelism": tasks,
+            "trMiB": round(mib / seconds, 4), "storageType": storage}

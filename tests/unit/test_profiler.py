@@ -1,0 +1,63 @@
+"""The storage profiler measures real directories with fio and cp, and writes a
+profile the cost builder reads unchanged."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from qos_plugin.cli.qos_plan import main
+from qos_plugin.errors import InputError
+from qos_plugin.model.profile import load_profile
+from qos_plugin.model.tiers import TierKind
+from qos_plugin.profiler.runner import run_sweep
+from qos_plugin.profiler.sweep import COLUMNS, Sweep, io_runs, move_runs, parse_tier_dir
+
+TINY = Sweep(transfer_sizes=(4096, 1 << 20), data_sizes=(4,), tasks=(1, 2), move_copies=(1, 2),
+             move_mib=4, repeats=1)
+
+
+def test_a_tiny_sweep_gives_a_profile_in_the_ior_schema(tmp_path):
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    shared.mkdir()
+    local.mkdir()
+    tiers = [parse_tier_dir(f"disk={shared}:shared"), parse_tier_dir(f"fast={local}:node-local")]
+    rows = run_sweep(io_runs(tiers, TINY), move_runs(tiers, TINY))
+    assert len(rows) == 2 * 2 * 2 * 2 + 3 * 2
+    out = tmp_path / "profile.csv"
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+        w.writeheader()
+        w.writerows(rows)
+    assert all(float(r["trMiB"]) > 0 for r in rows)
+    assert {r["storageType"] for r in rows} == {"disk", "fast", "disk-fast", "fast-disk",
+                                                 "fast-fast"}
+    profile = load_profile(out)
+    tiers_read = profile.infer_tiers()
+    assert [(t.name, t.kind) for t in tiers_read] == [("disk", TierKind.SHARED),
+                                                       ("fast", TierKind.NODE_LOCAL)]
+    assert profile.rate("read", "fast", 1, 2, 8192, 4) > 0
+    # Nothing is left behind in the measured directories.
+    assert list(shared.iterdir()) == [] and list(local.iterdir()) == []
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("disk", "is not NAME=PATH:KIND"),
+    ("disk=/tmp:fast", "is not NAME=PATH:KIND"),
+])
+def test_bad_tier_specs(spec, needle):
+    with pytest.raises(InputError, match=needle):
+        parse_tier_dir(spec)
+
+
+def test_profile_cli_refuses_missing_dirs_and_no_shared_tier(tmp_path, capsys):
+    code = main(["profile", "--tier", f"a={tmp_path}/nope:shared", "--out",
+                 str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert code == 1 and "is not a directory" in err and err.count("\n") == 1
+    code = main(["profile", "--tier", f"a={tmp_path}:node-local", "--out",
+                 str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert code == 1 and "no shared tier" in err
+    assert not (tmp_path / "p.csv").exists()
