@@ -26,8 +26,14 @@ def plot_regions(table: ConfigTable, regions: list[Region], path: str | Path,
 
     n_regions = len(regions)
     cmap = plt.get_cmap("tab20" if n_regions > 10 else "tab10")
-    fig = plt.figure(figsize=(16, max(6.0, 0.32 * n_regions + 2.5)))
-    ax = fig.add_axes((0.06, 0.1, 0.5, 0.8))
+    rules = [_short_rule(r) for r in regions]
+    # The side table gets the width its longest rule needs (about 0.06 in per
+    # character at 7.5 pt), so no rule is cut off.
+    table_in = 2.4 + 0.062 * max((len(t) for t in rules), default=20)
+    plot_in = 9.0
+    width = plot_in + table_in + 0.6
+    fig = plt.figure(figsize=(width, max(6.0, 0.32 * n_regions + 2.5)))
+    ax = fig.add_axes((0.8 / width, 0.1, (plot_in - 1.0) / width, 0.8))
     node_values = sorted({int(n) for n in table.nodes})
     x0 = 0
     for reg in regions:
@@ -50,13 +56,15 @@ def plot_regions(table: ConfigTable, regions: list[Region], path: str | Path,
     ax.set_title(title, pad=18)
     ax.grid(axis="y", ls="--", alpha=0.4)
 
-    side = fig.add_axes((0.58, 0.1, 0.41, 0.8))
+    side = fig.add_axes((plot_in / width, 0.1, table_in / width, 0.8))
     side.axis("off")
-    cols = ["region", "size", "median (s)", "rule  (tier = critical, * = flexible)"]
-    cells = [[str(r.id), str(r.stats.size), f"{r.stats.median:.1f}", _short_rule(r)]
-             for r in regions]
+    cols = ["region", "size", "median (s)", "rule  (tier = critical; a,b = set; others *)"]
+    cells = [[str(r.id), str(r.stats.size), f"{r.stats.median:.1f}", text]
+             for r, text in zip(regions, rules, strict=True)]
+    fixed = 2.4 / table_in
     tab = side.table(cellText=cells, colLabels=cols, loc="upper left", cellLoc="left",
-                     colLoc="left", colWidths=[0.1, 0.08, 0.14, 0.68])
+                     colLoc="left",
+                     colWidths=[0.3 * fixed, 0.25 * fixed, 0.45 * fixed, 1.0 - fixed])
     tab.auto_set_font_size(False)
     tab.set_fontsize(7.5)
     for r in regions:
@@ -66,4 +74,8 @@ def plot_regions(table: ConfigTable, regions: list[Region], path: str | Path,
 
 
 def _short_rule(region: Region) -> str:
-    return "  ".join(f"{k}={v}" for k, v in region.rule.items())
+    """Fixed and restricted stages; flexible ones are summed up as "others *"."""
+    shown = [f"{k}={v}" for k, v in region.rule.items() if v != "*"]
+    if any(v == "*" for v in region.rule.values()):
+        shown.append("others *")
+    return "  ".join(shown)
