@@ -193,18 +193,25 @@ def _tiers(spec: str | None, template, costs, nodes):  # type: ignore[no-untyped
     return tiers
 
 
-def cmd_costs(a: argparse.Namespace) -> int:
+def _measured_costs(template, io, profile_path: str, spec: str | None,  # type: ignore[no-untyped-def]
+                    nodes):
+    """Cost table and tiers from measured I/O and a storage profile."""
     from qos_plugin.model.costbuild import build_cost_table
-    from qos_plugin.model.costs import save_costs
-    from qos_plugin.model.iodata import load_io_data
     from qos_plugin.model.profile import load_profile
     from qos_plugin.model.tiers import parse_tiers
 
+    profile = load_profile(profile_path)
+    tiers = parse_tiers(spec) if spec else profile.infer_tiers()
+    return build_cost_table(template, io, profile, tiers, nodes), tiers
+
+
+def cmd_costs(a: argparse.Namespace) -> int:
+    from qos_plugin.model.costs import save_costs
+    from qos_plugin.model.iodata import load_io_data
+
     template = _load_template(a.template)
-    io = load_io_data(a.io_data)
-    profile = load_profile(a.profile)
-    tiers = parse_tiers(a.tiers) if a.tiers else profile.infer_tiers()
-    table = build_cost_table(template, io, profile, tiers, a.nodes)
+    table, tiers = _measured_costs(template, load_io_data(a.io_data), a.profile, a.tiers,
+                                   a.nodes)
     save_costs(table, a.out)
     print(f"wrote {len(table)} cost rows for {len(template.stages)} stages on "
           f"{len(tiers)} tiers to {a.out}")
@@ -386,15 +393,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         inputs["costs"] = file_fingerprint(a.costs)
         tiers = _tiers(a.tiers, template, costs, a.nodes)
     else:
-        from qos_plugin.model.costbuild import build_cost_table
-        from qos_plugin.model.profile import load_profile
-        from qos_plugin.model.tiers import parse_tiers
-
-        profile = load_profile(a.profile)
         inputs["profile"] = file_fingerprint(a.profile)
-        tiers = parse_tiers(a.tiers) if a.tiers else profile.infer_tiers()
-        assert io is not None
-        costs = build_cost_table(template, io, profile, tiers, a.nodes)
+        costs, tiers = _measured_costs(template, io, a.profile, a.tiers, a.nodes)
     from qos_plugin.model.iodata import stage_volumes
     from qos_plugin.model.makespan import MakespanModel
 

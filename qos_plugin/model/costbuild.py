@@ -72,9 +72,10 @@ class _Pricer:
         total = per_node_mib * nodes
         if total <= 0:
             return copies, 0.0
-        rate = self.rate(op, move, nodes, copies, MOVE_TRANSFER, total)
         if self.profile.measured_nodes(op, move) == [1]:
             rate = self.rate(op, move, 1, copies, MOVE_TRANSFER, total) * nodes
+        else:
+            rate = self.rate(op, move, nodes, copies, MOVE_TRANSFER, total)
         return copies, (total / rate if rate == rate and rate > 0 else float("nan"))
 
 
@@ -102,18 +103,19 @@ def build_cost_table(template: WorkflowTemplate, io: IoData, profile: StoragePro
     for c in template.stages:
         reads = io.stage_records(c.name, "read")
         writes = io.stage_records(c.name, "write")
+        read_volume = _volume(reads)
         for p in c.stage_predecessors:
             pst = template[p]
             p_writes = io.stage_records(p, "write")
+            p_volume = _volume(p_writes)
             c_reads = [r for r in reads if r.source == p]
             for tier in tiers:
                 for n in nodes:
                     ptpn, ctpn = pst.tasks_per_node(n), c.tasks_per_node(n)
                     rows.append(CostRow(
                         p, pst.level, c.name, c.level, tier.name, ptpn, tier.name, ctpn,
-                        pricer.stage_seconds(p_writes, "write", tier, n, ptpn,
-                                             _volume(p_writes)),
-                        pricer.stage_seconds(c_reads, "read", tier, n, ctpn, _volume(reads))))
+                        pricer.stage_seconds(p_writes, "write", tier, n, ptpn, p_volume),
+                        pricer.stage_seconds(c_reads, "read", tier, n, ctpn, read_volume)))
         rows += _stage_in_rows(c, reads, pricer, tiers, nodes)
         rows += _stage_out_rows(c, writes, pricer, tiers, nodes)
     return CostTable.from_rows(rows, source=f"costs of {template.name}")
@@ -123,11 +125,12 @@ def _stage_in_rows(c: Stage, reads: list[IoRecord], pricer: _Pricer, tiers: Tier
                    nodes: Sequence[int]) -> list[CostRow]:
     initial = [r for r in reads if r.source == INITIAL_DATA] or reads
     files, per_node = _distinct_files(initial)
+    volume = _volume(reads)
     rows = []
     for tier in tiers:
         for n in nodes:
             ctpn = c.tasks_per_node(n)
-            local_read = pricer.stage_seconds(initial, "read", tier, n, ctpn, _volume(reads))
+            local_read = pricer.stage_seconds(initial, "read", tier, n, ctpn, volume)
             if not tier.is_local:
                 rows.append(CostRow(stage_in_name(c.name), c.level - 0.5, c.name, c.level,
                                     tier.name, ctpn, tier.name, ctpn, 0.0, local_read))
@@ -145,6 +148,7 @@ def _stage_in_rows(c: Stage, reads: list[IoRecord], pricer: _Pricer, tiers: Tier
 def _stage_out_rows(c: Stage, writes: list[IoRecord], pricer: _Pricer, tiers: TierSet,
                     nodes: Sequence[int]) -> list[CostRow]:
     files, per_node = _distinct_files(writes)
+    volume = _volume(writes)
     rows = []
     for x in tiers:
         for y in tiers:
@@ -154,7 +158,7 @@ def _stage_out_rows(c: Stage, writes: list[IoRecord], pricer: _Pricer, tiers: Ti
             op = "scp" if x.name == y.name else "cp"
             for n in nodes:
                 ptpn = c.tasks_per_node(n)
-                write = pricer.stage_seconds(writes, "write", x, n, ptpn, _volume(writes))
+                write = pricer.stage_seconds(writes, "write", x, n, ptpn, volume)
                 k, secs = pricer.move_seconds(op, move, per_node, files, n)
                 rows.append(CostRow(c.name, c.level, stage_out_name(c.name), c.level + 0.5,
                                     x.name, ptpn, move, k, write, secs))

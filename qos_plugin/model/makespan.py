@@ -138,35 +138,35 @@ class MakespanTable:
 
     @property
     def level_in(self) -> np.ndarray:
-        return self._staging("level_in", "level_in")
+        return self._staging("level_in")
 
     @property
     def level_out(self) -> np.ndarray:
-        return self._staging("level_out", "level_out")
+        return self._staging("level_out")
 
     @property
     def stage_in(self) -> np.ndarray:
-        return self._staging("stage_in", "in_val")
+        return self._staging("stage_in")
 
     @property
     def stage_out(self) -> np.ndarray:
-        return self._staging("stage_out", "out_val")
+        return self._staging("stage_out")
 
     @property
     def cp_in_stage(self) -> np.ndarray:
-        return self._staging("cp_in_stage", "cp_in_stage")
+        return self._staging("cp_in_stage")
 
     @property
     def cp_in_tpn(self) -> np.ndarray:
-        return self._staging("cp_in_tpn", "cp_in_tpn")
+        return self._staging("cp_in_tpn")
 
     @property
     def cp_out_stage(self) -> np.ndarray:
-        return self._staging("cp_out_stage", "cp_out_stage")
+        return self._staging("cp_out_stage")
 
     @property
     def cp_out_tpn(self) -> np.ndarray:
-        return self._staging("cp_out_tpn", "cp_out_tpn")
+        return self._staging("cp_out_tpn")
 
     @property
     def level_exec(self) -> np.ndarray:
@@ -192,9 +192,9 @@ class MakespanTable:
     def cp_exec_write(self) -> np.ndarray:
         return self._exec("cp_exec_write")
 
-    def _staging(self, name: str, key: str) -> np.ndarray:
+    def _staging(self, name: str) -> np.ndarray:
         # N-independent columns: a gather from the per-configuration arrays.
-        return self._cached(name, lambda: self._space.moves[key][self._c_idx])
+        return self._cached(name, lambda: self._space.moves[name][self._c_idx])
 
     def _exec(self, name: str) -> np.ndarray:
         self._exec_detail()
@@ -467,6 +467,8 @@ class MakespanModel:
         tmpl = self.template
         cfg = enumerate_configs(tmpl, self.tiers) if configs is None else configs
         pos = {name: i for i, name in enumerate(tmpl.stage_names)}
+        # Tier index of each stage as an index array, shared by every gather below.
+        columns = [np.ascontiguousarray(cfg[:, s], dtype=np.intp) for s in range(cfg.shape[1])]
         members = tuple(np.asarray([pos[st.name] for st in tmpl.stages_at(lv)], dtype=np.intp)
                         for lv in tmpl.levels)
         costs = [self.exec_costs(int(n)) for n in nodes]
@@ -477,7 +479,7 @@ class MakespanModel:
                            dtype=np.int64),
             read_considered=np.array([bool(st.stage_predecessors) or st.only_initial_data
                                       for st in tmpl.stages]),
-            members=members, moves=self._movement(cfg, members))
+            members=members, moves=self._movement(cfg, columns, members))
         V = cfg.shape[0]
         # Summed level by level from 0, in the artifact's order, so totals match
         # it to the last bit and rows sort identically.
@@ -486,7 +488,6 @@ class MakespanModel:
         for k in range(len(members)):
             tot_in = tot_in + space.moves["level_in"][:, k]
             tot_out = tot_out + space.moves["level_out"][:, k]
-        columns = [np.ascontiguousarray(cfg[:, s], dtype=np.intp) for s in range(cfg.shape[1])]
         total = np.empty(len(nodes) * V)
         for k in range(len(nodes)):
             exe = space.read[k] + space.write[k]
@@ -501,8 +502,8 @@ class MakespanModel:
         order = np.lexsort((n_all, total))
         return MakespanTable(tmpl, self.tiers, space, order // V, order % V, total[order])
 
-    def _movement(self, cfg: np.ndarray, members: Sequence[np.ndarray]
-                  ) -> dict[str, np.ndarray]:
+    def _movement(self, cfg: np.ndarray, columns: Sequence[np.ndarray],
+                  members: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Stage-in and stage-out terms of every configuration (N-independent)."""
         tmpl, tiers, mv = self.template, self.tiers, self._moves
         V, S = cfg.shape
@@ -515,7 +516,6 @@ class MakespanModel:
         by_name = sorted(range(T), key=lambda i: tiers.names[i])
         last_level = tmpl.levels[-1]
         rows = np.arange(V)
-        columns = [np.ascontiguousarray(cfg[:, s], dtype=np.intp) for s in range(S)]
 
         in_val = np.full((V, S), np.nan)
         in_tpn = np.full((V, S), -1, dtype=np.int32)
@@ -574,7 +574,7 @@ class MakespanModel:
         level_out, out_win, out_has = _level_winners(out_val, members, floor=0.0)
         r = rows[:, None]
         return dict(
-            in_val=in_val, out_val=out_val, level_in=level_in, level_out=level_out,
+            stage_in=in_val, stage_out=out_val, level_in=level_in, level_out=level_out,
             cp_in_stage=np.where(in_has, in_win, -1).astype(np.int16),
             cp_in_tpn=np.where(in_has, in_tpn[r, in_win], -1).astype(np.int32),
             cp_out_stage=np.where(out_has, out_win, -1).astype(np.int16),

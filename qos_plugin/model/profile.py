@@ -60,8 +60,8 @@ class StorageProfile:
 
     def measured_nodes(self, operation: str, storage_type: str) -> list[int]:
         """Node counts the profile has runs at for (operation, storage type)."""
-        pts = self.runs.get((operation, storage_type))
-        return [] if pts is None else sorted({int(v) for v in pts[0][:, 0]})
+        grid = self._grid(operation, storage_type)
+        return [] if grid is None else sorted(int(v) for v in grid.next_values[()])
 
     def rate(self, operation: str, storage_type: str, nodes: float, tpn: float,
              transfer: float, size: float) -> float:

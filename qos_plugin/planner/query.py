@@ -57,13 +57,6 @@ class Constraints:
             raise InputError("--objective", f"unknown objective {self.objective!r}",
                              f"use one of: {', '.join(OBJECTIVES)}")
 
-    def given(self) -> list[str]:
-        """Names of the constraints that restrict anything."""
-        out = [n for n, v in (("max_nodes", self.max_nodes), ("tiers", self.tiers))
-               if v is not None]
-        out += [n for n, v in (("exclude", self.exclude), ("down", self.down)) if v]
-        return out + (["deadline"] if self.deadline is not None else [])
-
 
 @dataclass(frozen=True)
 class Choice:
@@ -162,9 +155,10 @@ def answer(model: TrainedModel, c: Constraints) -> Answer:
         return out
 
     # Infeasible: which constraint binds, what comes closest, what would help.
-    for name in masks:
+    # Without the deadline the answer is the closest placement below.
+    for name in [n for n in masks if n != "deadline"]:
         alone = _rows(model, masks, skip=name)
-        if alone and name != "deadline":
+        if alone:
             out.relaxations[name] = _best(model, alone, c.objective)
     if hard:
         out.binding = "deadline"
