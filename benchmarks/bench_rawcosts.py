@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from qos_plugin.model.costbuild import build_cost_table
+from qos_plugin.model.costs import load_costs
 from qos_plugin.model.iodata import load_io_data
 from qos_plugin.model.makespan import MakespanModel
 from qos_plugin.model.profile import load_profile
@@ -20,6 +21,11 @@ from qos_plugin.model.ranking import concordance
 from qos_plugin.model.template import load_template
 
 A = Path(__file__).resolve().parents[2] / "shared" / "qosflow-artifact"
+
+
+def _key(t, i):
+    return (t.producer[i], t.consumer[i], t.producer_tier[i], int(t.producer_tpn[i]),
+            t.consumer_tier[i], int(t.consumer_tpn[i]))
 
 
 def main() -> int:
@@ -39,9 +45,18 @@ def main() -> int:
     y_ref = np.array([float(r["total"]) for r in ref])
     y = np.array([ours[(int(r["nodes"]),) + tuple(r[f"{s}_stor"] for s in names)] for r in ref])
     pc = concordance(np.argsort(y, kind="stable"), y_ref)
-    err = float(np.median(np.abs(y - y_ref) / y_ref))
-    print(f"{'rows':>6s} {'concordance':>12s} {'median rel err':>15s} {'seconds':>8s}")
-    print(f"{len(ref):6d} {pc:12.4f} {err:15.3f} {elapsed:8.1f}")
+    rel = np.abs(y - y_ref) / y_ref
+    shipped = load_costs(A / "1kgenome/1kg_filtered_spm_results.csv")
+    published = {_key(shipped, i): (shipped.est_prod[i], shipped.est_cons[i])
+                 for i in range(len(shipped))}
+    same = sum(1 for i in range(len(costs))
+               if np.allclose((costs.est_prod[i], costs.est_cons[i]),
+                              published.get(_key(costs, i), (np.nan, np.nan)),
+                              rtol=1e-9, atol=1e-12))
+    print(f"{'cost rows':>9s} {'= published':>11s} {'makespans':>9s} {'concordance':>11s} "
+          f"{'median rel err':>14s} {'max rel err':>11s} {'seconds':>7s}")
+    print(f"{len(costs):9d} {same:11d} {len(ref):9d} {pc:11.4f} {np.median(rel):14.2e} "
+          f"{rel.max():11.2e} {elapsed:7.1f}")
     return 0
 
 

@@ -65,8 +65,20 @@ def load_io_data(path: str | Path) -> IoData:
 
 
 def stage_volumes(io: IoData, stages: list[str]) -> dict[str, dict[str, float]]:
-    """MiB read and written by each stage: its rows summed as given, the volume the
-    cost builder prices (so bandwidth = this volume over the predicted time)."""
-    return {s: {"read_mib": sum(r.size_mb for r in io.stage_records(s, "read")),
-                "write_mib": sum(r.size_mb for r in io.stage_records(s, "write"))}
-            for s in stages}
+    """MiB each stage reads and writes, as the cost builder prices them (its rows
+    summed as given), and the distinct files behind them (smallest size each):
+    what a stage-in copies to a node and what a stage-out flushes."""
+    out = {}
+    for s in stages:
+        reads, writes = io.stage_records(s, "read"), io.stage_records(s, "write")
+        out[s] = {"read_mib": sum(r.size_mb for r in reads),
+                  "write_mib": sum(r.size_mb for r in writes),
+                  "in_files_mib": _distinct_mib(reads), "out_files_mib": _distinct_mib(writes)}
+    return out
+
+
+def _distinct_mib(records: list[IoRecord]) -> float:
+    size: dict[str, float] = {}
+    for r in records:
+        size[r.file] = min(size.get(r.file, r.size_mb), r.size_mb)
+    return sum(size.values())

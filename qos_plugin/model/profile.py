@@ -91,9 +91,7 @@ class StorageProfile:
             pts_d = sorted((v, a[0] / a[1]) for v, a in sums.items())
             estimates.append(_line(pts_d, target[d]))
         pos = [e for e in estimates if e > 0]
-        if pos:
-            return float(np.median(pos))
-        return sum(grid.sums[p] for p in prefixes) / sum(grid.counts[p] for p in prefixes)
+        return float(np.median(pos)) if pos else max(estimates)
 
     def _grid(self, operation: str, storage_type: str) -> _Grid | None:
         key = (operation, storage_type)
@@ -125,11 +123,17 @@ class _Grid:
 
 
 def _bracket(values: list[float], t: float) -> list[float]:
-    """The measured values around ``t``; the two nearest on one side outside them."""
-    below, above = [v for v in values if v <= t], [v for v in values if v >= t]
-    if below and above:
-        return sorted({max(below), min(above)})
-    return values[:2] if not below else values[-2:]
+    """Two measured values around ``t``, so every dimension keeps a slope: the
+    largest below ``t`` and the smallest at or above it, or the two nearest on
+    one side when ``t`` is outside the measured range (a hit on an end value
+    counts as outside)."""
+    if len(values) < 2:
+        return values
+    if t <= values[0]:
+        return values[:2]
+    if t >= values[-1]:
+        return values[-2:]
+    return [max(v for v in values if v < t), min(v for v in values if v >= t)]
 
 
 def _line(points: list[tuple[float, float]], t: float) -> float:

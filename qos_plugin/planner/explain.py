@@ -55,7 +55,7 @@ def explain_text(model: TrainedModel, ans: Answer) -> str:
         if ans.runner_up is not None:
             ru = ans.runner_up
             lines.append(f"  runner-up: {_secs(ru.makespan)} on {ru.nodes} nodes "
-                         f"(+{ru.makespan - ch.makespan:,.1f} s), differs in {_differs(ch, ru)}")
+                         f"({ru.makespan - ch.makespan:+,.1f} s), differs in {_differs(ch, ru)}")
         if ans.with_down_up is not None:
             up = ans.with_down_up
             lines.append(f"  with {','.join(sorted(c.down))} up it would be "

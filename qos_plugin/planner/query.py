@@ -202,6 +202,7 @@ def bandwidth(model: TrainedModel, row: int) -> dict[str, dict[str, object]] | N
             if p in succ and model.stage_levels[p] < model.stage_levels[s]:
                 succ[p].append(s)
     last = max(model.levels)
+    nodes = model.nodes[row]
     peak: dict[str, tuple[float, str]] = {}
 
     def charge(mib: dict[str, float], seconds: float, what: str) -> None:
@@ -224,21 +225,25 @@ def bandwidth(model: TrainedModel, row: int) -> dict[str, dict[str, object]] | N
             preds = wf[s].get("predecessors", {})
             from_shared = "initial_data" in preds or any(
                 p in tier_of and kind[tier_of[p]] == "shared" for p in preds)
+            # Copies move distinct files: every node gets the stage's inputs, a
+            # fan-out gives every node the outputs, a flush writes each once.
+            copied_in = vol[s].get("in_files_mib", read) * nodes
+            copied_out = vol[s].get("out_files_mib", write)
             if kind[t] == "node-local" and from_shared:
                 for x in (t, home):
-                    staged_in[x] = staged_in.get(x, 0.0) + read
+                    staged_in[x] = staged_in.get(x, 0.0) + copied_in
             targets = {tier_of[d] for d in succ[s]}
             if level == last and kind[t] == "node-local":
                 targets.add(home)
             for y in targets:
                 if y != t or kind[t] == "node-local":
+                    moved = copied_out * (nodes if y == t else 1)
                     for x in {t, y}:
-                        staged_out[x] = staged_out.get(x, 0.0) + write
+                        staged_out[x] = staged_out.get(x, 0.0) + moved
         label = f"level {level:g}"
         charge(staged_in, model.phases[row][3 * k], f"stage-in {label}")
         charge(execute, model.phases[row][3 * k + 1], f"execution {label}")
         charge(staged_out, model.phases[row][3 * k + 2], f"stage-out {label}")
-    nodes = model.nodes[row]
     out: dict[str, dict[str, object]] = {}
     for t in names:
         if t not in peak:

@@ -7,7 +7,7 @@ Format ``qos-model/1``::
      "workflow": {...template...},
      "tiers": [{"name": "beegfs", "kind": "shared"}, ...],   # node-local fastest first
      "stages": [...],                                          # column order of placements
-     "volumes": {stage: {"read_mib": x, "write_mib": y}} | null,
+     "volumes": {stage: {"read_mib", "write_mib", "in_files_mib", "out_files_mib"}} | null,
      "rows": {"nodes": [...], "total": [...], "placement": [[tier index per stage]],
               "region": [...], "path": [index into "paths"],
               "phases": [[in_o1, exec_o1, out_o1, in_o2, ...]]},

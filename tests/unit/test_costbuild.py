@@ -1,0 +1,87 @@
+"""The cost builder on a workflow of our own, checked against hand computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qos_plugin.model.costbuild import COPY_BATCH, build_cost_table
+from qos_plugin.model.iodata import IoData, IoRecord
+from qos_plugin.model.profile import StorageProfile
+from qos_plugin.model.template import INITIAL_DATA, Stage, WorkflowTemplate
+from qos_plugin.model.tiers import Tier, TierKind, TierSet
+
+# One measured point per (operation, storage): every lookup returns that rate.
+RATES = {("read", "lustre"): 100.0, ("write", "lustre"): 50.0,
+         ("read", "nvme"): 400.0, ("write", "nvme"): 200.0,
+         ("cp", "lustre-nvme"): 80.0, ("cp", "nvme-lustre"): 40.0, ("scp", "nvme-nvme"): 160.0}
+N_OUT = 65      # gen's outputs: more than one copy batch
+
+
+def _profile() -> StorageProfile:
+    point = np.array([[2.0, 1.0, 1000.0, 10.0]])
+    return StorageProfile("hand", {k: (point, np.array([r])) for k, r in RATES.items()})
+
+
+@pytest.fixture(scope="module")
+def costs():
+    gen = Stage("gen", 1.0, 4, 4, {INITIAL_DATA: ("in0",)}, ("o.*",))
+    summ = Stage("sum", 2.0, 2, 2, {"gen": ("o0",)}, ("out",))
+    recs = [IoRecord("gen", "g1", "in0", "read", 1000.0, 10.0, INITIAL_DATA)]
+    recs += [IoRecord("gen", "g1", f"o{i}", "write", 2000.0, 1.0, "") for i in range(N_OUT)]
+    recs += [IoRecord("sum", "s1", "o0", "read", 1000.0, 1.0, "gen"),
+             IoRecord("sum", "s1", "out", "write", 1000.0, 5.0, "")]
+    tiers = TierSet((Tier("lustre", TierKind.SHARED), Tier("nvme", TierKind.NODE_LOCAL)))
+    return build_cost_table(WorkflowTemplate("hand", (gen, summ)), IoData(recs, "hand"),
+                            _profile(), tiers, [2])
+
+
+def _rows(t, producer, consumer, ptier, ctier):
+    return [(int(t.producer_tpn[i]), int(t.consumer_tpn[i]), t.est_prod[i], t.est_cons[i])
+            for i in range(len(t)) if (t.producer[i], t.consumer[i], t.producer_tier[i],
+                                       t.consumer_tier[i]) == (producer, consumer, ptier, ctier)]
+
+
+def test_edge_charges_each_side_its_stage_volume(costs):
+    # gen writes 65 MiB in all (tpn 2 on 2 nodes), sum reads 1 MiB (tpn 1).
+    assert _rows(costs, "gen", "sum", "lustre", "lustre") == [(2, 1, 65 / 50, 1 / 100)]
+    assert _rows(costs, "gen", "sum", "nvme", "nvme") == [(2, 1, 65 / 200, 1 / 400)]
+
+
+def test_reading_in_place_is_charged_the_slowest_record(costs):
+    # gen's 10 MiB of reads take 0.1 s, its 65 MiB of writes 1.3 s on lustre.
+    assert _rows(costs, "stage_in-gen", "gen", "lustre", "lustre") == [(2, 2, 0.0, 65 / 50)]
+
+
+def test_copies_in_batches_one_row_per_parallelism(costs):
+    # Batches: 60 of gen's 66 files (30 copies per node), the other 6 (3), and the
+    # initial input alone (1). Each copies all 75 distinct MiB to both nodes.
+    assert COPY_BATCH == 60
+    rows = sorted(_rows(costs, "stage_in-gen", "gen", "lustre-nvme", "nvme"))
+    copy = 75 * 2 / 80
+    assert rows == [(1, 2, copy, 10 / 400), (3, 2, copy, 65 / 200), (30, 2, copy, 65 / 200)]
+
+
+def test_flushes_of_the_last_level(costs):
+    # sum's two files (6 MiB) go home with one copy per node; the producer side is
+    # sum's slowest record on nvme, its 5 MiB write (reads 1 MiB at 400 MiB/s).
+    assert _rows(costs, "sum", "stage_out-sum", "nvme", "nvme-lustre") == \
+        [(1, 1, 5 / 200, 6 * 2 / 40)]
+    assert _rows(costs, "sum", "stage_out-sum", "nvme", "nvme-nvme") == \
+        [(1, 1, 5 / 200, 6 * 2 / 160)]
+    # Between two node-local tiers nothing moves, and a shared tier is never "moved" to itself.
+    assert not any("-" in t and t.split("-")[0] == t.split("-")[1] == "lustre"
+                   for t in costs.consumer_tier)
+
+
+def test_rate_brackets_with_two_measured_values_and_takes_the_median():
+    sizes = np.array([[1.0, 1.0, 1000.0, s] for s in (1.0, 2.0, 4.0)])
+    prof = StorageProfile("hand", {("read", "t"): (sizes, np.array([10.0, 20.0, 80.0]))})
+    # Between 2 and 4: the line gives 50, as does the mean of the two kept runs.
+    assert prof.rate("read", "t", 1, 1, 1000, 3.0) == pytest.approx(50.0)
+    # On a measured value the runs below it are kept too: nodes, tasks and
+    # transfer see the mean of 10 and 20, size sees 20; the median is 15.
+    assert prof.rate("read", "t", 1, 1, 1000, 2.0) == pytest.approx(15.0)
+    # Beyond the range the size line extrapolates to 200; the median stays 50.
+    assert prof.rate("read", "t", 1, 1, 1000, 8.0) == pytest.approx(50.0)
+    assert np.isnan(prof.rate("write", "t", 1, 1, 1000, 8.0))
