@@ -1,0 +1,242 @@
+"""The enforcement core on a synthetic clock: exact dispatch orders and counts."""
+
+from __future__ import annotations
+
+import heapq
+
+import pytest
+
+from tokenbucket_daemon.core import Kind, Policy, PolicyTable, Request, Scheduler, Selector, Tag
+from tokenbucket_daemon.core.scheduler import SchedulerConfig
+from tokenbucket_daemon.errors import InvalidArgument, NotFound, ResourceExhausted
+
+KiB, MiB = 1024, 1 << 20
+A, B = Tag("A", "ana", "phys"), Tag("B", "bob", "chem")
+
+
+def job(name: str, **kw: float) -> Policy:
+    return Policy(Selector(Kind.JOB, name), **kw)  # type: ignore[arg-type]
+
+
+def sched(*policies: Policy, **cfg: int) -> Scheduler:
+    return Scheduler(SchedulerConfig(**cfg), PolicyTable(list(policies)))
+
+
+def req(tag: Tag, size: int = 64 * KiB, op: str = "write", tier: str = "t") -> Request:
+    return Request(tag, tier, op, size)
+
+
+def simulate(s: Scheduler, feed: dict[Tag, int], device_bps: float, until: float) -> dict:
+    """Keep every tag in ``feed`` backlogged with requests of that size; a device
+    serves dispatched requests one after another at ``device_bps``. Returns bytes
+    served per job by ``until``."""
+    now, free_at, seq = 0.0, 0.0, 0
+    done: list[tuple[float, int, Request]] = []
+    served: dict[str, int] = {t.job: 0 for t in feed}
+    for tag, size in feed.items():
+        for _ in range(8):
+            s.submit(req(tag, size), now)
+    while now < until:
+        d = s.poll(now)
+        for r in d.dispatch:
+            free_at = max(free_at, now) + r.size / device_bps
+            seq += 1
+            heapq.heappush(done, (free_at, seq, r))
+        nxt = [t for t in (done[0][0] if done else None, d.wake_at) if t is not None]
+        now = min(nxt)
+        while done and done[0][0] <= now:
+            _, _, r = heapq.heappop(done)
+            s.complete(r, now)
+            if now <= until:
+                served[r.tag.job] += r.size
+            s.submit(req(r.tag, feed[r.tag]), now)     # stay backlogged
+    return served
+
+
+def test_weights_one_to_two_share_six_dispatches_two_and_four():
+    s = sched(job("A", weight=1), job("B", weight=2), max_in_flight=6)
+    for _ in range(6):
+        s.submit(req(A), 0.0)
+        s.submit(req(B), 0.0)
+    order = [r.tag.job for r in s.poll(0.0).dispatch]
+    assert order == ["A", "B", "B", "A", "B", "B"]
+    assert (order.count("A"), order.count("B")) == (2, 4)
+
+
+def test_reservation_is_honoured_under_overload():
+    device = 100e6
+    plain = simulate(sched(job("A", weight=1), job("B", weight=10), max_in_flight=1),
+                     {A: 64 * KiB, B: 64 * KiB}, device, 10.0)
+    assert plain["A"] < 0.12 * device * 10          # its weight alone gives ~1/11
+    res = simulate(sched(job("A", weight=1, reservation_bps=30e6), job("B", weight=10),
+                         max_in_flight=1), {A: 64 * KiB, B: 64 * KiB}, device, 10.0)
+    assert res["A"] >= 0.99 * 30e6 * 10
+    assert res["A"] <= 30e6 * 10 + 2 * device          # the floor, not much more
+    assert res["A"] + res["B"] >= 0.99 * device * 10   # and the device stays busy
+
+
+def test_limit_lets_exactly_depth_plus_rate_through():
+    s = sched(job("A", limit_bps=50e6, burst_bytes=MiB), max_in_flight=1000)
+    sent, now = 0, 0.0
+    while now <= 10.0:
+        while s.queued() < 100:
+            s.submit(req(A), now)
+        d = s.poll(now)
+        for r in d.dispatch:
+            sent += r.size
+            s.complete(r, now)
+        assert d.wake_at is not None
+        now = d.wake_at if d.dispatch == [] else now
+    allowed = MiB + 50e6 * 10.0
+    assert allowed - 64 * KiB <= sent <= allowed + 64 * KiB
+
+
+def test_large_request_behind_small_ones_in_one_class_goes_on_debt():
+    s = sched(job("A", limit_bps=1e6, burst_bytes=64 * KiB), max_in_flight=1000)
+    for _ in range(20):
+        s.submit(req(A, 4 * KiB), 0.0)
+    big = s.submit(req(A, MiB), 0.0)
+    after = s.submit(req(A, 4 * KiB), 0.0)
+    now, when = 0.0, {}
+    for _ in range(1000):              # bounded: a starved request fails, not hangs
+        if after.rid in when:
+            break
+        d = s.poll(now)
+        for r in d.dispatch:
+            when[r.rid] = now
+            s.complete(r, now)
+        if not d.dispatch:
+            assert d.wake_at is not None
+            now = d.wake_at
+    # 16 small ones use the full 64 KiB bucket, 4 more wait for 16 KiB of tokens;
+    # the 1 MiB one needs only a full bucket: 80 KiB of tokens after the start.
+    assert when[big.rid] == pytest.approx(20 * 4 * KiB / 1e6)
+    # ... and leaves 960 KiB of debt that the next request waits out.
+    assert when[after.rid] - when[big.rid] == pytest.approx((MiB - 64 * KiB + 4 * KiB) / 1e6)
+
+
+def test_large_request_of_another_class_is_not_starved_by_a_stream():
+    s = sched(max_in_flight=1)
+    for _ in range(100):
+        s.submit(req(A, 4 * KiB), 0.0)
+    now = 0.0
+    for _ in range(50):                   # A streams 50 requests alone
+        (r,) = s.poll(now).dispatch
+        s.complete(r, now)
+        s.submit(req(A, 4 * KiB), now)
+        now += 0.001
+    big = s.submit(req(B, MiB), now)
+    served = []
+    for _ in range(3):
+        (r,) = s.poll(now).dispatch
+        served.append(r)
+        s.complete(r, now)
+        s.submit(req(A, 4 * KiB), now)
+    assert big in served[:2]
+
+
+def test_rate_change_while_requests_wait_takes_effect_at_once():
+    s = sched(job("A", limit_bps=1e6, burst_bytes=64 * KiB), max_in_flight=100)
+    for _ in range(10):
+        s.submit(req(A), 0.0)
+    d = s.poll(0.0)
+    assert len(d.dispatch) == 1 and d.wake_at == pytest.approx(64 * KiB / 1e6)
+    s.set_policies(PolicyTable([job("A", limit_bps=10e6, burst_bytes=64 * KiB)]), 0.01)
+    d = s.poll(0.01)
+    # 10,000 tokens were earned at the old rate; the rest comes at the new one.
+    assert d.dispatch == [] and d.wake_at == pytest.approx(0.01 + (64 * KiB - 10_000) / 10e6)
+
+
+def test_at_most_k_in_flight():
+    s = sched()
+    for _ in range(20):
+        s.submit(req(A), 0.0)
+    first = s.poll(0.0).dispatch
+    assert len(first) == 16 and s.poll(0.0).dispatch == []
+    s.complete(first[0], 0.0)
+    assert len(s.poll(0.0).dispatch) == 1
+
+
+def test_full_queue_rejects_and_changes_nothing():
+    s = sched(queue_limit=3)
+    for _ in range(3):
+        s.submit(req(A), 0.0)
+    with pytest.raises(ResourceExhausted, match="queue of job A on tier t is full"):
+        s.submit(req(A), 0.0)
+    assert s.queued() == 3
+    (st,) = s.stats(0.0)
+    assert (st.queued, st.rejected) == (3, 1)
+
+
+def test_untagged_requests_share_the_default_class_which_is_evicted_when_idle():
+    s = sched(Policy(Selector(Kind.DEFAULT), limit_bps=5e6))
+    r1 = s.submit(req(Tag()), 0.0)
+    r2 = s.submit(req(Tag(user="ana")), 0.0)
+    (st,) = s.stats(0.0)
+    assert (st.job, st.selector, st.limit_bps, st.queued) == ("", "default", 5e6, 2)
+    for r in s.poll(0.0).dispatch:
+        s.complete(r, 1.0)
+    assert {r1, r2} and s.classes() == [("", "t")]
+    s.poll(30.0)
+    assert s.classes() == [("", "t")]
+    s.poll(61.0)
+    assert s.classes() == []
+
+
+def test_most_specific_policy_wins():
+    table = PolicyTable([
+        Policy(Selector(Kind.DEFAULT), limit_bps=1),
+        Policy(Selector(Kind.ACCOUNT, "phys"), limit_bps=2),
+        Policy(Selector(Kind.USER, "ana"), limit_bps=3),
+        Policy(Selector(Kind.USER, "ana"), tier="nvme", limit_bps=4),
+        Policy(Selector(Kind.JOB, "A"), tier="ram", limit_bps=5)])
+    assert table.resolve(A, "ram").limit_bps == 5
+    assert table.resolve(A, "nvme").limit_bps == 4
+    assert table.resolve(A, "disk").limit_bps == 3
+    assert table.resolve(Tag("C", "carl", "phys"), "disk").limit_bps == 2
+    assert table.resolve(Tag("D", "dan", "bio"), "disk").limit_bps == 1
+    with pytest.raises(NotFound, match="no policy for job=Z"):
+        table.delete(Selector(Kind.JOB, "Z"))
+
+
+@pytest.mark.parametrize("fields,needle", [
+    ({"limit_bps": -1.0}, "limit_bps must be a finite rate"),
+    ({"limit_bps": 5e12}, "above 1 TB/s"),
+    ({"reservation_bps": float("nan")}, "reservation_bps must be a finite rate"),
+    ({"limit_bps": 10.0, "reservation_bps": 20.0}, "reservation exceeds the limit"),
+    ({"weight": -2.0}, "weight must be"),
+    ({"burst_bytes": -1}, "burst must be"),
+])
+def test_bad_policies_are_refused(fields, needle):
+    table = PolicyTable([job("A", limit_bps=7)])
+    with pytest.raises(InvalidArgument, match=needle):
+        table.put(job("A", **fields))
+    assert table.resolve(A, "t").limit_bps == 7     # nothing changed
+
+
+def test_oversized_request_is_refused_before_queueing():
+    s = sched(max_request=MiB)
+    with pytest.raises(InvalidArgument, match="request size"):
+        s.submit(req(A, MiB + 1), 0.0)
+    assert s.queued() == 0
+
+
+def test_share_caps_a_job_below_its_policy():
+    s = sched(job("A", limit_bps=100e6, burst_bytes=64 * KiB), max_in_flight=100)
+    s.submit(req(A), 0.0)
+    s.set_share("A", "t", 10e6, 0.0)
+    (st,) = s.stats(0.0)
+    assert st.limit_bps == 10e6
+    s.set_share("A", "t", None, 0.0)
+    assert s.stats(0.0)[0].limit_bps == 100e6
+
+
+def test_demand_and_served_rate_are_measured_over_the_last_second():
+    s = sched(max_in_flight=1000)
+    for i in range(10):
+        s.submit(req(A, 100_000), 0.05 + i * 0.1)
+        for r in s.poll(0.05 + i * 0.1).dispatch:
+            s.complete(r, 0.05 + i * 0.1)
+    assert s.demand(0.96)[("A", "t")] == pytest.approx(1e6)
+    assert s.stats(0.96)[0].rate_bps == pytest.approx(1e6)
+    assert s.demand(2.5)[("A", "t")] == 0.0

@@ -1,0 +1,304 @@
+"""The dispatch core: per-tag queues, token buckets, K requests in flight.
+
+Sans-I/O: time is an argument, requests go in with :meth:`Scheduler.submit`,
+decisions come out of :meth:`Scheduler.poll` (dispatch these now, wake me at t),
+and the shell reports completions with :meth:`Scheduler.complete`.
+
+A class is one (job tag, tier); it is created by its first request and evicted
+after ``idle_evict`` seconds without work. Within a class requests leave in
+arrival order (FIFO). Across classes, with a free slot (fewer than K in flight):
+
+1. a class behind on its reservation (its reservation clock ``r_next`` is not in
+   the future) whose limit bucket lets its head go: the earliest ``r_next`` wins,
+   so reservations are met first, earliest deadline first;
+2. otherwise any class whose limit bucket lets its head go: the smallest
+   virtual start tag wins (start-time fair queuing: each dispatch advances the
+   class's tag by bytes / weight, so spare capacity is shared by weight in bytes);
+3. otherwise nothing may go: wake at the earliest time a bucket lets a head go.
+
+Every dispatch advances both clocks, so a reservation is a floor: a class gets at
+least its reservation and otherwise its weighted share. A limit (token bucket,
+bytes) caps both. A policy change re-resolves every class at once and waiting
+requests see the new rate at the next poll.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenbucket_daemon.core.bucket import UNLIMITED, TokenBucket
+from tokenbucket_daemon.core.policy import Policy, PolicyTable, Tag
+from tokenbucket_daemon.core.window import RateWindow
+from tokenbucket_daemon.errors import InvalidArgument, ResourceExhausted
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_in_flight: int = 16
+    queue_limit: int = 4096          # requests waiting per class
+    default_burst: int = MiB         # bucket depth when the policy gives none
+    burst_seconds: float = 0.01      # ... or this much of the rate, if larger
+    max_request: int = 64 * MiB      # larger requests are refused, not queued
+    meta_cost: int = 4096            # bytes charged for a metadata operation
+    idle_evict: float = 60.0         # seconds an idle class is kept
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise InvalidArgument("max_in_flight must be at least 1", self.max_in_flight,
+                                  "set max_in_flight = 16 in the [scheduler] section")
+        if self.queue_limit < 1:
+            raise InvalidArgument("queue_limit must be at least 1", self.queue_limit,
+                                  "set queue_limit = 4096 in the [scheduler] section")
+
+
+ClassKey = tuple[str, str]   # (job, tier); job "" = the default class
+
+
+@dataclass(eq=False)
+class Request:
+    """One I/O request. ``payload`` is the shell's (e.g. a future to resolve)."""
+
+    tag: Tag
+    tier: str
+    op: str                 # "read", "write" or "meta"
+    size: int
+    payload: Any = None
+    arrival: float = 0.0
+    cost: float = 0.0
+    rid: int = 0
+
+
+@dataclass
+class Decision:
+    dispatch: list[Request]
+    wake_at: float | None     # poll again at this time (None: on the next event)
+
+
+@dataclass
+class ClassStats:
+    job: str
+    tier: str
+    selector: str
+    limit_bps: float
+    reservation_bps: float
+    weight: float
+    tokens: float
+    queued: int
+    in_flight: int
+    bytes_read: int
+    bytes_written: int
+    requests: int
+    rejected: int
+    wait_seconds_total: float
+    rate_bps: float
+    demand_bps: float
+
+
+@dataclass(eq=False)
+class _Class:
+    key: ClassKey
+    tag: Tag
+    policy: Policy
+    bucket: TokenBucket
+    order: int
+    share: float | None = None       # distributed split of a global limit
+    queue: deque[Request] = field(default_factory=deque)
+    in_flight: int = 0
+    p_tag: float = 0.0               # virtual start tag (bytes / weight)
+    r_next: float = 0.0              # reservation clock (seconds)
+    idle_since: float = 0.0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    requests: int = 0
+    rejected: int = 0
+    wait_total: float = 0.0
+    served: RateWindow = field(default_factory=RateWindow)
+    arrived: RateWindow = field(default_factory=RateWindow)
+
+    @property
+    def limit(self) -> float:
+        lim = self.policy.limit
+        return lim if self.share is None else min(lim, self.share)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue) or self.in_flight > 0
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig | None = None,
+                 policies: PolicyTable | None = None) -> None:
+        self.config = config or SchedulerConfig()
+        self.policies = policies or PolicyTable()
+        self._classes: dict[ClassKey, _Class] = {}
+        self._order = itertools.count()
+        self._rid = itertools.count(1)
+        self._vtime = 0.0
+        self.in_flight = 0
+
+    # -- events in ---------------------------------------------------------------
+
+    def submit(self, req: Request, now: float) -> Request:
+        """Queue ``req``; ResourceExhausted (nothing queued) when its class is full."""
+        cfg = self.config
+        if req.size < 0 or req.size > cfg.max_request:
+            raise InvalidArgument(f"request size must be between 0 and {cfg.max_request} bytes",
+                                  req.size, "split the I/O into smaller requests")
+        cls = self._class_of(req.tag, req.tier, now)
+        if len(cls.queue) >= cfg.queue_limit:
+            cls.rejected += 1
+            raise ResourceExhausted(f"queue of {_who(cls.key)} is full ({cfg.queue_limit} "
+                                    "requests waiting)", None, "retry later, or write less at once")
+        if not cls.queue:
+            # Waking up: no credit for the idle time, on either clock.
+            cls.p_tag = max(cls.p_tag, self._vtime)
+            cls.r_next = max(cls.r_next, now)
+        req.arrival = now
+        req.cost = float(req.size if req.op != "meta" else cfg.meta_cost)
+        req.rid = next(self._rid)
+        cls.queue.append(req)
+        cls.arrived.add(now, req.cost)
+        return req
+
+    def complete(self, req: Request, now: float) -> None:
+        cls = self._classes.get((req.tag.job, req.tier))
+        self.in_flight -= 1
+        if cls is not None:
+            cls.in_flight -= 1
+            if not cls.busy:
+                cls.idle_since = now
+
+    def cancel(self, req: Request, now: float) -> bool:
+        """Drop a queued request (its caller went away); False if not queued."""
+        cls = self._classes.get((req.tag.job, req.tier))
+        if cls is None or req not in cls.queue:
+            return False
+        cls.queue.remove(req)
+        if not cls.busy:
+            cls.idle_since = now
+        return True
+
+    def set_policies(self, policies: PolicyTable, now: float) -> None:
+        self.policies = policies
+        for cls in self._classes.values():
+            self._apply(cls, policies.resolve(cls.tag, cls.key[1]), now)
+
+    def set_share(self, job: str, tier: str, rate: float | None, now: float) -> None:
+        """Cap a job's class at ``rate`` (its part of a global limit); None lifts it."""
+        cls = self._classes.get((job, tier))
+        if cls is not None:
+            cls.share = rate
+            self._apply(cls, cls.policy, now)
+
+    # -- decisions out -------------------------------------------------------------
+
+    def poll(self, now: float) -> Decision:
+        out: list[Request] = []
+        wake: float | None = None
+        while self.in_flight < self.config.max_in_flight:
+            best: _Class | None = None
+            best_key: tuple[int, float, int] | None = None
+            wake = None
+            for cls in self._classes.values():
+                if not cls.queue:
+                    continue
+                head = cls.queue[0]
+                at = cls.bucket.eligible_at(head.cost, now)
+                if at > now:
+                    wake = at if wake is None else min(wake, at)
+                    continue
+                reserved = cls.policy.reservation_bps > 0 and cls.r_next <= now
+                key = (0, cls.r_next, cls.order) if reserved else (1, cls.p_tag, cls.order)
+                if best_key is None or key < best_key:
+                    best, best_key = cls, key
+            if best is None:
+                break
+            out.append(self._dispatch(best, now))
+            wake = None
+        self._evict(now)
+        return Decision(out, wake)
+
+    def _dispatch(self, cls: _Class, now: float) -> Request:
+        req = cls.queue.popleft()
+        cls.bucket.take(req.cost, now)
+        self._vtime = cls.p_tag
+        cls.p_tag += req.cost / cls.policy.weight
+        res = cls.policy.reservation_bps
+        if res > 0:
+            # A class starved for long is owed at most one second of reservation,
+            # so catching up cannot turn into a burst that starves everyone else.
+            cls.r_next = max(cls.r_next, now - 1.0) + req.cost / res
+        cls.in_flight += 1
+        self.in_flight += 1
+        cls.requests += 1
+        if req.op == "read":
+            cls.bytes_read += req.size
+        elif req.op == "write":
+            cls.bytes_written += req.size
+        cls.wait_total += now - req.arrival
+        cls.served.add(now, req.cost)
+        return req
+
+    # -- classes -------------------------------------------------------------------
+
+    def _class_of(self, tag: Tag, tier: str, now: float) -> _Class:
+        key = (tag.job, tier)
+        cls = self._classes.get(key)
+        if cls is None:
+            policy = self.policies.resolve(tag, tier)
+            cls = _Class(key, tag, policy, TokenBucket(UNLIMITED, 0.0, now),
+                         next(self._order), idle_since=now, r_next=now)
+            self._apply(cls, policy, now)
+            self._classes[key] = cls
+        return cls
+
+    def _apply(self, cls: _Class, policy: Policy, now: float) -> None:
+        cls.policy = policy
+        limit = cls.limit
+        depth = 0.0
+        if limit != math.inf:
+            depth = float(policy.burst_bytes or max(self.config.default_burst,
+                                                    limit * self.config.burst_seconds))
+        cls.bucket.reconfigure(limit if limit != math.inf else UNLIMITED, depth, now)
+
+    def _evict(self, now: float) -> None:
+        idle = [k for k, c in self._classes.items()
+                if not c.busy and now - c.idle_since >= self.config.idle_evict]
+        for k in idle:
+            del self._classes[k]
+
+    # -- reading -------------------------------------------------------------------
+
+    def classes(self) -> list[ClassKey]:
+        return list(self._classes)
+
+    def queued(self) -> int:
+        return sum(len(c.queue) for c in self._classes.values())
+
+    def stats(self, now: float) -> list[ClassStats]:
+        out = []
+        for cls in sorted(self._classes.values(), key=lambda c: c.order):
+            cls.bucket.refill(now)
+            p = cls.policy
+            out.append(ClassStats(
+                cls.key[0], cls.key[1], str(p.selector),
+                0.0 if cls.limit == math.inf else cls.limit, p.reservation_bps, p.weight,
+                cls.bucket.tokens, len(cls.queue), cls.in_flight, cls.bytes_read,
+                cls.bytes_written, cls.requests, cls.rejected, cls.wait_total,
+                cls.served.rate(now), cls.arrived.rate(now)))
+        return out
+
+    def demand(self, now: float) -> dict[ClassKey, float]:
+        """Bytes/s arriving per class over the last window: what a job asks of us."""
+        return {k: c.arrived.rate(now) for k, c in self._classes.items() if k[0]}
+
+
+def _who(key: ClassKey) -> str:
+    job, tier = key
+    return f"job {job} on tier {tier}" if job else f"untagged I/O on tier {tier}"

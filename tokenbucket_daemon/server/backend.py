@@ -1,0 +1,615 @@
+"""POSIX storage backend of one tier: synchronous file operations confined to a root.
+
+A tier is a directory on this node (tmpfs, NVMe, ...). Callers name files by
+tier-relative paths; the backend never lets such a path reach outside the tier's
+root. Confinement is done by walking each path component from a descriptor of
+the root with ``O_NOFOLLOW | O_DIRECTORY`` and resolving symlinks ourselves, so a
+symlink is only followed when its target stays inside the root, and a component
+swapped for a symlink between our check and our use makes the open fail instead
+of escaping. Every call is blocking; the gRPC server runs them in a thread pool.
+
+Every ``OSError`` leaves this module as a :class:`~tokenbucket_daemon.errors.DaemonError`
+subclass whose message names the tier-relative path, never the host path.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from stat import S_ISDIR
+from types import TracebackType
+from typing import NamedTuple
+
+from tokenbucket_daemon.errors import (
+    AlreadyExists,
+    DaemonError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+
+__all__ = ["ChunkReader", "DirEntry", "TierBackend", "TierWriter"]
+
+logger = logging.getLogger(__name__)
+
+# Same limit as Linux's MAXSYMLINKS: deep enough for any sane layout, and it ends
+# symlink loops with a clear error instead of spinning.
+MAX_SYMLINK_HOPS = 40
+# One os.pread call allocates its full length up front, so large reads go in steps
+# and a huge requested length costs only what the file actually holds.
+READ_STEP = 8 << 20
+# A chunk is allocated whole before the read; refuse sizes that could exhaust memory.
+MAX_CHUNK_SIZE = 64 << 20
+MAX_MODE = 0o7777
+
+# Intermediate components must be real directories; O_NOFOLLOW makes a symlink
+# fail (ELOOP, EMLINK on BSD) so we can inspect and resolve it ourselves.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+# Python opens descriptors non-inheritable by default (PEP 446), so no O_CLOEXEC.
+_NOFOLLOW = os.O_NOFOLLOW
+_SYMLINK_ERRNOS = {errno.ELOOP, errno.EMLINK, errno.ENOTDIR}
+
+_ERRNO_MAP: dict[int, tuple[type[DaemonError], str]] = {
+    errno.ENOENT: (NotFound, "check the path; parent directories must already exist"),
+    errno.EEXIST: (AlreadyExists, "choose another name or remove the existing entry first"),
+    errno.ENOTDIR: (FailedPrecondition, "a component of the path is not a directory; "
+                                        "fix the path"),
+    errno.EISDIR: (FailedPrecondition, "the path is a directory; name a file instead"),
+    errno.ENOTEMPTY: (FailedPrecondition, "remove the directory's entries first"),
+    errno.EACCES: (PermissionDenied, "check the tier's permissions for the daemon's user"),
+    errno.EPERM: (PermissionDenied, "check the tier's permissions for the daemon's user"),
+    errno.ENOSPC: (ResourceExhausted, "free space on the tier or use another tier"),
+}
+if hasattr(errno, "EDQUOT"):
+    _ERRNO_MAP[errno.EDQUOT] = (ResourceExhausted, "free quota on the tier or use another tier")
+
+
+class DirEntry(NamedTuple):
+    """One ``readdir`` row; a plain tuple ``(name, is_dir, size)`` to callers."""
+
+    name: str
+    is_dir: bool
+    size: int
+
+
+def _map_oserror(tier: str, op: str, value: object, exc: OSError) -> DaemonError:
+    """Turn an OSError into the daemon's error, naming ``value`` (a relative path).
+
+    ``exc.filename`` is deliberately not used: it may hold a host path.
+    """
+    cls, hint = _ERRNO_MAP.get(exc.errno or 0, (DaemonError, "see the daemon's log"))
+    reason = os.strerror(exc.errno) if exc.errno else "unknown error"
+    if cls is DaemonError:
+        # Unexpected errnos are worth an operator's attention; mapped ones are the
+        # caller's business and would only add noise.
+        logger.error("tier %s: %s %r failed: %s", tier, op, value, exc)
+    return cls(f"{op} in tier {tier!r} failed ({reason})", value, hint)
+
+
+@contextmanager
+def _mapped(tier: str, op: str, value: object) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _map_oserror(tier, op, value, exc) from exc
+
+
+def _check_int(what: str, value: object, *, allow_negative: bool = False) -> int:
+    # bool is an int subclass; offset=True is a caller bug, not offset 1.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(f"{what} must be an integer", value, f"pass {what} as an int")
+    if value < 0 and not allow_negative:
+        raise InvalidArgument(f"{what} must not be negative", value, f"pass {what} >= 0")
+    return value
+
+
+def _check_mode(mode: object) -> int:
+    mode = _check_int("mode", mode)
+    if mode > MAX_MODE:
+        raise InvalidArgument("mode has bits beyond 0o7777", oct(mode),
+                              "pass permission bits only, e.g. 0o644")
+    return mode
+
+
+def _write_all(fd: int, offset: int, data: bytes | bytearray | memoryview) -> int:
+    """pwrite until every byte is on the tier; a short write is not an error in POSIX."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n == 0:
+            # Would loop forever; a regular file only does this when it cannot grow.
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += n
+    return done
+
+
+def _check_data(data: object) -> bytes | bytearray | memoryview:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidArgument("data must be bytes", type(data).__name__,
+                              "pass bytes, bytearray or memoryview")
+    return data
+
+
+class TierWriter:
+    """A stream of consecutive writes to one file through one descriptor.
+
+    Not thread-safe: one stream, one writer. Each ``write`` has reached the tier
+    (the kernel's page cache, or the device after ``fsync``) when it returns.
+    """
+
+    def __init__(self, tier: str, path: str, fd: int, offset: int,
+                 dir_fd: int | None) -> None:
+        self._tier, self._path, self._fd, self._offset = tier, path, fd, offset
+        # Kept only when we created the file: its directory entry must be made
+        # durable too, once, on the first fsync.
+        self._dir_fd = dir_fd
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def offset(self) -> int:
+        """Where the next ``write`` lands."""
+        return self._offset
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self, op: str) -> None:
+        if self._closed:
+            raise FailedPrecondition(f"{op} on a closed writer of tier {self._tier!r}",
+                                     self._path, "open a new writer")
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_open("write")
+        data = _check_data(data)
+        with _mapped(self._tier, "write", self._path):
+            n = _write_all(self._fd, self._offset, data)
+        self._offset += n
+        return n
+
+    def fsync(self) -> None:
+        self._check_open("fsync")
+        with _mapped(self._tier, "fsync", self._path):
+            os.fsync(self._fd)
+            if self._dir_fd is not None:
+                os.fsync(self._dir_fd)
+                os.close(self._dir_fd)
+                self._dir_fd = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+        with _mapped(self._tier, "close", self._path):
+            os.close(self._fd)
+
+    def __enter__(self) -> TierWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # An abandoned stream (client went away) must not leak descriptors.
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except DaemonError:
+                pass
+
+
+class ChunkReader(Iterator[bytes]):
+    """Chunks of one file from ``offset``, through one descriptor, until EOF or ``length``.
+
+    The file is opened when the reader is made, so a missing file fails at the call,
+    not at the first ``next``; the descriptor closes at EOF, on ``close`` or when
+    the reader is dropped.
+    """
+
+    def __init__(self, tier: str, path: str, fd: int, offset: int, length: int,
+                 chunk_size: int) -> None:
+        self._tier, self._path, self._fd = tier, path, fd
+        self._offset, self._remaining, self._chunk = offset, length, chunk_size
+        self._closed = False
+
+    def __iter__(self) -> ChunkReader:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._closed or self._remaining == 0:
+            self.close()
+            raise StopIteration
+        want = self._chunk if self._remaining < 0 else min(self._chunk, self._remaining)
+        try:
+            with _mapped(self._tier, "read", self._path):
+                chunk = os.pread(self._fd, want, self._offset)
+        except DaemonError:
+            self.close()
+            raise
+        if not chunk:
+            self.close()
+            raise StopIteration
+        # A short read is not EOF (FUSE, network file systems): only b"" is.
+        self._offset += len(chunk)
+        if self._remaining > 0:
+            self._remaining -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self._fd)
+
+    def __enter__(self) -> ChunkReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+
+class TierBackend:
+    """File operations on one tier, every path relative to and confined in ``root``.
+
+    Symlinks inside the tier are followed when their target stays inside the root;
+    ``unlink``, ``rmdir``, ``rename`` and ``mkdir`` act on a final symlink itself.
+    New files and directories get ``mode`` minus the daemon's umask, as POSIX does.
+    """
+
+    def __init__(self, name: str, root: str | Path) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("tier name must be a non-empty string", name,
+                                  "name the tier, e.g. 'nvme'")
+        # The resolved root is what absolute symlink targets are compared with.
+        real = Path(os.path.realpath(root))
+        if not real.is_dir():
+            # The configured path is the operator's own, so it may be shown here.
+            raise InvalidArgument(f"root of tier {name!r} is not an existing directory",
+                                  str(root), "create it or fix the tier's root")
+        self._name = name
+        self._root = real
+        self._root_parts = [p for p in real.parts if p != "/"]
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def root(self) -> Path:
+        """The tier's root, with symlinks resolved."""
+        return self._root
+
+    def __repr__(self) -> str:
+        return f"TierBackend(name={self._name!r}, root={str(self._root)!r})"
+
+    # ---- path confinement -------------------------------------------------------
+
+    def _escape(self, path: object) -> PermissionDenied:
+        logger.warning("tier %s: refused path escaping the root: %r", self._name, path)
+        return PermissionDenied(f"path escapes the root of tier {self._name!r}", path,
+                                "use a relative path without '..' that stays inside the tier")
+
+    def _split(self, path: object) -> list[str]:
+        if not isinstance(path, str):
+            raise InvalidArgument("path must be a string", path,
+                                  "pass a tier-relative path as str")
+        if "\0" in path:
+            raise InvalidArgument("path contains a NUL byte", path, "remove the NUL byte")
+        # '..' is refused even when it would stay inside: lexical checks cannot see
+        # symlinks, and no legitimate caller needs it.
+        if path.startswith("/") or ".." in path.split("/"):
+            raise self._escape(path)
+        return [p for p in path.split("/") if p not in ("", ".")]
+
+    def _open_root(self) -> int:
+        try:
+            return os.open(self._root, _DIR_FLAGS)
+        except OSError as exc:
+            logger.error("tier %s: cannot open root %s: %s", self._name, self._root, exc)
+            raise FailedPrecondition(
+                f"root of tier {self._name!r} is not accessible ({os.strerror(exc.errno or 0)})",
+                None, "check the tier's directory on this node") from exc
+
+    @staticmethod
+    def _readlink(dir_fd: int, name: str) -> str | None:
+        """The symlink's target, or None when ``name`` is not a symlink (or is gone)."""
+        try:
+            return os.readlink(name, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT):
+                return None
+            raise
+
+    def _resolve(self, path: str, follow_last: bool, make_parents: bool,
+                 dir_mode: int) -> tuple[list[int], str | None]:
+        """Walk ``path`` from the root; return the open directory chain and the last name.
+
+        The last element of the chain is the directory holding the final component;
+        the name is None when the path denotes that directory itself (the root, or a
+        symlink to a directory). The caller closes every descriptor of the chain.
+        Raises OSError for the caller to map, or PermissionDenied on an escape.
+        """
+        queue = deque(self._split(path))
+        fds = [self._open_root()]
+        hops = 0
+        try:
+            while queue:
+                part = queue.popleft()
+                if part == "..":
+                    # Only symlink targets get here; step back along the chain we
+                    # really walked, never above the root.
+                    if len(fds) == 1:
+                        raise self._escape(path)
+                    os.close(fds.pop())
+                    continue
+                last = not queue
+                if last and not follow_last:
+                    return fds, part
+                if last:
+                    target = self._readlink(fds[-1], part)
+                    if target is None:
+                        return fds, part
+                else:
+                    try:
+                        fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
+                        continue
+                    except OSError as exc:
+                        if exc.errno == errno.ENOENT and make_parents:
+                            try:
+                                os.mkdir(part, dir_mode, dir_fd=fds[-1])
+                            except FileExistsError:
+                                pass  # made concurrently by someone else: use theirs
+                            fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
+                            continue
+                        if exc.errno not in _SYMLINK_ERRNOS:
+                            raise
+                        target = self._readlink(fds[-1], part)
+                        if target is None:
+                            raise  # a file where a directory should be
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                parts = [p for p in target.split("/") if p not in ("", ".")]
+                if target.startswith("/"):
+                    # An absolute target is fine only if it names something under
+                    # the root; continue from the root with the rest of it.
+                    n = len(self._root_parts)
+                    if parts[:n] != self._root_parts:
+                        raise self._escape(path)
+                    parts = parts[n:]
+                    for fd in fds[1:]:
+                        os.close(fd)
+                    del fds[1:]
+                queue.extendleft(reversed(parts))
+            return fds, None
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+
+    @contextmanager
+    def _at(self, op: str, path: str, *, follow_last: bool = True, make_parents: bool = False,
+            dir_mode: int = 0o755) -> Iterator[tuple[int, str | None]]:
+        """Resolve ``path`` and yield ``(dir_fd, name)``; maps OSErrors of the whole block."""
+        with _mapped(self._name, op, path):
+            fds, name = self._resolve(path, follow_last, make_parents, dir_mode)
+            try:
+                yield fds[-1], name
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+    def _refuse_root(self, op: str, path: str) -> InvalidArgument:
+        return InvalidArgument(f"{op} cannot act on the root of tier {self._name!r}", path,
+                               "name an entry inside the tier")
+
+    @staticmethod
+    def _open_file(dir_fd: int, name: str | None, flags: int) -> int:
+        if name is None:
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+        # The final component was resolved already; O_NOFOLLOW catches a symlink
+        # planted there since.
+        return os.open(name, flags | _NOFOLLOW, dir_fd=dir_fd)
+
+    @staticmethod
+    def _open_or_create(dir_fd: int, name: str | None, mode: int) -> tuple[int, bool]:
+        """Open for writing, creating if missing; also say whether we created it."""
+        if name is None:
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+        flags = os.O_WRONLY | _NOFOLLOW
+        while True:
+            try:
+                return os.open(name, flags, dir_fd=dir_fd), False
+            except FileNotFoundError:
+                pass
+            try:
+                return os.open(name, flags | os.O_CREAT | os.O_EXCL, mode, dir_fd=dir_fd), True
+            except FileExistsError:
+                continue  # created concurrently between the two opens: open theirs
+
+    # ---- data -------------------------------------------------------------------
+
+    def pwrite(self, path: str, offset: int, data: bytes | bytearray | memoryview,
+               fsync: bool = False) -> int:
+        """Write all of ``data`` at ``offset``, creating the file (0o644) if missing."""
+        offset = _check_int("offset", offset)
+        data = _check_data(data)
+        with self._at("pwrite", path) as (dir_fd, name):
+            fd, created = self._open_or_create(dir_fd, name, 0o644)
+            try:
+                n = _write_all(fd, offset, data)
+                if fsync:
+                    os.fsync(fd)
+                    if created:
+                        # A new file is durable only once its directory entry is.
+                        os.fsync(dir_fd)
+            finally:
+                os.close(fd)
+        return n
+
+    def open_for_write(self, path: str, offset: int) -> TierWriter:
+        """A writer for consecutive chunks from ``offset``; creates the file (0o644)."""
+        offset = _check_int("offset", offset)
+        with self._at("open_for_write", path) as (dir_fd, name):
+            fd, created = self._open_or_create(dir_fd, name, 0o644)
+            try:
+                parent = os.dup(dir_fd) if created else None
+            except OSError:
+                os.close(fd)
+                raise
+        return TierWriter(self._name, path, fd, offset, parent)
+
+    def pread(self, path: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset``; fewer only at EOF."""
+        offset = _check_int("offset", offset)
+        length = _check_int("length", length)
+        out = bytearray()
+        with self._at("pread", path) as (dir_fd, name):
+            fd = self._open_file(dir_fd, name, os.O_RDONLY)
+            try:
+                while len(out) < length:
+                    chunk = os.pread(fd, min(READ_STEP, length - len(out)),
+                                     offset + len(out))
+                    if not chunk:
+                        break
+                    out += chunk
+            finally:
+                os.close(fd)
+        return bytes(out)
+
+    def read_chunks(self, path: str, offset: int, length: int,
+                    chunk_size: int) -> Iterator[bytes]:
+        """Chunks of at most ``chunk_size`` bytes; ``length < 0`` reads to EOF."""
+        offset = _check_int("offset", offset)
+        length = _check_int("length", length, allow_negative=True)
+        chunk_size = _check_int("chunk_size", chunk_size)
+        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+            raise InvalidArgument("chunk_size out of range", chunk_size,
+                                  f"pass 1..{MAX_CHUNK_SIZE}")
+        with self._at("read_chunks", path) as (dir_fd, name):
+            fd = self._open_file(dir_fd, name, os.O_RDONLY)
+        return ChunkReader(self._name, path, fd, offset, length, chunk_size)
+
+    def truncate(self, path: str, size: int) -> None:
+        """Set the file's size; the file must exist."""
+        size = _check_int("size", size)
+        with self._at("truncate", path) as (dir_fd, name):
+            fd = self._open_file(dir_fd, name, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
+
+    def fsync(self, path: str) -> None:
+        """Flush a file or directory (the root included) to the device."""
+        with self._at("fsync", path) as (dir_fd, name):
+            if name is None:
+                os.fsync(dir_fd)
+                return
+            # O_RDONLY works for directories as well as files, and fsync needs no more.
+            fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # ---- metadata ---------------------------------------------------------------
+
+    def stat(self, path: str) -> dict[str, int | bool]:
+        """size, mode, mtime_ns, is_dir, nlink of a file or directory (following symlinks)."""
+        with self._at("stat", path) as (dir_fd, name):
+            if name is None:
+                st = os.stat(dir_fd)
+            else:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return {"size": st.st_size, "mode": st.st_mode, "mtime_ns": st.st_mtime_ns,
+                "is_dir": S_ISDIR(st.st_mode), "nlink": st.st_nlink}
+
+    def create(self, path: str, mode: int = 0o644, exclusive: bool = False) -> None:
+        """Create an empty file, or leave an existing one as is unless ``exclusive``."""
+        mode = _check_mode(mode)
+        # An exclusive create must fail on any existing entry, a symlink included,
+        # as O_CREAT|O_EXCL does; so the last component is not followed then.
+        with self._at("create", path, follow_last=not exclusive) as (dir_fd, name):
+            if name is None:
+                code = errno.EEXIST if exclusive else errno.EISDIR
+                raise OSError(code, os.strerror(code))
+            flags = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | (os.O_EXCL if exclusive else 0)
+            os.close(os.open(name, flags, mode, dir_fd=dir_fd))
+
+    def unlink(self, path: str) -> None:
+        """Remove a file or symlink (never its target)."""
+        with self._at("unlink", path, follow_last=False) as (dir_fd, name):
+            if name is None:
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+            os.unlink(name, dir_fd=dir_fd)
+
+    def mkdir(self, path: str, mode: int = 0o755, parents: bool = False) -> None:
+        """Make a directory; ``parents`` makes missing parents too. An existing one fails."""
+        mode = _check_mode(mode)
+        with self._at("mkdir", path, follow_last=False, make_parents=parents,
+                      dir_mode=mode) as (dir_fd, name):
+            if name is None:
+                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
+            os.mkdir(name, mode, dir_fd=dir_fd)
+
+    def rmdir(self, path: str) -> None:
+        """Remove an empty directory."""
+        with self._at("rmdir", path, follow_last=False) as (dir_fd, name):
+            if name is None:
+                raise self._refuse_root("rmdir", path)
+            os.rmdir(name, dir_fd=dir_fd)
+
+    def readdir(self, path: str) -> list[tuple[str, bool, int]]:
+        """``(name, is_dir, size)`` of each entry, sorted by name.
+
+        Entries are not followed: a symlink shows as itself (not a directory, its
+        size the target's length), so listing reveals nothing beyond the tier.
+        """
+        rows: list[tuple[str, bool, int]] = []
+        with self._at("readdir", path) as (dir_fd, name):
+            fd = dir_fd if name is None else os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                for entry in os.listdir(fd):
+                    try:
+                        st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed while we listed
+                    rows.append(DirEntry(entry, S_ISDIR(st.st_mode),
+                                         st.st_size))
+            finally:
+                if fd != dir_fd:
+                    os.close(fd)
+        rows.sort(key=lambda row: row[0])
+        return rows
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move ``src`` to ``dst`` inside the tier, replacing ``dst`` as POSIX rename does."""
+        with self._at("rename", src, follow_last=False) as (src_fd, src_name), \
+                self._at("rename", dst, follow_last=False) as (dst_fd, dst_name):
+            if src_name is None:
+                raise self._refuse_root("rename", src)
+            if dst_name is None:
+                raise self._refuse_root("rename", dst)
+            with _mapped(self._name, "rename", (src, dst)):
+                os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
