@@ -1,0 +1,205 @@
+"""Real tokenbucketd processes on ephemeral loopback ports, driven over gRPC."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tokenbucket_daemon.client import AdminClient, DataClient
+from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
+from tokenbucket_daemon.proto import qos_pb2 as pb
+
+MiB = 1 << 20
+TOKEN = "integration-admin-token"
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Daemon:
+    def __init__(self, base: Path, name: str, peers: list[str] | None = None,
+                 port: int = 0) -> None:
+        self.base, self.name = base, name
+        (base / "ram").mkdir(parents=True, exist_ok=True)
+        (base / "disk").mkdir(exist_ok=True)
+        tok = base / "token"
+        tok.write_text(TOKEN)
+        tok.chmod(0o600)
+        peer_list = ", ".join(f'"{p}"' for p in peers or [])
+        (base / "d.toml").write_text(
+            f'daemon_id = "{name}"\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n'
+            f'admin_token_file = "token"\npeers = [{peer_list}]\n'
+            f'[tiers]\nram = "ram"\ndisk = "disk"\n'
+            f'[scheduler]\nmax_request = {4 * MiB}\n')
+        self.proc: subprocess.Popen[str] | None = None
+        self.address = ""
+
+    def start(self) -> Daemon:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tokenbucket_daemon.server.app", "--config",
+             str(self.base / "d.toml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, cwd=REPO)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert "listening on" in line, line
+        self.address = line.split("listening on ")[1].split()[0]
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=20)
+        return out
+
+    def admin(self, token: str | None = TOKEN) -> AdminClient:
+        return AdminClient(self.address, token)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path / "d1", "d1").start()
+    yield d
+    if d.proc and d.proc.poll() is None:
+        d.stop(signal.SIGKILL)
+
+
+def test_limit_holds_end_to_end(daemon):
+    admin = daemon.admin()
+    admin.set_policy(Policy(Selector(Kind.JOB, "42"), limit_bps=20e6, burst_bytes=MiB))
+    data = DataClient(daemon.address, Tag("42", "ana"))
+    t0 = time.monotonic()
+    assert data.write("ram", "f.dat", b"x" * (30 * MiB)) == 30 * MiB
+    took = time.monotonic() - t0
+    # A token bucket can never let 30 MiB through faster than (30 MiB - depth) / rate.
+    assert took >= (30 * MiB - MiB) / 20e6
+    assert (daemon.base / "ram" / "f.dat").stat().st_size == 30 * MiB
+    assert data.read("ram", "f.dat", chunk=MiB) == b"x" * (30 * MiB)
+    (cls,) = [c for c in admin.stats(job="42").classes]
+    assert (cls.selector, cls.bytes_written, cls.bytes_read) == ("job=42", 30 * MiB, 30 * MiB)
+    # An unlimited job on the same daemon is not held back by job 42's limit.
+    other = DataClient(daemon.address, Tag("43"))
+    t0 = time.monotonic()
+    other.write("ram", "g.dat", b"y" * (30 * MiB))
+    assert time.monotonic() - t0 < (30 * MiB - MiB) / 20e6
+
+
+def test_untagged_io_lands_in_the_default_class_and_posix_ops_work(daemon):
+    data = DataClient(daemon.address)
+    data.mkdir("disk", "a/b", parents=True)
+    data.write("disk", "a/b/c.txt", b"hello", fsync=True)
+    assert data.stat("disk", "a/b/c.txt").size == 5
+    assert data.readdir("disk", "a/b") == [("c.txt", False, 5)]
+    data.stub.Rename(pb.RenameRequest(tier="disk", src="a/b/c.txt", dst="a/d.txt"))
+    data.stub.Truncate(pb.TruncateRequest(tier="disk", path="a/d.txt", size=2))
+    assert data.read("disk", "a/d.txt") == b"he"
+    data.unlink("disk", "a/d.txt")
+    (cls,) = daemon.admin().stats().classes
+    assert (cls.tag, cls.selector) == ("", "default")
+
+
+def test_policies_survive_kill_9(daemon):
+    admin = daemon.admin()
+    admin.set_policy(Policy(Selector(Kind.USER, "ana"), tier="ram", limit_bps=5e6,
+                            reservation_bps=1e6, weight=3))
+    admin.reserve("77", 50e6, tier="disk")
+    admin.set_policy(Policy(Selector(Kind.ACCOUNT, "gone"), limit_bps=1e6))
+    admin.delete_policy(Selector(Kind.ACCOUNT, "gone"))
+    before = admin.list_policies()
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    after = daemon.admin().list_policies()
+    assert after == before
+    assert {(str(p.selector), p.tier) for p in after} == {("job=77", "disk"), ("user=ana", "ram")}
+
+
+def _code(fn, *args, **kw) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as e:
+        fn(*args, **kw)
+    return e.value.code()
+
+
+def test_bad_input_gets_its_status_code_and_changes_nothing(daemon, tmp_path):
+    admin = daemon.admin()
+    admin.set_policy(Policy(Selector(Kind.JOB, "1"), limit_bps=1e6))
+    before = admin.list_policies()
+    job = Selector(Kind.JOB, "9")
+    assert _code(admin.set_policy, Policy(job, limit_bps=-5)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(admin.set_policy, Policy(job, limit_bps=1e15)) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(admin.set_policy, Policy(job, tier="nope", limit_bps=5)) == \
+        grpc.StatusCode.NOT_FOUND
+    assert _code(admin.release, "no-such-job") == grpc.StatusCode.NOT_FOUND
+    assert _code(daemon.admin(None).list_policies) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(daemon.admin("wrong").set_policy, Policy(job, limit_bps=5)) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    assert admin.list_policies() == before
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, daemon.base / "ram" / "link")
+    data = DataClient(daemon.address, Tag("1"))
+    for path in ("../escape.txt", "/etc/passwd", "link/x.txt"):
+        assert _code(data.write, "ram", path, b"no") == grpc.StatusCode.PERMISSION_DENIED
+    assert _code(data.read, "ram", "../../etc/passwd") == grpc.StatusCode.PERMISSION_DENIED
+    assert list(outside.iterdir()) == []
+    assert not (daemon.base / "escape.txt").exists()
+    # A chunk above the daemon's max_request (4 MiB here) is refused before it queues.
+    assert _code(data.write, "ram", "big", b"z" * (5 * MiB), chunk=5 * MiB) in \
+        (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert _code(data.read, "ram", "missing.dat") == grpc.StatusCode.NOT_FOUND
+    assert _code(data.write, "tape", "x", b"1") == grpc.StatusCode.NOT_FOUND
+
+
+def test_health_reflection_and_graceful_stop(daemon):
+    chan = grpc.insecure_channel(daemon.address)
+    h = health_pb2_grpc.HealthStub(chan)
+    for svc in ("", "qos.v1.DataPlane", "qos.v1.AdminService", "qos.v1.PeerService"):
+        assert h.Check(health_pb2.HealthCheckRequest(service=svc)).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(chan)
+    (resp,) = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+        list_services="")]))
+    names = {s.name for s in resp.list_services_response.service}
+    assert {"qos.v1.DataPlane", "qos.v1.AdminService", "qos.v1.PeerService"} <= names
+    out = daemon.stop(signal.SIGTERM)
+    assert daemon.proc is not None and daemon.proc.returncode == 0
+    assert "d1 stopped" in out
+
+
+def test_a_policy_set_on_one_daemon_reaches_its_peers(tmp_path):
+    import socket
+
+    ports = []
+    for _ in range(2):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        ports.append(s.getsockname()[1])
+        s.close()
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+    ds = [Daemon(tmp_path / f"p{i}", f"p{i}", [a for a in addrs if a != addrs[i]],
+                 port=ports[i]).start() for i in range(2)]
+    try:
+        ds[0].admin().set_policy(Policy(Selector(Kind.JOB, "5"), limit_bps=7e6))
+        seen: list[Policy] = []
+        for _ in range(100):
+            seen = ds[1].admin().list_policies()
+            if seen:
+                break
+            time.sleep(0.05)
+        assert [(str(p.selector), p.limit_bps, p.origin) for p in seen] == [("job=5", 7e6, "p0")]
+        ds[1].admin().delete_policy(Selector(Kind.JOB, "5"))
+        for _ in range(100):
+            if not ds[0].admin().list_policies():
+                break
+            time.sleep(0.05)
+        assert ds[0].admin().list_policies() == []
+    finally:
+        for d in ds:
+            d.stop(signal.SIGKILL)

@@ -1,0 +1,135 @@
+"""Client library for tokenbucketd: data operations carrying a job tag, and admin calls.
+
+    data = DataClient("127.0.0.1:50051", Tag(job="42", user="ana"))
+    data.write("tmpfs", "run/out.dat", b"..." * 1000)
+    admin = AdminClient("127.0.0.1:50051", token=open(token_file).read().strip())
+    admin.set_policy(Policy(Selector(Kind.JOB, "42"), limit_bps=200 * MiB))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import grpc
+
+from tokenbucket_daemon.convert import policy_from_pb, policy_to_pb
+from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
+from tokenbucket_daemon.proto import qos_pb2 as pb
+from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+
+MiB = 1 << 20
+_OPTIONS = [("grpc.max_receive_message_length", 80 * MiB),
+            ("grpc.max_send_message_length", 80 * MiB)]
+
+
+def channel(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(address, options=_OPTIONS)
+
+
+class DataClient:
+    def __init__(self, address: str, tag: Tag | None = None,
+                 chan: grpc.Channel | None = None) -> None:
+        self.address = address
+        self.tag = tag or Tag()
+        self._chan = chan or channel(address)
+        self.stub = rpc.DataPlaneStub(self._chan)
+
+    def _pbtag(self) -> pb.JobTag:
+        return pb.JobTag(job_id=self.tag.job, user=self.tag.user, account=self.tag.account)
+
+    def write_chunks(self, tier: str, path: str, chunks: Iterable[bytes], offset: int = 0,
+                     fsync: bool = False) -> int:
+        """Stream ``chunks`` to ``path`` from ``offset``; returns bytes the tier holds."""
+        def gen() -> Iterator[pb.WriteChunk]:
+            first = True
+            for c in chunks:
+                if first:
+                    yield pb.WriteChunk(tag=self._pbtag(), tier=tier, path=path, offset=offset,
+                                        data=c)
+                    first = False
+                else:
+                    yield pb.WriteChunk(data=c)
+            if first:
+                yield pb.WriteChunk(tag=self._pbtag(), tier=tier, path=path, offset=offset)
+            if fsync:
+                yield pb.WriteChunk(fsync=True)
+        return int(self.stub.Write(gen()).bytes_written)
+
+    def write(self, tier: str, path: str, data: bytes, chunk: int = MiB, offset: int = 0,
+              fsync: bool = False) -> int:
+        view = memoryview(data)
+        return self.write_chunks(tier, path, (bytes(view[i:i + chunk])
+                                              for i in range(0, len(data), chunk)),
+                                 offset, fsync)
+
+    def read_chunks(self, tier: str, path: str, offset: int = 0, length: int = -1,
+                    chunk: int = MiB) -> Iterator[bytes]:
+        req = pb.ReadRequest(tag=self._pbtag(), tier=tier, path=path, offset=offset,
+                             length=max(length, 0), chunk_size=chunk)
+        for m in self.stub.Read(req):
+            yield m.data
+
+    def read(self, tier: str, path: str, offset: int = 0, length: int = -1,
+             chunk: int = MiB) -> bytes:
+        return b"".join(self.read_chunks(tier, path, offset, length, chunk))
+
+    def stat(self, tier: str, path: str) -> pb.StatReply:
+        return self.stub.Stat(pb.StatRequest(tag=self._pbtag(), tier=tier, path=path))
+
+    def mkdir(self, tier: str, path: str, parents: bool = False) -> None:
+        self.stub.Mkdir(pb.MkdirRequest(tag=self._pbtag(), tier=tier, path=path,
+                                        parents=parents))
+
+    def readdir(self, tier: str, path: str = "") -> list[tuple[str, bool, int]]:
+        r = self.stub.Readdir(pb.ReaddirRequest(tag=self._pbtag(), tier=tier, path=path))
+        return [(e.name, e.is_dir, e.size) for e in r.entries]
+
+    def unlink(self, tier: str, path: str) -> None:
+        self.stub.Unlink(pb.UnlinkRequest(tag=self._pbtag(), tier=tier, path=path))
+
+    def close(self) -> None:
+        self._chan.close()
+
+
+class AdminClient:
+    def __init__(self, address: str, token: str | None = None,
+                 chan: grpc.Channel | None = None) -> None:
+        self.address = address
+        self._md = [("authorization", f"Bearer {token}")] if token else []
+        self._chan = chan or channel(address)
+        self.stub = rpc.AdminServiceStub(self._chan)
+
+    def _call(self, name: str, req: Any) -> Any:
+        return getattr(self.stub, name)(req, metadata=self._md, timeout=10)
+
+    def set_policy(self, p: Policy) -> Policy:
+        return policy_from_pb(self._call("SetPolicy", pb.SetPolicyRequest(policy=policy_to_pb(p))))
+
+    def delete_policy(self, selector: Selector, tier: str = "") -> bool:
+        sel = policy_to_pb(Policy(selector)).selector
+        return bool(self._call("DeletePolicy",
+                               pb.DeletePolicyRequest(selector=sel, tier=tier)).deleted)
+
+    def list_policies(self) -> list[Policy]:
+        return [policy_from_pb(m)
+                for m in self._call("ListPolicies", pb.ListPoliciesRequest()).policies]
+
+    def reserve(self, job: str, bandwidth_bps: float, tier: str = "", limit_bps: float = 0.0,
+                user: str = "", account: str = "") -> Policy:
+        r = self._call("Reserve", pb.ReserveRequest(job_id=job, user=user, account=account,
+                                                    tier=tier, bandwidth_bps=bandwidth_bps,
+                                                    limit_bps=limit_bps))
+        return policy_from_pb(r.policy)
+
+    def release(self, job: str) -> int:
+        return int(self._call("Release", pb.ReleaseRequest(job_id=job)).released)
+
+    def stats(self, job: str = "", tier: str = "") -> pb.StatsReply:
+        return self._call("GetStats", pb.StatsRequest(job_id=job, tier=tier))
+
+    def close(self) -> None:
+        self._chan.close()
+
+
+__all__ = ["AdminClient", "DataClient", "Kind", "Policy", "Selector", "Tag", "channel"]

@@ -1,0 +1,27 @@
+"""Policies between the core's dataclasses and the wire's messages."""
+
+from __future__ import annotations
+
+from tokenbucket_daemon.core.policy import Kind, Policy, Selector
+from tokenbucket_daemon.errors import InvalidArgument
+from tokenbucket_daemon.proto import qos_pb2 as pb
+
+
+def policy_from_pb(m: pb.Policy) -> Policy:
+    if m.selector.kind == pb.Selector.KIND_UNSPECIFIED:
+        raise InvalidArgument("selector kind is not set", None,
+                              "choose job, user, account or default")
+    kind = Kind(int(m.selector.kind))
+    if kind is Kind.DEFAULT and m.selector.value:
+        raise InvalidArgument("the default selector takes no value", m.selector.value,
+                              "leave the value empty")
+    return Policy(Selector(kind, m.selector.value), m.tier, m.limit_bps, m.reservation_bps,
+                  m.weight, m.burst_bytes, m.updated_ns, m.origin)
+
+
+def policy_to_pb(p: Policy) -> pb.Policy:
+    return pb.Policy(selector=pb.Selector(kind=int(p.selector.kind),  # type: ignore[arg-type]
+                                          value=p.selector.value),
+                     tier=p.tier, limit_bps=p.limit_bps, reservation_bps=p.reservation_bps,
+                     weight=p.weight, burst_bytes=p.burst_bytes, updated_ns=p.updated_ns,
+                     origin=p.origin)

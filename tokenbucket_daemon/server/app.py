@@ -1,0 +1,108 @@
+"""``tokenbucketd --config FILE``: wire the parts together and serve until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tokenbucket_daemon.core.policy import PolicyTable
+from tokenbucket_daemon.errors import DaemonError
+from tokenbucket_daemon.proto import qos_pb2 as pb
+from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+from tokenbucket_daemon.server.backend import TierBackend
+from tokenbucket_daemon.server.config import DaemonConfig, load_config
+from tokenbucket_daemon.server.gate import Gate
+from tokenbucket_daemon.server.metrics import start_metrics
+from tokenbucket_daemon.server.peer import PeerService, Replicator
+from tokenbucket_daemon.server.service import AdminService, DataPlane, Node
+from tokenbucket_daemon.server.store import PolicyStore
+
+log = logging.getLogger(__name__)
+SERVICES = ("qos.v1.DataPlane", "qos.v1.AdminService", "qos.v1.PeerService")
+
+
+async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
+    store = PolicyStore(cfg.state_dir / "policies.sqlite")
+    live, dead = store.load()
+    policies = PolicyTable(live)
+    gate = Gate(cfg.scheduler, policies, enabled=cfg.qos)
+    tiers = {name: TierBackend(name, path) for name, path in cfg.tiers.items()}
+    node = Node(cfg.daemon_id, tiers, gate, store, policies, cfg.scheduler.max_request)
+    for p in dead:
+        node.tombstones[p.key] = p.updated_ns
+    token = cfg.admin_token()
+    # Headroom over the largest request for the message envelope; anything larger is
+    # refused by gRPC itself with RESOURCE_EXHAUSTED before it is buffered.
+    limit = cfg.scheduler.max_request + 64 * 1024
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit)])
+    rpc.add_DataPlaneServicer_to_server(DataPlane(node), server)
+    rpc.add_AdminServiceServicer_to_server(AdminService(node, token), server)
+    peers = PeerService(node, cfg.peers)
+    rpc.add_PeerServiceServicer_to_server(peers, server)
+    hs = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    reflection.enable_server_reflection(
+        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(cfg.listen)
+    if port == 0:
+        raise DaemonError("cannot listen", cfg.listen, "pick a free port")
+    await server.start()
+    for name in ("", *SERVICES):
+        await hs.set(name, health_pb2.HealthCheckResponse.SERVING)
+    metrics_port = start_metrics(node, cfg.metrics_port) if cfg.metrics_port else 0
+    host = cfg.listen.rsplit(":", 1)[0]
+    replicator = Replicator(node, cfg.peers)
+    node.notify = replicator.changed.set
+    tasks = [asyncio.create_task(replicator.run())]
+    print(f"tokenbucketd {cfg.daemon_id} listening on {host}:{port}"
+          + (f" metrics :{metrics_port}" if metrics_port else "")
+          + f" tiers {','.join(sorted(tiers))} qos {'on' if cfg.qos else 'off'}", flush=True)
+    if ready is not None:
+        ready(port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing requests in flight")
+    for name in ("", *SERVICES):
+        await hs.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.stop(grace=5.0)
+    for t in tasks:
+        t.cancel()
+    await replicator.close()
+    node.pool.shutdown(wait=True)
+    store.close()
+    print(f"tokenbucketd {cfg.daemon_id} stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tokenbucketd",
+                                 description="Per-storage-node I/O QoS daemon (see README).")
+    ap.add_argument("--config", required=True, help="TOML config file")
+    ap.add_argument("--log-level", default="WARNING")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = load_config(args.config)
+        asyncio.run(serve(cfg))
+    except DaemonError as e:
+        print(f"tokenbucketd: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+_ = pb  # the message module is loaded for reflection's descriptor pool
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The daemon's TOML configuration.
+
+```toml
+daemon_id = "node1"                 # default: host name
+listen = "127.0.0.1:50051"          # host:port; port 0 picks a free one
+state_dir = "/var/lib/tokenbucketd" # policies.sqlite lives here
+admin_token_file = "/etc/tokenbucketd/admin.token"   # root-only file; empty = no admin
+metrics_port = 0                    # Prometheus /metrics; 0 = off
+peers = ["10.0.0.2:50051"]          # other daemons (policy replication, demand)
+qos = true                          # false: requests bypass the scheduler (overhead baseline)
+
+[tiers]
+tmpfs = "/dev/shm/qos"
+nvme = "/mnt/nvme/qos"
+
+[scheduler]
+max_in_flight = 16
+queue_limit = 4096
+default_burst = 1048576
+max_request = 67108864
+idle_evict = 60.0
+```
+"""
+
+from __future__ import annotations
+
+import socket
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenbucket_daemon.core.scheduler import SchedulerConfig
+from tokenbucket_daemon.errors import InvalidArgument
+
+
+@dataclass
+class DaemonConfig:
+    tiers: dict[str, Path]
+    state_dir: Path
+    daemon_id: str = field(default_factory=socket.gethostname)
+    listen: str = "127.0.0.1:50051"
+    admin_token_file: Path | None = None
+    metrics_port: int = 0
+    peers: list[str] = field(default_factory=list)
+    qos: bool = True
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    peer_interval: float = 0.25
+
+    def admin_token(self) -> str | None:
+        """The admin credential, from a file only its owner may read."""
+        if self.admin_token_file is None:
+            return None
+        path = self.admin_token_file
+        try:
+            st = path.stat()
+            token = path.read_text().strip()
+        except OSError as e:
+            raise InvalidArgument("cannot read admin_token_file", str(path),
+                                  f"create it with mode 0600 ({e.strerror})") from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise InvalidArgument("admin_token_file is readable by others", str(path),
+                                  f"run chmod 600 {path}")
+        if not token:
+            raise InvalidArgument("admin_token_file is empty", str(path),
+                                  "write a long random token into it")
+        return token
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise InvalidArgument("cannot read config", str(p), e.strerror or "check the path") \
+            from None
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidArgument(f"{p}: not valid TOML", str(e), "fix the syntax") from None
+    return config_from_dict(raw, base=p.parent, source=str(p))
+
+
+def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
+                     source: str = "config") -> DaemonConfig:
+    known = {"daemon_id", "listen", "state_dir", "admin_token_file", "metrics_port", "peers",
+             "qos", "tiers", "scheduler", "peer_interval"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InvalidArgument(f"{source}: unknown key", unknown[0],
+                              f"use one of {', '.join(sorted(known))}")
+    tiers = raw.get("tiers")
+    if not isinstance(tiers, dict) or not tiers:
+        raise InvalidArgument(f"{source}: no [tiers]", tiers,
+                              'add a [tiers] table, e.g. tmpfs = "/dev/shm/qos"')
+    resolved = {}
+    for name, d in tiers.items():
+        if "-" in name or "/" in name or not name:
+            raise InvalidArgument(f"{source}: bad tier name", name,
+                                  "use letters, digits and underscores")
+        path = (base / str(d)).resolve()
+        if not path.is_dir():
+            raise InvalidArgument(f"{source}: tier {name} is not a directory", str(path),
+                                  "create it first")
+        resolved[name] = path
+    if "state_dir" not in raw:
+        raise InvalidArgument(f"{source}: no state_dir", None,
+                              'add state_dir = "/var/lib/tokenbucketd"')
+    sched_raw = raw.get("scheduler", {})
+    try:
+        sched = SchedulerConfig(**sched_raw)
+    except TypeError as e:
+        raise InvalidArgument(f"{source}: bad [scheduler] key", str(e),
+                              "see the example in tokenbucket_daemon/server/config.py") \
+            from None
+    tok = raw.get("admin_token_file")
+    cfg = DaemonConfig(
+        tiers=resolved, state_dir=(base / str(raw["state_dir"])).resolve(),
+        daemon_id=str(raw.get("daemon_id") or socket.gethostname()),
+        listen=str(raw.get("listen", "127.0.0.1:50051")),
+        admin_token_file=(base / str(tok)).resolve() if tok else None,
+        metrics_port=int(raw.get("metrics_port", 0)), peers=[str(x) for x in raw.get("peers", [])],
+        qos=bool(raw.get("qos", True)), scheduler=sched,
+        peer_interval=float(raw.get("peer_interval", 0.25)))
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    return cfg

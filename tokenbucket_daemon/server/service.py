@@ -1,0 +1,367 @@
+"""gRPC servicers: thin adapters from the wire to the gate, the backend and the
+policy table. Every DaemonError becomes its status code with a one-line message."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+
+from tokenbucket_daemon.convert import policy_from_pb, policy_to_pb
+from tokenbucket_daemon.core.policy import Kind, Policy, PolicyTable, Selector, Tag
+from tokenbucket_daemon.errors import (
+    DaemonError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from tokenbucket_daemon.proto import qos_pb2 as pb
+from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+from tokenbucket_daemon.server.backend import TierBackend
+from tokenbucket_daemon.server.gate import Gate
+from tokenbucket_daemon.server.store import PolicyStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MiB = 1 << 20
+
+
+def _status(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await fn(self, request, context)
+        except DaemonError as e:
+            await context.abort(grpc.StatusCode[e.code], str(e))
+            raise  # unreachable: abort raises
+    return wrapper
+
+
+def _tag(t: pb.JobTag) -> Tag:
+    return Tag(t.job_id, t.user, t.account)
+
+
+class TierCounters:
+    def __init__(self) -> None:
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.requests = 0
+
+
+class Node:
+    """The state one daemon's servicers share."""
+
+    def __init__(self, daemon_id: str, tiers: dict[str, TierBackend], gate: Gate,
+                 store: PolicyStore, policies: PolicyTable, max_request: int,
+                 workers: int = 4) -> None:
+        self.daemon_id = daemon_id
+        self.tiers = tiers
+        self.gate = gate
+        self.store = store
+        self.policies = policies
+        self.tombstones: dict[tuple[Selector, str], int] = {}
+        self.max_request = max_request
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="tier-io")
+        self.counters = {name: TierCounters() for name in tiers}
+        # Called after an administrator changed a policy here (replication hooks in).
+        self.notify: Callable[[], None] = lambda: None
+
+    def tier(self, name: str) -> TierBackend:
+        t = self.tiers.get(name)
+        if t is None:
+            raise NotFound("unknown tier", name,
+                           f"use one of {', '.join(sorted(self.tiers))}")
+        return t
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    # -- policies -------------------------------------------------------------------
+
+    def apply_policy(self, p: Policy) -> Policy:
+        """Put a validated policy in force, durably (last writer wins)."""
+        self.policies.put(p)
+        self.tombstones.pop(p.key, None)
+        self.store.save(p)
+        self.gate.scheduler.set_policies(self.policies, self.gate.now())
+        self.gate.kick()
+        return p
+
+    def remove_policy(self, selector: Selector, tier: str, when_ns: int) -> Policy:
+        old = self.policies.delete(selector, tier)
+        self.tombstones[(selector, tier)] = when_ns
+        self.store.save(Policy(selector, tier, updated_ns=when_ns, origin=self.daemon_id),
+                        deleted=True)
+        self.gate.scheduler.set_policies(self.policies, self.gate.now())
+        self.gate.kick()
+        return old
+
+
+# ---------------------------------------------------------------------------- data
+
+
+class DataPlane(rpc.DataPlaneServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk],
+                    context: grpc.aio.ServicerContext) -> pb.WriteReply:
+        node = self.node
+        writer = None
+        total = 0
+        try:
+            first = True
+            tag, tier_name, sync = Tag(), "", False
+            async for chunk in request_iterator:
+                if first:
+                    first = False
+                    tag, tier_name = _tag(chunk.tag), chunk.tier
+                    tier = node.tier(tier_name)
+                    if chunk.offset < 0:
+                        raise InvalidArgument("offset must be >= 0", chunk.offset,
+                                              "write from offset 0 or later")
+                    writer = await node.run(tier.open_for_write, chunk.path, chunk.offset)
+                size = len(chunk.data)
+                if size > node.max_request:
+                    raise InvalidArgument(f"chunk larger than {node.max_request} bytes", size,
+                                          "send chunks of 1 MiB")
+                sync = sync or chunk.fsync
+                if size:
+                    async with node.gate.admit(tag, tier_name, "write", size):
+                        assert writer is not None
+                        total += await node.run(writer.write, chunk.data)
+                    c = node.counters[tier_name]
+                    c.bytes_written += size
+                    c.requests += 1
+            if writer is None:
+                raise InvalidArgument("empty write stream", None,
+                                      "send a first chunk with tier and path")
+            if sync:
+                await node.run(writer.fsync)
+            return pb.WriteReply(bytes_written=total)
+        except DaemonError as e:
+            await context.abort(grpc.StatusCode[e.code], str(e))
+            raise
+        finally:
+            if writer is not None:
+                await node.run(writer.close)
+
+    async def Read(self, request: pb.ReadRequest,
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ReadChunk]:
+        node = self.node
+        try:
+            tier = node.tier(request.tier)
+            chunk = request.chunk_size or MiB
+            if chunk < 0 or chunk > node.max_request:
+                raise InvalidArgument(f"chunk_size must be between 1 and {node.max_request}",
+                                      request.chunk_size, "ask for 1 MiB chunks")
+            if request.offset < 0:
+                raise InvalidArgument("offset must be >= 0", request.offset, "read from 0")
+            size = int((await node.run(tier.stat, request.path))["size"])
+            # Charge what will really be read, so the last short chunk costs its size.
+            end = size if request.length <= 0 else min(size, request.offset + request.length)
+            reader = await node.run(tier.read_chunks, request.path, request.offset,
+                                    max(0, end - request.offset), chunk)
+        except DaemonError as e:
+            await context.abort(grpc.StatusCode[e.code], str(e))
+            return
+        tag, offset = _tag(request.tag), request.offset
+        it = iter(reader)
+        try:
+            while offset < end:
+                async with node.gate.admit(tag, request.tier, "read", min(chunk, end - offset)):
+                    data = await node.run(next, it, None)
+                if not data:
+                    break
+                c = node.counters[request.tier]
+                c.bytes_read += len(data)
+                c.requests += 1
+                yield pb.ReadChunk(offset=offset, data=data)
+                offset += len(data)
+        except DaemonError as e:
+            await context.abort(grpc.StatusCode[e.code], str(e))
+        finally:
+            await node.run(reader.close)
+
+    async def _meta(self, request: Any, fn: Callable[[TierBackend], T]) -> T:
+        tier = self.node.tier(request.tier)
+        async with self.node.gate.admit(_tag(request.tag), request.tier, "meta", 0):
+            return await self.node.run(fn, tier)
+
+    @_status
+    async def Stat(self, request: pb.StatRequest, context: Any) -> pb.StatReply:
+        st = await self._meta(request, lambda t: t.stat(request.path))
+        return pb.StatReply(size=int(st["size"]), mode=int(st["mode"]),
+                            mtime_ns=int(st["mtime_ns"]), is_dir=bool(st["is_dir"]),
+                            nlink=int(st["nlink"]))
+
+    @_status
+    async def Create(self, request: pb.CreateRequest, context: Any) -> pb.CreateReply:
+        await self._meta(request, lambda t: t.create(request.path, request.mode or 0o644,
+                                                     request.exclusive))
+        return pb.CreateReply(created=True)
+
+    @_status
+    async def Unlink(self, request: pb.UnlinkRequest, context: Any) -> pb.UnlinkReply:
+        await self._meta(request, lambda t: t.unlink(request.path))
+        return pb.UnlinkReply()
+
+    @_status
+    async def Mkdir(self, request: pb.MkdirRequest, context: Any) -> pb.MkdirReply:
+        await self._meta(request, lambda t: t.mkdir(request.path, request.mode or 0o755,
+                                                    request.parents))
+        return pb.MkdirReply(created=True)
+
+    @_status
+    async def Rmdir(self, request: pb.RmdirRequest, context: Any) -> pb.RmdirReply:
+        await self._meta(request, lambda t: t.rmdir(request.path))
+        return pb.RmdirReply()
+
+    @_status
+    async def Readdir(self, request: pb.ReaddirRequest, context: Any) -> pb.ReaddirReply:
+        entries = await self._meta(request, lambda t: t.readdir(request.path))
+        return pb.ReaddirReply(entries=[pb.DirEntry(name=n, is_dir=d, size=s)
+                                        for n, d, s in entries])
+
+    @_status
+    async def Rename(self, request: pb.RenameRequest, context: Any) -> pb.RenameReply:
+        await self._meta(request, lambda t: t.rename(request.src, request.dst))
+        return pb.RenameReply()
+
+    @_status
+    async def Truncate(self, request: pb.TruncateRequest, context: Any) -> pb.TruncateReply:
+        await self._meta(request, lambda t: t.truncate(request.path, request.size))
+        return pb.TruncateReply()
+
+    @_status
+    async def Fsync(self, request: pb.FsyncRequest, context: Any) -> pb.FsyncReply:
+        await self._meta(request, lambda t: t.fsync(request.path))
+        return pb.FsyncReply()
+
+
+# --------------------------------------------------------------------------- admin
+
+
+class AdminService(rpc.AdminServiceServicer):
+    def __init__(self, node: Node, token: str | None) -> None:
+        self.node = node
+        self.token = token
+
+    def _auth(self, context: grpc.aio.ServicerContext) -> None:
+        md = dict(context.invocation_metadata() or ())
+        got = md.get("authorization", "")
+        if not got:
+            raise Unauthenticated("admin call without a credential", None,
+                                  "pass the admin token (qosctl --token-file)")
+        if self.token is None or not hmac.compare_digest(str(got), f"Bearer {self.token}"):
+            raise PermissionDenied("admin credential refused", None,
+                                   "use the token of this daemon's admin_token_file")
+
+    def _check_tier(self, tier: str) -> None:
+        if tier and tier not in self.node.tiers:
+            raise NotFound("unknown tier", tier,
+                           f"use one of {', '.join(sorted(self.node.tiers))} or none")
+
+    @_status
+    async def SetPolicy(self, request: pb.SetPolicyRequest, context: Any) -> pb.Policy:
+        self._auth(context)
+        p = policy_from_pb(request.policy)
+        self._check_tier(p.tier)
+        p = Policy(p.selector, p.tier, p.limit_bps, p.reservation_bps, p.weight,
+                   p.burst_bytes, time.time_ns(), self.node.daemon_id).validated()
+        out = policy_to_pb(self.node.apply_policy(p))
+        self.node.notify()
+        return out
+
+    @_status
+    async def DeletePolicy(self, request: pb.DeletePolicyRequest,
+                           context: Any) -> pb.DeletePolicyReply:
+        self._auth(context)
+        sel = policy_from_pb(pb.Policy(selector=request.selector)).selector
+        self.node.remove_policy(sel, request.tier, time.time_ns())
+        self.node.notify()
+        return pb.DeletePolicyReply(deleted=True)
+
+    @_status
+    async def ListPolicies(self, request: pb.ListPoliciesRequest,
+                           context: Any) -> pb.ListPoliciesReply:
+        self._auth(context)
+        return pb.ListPoliciesReply(policies=[policy_to_pb(p) for p in self.node.policies.all()])
+
+    @_status
+    async def Reserve(self, request: pb.ReserveRequest, context: Any) -> pb.ReserveReply:
+        self._auth(context)
+        if not request.job_id:
+            raise InvalidArgument("reserve needs a job id", "", "give --job")
+        self._check_tier(request.tier)
+        p = Policy(Selector(Kind.JOB, request.job_id), request.tier, request.limit_bps,
+                   request.bandwidth_bps, 1.0, 0, time.time_ns(), self.node.daemon_id)
+        out = policy_to_pb(self.node.apply_policy(p.validated()))
+        self.node.notify()
+        return pb.ReserveReply(policy=out)
+
+    @_status
+    async def Release(self, request: pb.ReleaseRequest, context: Any) -> pb.ReleaseReply:
+        self._auth(context)
+        sel = Selector(Kind.JOB, request.job_id)
+        mine = [p for p in self.node.policies.all() if p.selector == sel]
+        if not mine:
+            raise NotFound("no reservation or policy for job", request.job_id,
+                           "list them with qosctl policy list")
+        now = time.time_ns()
+        for p in mine:
+            self.node.remove_policy(p.selector, p.tier, now)
+        self.node.notify()
+        return pb.ReleaseReply(released=len(mine))
+
+    def stats(self, job: str = "", tier: str = "") -> pb.StatsReply:
+        node = self.node
+        sched = node.gate.scheduler
+        classes = [pb.ClassStats(
+            tag=s.job, tier=s.tier, selector=s.selector, bytes_read=s.bytes_read,
+            bytes_written=s.bytes_written, requests=s.requests, queued=s.queued,
+            in_flight=s.in_flight, wait_seconds_total=s.wait_seconds_total,
+            rate_bps=s.rate_bps, tokens=s.tokens, limit_bps=s.limit_bps,
+            reservation_bps=s.reservation_bps, weight=s.weight, rejected=s.rejected)
+            for s in sched.stats(node.gate.now())
+            if (not job or s.job == job) and (not tier or s.tier == tier)]
+        tiers = []
+        for name, t in sorted(node.tiers.items()):
+            if tier and name != tier:
+                continue
+            c = node.counters[name]
+            mine = [s for s in classes if s.tier == name]
+            tiers.append(pb.TierStats(tier=name, root=str(t.root), bytes_read=c.bytes_read,
+                                      bytes_written=c.bytes_written, requests=c.requests,
+                                      in_flight=sum(s.in_flight for s in mine),
+                                      queued=sum(s.queued for s in mine)))
+        return pb.StatsReply(time_ns=time.time_ns(), daemon_id=node.daemon_id,
+                             classes=classes, tiers=tiers)
+
+    @_status
+    async def GetStats(self, request: pb.StatsRequest, context: Any) -> pb.StatsReply:
+        self._auth(context)
+        return self.stats(request.job_id, request.tier)
+
+    async def WatchStats(self, request: pb.WatchStatsRequest,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StatsReply]:
+        try:
+            self._auth(context)
+            if request.interval_ms < 0:
+                raise InvalidArgument("interval_ms must be >= 0", request.interval_ms,
+                                      "give e.g. 1000")
+        except DaemonError as e:
+            await context.abort(grpc.StatusCode[e.code], str(e))
+            return
+        interval = max(request.interval_ms or 1000, 50) / 1000
+        while True:
+            yield self.stats(request.job_id)
+            await asyncio.sleep(interval)
