@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,8 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tokenbucket_daemon.client import AdminClient, DataClient
+from tokenbucket_daemon.client import DataClient
 from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
+from tokenbucket_daemon.local import LocalDaemon
 from tokenbucket_daemon.proto import qos_pb2 as pb
 
 MiB = 1 << 20
@@ -23,43 +22,9 @@ TOKEN = "integration-admin-token"
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Daemon:
-    def __init__(self, base: Path, name: str, peers: list[str] | None = None,
-                 port: int = 0) -> None:
-        self.base, self.name = base, name
-        (base / "ram").mkdir(parents=True, exist_ok=True)
-        (base / "disk").mkdir(exist_ok=True)
-        tok = base / "token"
-        tok.write_text(TOKEN)
-        tok.chmod(0o600)
-        peer_list = ", ".join(f'"{p}"' for p in peers or [])
-        (base / "d.toml").write_text(
-            f'daemon_id = "{name}"\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n'
-            f'admin_token_file = "token"\npeers = [{peer_list}]\n'
-            f'[tiers]\nram = "ram"\ndisk = "disk"\n'
-            f'[scheduler]\nmax_request = {4 * MiB}\n')
-        self.proc: subprocess.Popen[str] | None = None
-        self.address = ""
-
-    def start(self) -> Daemon:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tokenbucket_daemon.server.app", "--config",
-             str(self.base / "d.toml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, cwd=REPO)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert "listening on" in line, line
-        self.address = line.split("listening on ")[1].split()[0]
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> str:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=20)
-        return out
-
-    def admin(self, token: str | None = TOKEN) -> AdminClient:
-        return AdminClient(self.address, token)
+def Daemon(base: Path, name: str, peers: list[str] | None = None,  # noqa: N802
+           port: int = 0) -> LocalDaemon:
+    return LocalDaemon(base, name, peers=peers, port=port, token=TOKEN)
 
 
 @pytest.fixture
