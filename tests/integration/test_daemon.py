@@ -105,6 +105,7 @@ def test_bad_input_gets_its_status_code_and_changes_nothing(daemon, tmp_path):
     assert _code(daemon.admin("wrong").set_policy, Policy(job, limit_bps=5)) == \
         grpc.StatusCode.PERMISSION_DENIED
     assert admin.list_policies() == before
+    assert admin.delete_policy(Selector(Kind.JOB, "never-set")) is False
 
     outside = tmp_path / "outside"
     outside.mkdir()

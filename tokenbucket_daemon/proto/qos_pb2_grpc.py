@@ -604,9 +604,9 @@ class AdminServiceStub:
     ---------------------------------------------------------------------------------------
 
     Administration of one daemon. Policy changes are stored durably (SQLite) and replicated
-    to every peer, so a call to any daemon changes the policy everywhere. When the daemon is
-    configured with an admin allow-list, a caller outside it gets PERMISSION_DENIED on every
-    rpc that changes state (SetPolicy, DeletePolicy, Reserve, Release).
+    to every peer, so a call to any daemon changes the policy everywhere. Every rpc needs the
+    metadata `authorization: Bearer <token>` (the token of the daemon's admin_token_file):
+    without it UNAUTHENTICATED, with a wrong one PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -658,9 +658,9 @@ class AdminServiceServicer:
     ---------------------------------------------------------------------------------------
 
     Administration of one daemon. Policy changes are stored durably (SQLite) and replicated
-    to every peer, so a call to any daemon changes the policy everywhere. When the daemon is
-    configured with an admin allow-list, a caller outside it gets PERMISSION_DENIED on every
-    rpc that changes state (SetPolicy, DeletePolicy, Reserve, Release).
+    to every peer, so a call to any daemon changes the policy everywhere. Every rpc needs the
+    metadata `authorization: Bearer <token>` (the token of the daemon's admin_token_file):
+    without it UNAUTHENTICATED, with a wrong one PERMISSION_DENIED.
     """
 
     def SetPolicy(self, request, context):
@@ -668,9 +668,10 @@ class AdminServiceServicer:
         updated_ns and origin filled in by this daemon. Classes it governs see the new rates
         at once.
         Bad input: INVALID_ARGUMENT for KIND_UNSPECIFIED, a missing selector value (or one
-        given with DEFAULT), a tier this daemon does not serve, a negative, non-finite or
+        given with DEFAULT), a negative, non-finite or
         above-1e12 rate, reservation_bps > limit_bps when a limit is set, a weight outside
-        [0, 1e6], or burst_bytes outside [0, 16 GiB]; nothing changes.
+        [0, 1e6], or burst_bytes outside [0, 16 GiB]; NOT_FOUND for a tier this daemon does
+        not serve; nothing changes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -698,10 +699,10 @@ class AdminServiceServicer:
         """Reserves bandwidth for a running job (called by the Slurm prolog): stores the JOB
         policy for (job_id, tier) with reservation_bps = bandwidth_bps and the given limit,
         replacing any earlier one. Returns the stored policy.
-        Bad input: INVALID_ARGUMENT for an empty job_id, an unknown tier, a bandwidth_bps that
-        is not > 0 and finite, or a limit_bps below bandwidth_bps (when set);
-        RESOURCE_EXHAUSTED if the tier has a configured capacity and the sum of reservations
-        on it would exceed it (the message says how much is left); nothing changes.
+        Bad input: INVALID_ARGUMENT for an empty job_id, a negative, non-finite or above-1e12
+        bandwidth_bps, or a limit_bps below bandwidth_bps (when set); NOT_FOUND for an
+        unknown tier; nothing changes. (Admission control against a tier capacity is not
+        implemented yet.)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -720,7 +721,7 @@ class AdminServiceServicer:
     def GetStats(self, request, context):
         """A snapshot of this daemon's classes and tiers, optionally filtered. A job with no
         class on this daemon gives an empty class list, not an error.
-        Bad input: INVALID_ARGUMENT for a tier this daemon does not serve.
+        An unknown tier filter gives an empty tier list.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -788,9 +789,9 @@ class AdminService:
     ---------------------------------------------------------------------------------------
 
     Administration of one daemon. Policy changes are stored durably (SQLite) and replicated
-    to every peer, so a call to any daemon changes the policy everywhere. When the daemon is
-    configured with an admin allow-list, a caller outside it gets PERMISSION_DENIED on every
-    rpc that changes state (SetPolicy, DeletePolicy, Reserve, Release).
+    to every peer, so a call to any daemon changes the policy everywhere. Every rpc needs the
+    metadata `authorization: Bearer <token>` (the token of the daemon's admin_token_file):
+    without it UNAUTHENTICATED, with a wrong one PERMISSION_DENIED.
     """
 
     @staticmethod
@@ -989,8 +990,8 @@ class PeerServiceStub:
     ---------------------------------------------------------------------------------------
 
     Daemon-to-daemon replication and coordination. Callers are other tokenbucketd instances
-    of the same group; when the daemon is configured with a peer list, a caller whose origin
-    or daemon_id is not in it gets PERMISSION_DENIED.
+    of the same group. (Peer authentication is not implemented yet: run it on a trusted
+    network.)
     """
 
     def __init__(self, channel):
@@ -1022,8 +1023,8 @@ class PeerServiceServicer:
     ---------------------------------------------------------------------------------------
 
     Daemon-to-daemon replication and coordination. Callers are other tokenbucketd instances
-    of the same group; when the daemon is configured with a peer list, a caller whose origin
-    or daemon_id is not in it gets PERMISSION_DENIED.
+    of the same group. (Peer authentication is not implemented yet: run it on a trusted
+    network.)
     """
 
     def PushPolicies(self, request, context):
@@ -1042,9 +1043,8 @@ class PeerServiceServicer:
 
     def ExchangeDemand(self, request, context):
         """Exchanges measured per-job demand in both directions: the caller sends its report and
-        gets the peer's back. Each daemon then sets its part of every job's global limit in
-        proportion to the demand seen across the group, so the parts never sum above it.
-        Called by every daemon at least once a second per peer.
+        gets the peer's back. Planned use (not implemented yet): each daemon sets its part of
+        every job's global limit in proportion to the demand seen across the group.
         Bad input: INVALID_ARGUMENT for an empty daemon_id, or a negative or non-finite
         demand_bps.
         """
@@ -1053,7 +1053,7 @@ class PeerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPeers(self, request, context):
-        """The daemons this daemon knows in its group, itself first.
+        """The peer addresses from this daemon's configuration (daemon_id is left empty).
         Never fails on input (the request has no fields).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -1092,8 +1092,8 @@ class PeerService:
     ---------------------------------------------------------------------------------------
 
     Daemon-to-daemon replication and coordination. Callers are other tokenbucketd instances
-    of the same group; when the daemon is configured with a peer list, a caller whose origin
-    or daemon_id is not in it gets PERMISSION_DENIED.
+    of the same group. (Peer authentication is not implemented yet: run it on a trusted
+    network.)
     """
 
     @staticmethod

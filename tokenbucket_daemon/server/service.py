@@ -286,6 +286,8 @@ class AdminService(rpc.AdminServiceServicer):
                            context: Any) -> pb.DeletePolicyReply:
         self._auth(context)
         sel = policy_from_pb(pb.Policy(selector=request.selector)).selector
+        if self.node.policies.get(sel, request.tier) is None:
+            return pb.DeletePolicyReply(deleted=False)    # idempotent, as the contract says
         self.node.remove_policy(sel, request.tier, time.time_ns())
         self.node.notify()
         return pb.DeletePolicyReply(deleted=True)
@@ -355,13 +357,14 @@ class AdminService(rpc.AdminServiceServicer):
                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StatsReply]:
         try:
             self._auth(context)
-            if request.interval_ms < 0:
-                raise InvalidArgument("interval_ms must be >= 0", request.interval_ms,
-                                      "give e.g. 1000")
+            ms = request.interval_ms
+            if ms != 0 and not 100 <= ms <= 3_600_000:
+                raise InvalidArgument("interval_ms must be 0 (1 s) or 100..3600000",
+                                      ms, "give e.g. 1000")
         except DaemonError as e:
             await context.abort(grpc.StatusCode[e.code], str(e))
             return
-        interval = max(request.interval_ms or 1000, 50) / 1000
+        interval = (request.interval_ms or 1000) / 1000
         while True:
             yield self.stats(request.job_id)
             await asyncio.sleep(interval)
