@@ -23,11 +23,6 @@ from qos_plugin.model.template import load_template
 A = Path(__file__).resolve().parents[2] / "shared" / "qosflow-artifact"
 
 
-def _key(t, i):
-    return (t.producer[i], t.consumer[i], t.producer_tier[i], int(t.producer_tpn[i]),
-            t.consumer_tier[i], int(t.consumer_tpn[i]))
-
-
 def main() -> int:
     t0 = time.perf_counter()
     tmpl = load_template(A / "1kgenome/1kg_script_order.json")
@@ -40,18 +35,17 @@ def main() -> int:
     with open(A / "1kgenome/workflow_makespan_stageorder.csv", newline="") as fh:
         ref = list(csv.DictReader(fh))
     names = tmpl.stage_names
-    ours = {(int(table.nodes[i]),) + tuple(table.tier_names(j)[i] for j in range(len(names))):
-            table.total[i] for i in range(len(table))}
+    ours = table.totals_by_placement()
     y_ref = np.array([float(r["total"]) for r in ref])
     y = np.array([ours[(int(r["nodes"]),) + tuple(r[f"{s}_stor"] for s in names)] for r in ref])
     pc = concordance(np.argsort(y, kind="stable"), y_ref)
     rel = np.abs(y - y_ref) / y_ref
     shipped = load_costs(A / "1kgenome/1kg_filtered_spm_results.csv")
-    published = {_key(shipped, i): (shipped.est_prod[i], shipped.est_cons[i])
+    published = {shipped.row_key(i): (shipped.est_prod[i], shipped.est_cons[i])
                  for i in range(len(shipped))}
     same = sum(1 for i in range(len(costs))
                if np.allclose((costs.est_prod[i], costs.est_cons[i]),
-                              published.get(_key(costs, i), (np.nan, np.nan)),
+                              published.get(costs.row_key(i), (np.nan, np.nan)),
                               rtol=1e-9, atol=1e-12))
     print(f"{'cost rows':>9s} {'= published':>11s} {'makespans':>9s} {'concordance':>11s} "
           f"{'median rel err':>14s} {'max rel err':>11s} {'seconds':>7s}")

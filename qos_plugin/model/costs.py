@@ -103,6 +103,12 @@ class CostTable:
     def storage_types(self) -> set[str]:
         return {str(x) for x in self.producer_tier} | {str(x) for x in self.consumer_tier}
 
+    def row_key(self, i: int) -> tuple[str, str, str, int, str, int]:
+        """(producer, consumer, producer tier, its tpn, consumer tier, its tpn) of row i."""
+        return (str(self.producer[i]), str(self.consumer[i]), str(self.producer_tier[i]),
+                int(self.producer_tpn[i]), str(self.consumer_tier[i]),
+                int(self.consumer_tpn[i]))
+
     def edge_rows(self, producer: str, consumer: str) -> np.ndarray:
         return self._by_edge.get((producer, consumer), np.empty(0, dtype=np.int64))
 

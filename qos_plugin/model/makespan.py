@@ -228,6 +228,12 @@ class MakespanTable:
         picked: np.ndarray = names[self.config[:, stage_index]]
         return picked
 
+    def totals_by_placement(self) -> dict[tuple[object, ...], float]:
+        """Total per (nodes, tier of each stage in template order)."""
+        tiers = [self.tier_names(j) for j in range(self.config.shape[1])]
+        return {(int(self.nodes[i]), *(t[i] for t in tiers)): float(self.total[i])
+                for i in range(len(self))}
+
     def critical_paths(self) -> list[str]:
         """Critical path strings, built once per distinct path."""
         if self._paths is None:

@@ -28,19 +28,14 @@ def built(artifact):
     return template, tiers, build_cost_table(template, io, profile, tiers, [2, 5, 10])
 
 
-def _key(t, i):
-    return (t.producer[i], t.consumer[i], t.producer_tier[i], int(t.producer_tpn[i]),
-            t.consumer_tier[i], int(t.consumer_tpn[i]))
-
-
 def test_every_built_row_is_a_published_row(built, artifact):
     _, _, ours = built
     shipped = load_costs(artifact / "1kgenome/1kg_filtered_spm_results.csv")
-    ref = {_key(shipped, i): (shipped.est_prod[i], shipped.est_cons[i])
+    ref = {shipped.row_key(i): (shipped.est_prod[i], shipped.est_cons[i])
            for i in range(len(shipped))}
     kinds = set()
     for i in range(len(ours)):
-        k = _key(ours, i)
+        k = ours.row_key(i)
         assert k in ref, f"row {k} is not in the published table"
         assert ours.est_prod[i] == pytest.approx(ref[k][0], rel=1e-9, abs=1e-12), k
         assert ours.est_cons[i] == pytest.approx(ref[k][1], rel=1e-9, abs=1e-12), k
@@ -57,8 +52,7 @@ def test_makespans_from_raw_inputs_rank_like_the_published(built, artifact):
     with open(artifact / "1kgenome/workflow_makespan_stageorder.csv", newline="") as fh:
         ref = list(csv.DictReader(fh))
     names = template.stage_names
-    ours = {(int(table.nodes[i]),) + tuple(table.tier_names(j)[i] for j in range(len(names))):
-            table.total[i] for i in range(len(table))}
+    ours = table.totals_by_placement()
     y_ref = np.array([float(r["total"]) for r in ref])
     y = np.array([ours[(int(r["nodes"]),) + tuple(r[f"{s}_stor"] for s in names)]
                   for r in ref])

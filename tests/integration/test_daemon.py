@@ -22,14 +22,14 @@ TOKEN = "integration-admin-token"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def Daemon(base: Path, name: str, peers: list[str] | None = None,  # noqa: N802
-           port: int = 0) -> LocalDaemon:
+def daemon_at(base: Path, name: str, peers: list[str] | None = None,
+              port: int = 0) -> LocalDaemon:
     return LocalDaemon(base, name, peers=peers, port=port, token=TOKEN)
 
 
 @pytest.fixture
 def daemon(tmp_path):
-    d = Daemon(tmp_path / "d1", "d1").start()
+    d = daemon_at(tmp_path / "d1", "d1").start()
     yield d
     if d.proc and d.proc.poll() is None:
         d.stop(signal.SIGKILL)
@@ -149,7 +149,7 @@ def test_a_policy_set_on_one_daemon_reaches_its_peers(tmp_path):
         ports.append(s.getsockname()[1])
         s.close()
     addrs = [f"127.0.0.1:{p}" for p in ports]
-    ds = [Daemon(tmp_path / f"p{i}", f"p{i}", [a for a in addrs if a != addrs[i]],
+    ds = [daemon_at(tmp_path / f"p{i}", f"p{i}", [a for a in addrs if a != addrs[i]],
                  port=ports[i]).start() for i in range(2)]
     try:
         ds[0].admin().set_policy(Policy(Selector(Kind.JOB, "5"), limit_bps=7e6))

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from stat import S_ISDIR
 from types import TracebackType
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 from tokenbucket_daemon.errors import (
     AlreadyExists,
@@ -138,7 +138,31 @@ def _check_data(data: object) -> bytes | bytearray | memoryview:
     return data
 
 
-class TierWriter:
+class _Descriptor:
+    """An open descriptor that closes on ``with`` exit or when dropped: an abandoned
+    stream (client went away) must not leak descriptors."""
+
+    _closed = True
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self._closed:
+            try:
+                self.close()
+            except DaemonError:
+                pass
+
+
+class TierWriter(_Descriptor):
     """A stream of consecutive writes to one file through one descriptor.
 
     Not thread-safe: one stream, one writer. Each ``write`` has reached the tier
@@ -198,23 +222,9 @@ class TierWriter:
         with _mapped(self._tier, "close", self._path):
             os.close(self._fd)
 
-    def __enter__(self) -> TierWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # An abandoned stream (client went away) must not leak descriptors.
-        if not getattr(self, "_closed", True):
-            try:
-                self.close()
-            except DaemonError:
-                pass
 
 
-class ChunkReader(Iterator[bytes]):
+class ChunkReader(_Descriptor, Iterator[bytes]):
     """Chunks of one file from ``offset``, through one descriptor, until EOF or ``length``.
 
     The file is opened when the reader is made, so a missing file fails at the call,
@@ -256,16 +266,6 @@ class ChunkReader(Iterator[bytes]):
             self._closed = True
             os.close(self._fd)
 
-    def __enter__(self) -> ChunkReader:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            self.close()
 
 
 class TierBackend:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,12 +27,10 @@ class Gate:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def now_or_zero(self) -> float:
-        """The loop's clock from any thread (metrics scrapes run in their own)."""
-        import time
+    @staticmethod
+    def now() -> float:
+        """The scheduler's clock, readable from any thread (metrics scrapes run in their
+        own); timers are set relative to it, so it need not be the loop's clock."""
         return time.monotonic()
 
     @asynccontextmanager
@@ -41,20 +40,20 @@ class Gate:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        req = self.scheduler.submit(Request(tag, tier, op, size, payload=fut), loop.time())
+        req = self.scheduler.submit(Request(tag, tier, op, size, payload=fut), self.now())
         self._pump()
         try:
             await fut
         except asyncio.CancelledError:
             # The caller went away: drop it from its queue, or give its slot back.
-            if not self.scheduler.cancel(req, loop.time()):
-                self.scheduler.complete(req, loop.time())
+            if not self.scheduler.cancel(req, self.now()):
+                self.scheduler.complete(req, self.now())
                 self._pump()
             raise
         try:
             yield
         finally:
-            self.scheduler.complete(req, loop.time())
+            self.scheduler.complete(req, self.now())
             self._pump()
 
     def kick(self) -> None:
@@ -63,18 +62,17 @@ class Gate:
 
     def _pump(self) -> None:
         loop = asyncio.get_running_loop()
-        decision = self.scheduler.poll(loop.time())
+        decision = self.scheduler.poll(self.now())
         for req in decision.dispatch:
             fut = req.payload
             if not fut.done():
                 fut.set_result(None)
         wake = decision.wake_at
-        if wake is not None and (self._timer_at is None or wake < self._timer_at
-                                 or self._timer is None):
+        if wake is not None and (self._timer_at is None or wake < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = wake
-            self._timer = loop.call_at(wake, self._on_timer)
+            self._timer = loop.call_later(max(0.0, wake - self.now()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None

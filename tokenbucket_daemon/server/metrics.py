@@ -27,7 +27,7 @@ class NodeCollector(Collector):
         t = GaugeMetricFamily("qos_class_tokens", "Tokens (bytes) in the bucket", labels=labels)
         lim = GaugeMetricFamily("qos_class_limit_bytes_per_second", "Limit in force",
                                 labels=labels)
-        now = node.gate.now_or_zero()
+        now = node.gate.now()
         for s in node.gate.scheduler.stats(now):
             lv = [s.job or "default", s.tier]
             b.add_metric([*lv, "read"], s.bytes_read)

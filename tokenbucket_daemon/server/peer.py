@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -75,7 +76,6 @@ class PeerService(rpc.PeerServiceServicer):
 
 
 def own_demand(node: Node) -> pb.DemandReport:
-    import time
     d = node.gate.scheduler.demand(node.gate.now())
     return pb.DemandReport(daemon_id=node.daemon_id, time_ns=time.time_ns(),
                            jobs=[pb.JobDemand(job_id=j, tier=t, demand_bps=v)
