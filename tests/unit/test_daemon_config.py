@@ -1,0 +1,65 @@
+"""Bad daemon configuration and sizes: one line naming the value, nothing started."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenbucket_daemon.errors import InvalidArgument
+from tokenbucket_daemon.ior import main as ior_main
+from tokenbucket_daemon.server.config import config_from_dict
+from tokenbucket_daemon.units import parse_rate, parse_size
+
+
+@pytest.fixture
+def base(tmp_path):
+    (tmp_path / "ram").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "colour": 1}, "unknown key: 'colour'"),
+    ({"state_dir": "s"}, "no [tiers]"),
+    ({"state_dir": "s", "tiers": {"ram": "nowhere"}}, "tier ram is not a directory"),
+    ({"state_dir": "s", "tiers": {"a-b": "ram"}}, "bad tier name: 'a-b'"),
+    ({"tiers": {"ram": "ram"}}, "no state_dir"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "scheduler": {"max_in_flight": 0}},
+     "max_in_flight must be at least 1"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "scheduler": {"k": 3}}, "bad [scheduler] key"),
+])
+def test_bad_config_is_one_line_and_creates_nothing(base, raw, needle):
+    with pytest.raises(InvalidArgument) as e:
+        config_from_dict(raw, base=base, source="d.toml")
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert not (base / "s").exists()
+
+
+def test_admin_token_file_must_be_private_and_non_empty(base):
+    cfg = config_from_dict({"state_dir": "s", "tiers": {"ram": "ram"},
+                            "admin_token_file": "tok"}, base=base)
+    tok = base / "tok"
+    tok.write_text("sekrit\n")
+    tok.chmod(0o644)
+    with pytest.raises(InvalidArgument, match="readable by others"):
+        cfg.admin_token()
+    tok.chmod(0o600)
+    assert cfg.admin_token() == "sekrit"
+    tok.write_text("")
+    with pytest.raises(InvalidArgument, match="is empty"):
+        cfg.admin_token()
+
+
+def test_sizes_and_rates():
+    assert parse_size("64KiB") == 65536 and parse_size("1MB") == 1_000_000
+    assert parse_rate("200MiB/s") == 200 * 2**20 and parse_rate("0") == 0
+    for bad in ("64 parsecs", "-5MB", "fast"):
+        with pytest.raises(ValueError, match="bad size"):
+            parse_size(bad)
+
+
+def test_qos_ior_refuses_bad_sizes(capsys):
+    assert ior_main(["--daemon", "127.0.0.1:1", "--tier", "ram", "--transfer", "64QB"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad size '64QB'" in err
+    assert ior_main(["--daemon", "127.0.0.1:1", "--tier", "ram", "--transfer", "3MiB",
+                     "--block", "4MiB"]) == 1
+    assert "block must be a multiple of transfer" in capsys.readouterr().err
