@@ -105,6 +105,21 @@ def test_stream_writer_reuses_one_fd(tier, root):
     w.close()  # idempotent
 
 
+def test_claimed_ranges_written_out_of_order_from_threads(tier, root):
+    """The daemon pipelines a stream: offsets are claimed in order, writes land in any
+    order from several threads; the file must read back exactly as sent."""
+    from concurrent.futures import ThreadPoolExecutor
+    chunks = [bytes([i]) * (1000 + i) for i in range(40)]
+    with tier.open_for_write("p", 0) as w:
+        offsets = [w.claim(len(c)) for c in chunks]
+        assert w.offset == sum(map(len, chunks))
+        with ThreadPoolExecutor(4) as pool:
+            done = list(pool.map(w.write_at, reversed(offsets), reversed(chunks)))
+        assert done == [len(c) for c in reversed(chunks)]
+    assert (root / "p").read_bytes() == b"".join(chunks)
+    raises(FailedPrecondition, "p", w.claim, 1)
+
+
 def test_read_chunks(tier):
     tier.pwrite("c", 0, bytes(range(10)))
     assert list(tier.read_chunks("c", 0, -1, 4)) == [b"\0\1\2\3", b"\4\5\6\7", b"\x08\x09"]

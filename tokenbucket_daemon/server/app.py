@@ -80,7 +80,7 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     for t in tasks:
         t.cancel()
     await replicator.close()
-    node.pool.shutdown(wait=True)
+    node.pool.shutdown()
     store.close()
     print(f"tokenbucketd {cfg.daemon_id} stopped", flush=True)
 

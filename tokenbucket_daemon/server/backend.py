@@ -203,6 +203,22 @@ class TierWriter(_Descriptor):
         self._offset += n
         return n
 
+    def claim(self, size: int) -> int:
+        """Reserve the next ``size`` bytes of the stream for ``write_at``; no I/O, so the
+        caller can order writes that then run concurrently."""
+        self._check_open("write")
+        offset = self._offset
+        self._offset += size
+        return offset
+
+    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data`` at a claimed ``offset``; safe to run from several threads at once
+        for disjoint ranges (``pwrite`` takes the offset, not the descriptor's position)."""
+        self._check_open("write")
+        data = _check_data(data)
+        with _mapped(self._tier, "write", self._path):
+            return _write_all(self._fd, offset, data)
+
     def fsync(self) -> None:
         self._check_open("fsync")
         with _mapped(self._tier, "fsync", self._path):

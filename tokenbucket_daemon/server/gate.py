@@ -33,46 +33,63 @@ class Gate:
         own); timers are set relative to it, so it need not be the loop's clock."""
         return time.monotonic()
 
-    @asynccontextmanager
-    async def admit(self, tag: Tag, tier: str, op: str, size: int) -> AsyncIterator[None]:
+    async def acquire(self, tag: Tag, tier: str, op: str, size: int) -> Request | None:
+        """Wait until the scheduler releases this request; the caller then holds one of
+        the K slots until ``release``. A request the scheduler can release at once is
+        not given a future at all: at 64 KiB that bookkeeping is a visible share of the
+        daemon's CPU."""
         if not self.enabled:
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        req = self.scheduler.submit(Request(tag, tier, op, size, payload=fut), self.now())
-        self._pump()
+            return None
+        req = self.scheduler.submit(Request(tag, tier, op, size), self.now())
+        if self._pump(req):
+            return req
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        req.payload = fut
         try:
             await fut
         except asyncio.CancelledError:
             # The caller went away: drop it from its queue, or give its slot back.
             if not self.scheduler.cancel(req, self.now()):
-                self.scheduler.complete(req, self.now())
-                self._pump()
+                self.release(req)
             raise
+        return req
+
+    def release(self, req: Request | None) -> None:
+        if req is not None:
+            self.scheduler.complete(req, self.now())
+            self._pump()
+
+    @asynccontextmanager
+    async def admit(self, tag: Tag, tier: str, op: str, size: int) -> AsyncIterator[None]:
+        req = await self.acquire(tag, tier, op, size)
         try:
             yield
         finally:
-            self.scheduler.complete(req, self.now())
-            self._pump()
+            self.release(req)
 
     def kick(self) -> None:
         """Re-run dispatch now (after a policy change)."""
         self._pump()
 
-    def _pump(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _pump(self, mine: Request | None = None) -> bool:
+        """Dispatch what the scheduler releases; True when that includes ``mine`` (a
+        request submitted just now, still without a future)."""
         decision = self.scheduler.poll(self.now())
+        got = False
         for req in decision.dispatch:
             fut = req.payload
-            if not fut.done():
+            if req is mine:
+                got = True
+            elif fut is not None and not fut.done():
                 fut.set_result(None)
         wake = decision.wake_at
         if wake is not None and (self._timer_at is None or wake < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = wake
-            self._timer = loop.call_later(max(0.0, wake - self.now()), self._on_timer)
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, wake - self.now()),
+                                                                self._on_timer)
+        return got
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None

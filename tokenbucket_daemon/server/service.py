@@ -9,7 +9,6 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -25,13 +24,17 @@ from tokenbucket_daemon.errors import (
 )
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
-from tokenbucket_daemon.server.backend import TierBackend
+from tokenbucket_daemon.server.backend import TierBackend, TierWriter
 from tokenbucket_daemon.server.gate import Gate
+from tokenbucket_daemon.server.iopool import IoPool
 from tokenbucket_daemon.server.store import PolicyStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MiB = 1 << 20
+# Writes of one stream in flight at once: the next chunk is received and admitted while
+# earlier ones are still being written, which hides the hand-off to the I/O threads.
+WRITE_DEPTH = 4
 
 
 def _status(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -69,7 +72,7 @@ class Node:
         self.policies = policies
         self.tombstones: dict[tuple[Selector, str], int] = {}
         self.max_request = max_request
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="tier-io")
+        self.pool = IoPool(workers)
         self.counters = {name: TierCounters() for name in tiers}
         # Called after an administrator changed a policy here (replication hooks in).
         self.notify: Callable[[], None] = lambda: None
@@ -82,7 +85,7 @@ class Node:
         return t
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        return await self.pool.run(fn, *args)
 
     # -- policies -------------------------------------------------------------------
 
@@ -117,6 +120,7 @@ class DataPlane(rpc.DataPlaneServicer):
         node = self.node
         writer = None
         total = 0
+        pending: set[asyncio.Future[int]] = set()
         try:
             first = True
             tag, tier_name, sync = Tag(), "", False
@@ -135,15 +139,16 @@ class DataPlane(rpc.DataPlaneServicer):
                                           "send chunks of 1 MiB")
                 sync = sync or chunk.fsync
                 if size:
-                    async with node.gate.admit(tag, tier_name, "write", size):
-                        assert writer is not None
-                        total += await node.run(writer.write, chunk.data)
-                    c = node.counters[tier_name]
-                    c.bytes_written += size
-                    c.requests += 1
+                    assert writer is not None
+                    if len(pending) >= WRITE_DEPTH:
+                        total += await _first_done(pending)
+                    pending.add(asyncio.ensure_future(self._write_one(
+                        writer, writer.claim(size), chunk.data, tag, tier_name)))
             if writer is None:
                 raise InvalidArgument("empty write stream", None,
                                       "send a first chunk with tier and path")
+            while pending:
+                total += await _first_done(pending)
             if sync:
                 await node.run(writer.fsync)
             return pb.WriteReply(bytes_written=total)
@@ -151,8 +156,25 @@ class DataPlane(rpc.DataPlaneServicer):
             await context.abort(grpc.StatusCode[e.code], str(e))
             raise
         finally:
+            for f in pending:     # the stream failed: let no write outlive its descriptor
+                f.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
             if writer is not None:
                 await node.run(writer.close)
+
+    async def _write_one(self, writer: TierWriter, offset: int, data: bytes, tag: Tag,
+                         tier_name: str) -> int:
+        node = self.node
+        slot = await node.gate.acquire(tag, tier_name, "write", len(data))
+        try:
+            n = await node.run(writer.write_at, offset, data)
+        finally:
+            node.gate.release(slot)
+        c = node.counters[tier_name]
+        c.bytes_written += n
+        c.requests += 1
+        return n
 
     async def Read(self, request: pb.ReadRequest,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ReadChunk]:
@@ -368,3 +390,13 @@ class AdminService(rpc.AdminServiceServicer):
         while True:
             yield self.stats(request.job_id)
             await asyncio.sleep(interval)
+
+
+async def _first_done(pending: set[asyncio.Future[int]]) -> int:
+    """Wait for one of ``pending`` to finish, remove it, and return its bytes (or raise)."""
+    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    n = 0
+    for f in done:
+        pending.discard(f)
+        n += f.result()
+    return n
