@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenbucket_daemon.core.policy import Kind, Policy, Selector
+from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
 from tokenbucket_daemon.errors import InvalidArgument
 from tokenbucket_daemon.proto import qos_pb2 as pb
 
@@ -15,8 +15,11 @@ def policy_from_pb(m: pb.Policy) -> Policy:
     if kind is Kind.DEFAULT and m.selector.value:
         raise InvalidArgument("the default selector takes no value", m.selector.value,
                               "leave the value empty")
+    if m.scope not in (pb.Policy.SCOPE_DAEMON, pb.Policy.SCOPE_GROUP):
+        raise InvalidArgument("unknown policy scope", int(m.scope),
+                              "use SCOPE_DAEMON or SCOPE_GROUP")
     return Policy(Selector(kind, m.selector.value), m.tier, m.limit_bps, m.reservation_bps,
-                  m.weight, m.burst_bytes, m.updated_ns, m.origin)
+                  m.weight, m.burst_bytes, m.updated_ns, m.origin, Scope(int(m.scope)))
 
 
 def policy_to_pb(p: Policy) -> pb.Policy:
@@ -24,4 +27,4 @@ def policy_to_pb(p: Policy) -> pb.Policy:
                                           value=p.selector.value),
                      tier=p.tier, limit_bps=p.limit_bps, reservation_bps=p.reservation_bps,
                      weight=p.weight, burst_bytes=p.burst_bytes, updated_ns=p.updated_ns,
-                     origin=p.origin)
+                     origin=p.origin, scope=int(p.scope))  # type: ignore[arg-type]

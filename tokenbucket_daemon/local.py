@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tokenbucket_daemon.client import AdminClient
 
@@ -59,3 +62,36 @@ class LocalDaemon:
 
     def admin(self, token: str | None = "") -> AdminClient:
         return AdminClient(self.address, self.token if token == "" else token)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` loopback ports free right now (peers must know each other's addresses
+    before they start, so ephemeral port 0 will not do)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def start_group(base: Path, n: int, tiers: Callable[[int], dict[str, Path]] | None = None,
+                **kw: Any) -> list[LocalDaemon]:
+    """``n`` daemons ``g0``..``g{n-1}``, each listing the others as peers."""
+    addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
+    group: list[LocalDaemon] = []
+    try:
+        for i in range(n):
+            group.append(LocalDaemon(
+                base / f"g{i}", f"g{i}", tiers=tiers(i) if tiers else None,
+                peers=[a for a in addrs if a != addrs[i]],
+                port=int(addrs[i].rsplit(":", 1)[1]), **kw).start())
+    except BaseException:
+        for d in group:
+            d.stop(signal.SIGKILL)
+        raise
+    return group

@@ -37,7 +37,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenbucket_daemon.client import AdminClient, channel
-from tokenbucket_daemon.core.policy import Kind, Policy, Selector
+from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
 from tokenbucket_daemon.errors import InvalidArgument
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.units import format_rate, parse_rate, parse_size
@@ -159,7 +159,8 @@ def _checked(p: Policy) -> Policy:
 
 def policy_from_args(a: argparse.Namespace) -> Policy:
     """The policy ``policy set`` stores (the whole policy: options left out take defaults)."""
-    return _checked(Policy(a.selector, a.tier, a.limit, a.reserve, a.weight, a.burst))
+    return _checked(Policy(a.selector, a.tier, a.limit, a.reserve, a.weight, a.burst,
+                           scope=Scope.GROUP if a.scope == "group" else Scope.DAEMON))
 
 
 def reservation_from_args(a: argparse.Namespace) -> Policy:
@@ -259,18 +260,19 @@ def policy_json(p: Policy) -> dict[str, Any]:
     return {"selector": str(p.selector), "kind": p.selector.kind.name.lower(),
             "value": p.selector.value, "tier": p.tier, "limit_bps": p.limit_bps,
             "reservation_bps": p.reservation_bps, "weight": p.weight,
-            "burst_bytes": p.burst_bytes, "updated_ns": p.updated_ns, "origin": p.origin}
+            "burst_bytes": p.burst_bytes, "scope": p.scope.name.lower(),
+            "updated_ns": p.updated_ns, "origin": p.origin}
 
 
 def policy_table(policies: list[Policy]) -> str:
     if not policies:
         return "no policies"
     rows = [[str(p.selector), _tier(p.tier), format_rate(p.limit_bps),
-             _reservation(p.reservation_bps), f"{p.weight:g}",
+             p.scope.name.lower(), _reservation(p.reservation_bps), f"{p.weight:g}",
              format_bytes(p.burst_bytes) if p.burst_bytes else "default", p.origin]
             for p in policies]
-    return table(["SELECTOR", "TIER", "LIMIT", "RESERVATION", "WEIGHT", "BURST", "ORIGIN"],
-                 rows)
+    return table(["SELECTOR", "TIER", "LIMIT", "SCOPE", "RESERVATION", "WEIGHT", "BURST",
+                  "ORIGIN"], rows)
 
 
 def class_json(c: pb.ClassStats) -> dict[str, Any]:
@@ -438,6 +440,9 @@ def _add_policy_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="share of spare bandwidth (default 1)")
     s.add_argument("--burst", type=_size, default=0, metavar="SIZE",
                    help="bucket depth, e.g. 4MiB (default 0 = the daemon's)")
+    s.add_argument("--scope", choices=("daemon", "group"), default="daemon",
+                   help="daemon: the limit holds on each daemon; group: once for the job "
+                        "across all daemons, split by demand (job selectors only)")
     s.set_defaults(run=cmd_policy_set, prepare=policy_from_args)
     d = _command(policy, "delete", common, "delete the policy for exactly SELECTOR and tier")
     d.add_argument("selector", type=_selector, metavar="SELECTOR")

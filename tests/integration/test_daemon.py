@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tokenbucket_daemon.client import DataClient
 from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
-from tokenbucket_daemon.local import LocalDaemon
+from tokenbucket_daemon.local import LocalDaemon, start_group
 from tokenbucket_daemon.proto import qos_pb2 as pb
 
 MiB = 1 << 20
@@ -140,17 +140,7 @@ def test_health_reflection_and_graceful_stop(daemon):
 
 
 def test_a_policy_set_on_one_daemon_reaches_its_peers(tmp_path):
-    import socket
-
-    ports = []
-    for _ in range(2):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        ports.append(s.getsockname()[1])
-        s.close()
-    addrs = [f"127.0.0.1:{p}" for p in ports]
-    ds = [daemon_at(tmp_path / f"p{i}", f"p{i}", [a for a in addrs if a != addrs[i]],
-                 port=ports[i]).start() for i in range(2)]
+    ds = start_group(tmp_path, 2, token=TOKEN)
     try:
         ds[0].admin().set_policy(Policy(Selector(Kind.JOB, "5"), limit_bps=7e6))
         seen: list[Policy] = []
@@ -159,7 +149,7 @@ def test_a_policy_set_on_one_daemon_reaches_its_peers(tmp_path):
             if seen:
                 break
             time.sleep(0.05)
-        assert [(str(p.selector), p.limit_bps, p.origin) for p in seen] == [("job=5", 7e6, "p0")]
+        assert [(str(p.selector), p.limit_bps, p.origin) for p in seen] == [("job=5", 7e6, "g0")]
         ds[1].admin().delete_policy(Selector(Kind.JOB, "5"))
         for _ in range(100):
             if not ds[0].admin().list_policies():

@@ -62,15 +62,24 @@ def test_policy_set_list_delete_round_trip(qosctl):
     assert {k: v for k, v in json.loads(out)["policy"].items() if k != "updated_ns"} == {
         "selector": "user=ana", "kind": "user", "value": "ana", "tier": "",
         "limit_bps": float(1 << 30), "reservation_bps": 100.0 * MiB, "weight": 2.0,
-        "burst_bytes": 0, "origin": "q1"}
+        "burst_bytes": 0, "scope": "daemon", "origin": "q1"}
 
     code, out, _ = qosctl("policy", "list")
     assert code == 0
-    assert row(out, "SELECTOR") == ["SELECTOR", "TIER", "LIMIT", "RESERVATION", "WEIGHT",
-                                    "BURST", "ORIGIN"]
-    assert row(out, "job=42") == ["job=42", "ram", "200.0MiB/s", "none", "1", "4.0MiB", "q1"]
-    assert row(out, "user=ana") == ["user=ana", "all", "1.0GiB/s", "100.0MiB/s", "2",
-                                    "default", "q1"]
+    assert row(out, "SELECTOR") == ["SELECTOR", "TIER", "LIMIT", "SCOPE", "RESERVATION",
+                                    "WEIGHT", "BURST", "ORIGIN"]
+    assert row(out, "job=42") == ["job=42", "ram", "200.0MiB/s", "daemon", "none", "1",
+                                  "4.0MiB", "q1"]
+    assert row(out, "user=ana") == ["user=ana", "all", "1.0GiB/s", "daemon", "100.0MiB/s",
+                                    "2", "default", "q1"]
+    # A group-scope limit: one limit for the job across every daemon of the group.
+    code, out, _ = qosctl("policy", "set", "job=43", "--limit", "100MB/s", "--scope", "group")
+    assert code == 0
+    assert row(qosctl("policy", "list")[1], "job=43")[:4] == ["job=43", "all", "95.4MiB/s",
+                                                              "group"]
+    code, out, err = qosctl("policy", "set", "user=ana", "--limit", "1MB/s", "--scope", "group")
+    assert (code, out) == (2, "") and "group scope is for a job's limit only" in err
+    assert qosctl("policy", "delete", "job=43")[0] == 0
     job42 = policies(qosctl)[("job=42", "ram")]
     assert (job42["limit_bps"], job42["burst_bytes"]) == (200.0 * MiB, 4 * MiB)
 
@@ -92,8 +101,8 @@ def test_reserve_shows_in_reservations_and_stats_and_release_removes_it(daemon, 
     assert (code, err) == (0, "") and "reserved 10.0MiB/s for job 77 on tier ram" in out
     qosctl("policy", "set", "job=78", "--limit", "5MiB/s")      # a policy without reservation
     code, out, _ = qosctl("reservations")
-    assert row(out, "job=77") == ["job=77", "ram", "50.0MiB/s", "10.0MiB/s", "1", "default",
-                                  "q1"]
+    assert row(out, "job=77") == ["job=77", "ram", "50.0MiB/s", "daemon", "10.0MiB/s", "1",
+                                  "default", "q1"]
     assert "job=78" not in out
     code, out, _ = qosctl("reservations", "--json")
     (res,) = [p for p in json.loads(out)["reservations"] if p["selector"] == "job=77"]

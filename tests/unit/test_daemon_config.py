@@ -25,6 +25,10 @@ def base(tmp_path):
     ({"state_dir": "s", "tiers": {"ram": "ram"}, "scheduler": {"max_in_flight": 0}},
      "max_in_flight must be at least 1"),
     ({"state_dir": "s", "tiers": {"ram": "ram"}, "scheduler": {"k": 3}}, "bad [scheduler] key"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "scheduler": {"group_size": 3}},
+     "group_size is not set by hand"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "peer_interval": 5},
+     "peer_interval must be 0.05 to 1 seconds"),
 ])
 def test_bad_config_is_one_line_and_creates_nothing(base, raw, needle):
     with pytest.raises(InvalidArgument) as e:
@@ -63,3 +67,33 @@ def test_qos_ior_refuses_bad_sizes(capsys):
     assert ior_main(["--daemon", "127.0.0.1:1", "--tier", "ram", "--transfer", "3MiB",
                      "--block", "4MiB"]) == 1
     assert "block must be a multiple of transfer" in capsys.readouterr().err
+
+
+def test_group_size_counts_this_daemon_and_its_peers(base):
+    cfg = config_from_dict({"state_dir": "s", "tiers": {"ram": "ram"},
+                            "peers": ["h1:1", "h2:1", "h3:1"]}, base=base, source="d.toml")
+    assert cfg.scheduler.group_size == 4
+
+
+def test_scope_is_stored_and_an_old_table_gains_the_column(tmp_path):
+    import sqlite3
+
+    from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
+    from tokenbucket_daemon.server.store import PolicyStore
+    db = tmp_path / "p.sqlite"
+    old = sqlite3.connect(db)      # the schema before group-scope limits
+    old.execute("CREATE TABLE policy (kind INTEGER NOT NULL, value TEXT NOT NULL, tier TEXT "
+                "NOT NULL, limit_bps REAL NOT NULL, reservation_bps REAL NOT NULL, weight REAL "
+                "NOT NULL, burst_bytes INTEGER NOT NULL, updated_ns INTEGER NOT NULL, origin "
+                "TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (kind, value, "
+                "tier))")
+    old.execute("INSERT INTO policy VALUES (1, 'a', '', 5.0, 0, 1, 0, 1, 'd', 0)")
+    old.commit()
+    old.close()
+    st = PolicyStore(db)
+    st.save(Policy(Selector(Kind.JOB, "b"), limit_bps=9.0, updated_ns=2, scope=Scope.GROUP))
+    st.close()
+    live, dead = PolicyStore(db).load()
+    assert [(p.selector.value, p.scope) for p in live] == [("a", Scope.DAEMON),
+                                                           ("b", Scope.GROUP)]
+    assert dead == []

@@ -42,6 +42,7 @@ SERVICES = {
     "PeerService": {
         "PushPolicies": ("PolicySync", "PolicySyncReply", False, False),
         "ExchangeDemand": ("DemandReport", "DemandReport", False, False),
+        "SetFractions": ("FractionUpdate", "FractionAck", False, False),
         "ListPeers": ("ListPeersRequest", "ListPeersReply", False, False),
     },
 }

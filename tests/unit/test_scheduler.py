@@ -7,6 +7,7 @@ import heapq
 import pytest
 
 from tokenbucket_daemon.core import Kind, Policy, PolicyTable, Request, Scheduler, Selector, Tag
+from tokenbucket_daemon.core.policy import Scope
 from tokenbucket_daemon.core.scheduler import SchedulerConfig
 from tokenbucket_daemon.errors import InvalidArgument, NotFound, ResourceExhausted
 
@@ -221,14 +222,21 @@ def test_oversized_request_is_refused_before_queueing():
     assert s.queued() == 0
 
 
-def test_share_caps_a_job_below_its_policy():
-    s = sched(job("A", limit_bps=100e6, burst_bytes=64 * KiB), max_in_flight=100)
+def test_group_limit_is_enforced_as_this_daemons_fraction():
+    s = sched(job("A", limit_bps=100e6, burst_bytes=64 * KiB, scope=Scope.GROUP),
+              max_in_flight=100, group_size=4)
+    s.set_fraction("A", "t", 0.1, 0.0)       # before the class exists: kept for it
     s.submit(req(A), 0.0)
-    s.set_share("A", "t", 10e6, 0.0)
     (st,) = s.stats(0.0)
-    assert st.limit_bps == 10e6
-    s.set_share("A", "t", None, 0.0)
+    assert st.limit_bps == pytest.approx(10e6)
+    s.set_fraction("A", "t", None, 0.0)      # back to the even split of 4 daemons
+    assert s.stats(0.0)[0].limit_bps == pytest.approx(25e6)
+    # A daemon-scope policy ignores fractions: each daemon enforces the whole limit.
+    s.set_policies(PolicyTable([Policy(Selector(Kind.JOB, "A"), limit_bps=100e6)]), 0.0)
+    s.set_fraction("A", "t", 0.1, 0.0)
     assert s.stats(0.0)[0].limit_bps == 100e6
+    with pytest.raises(InvalidArgument, match="between 0 and 1"):
+        s.set_fraction("A", "t", 1.5, 0.0)
 
 
 def test_demand_and_served_rate_are_measured_over_the_last_second():
@@ -237,6 +245,6 @@ def test_demand_and_served_rate_are_measured_over_the_last_second():
         s.submit(req(A, 100_000), 0.05 + i * 0.1)
         for r in s.poll(0.05 + i * 0.1).dispatch:
             s.complete(r, 0.05 + i * 0.1)
-    assert s.demand(0.96)[("A", "t")] == pytest.approx(1e6)
+    assert s.demand(0.96)[("A", "t")].arrival_bps == pytest.approx(1e6)
     assert s.stats(0.96)[0].rate_bps == pytest.approx(1e6)
-    assert s.demand(2.5)[("A", "t")] == 0.0
+    assert s.demand(2.5)[("A", "t")].arrival_bps == 0.0

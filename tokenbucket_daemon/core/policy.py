@@ -22,6 +22,11 @@ MAX_WEIGHT = 1e6
 MAX_BURST = 1 << 34      # 16 GiB
 
 
+class Scope(IntEnum):
+    DAEMON = 0     # each daemon enforces the limit and reservation on its own
+    GROUP = 1      # one limit for the job across the group, split by demand
+
+
 class Kind(IntEnum):
     JOB = 1
     USER = 2
@@ -69,6 +74,7 @@ class Policy:
     burst_bytes: int = 0           # 0 = daemon default
     updated_ns: int = 0
     origin: str = ""
+    scope: Scope = Scope.DAEMON
 
     @property
     def key(self) -> tuple[Selector, str]:
@@ -102,6 +108,11 @@ class Policy:
         if self.burst_bytes < 0 or self.burst_bytes > MAX_BURST:
             raise InvalidArgument("burst must be between 0 and 16 GiB", self.burst_bytes,
                                   "give e.g. --burst 4MiB")
+        if self.scope is Scope.GROUP and (s.kind is not Kind.JOB or self.limit_bps <= 0
+                                          or self.reservation_bps > 0):
+            raise InvalidArgument("group scope is for a job's limit only", str(s),
+                                  "use scope group with a job selector, a limit and no "
+                                  "reservation")
         return replace(self, weight=self.weight or 1.0)
 
 

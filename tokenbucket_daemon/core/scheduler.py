@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenbucket_daemon.core.bucket import UNLIMITED, TokenBucket
-from tokenbucket_daemon.core.policy import Policy, PolicyTable, Tag
+from tokenbucket_daemon.core.policy import Policy, PolicyTable, Scope, Tag
+from tokenbucket_daemon.core.split import Demand
 from tokenbucket_daemon.core.window import RateWindow
 from tokenbucket_daemon.errors import InvalidArgument, ResourceExhausted
 
@@ -47,11 +48,15 @@ class SchedulerConfig:
     max_request: int = 64 * MiB      # larger requests are refused, not queued
     meta_cost: int = 4096            # bytes charged for a metadata operation
     idle_evict: float = 60.0         # seconds an idle class is kept
+    group_size: int = 1              # daemons a group-scope limit is split over
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
             raise InvalidArgument("max_in_flight must be at least 1", self.max_in_flight,
                                   "set max_in_flight = 16 in the [scheduler] section")
+        if self.group_size < 1:
+            raise InvalidArgument("group_size must be at least 1", self.group_size,
+                                  "count this daemon and its peers")
         if self.queue_limit < 1:
             raise InvalidArgument("queue_limit must be at least 1", self.queue_limit,
                                   "set queue_limit = 4096 in the [scheduler] section")
@@ -107,7 +112,7 @@ class _Class:
     policy: Policy
     bucket: TokenBucket
     order: int
-    share: float | None = None       # distributed split of a global limit
+    fraction: float = 1.0            # this daemon's part of a group-scope limit
     queue: deque[Request] = field(default_factory=deque)
     in_flight: int = 0
     p_tag: float = 0.0               # virtual start tag (bytes / weight)
@@ -124,7 +129,7 @@ class _Class:
     @property
     def limit(self) -> float:
         lim = self.policy.limit
-        return lim if self.share is None else min(lim, self.share)
+        return lim * self.fraction if self.policy.scope is Scope.GROUP else lim
 
     @property
     def busy(self) -> bool:
@@ -137,6 +142,7 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.policies = policies or PolicyTable()
         self._classes: dict[ClassKey, _Class] = {}
+        self._fractions: dict[ClassKey, float] = {}
         self._order = itertools.count()
         self._rid = itertools.count(1)
         self._vtime = 0.0
@@ -189,12 +195,26 @@ class Scheduler:
         for cls in self._classes.values():
             self._apply(cls, policies.resolve(cls.tag, cls.key[1]), now)
 
-    def set_share(self, job: str, tier: str, rate: float | None, now: float) -> None:
-        """Cap a job's class at ``rate`` (its part of a global limit); None lifts it."""
+    def set_fraction(self, job: str, tier: str, fraction: float | None, now: float) -> None:
+        """This daemon's part (0..1) of the job's group-scope limit on ``tier``, from the
+        group's leader; None goes back to an even split. Kept for a class not yet made."""
+        if fraction is None:
+            self._fractions.pop((job, tier), None)
+        else:
+            if not 0.0 <= fraction <= 1.0:
+                raise InvalidArgument("fraction must be between 0 and 1", fraction,
+                                      "send the part of the group limit, e.g. 0.25")
+            self._fractions[(job, tier)] = fraction
         cls = self._classes.get((job, tier))
         if cls is not None:
-            cls.share = rate
             self._apply(cls, cls.policy, now)
+
+    def fraction(self, job: str, tier: str) -> float:
+        return self._fractions.get((job, tier), 1.0 / self.config.group_size)
+
+    def fractions(self) -> dict[ClassKey, float]:
+        """The fractions set by a leader (the others are at the even split)."""
+        return dict(self._fractions)
 
     # -- decisions out -------------------------------------------------------------
 
@@ -260,6 +280,7 @@ class Scheduler:
 
     def _apply(self, cls: _Class, policy: Policy, now: float) -> None:
         cls.policy = policy
+        cls.fraction = self.fraction(*cls.key)
         limit = cls.limit
         depth = 0.0
         if limit != math.inf:
@@ -294,9 +315,12 @@ class Scheduler:
                 cls.served.rate(now), cls.arrived.rate(now)))
         return out
 
-    def demand(self, now: float) -> dict[ClassKey, float]:
-        """Bytes/s arriving per class over the last window: what a job asks of us."""
-        return {k: c.arrived.rate(now) for k, c in self._classes.items() if k[0]}
+    def demand(self, now: float) -> dict[ClassKey, Demand]:
+        """Per tagged class over the last window: bytes/s arriving (what the job asks of
+        us), bytes/s served, and bytes waiting now."""
+        return {k: Demand(c.arrived.rate(now), c.served.rate(now),
+                          sum(r.size for r in c.queue))
+                for k, c in self._classes.items() if k[0]}
 
 
 def _who(key: ClassKey) -> str:

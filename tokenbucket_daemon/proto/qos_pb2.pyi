@@ -248,7 +248,13 @@ class Selector(_message.Message):
     def __init__(self, kind: _Optional[_Union[Selector.Kind, str]] = ..., value: _Optional[str] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("selector", "tier", "limit_bps", "reservation_bps", "weight", "burst_bytes", "updated_ns", "origin")
+    __slots__ = ("selector", "tier", "limit_bps", "reservation_bps", "weight", "burst_bytes", "updated_ns", "origin", "scope")
+    class Scope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SCOPE_DAEMON: _ClassVar[Policy.Scope]
+        SCOPE_GROUP: _ClassVar[Policy.Scope]
+    SCOPE_DAEMON: Policy.Scope
+    SCOPE_GROUP: Policy.Scope
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_BPS_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +263,7 @@ class Policy(_message.Message):
     BURST_BYTES_FIELD_NUMBER: _ClassVar[int]
     UPDATED_NS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
     selector: Selector
     tier: str
     limit_bps: float
@@ -265,7 +272,8 @@ class Policy(_message.Message):
     burst_bytes: int
     updated_ns: int
     origin: str
-    def __init__(self, selector: _Optional[_Union[Selector, _Mapping]] = ..., tier: _Optional[str] = ..., limit_bps: _Optional[float] = ..., reservation_bps: _Optional[float] = ..., weight: _Optional[float] = ..., burst_bytes: _Optional[int] = ..., updated_ns: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
+    scope: Policy.Scope
+    def __init__(self, selector: _Optional[_Union[Selector, _Mapping]] = ..., tier: _Optional[str] = ..., limit_bps: _Optional[float] = ..., reservation_bps: _Optional[float] = ..., weight: _Optional[float] = ..., burst_bytes: _Optional[int] = ..., updated_ns: _Optional[int] = ..., origin: _Optional[str] = ..., scope: _Optional[_Union[Policy.Scope, str]] = ...) -> None: ...
 
 class SetPolicyRequest(_message.Message):
     __slots__ = ("policy",)
@@ -448,16 +456,44 @@ class DemandReport(_message.Message):
     def __init__(self, daemon_id: _Optional[str] = ..., time_ns: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobDemand, _Mapping]]] = ...) -> None: ...
 
 class JobDemand(_message.Message):
-    __slots__ = ("job_id", "tier", "demand_bps", "queued_bytes")
+    __slots__ = ("job_id", "tier", "demand_bps", "queued_bytes", "served_bps", "fraction")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     DEMAND_BPS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BPS_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tier: str
     demand_bps: float
     queued_bytes: int
-    def __init__(self, job_id: _Optional[str] = ..., tier: _Optional[str] = ..., demand_bps: _Optional[float] = ..., queued_bytes: _Optional[int] = ...) -> None: ...
+    served_bps: float
+    fraction: float
+    def __init__(self, job_id: _Optional[str] = ..., tier: _Optional[str] = ..., demand_bps: _Optional[float] = ..., queued_bytes: _Optional[int] = ..., served_bps: _Optional[float] = ..., fraction: _Optional[float] = ...) -> None: ...
+
+class FractionUpdate(_message.Message):
+    __slots__ = ("leader", "fractions")
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    FRACTIONS_FIELD_NUMBER: _ClassVar[int]
+    leader: str
+    fractions: _containers.RepeatedCompositeFieldContainer[JobFraction]
+    def __init__(self, leader: _Optional[str] = ..., fractions: _Optional[_Iterable[_Union[JobFraction, _Mapping]]] = ...) -> None: ...
+
+class JobFraction(_message.Message):
+    __slots__ = ("job_id", "tier", "fraction")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    tier: str
+    fraction: float
+    def __init__(self, job_id: _Optional[str] = ..., tier: _Optional[str] = ..., fraction: _Optional[float] = ...) -> None: ...
+
+class FractionAck(_message.Message):
+    __slots__ = ("applied",)
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    applied: int
+    def __init__(self, applied: _Optional[int] = ...) -> None: ...
 
 class ListPeersRequest(_message.Message):
     __slots__ = ()

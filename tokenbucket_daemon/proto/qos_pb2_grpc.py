@@ -1010,6 +1010,11 @@ class PeerServiceStub:
                 request_serializer=qos_dot_v1_dot_qos__pb2.DemandReport.SerializeToString,
                 response_deserializer=qos_dot_v1_dot_qos__pb2.DemandReport.FromString,
                 _registered_method=True)
+        self.SetFractions = channel.unary_unary(
+                '/qos.v1.PeerService/SetFractions',
+                request_serializer=qos_dot_v1_dot_qos__pb2.FractionUpdate.SerializeToString,
+                response_deserializer=qos_dot_v1_dot_qos__pb2.FractionAck.FromString,
+                _registered_method=True)
         self.ListPeers = channel.unary_unary(
                 '/qos.v1.PeerService/ListPeers',
                 request_serializer=qos_dot_v1_dot_qos__pb2.ListPeersRequest.SerializeToString,
@@ -1043,10 +1048,22 @@ class PeerServiceServicer:
 
     def ExchangeDemand(self, request, context):
         """Exchanges measured per-job demand in both directions: the caller sends its report and
-        gets the peer's back. Planned use (not implemented yet): each daemon sets its part of
-        every job's global limit in proportion to the demand seen across the group.
+        gets the peer's back (with the fractions the peer enforces now). The group's leader,
+        the daemon with the smallest daemon_id among those that answer, calls it on every
+        peer at least once a second and splits each group-scope limit from the replies.
         Bad input: INVALID_ARGUMENT for an empty daemon_id, or a negative or non-finite
         demand_bps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetFractions(self, request, context):
+        """Sets the fractions of group-scope limits this daemon enforces, from the leader.
+        Applied before the reply, so an acknowledged decrease is in force when the leader
+        hands the freed part to another daemon.
+        Bad input: INVALID_ARGUMENT for an empty leader, an empty job_id, or a fraction
+        outside 0..1; nothing is applied.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1072,6 +1089,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.ExchangeDemand,
                     request_deserializer=qos_dot_v1_dot_qos__pb2.DemandReport.FromString,
                     response_serializer=qos_dot_v1_dot_qos__pb2.DemandReport.SerializeToString,
+            ),
+            'SetFractions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFractions,
+                    request_deserializer=qos_dot_v1_dot_qos__pb2.FractionUpdate.FromString,
+                    response_serializer=qos_dot_v1_dot_qos__pb2.FractionAck.SerializeToString,
             ),
             'ListPeers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPeers,
@@ -1140,6 +1162,33 @@ class PeerService:
             '/qos.v1.PeerService/ExchangeDemand',
             qos_dot_v1_dot_qos__pb2.DemandReport.SerializeToString,
             qos_dot_v1_dot_qos__pb2.DemandReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFractions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qos.v1.PeerService/SetFractions',
+            qos_dot_v1_dot_qos__pb2.FractionUpdate.SerializeToString,
+            qos_dot_v1_dot_qos__pb2.FractionAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -21,7 +21,7 @@ from tokenbucket_daemon.server.backend import TierBackend
 from tokenbucket_daemon.server.config import DaemonConfig, load_config
 from tokenbucket_daemon.server.gate import Gate
 from tokenbucket_daemon.server.metrics import start_metrics
-from tokenbucket_daemon.server.peer import PeerService, Replicator
+from tokenbucket_daemon.server.peer import PeerService, Replicator, Splitter
 from tokenbucket_daemon.server.service import AdminService, DataPlane, Node
 from tokenbucket_daemon.server.store import PolicyStore
 
@@ -62,7 +62,10 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     host = cfg.listen.rsplit(":", 1)[0]
     replicator = Replicator(node, cfg.peers)
     node.notify = replicator.changed.set
+    splitter = Splitter(node, replicator.stubs, cfg.peer_interval)
     tasks = [asyncio.create_task(replicator.run())]
+    if cfg.peers:
+        tasks.append(asyncio.create_task(splitter.run()))
     print(f"tokenbucketd {cfg.daemon_id} listening on {host}:{port}"
           + (f" metrics :{metrics_port}" if metrics_port else "")
           + f" tiers {','.join(sorted(tiers))} qos {'on' if cfg.qos else 'off'}", flush=True)

@@ -105,21 +105,29 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
     if "state_dir" not in raw:
         raise InvalidArgument(f"{source}: no state_dir", None,
                               'add state_dir = "/var/lib/tokenbucketd"')
-    sched_raw = raw.get("scheduler", {})
+    sched_raw = dict(raw.get("scheduler", {}))
+    peers = [str(x) for x in raw.get("peers", [])]
+    if "group_size" in sched_raw:
+        raise InvalidArgument(f"{source}: group_size is not set by hand",
+                              sched_raw["group_size"], "list the other daemons in peers")
     try:
-        sched = SchedulerConfig(**sched_raw)
+        sched = SchedulerConfig(**sched_raw, group_size=1 + len(peers))
     except TypeError as e:
         raise InvalidArgument(f"{source}: bad [scheduler] key", str(e),
                               "see the example in tokenbucket_daemon/server/config.py") \
             from None
+    interval = raw.get("peer_interval", 0.25)
+    if not isinstance(interval, (int, float)) or not 0.05 <= interval <= 1.0:
+        raise InvalidArgument(f"{source}: peer_interval must be 0.05 to 1 seconds", interval,
+                              "group limits are re-split every peer_interval; use 0.25")
     tok = raw.get("admin_token_file")
     cfg = DaemonConfig(
         tiers=resolved, state_dir=(base / str(raw["state_dir"])).resolve(),
         daemon_id=str(raw.get("daemon_id") or socket.gethostname()),
         listen=str(raw.get("listen", "127.0.0.1:50051")),
         admin_token_file=(base / str(tok)).resolve() if tok else None,
-        metrics_port=int(raw.get("metrics_port", 0)), peers=[str(x) for x in raw.get("peers", [])],
+        metrics_port=int(raw.get("metrics_port", 0)), peers=peers,
         qos=bool(raw.get("qos", True)), scheduler=sched,
-        peer_interval=float(raw.get("peer_interval", 0.25)))
+        peer_interval=float(interval))
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     return cfg

@@ -9,6 +9,7 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -297,8 +298,7 @@ class AdminService(rpc.AdminServiceServicer):
         self._auth(context)
         p = policy_from_pb(request.policy)
         self._check_tier(p.tier)
-        p = Policy(p.selector, p.tier, p.limit_bps, p.reservation_bps, p.weight,
-                   p.burst_bytes, time.time_ns(), self.node.daemon_id).validated()
+        p = replace(p, updated_ns=time.time_ns(), origin=self.node.daemon_id).validated()
         out = policy_to_pb(self.node.apply_policy(p))
         self.node.notify()
         return out

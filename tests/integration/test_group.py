@@ -1,0 +1,93 @@
+"""A group-scope limit over real daemons: the leader splits it by demand, and the
+parts the daemons enforce never sum above it."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from tokenbucket_daemon.client import DataClient
+from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector, Tag
+from tokenbucket_daemon.errors import InvalidArgument
+from tokenbucket_daemon.local import start_group
+
+MiB = 1 << 20
+LIMIT = 40e6
+
+
+@pytest.fixture
+def group(tmp_path):
+    ds = start_group(tmp_path, 4)
+    yield ds
+    for d in ds:
+        d.stop(signal.SIGKILL)
+
+
+def _limits(ds, job: str) -> list[float]:
+    """The limit each daemon enforces for the job now (0 where it has no class)."""
+    out = []
+    for d in ds:
+        cls = [c for c in d.admin().stats(job=job).classes if c.tier == "ram"]
+        out.append(cls[0].limit_bps if cls else 0.0)
+    return out
+
+
+def _writers(ds, job: str, which: list[int], stop: threading.Event) -> list[threading.Thread]:
+    def loop(i: int) -> None:
+        c = DataClient(ds[i].address, Tag(job))
+        chunk = b"z" * (256 * 1024)
+        while not stop.is_set():
+            c.write_chunks("ram", f"stripe-{i}", (chunk for _ in range(4)))
+        c.close()
+    ts = [threading.Thread(target=loop, args=(i,)) for i in which]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def test_group_limit_follows_demand_and_never_sums_above_it(group):
+    admin = group[1].admin()     # any daemon: the policy replicates to all
+    admin.set_policy(Policy(Selector(Kind.JOB, "77"), limit_bps=LIMIT, scope=Scope.GROUP))
+    stop = threading.Event()
+    threads = _writers(group, "77", [0, 1], stop)     # only two of four stripes busy
+    try:
+        samples = []
+        for _ in range(40):
+            time.sleep(0.1)
+            samples.append(_limits(group, "77"))
+        # Daemons without a class report 0; those with one enforce their fraction.
+        for s in samples:
+            assert sum(s) <= LIMIT * (1 + 1e-6), s
+        busy = samples[-1]
+        # The two busy stripes hold nearly all of it; the idle ones only their floor.
+        assert busy[0] + busy[1] >= 0.9 * LIMIT, busy
+        assert abs(busy[0] - busy[1]) <= 0.05 * LIMIT, busy
+        # All four stripes busy: an even split.
+        threads += _writers(group, "77", [2, 3], stop)
+        for _ in range(30):
+            time.sleep(0.1)
+            s = _limits(group, "77")
+            assert sum(s) <= LIMIT * (1 + 1e-6), s
+        assert s == pytest.approx([LIMIT / 4] * 4, rel=0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+def test_group_scope_is_refused_where_it_cannot_be_split(group):
+    admin = group[0].admin()
+    for bad in (Policy(Selector(Kind.USER, "ana"), limit_bps=LIMIT, scope=Scope.GROUP),
+                Policy(Selector(Kind.JOB, "1"), scope=Scope.GROUP),
+                Policy(Selector(Kind.JOB, "1"), limit_bps=LIMIT, reservation_bps=1e6,
+                       scope=Scope.GROUP)):
+        with pytest.raises(InvalidArgument, match="group scope"):
+            bad.validated()
+        import grpc
+        with pytest.raises(grpc.RpcError) as e:
+            admin.set_policy(bad)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert admin.list_policies() == []

@@ -1,0 +1,106 @@
+"""Splitting a job's group-wide limit over the daemons that serve it.
+
+A policy with group scope gives a job one limit for the whole group of daemons
+(its files striped over them). Each daemon enforces a *fraction* of that limit;
+the fractions of one (job, tier) sum to at most 1, so the job's total never
+exceeds its limit, and a change of the limit itself applies everywhere at once.
+
+The leader (the daemon with the smallest id among those that answer) gathers
+each daemon's measured demand and decides new fractions:
+
+* a daemon whose class is not throttled (no queue, served below its part) is
+  given what it uses plus headroom, and a floor so a stripe that wakes up is not
+  starved until the next round;
+* what remains is shared max-min fairly among the throttled ones (a throttled
+  class's arrival rate says nothing about how much more it wants);
+* a daemon that did not answer keeps the fraction it was last known to hold.
+
+Going from old to new fractions, lowering one daemon before raising another is
+what keeps the sum under the limit while messages are in flight: ``plan`` puts
+the decreases in a first phase, and ``raises_after`` hands out the increases
+only within what the acknowledged decreases freed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HEADROOM = 1.25        # an unthrottled daemon gets 25% more than it used
+THROTTLED = 0.95       # served at >= 95% of its part: treat as wanting more
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one daemon measured for one (job, tier) over about the last second."""
+
+    arrival_bps: float = 0.0
+    served_bps: float = 0.0
+    queued_bytes: int = 0
+
+
+def floor_fraction(daemons: int) -> float:
+    """Least part any daemon keeps: 2%, or less when there are very many daemons."""
+    return min(0.02, 1.0 / (2 * daemons)) if daemons else 0.0
+
+
+def throttled(d: Demand, fraction: float, limit_bps: float) -> bool:
+    return d.queued_bytes > 0 or d.served_bps >= THROTTLED * fraction * limit_bps
+
+
+def target_fractions(limit_bps: float, demands: dict[str, Demand],
+                     current: dict[str, float], pinned: frozenset[str] = frozenset()
+                     ) -> dict[str, float]:
+    """New fractions for every daemon in ``current`` (the whole group); those in
+    ``pinned`` keep theirs. The result sums to at most 1 (to 1 when anyone wants it)."""
+    free = [d for d in sorted(current) if d not in pinned]
+    out = {d: current[d] for d in pinned if d in current}
+    budget = max(0.0, 1.0 - sum(out.values()))
+    if not free:
+        return out
+    floor = min(floor_fraction(len(current)), budget / len(free))
+    wants: dict[str, float] = {}
+    for d in free:
+        dem = demands.get(d, Demand())
+        if throttled(dem, current[d], limit_bps) and (dem.arrival_bps > 0 or dem.queued_bytes):
+            wants[d] = float("inf")
+        else:
+            wants[d] = max(floor, min(1.0, dem.served_bps * HEADROOM / limit_bps + floor))
+    # Max-min fair: satisfy the smallest wants first, split the rest evenly.
+    left, n = budget, len(free)
+    give: dict[str, float] = {}
+    for d in sorted(free, key=lambda k: (wants[k], k)):
+        g = min(wants[d], left / n)
+        give[d] = g
+        left -= g
+        n -= 1
+    # Nobody wants the remainder: hand it out evenly, so the limit stays usable by
+    # whichever stripe becomes busy first.
+    if left > 1e-12:
+        for d in free:
+            give[d] += left / len(free)
+    out.update(give)
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    lower: dict[str, float]     # phase 1: these daemons go down (or stay)
+    raise_: dict[str, float]    # phase 2: these go up, once phase 1 is acknowledged
+
+
+def plan(current: dict[str, float], target: dict[str, float]) -> Plan:
+    lower = {d: f for d, f in target.items() if f <= current.get(d, 0.0)}
+    up = {d: f for d, f in target.items() if f > current.get(d, 0.0)}
+    return Plan(lower, up)
+
+
+def raises_after(current: dict[str, float], p: Plan, acked: set[str]) -> dict[str, float]:
+    """The increases that fit once phase 1 is done: a daemon that did not acknowledge
+    its decrease still counts at its old fraction, and the raises shrink to fit."""
+    held = sum(p.lower[d] if d in acked else current.get(d, 0.0) for d in p.lower)
+    base = sum(current.get(d, 0.0) for d in p.raise_)
+    room = max(0.0, 1.0 - held - base)
+    want = sum(f - current.get(d, 0.0) for d, f in p.raise_.items())
+    scale = 1.0 if want <= room else room / want
+    return {d: current.get(d, 0.0) + (f - current.get(d, 0.0)) * scale
+            for d, f in p.raise_.items()}
