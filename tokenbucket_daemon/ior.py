@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds left out of the mean")
     ap.add_argument("--read", action="store_true", help="read instead of write")
+    ap.add_argument("--prefix", default="ior", help="file names start with this")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     r = run_ior(a.daemon, a.tier, Tag(a.job, a.user), transfer, block, a.streams, a.duration,
-                "read" if a.read else "write", a.warmup)
+                "read" if a.read else "write", a.warmup, a.prefix)
     if a.json:
         print(json.dumps({"per_second_MBps": [x / MB for x in r.per_second],
                           "steady_MBps": r.steady_bps / MB, "bytes": r.total_bytes}))

@@ -39,6 +39,7 @@ class LocalDaemon:
             f'[tiers]\n{tier_lines}[scheduler]\nmax_request = {max_request}\n')
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
+        self.banner = ""     # the daemon's "listening on ..." line
 
     def start(self) -> LocalDaemon:
         self.proc = subprocess.Popen(
@@ -50,6 +51,7 @@ class LocalDaemon:
         if "listening on" not in line:
             rest = self.proc.communicate(timeout=10)[0]
             raise RuntimeError(f"tokenbucketd {self.name} did not start: {line}{rest}")
+        self.banner = line.strip()
         self.address = line.split("listening on ")[1].split()[0]
         return self
 

@@ -1,97 +1,375 @@
-"""SDQoS experiments on localhost (issue 4): the parts built so far.
+"""The SDQoS experiments on localhost (issue 4), all from one command.
 
-Run: PYTHONPATH=. .venv/bin/python benchmarks/sdqos/run.py [--duration 12]
-Writes benchmarks/sdqos/results.json and prints a table. Rates are MB/s (1e6 B/s).
-Measured: single job at 25/50/100/200 MB/s; two jobs with different targets at once.
-Not yet: interference, overhead at 1/2/4/8 daemons, ceiling, distributed.
+Run: PYTHONPATH=. .venv/bin/python benchmarks/sdqos/run.py [--duration 12] [--only NAMES]
+Writes benchmarks/sdqos/results.json and results.md, and prints the table.
+
+Every rate is MB/s (1e6 B/s), counted by the daemons themselves (bytes they
+released per job, or bytes their tiers took) between the end of the warm-up
+and the end of the run: the rate enforced, free of the client's block
+granularity. The load is ``qos-ior`` in separate processes (two, so that the
+load generator is not one GIL), against tiers in /dev/shm. On a 2-core machine
+the daemons and the load share the cores: read the capacity figures as this
+machine's, not a storage server's.
+
+Experiments:
+  single       one job at 25/50/100/200 MB/s, 64 KiB requests, one daemon
+  pair         two jobs at 40 and 80 MB/s at once, one daemon
+  interference a 4 KiB job and a 64 KiB job; aggregate without QoS vs with the
+               4 KiB job limited
+  overhead     QoS on without limits vs QoS off (scheduler bypassed), 1/2/4/8 daemons
+  ceiling      1 MiB writes: fio on the raw tier, a bare gRPC server, tokenbucketd
+  distributed  one job striped over 4 daemons, 100 MB/s group-scope limit
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import subprocess
 import sys
 import tempfile
-import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
-from tokenbucket_daemon.ior import run_ior
-from tokenbucket_daemon.local import LocalDaemon
+from tokenbucket_daemon.client import AdminClient
+from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
+from tokenbucket_daemon.local import LocalDaemon, start_group
 
 MB = 1e6
-KiB = 1024
-OUT = Path(__file__).with_name("results.json")
+KiB, MiB = 1024, 1 << 20
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+EXPERIMENTS = ("single", "pair", "interference", "overhead", "ceiling", "distributed")
 
 
-def served(admin, job: str, warmup: float, duration: float, out: dict[str, float]) -> None:
-    """The daemon's own count of the job's bytes between warmup and the end: the
-    rate it enforced, free of the client's block granularity."""
-    import time
+class Run:
+    def __init__(self, duration: float, warmup: float, shm: Path, state: Path) -> None:
+        self.duration, self.warmup = duration, warmup
+        self.shm, self.state = shm, state
+        self.rows: list[dict[str, Any]] = []
+        self._n = 0
 
-    def count() -> tuple[float, int]:
-        cls = [c for c in admin.stats(job=job).classes]
-        return time.monotonic(), sum(c.bytes_written for c in cls)
-    time.sleep(warmup)
-    t0, b0 = count()
-    time.sleep(duration - warmup - 0.5)
-    t1, b1 = count()
-    out[job] = (b1 - b0) / (t1 - t0)
+    def fresh(self, name: str) -> Path:
+        self._n += 1
+        return self.state / f"{self._n:02d}-{name}"
+
+    def tier(self, i: int = 0, names: tuple[str, ...] = ("ram",)) -> dict[str, Path]:
+        self._n += 1
+        out = {}
+        for name in names:
+            out[name] = self.shm / f"t{self._n:02d}-{i}-{name}"
+            out[name].mkdir()
+        return out
+
+    def row(self, experiment: str, case: str, target: float | None, got: float,
+            **extra: Any) -> None:
+        r: dict[str, Any] = {"experiment": experiment, "case": case, "target_MBps": target,
+                             "got_MBps": round(got, 3)}
+        if target:
+            r["deviation"] = round((got - target) / target, 5)
+        r.update(extra)
+        self.rows.append(r)
+        dev = f"{r['deviation']:+.2%}" if "deviation" in r else ""
+        tgt = f"{target:.1f}" if target else "-"
+        more = " ".join(f"{k}={v}" for k, v in extra.items())
+        print(f"  {experiment:12s} {case:34s} {tgt:>7s} {got:9.2f} {dev:>8s} {more}",
+              flush=True)
+
+
+# ------------------------------------------------------------------ load and measure
+
+
+def ior(addresses: list[str], job: str, transfer: str, streams: int, seconds: float,
+        block: str = "4MiB", procs: int = 2, tier: str = "ram") -> list[subprocess.Popen[str]]:
+    """qos-ior in ``procs`` processes, ``streams`` streams in all."""
+    out = []
+    for p in range(procs):
+        n = streams // procs + (1 if p < streams % procs else 0)
+        if n == 0:
+            continue
+        # Rotate the address list so that the processes' streams cover every daemon.
+        rot = addresses[p * n % len(addresses):] + addresses[:p * n % len(addresses)]
+        cmd = [sys.executable, "-m", "tokenbucket_daemon.ior", "--tier", tier,
+               "--job", job, "--transfer", transfer, "--block", block, "--streams", str(n),
+               "--duration", str(seconds), "--warmup", "0", "--json",
+               "--prefix", f"p{p}"]
+        for a in rot:
+            cmd += ["--daemon", a]
+        out.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True,
+                                    env={"PYTHONPATH": str(REPO)}))
+    return out
+
+
+def finish(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError(f"qos-ior exited {p.returncode}: {out[-300:]}")
+
+
+def job_bytes(admins: list[AdminClient], job: str) -> int:
+    return sum(c.bytes_written + c.bytes_read for a in admins
+               for c in a.stats(job=job).classes if c.tag == job)
+
+
+def tier_bytes(admins: list[AdminClient], tier: str = "") -> int:
+    return sum(t.bytes_written + t.bytes_read for a in admins for t in a.stats().tiers
+               if tier in ("", t.tier))
+
+
+def measure(run: Run, counters: dict[str, Callable[[], int]],
+            load: Callable[[float], list[subprocess.Popen[str]]],
+            seconds: float | None = None, during: Callable[[], None] | None = None
+            ) -> dict[str, float]:
+    """Start the load for ``seconds``; the rate of each counter between the end of
+    the warm-up and half a second before the load stops."""
+    seconds = seconds or run.duration
+    procs = load(seconds)
+    try:
+        time.sleep(run.warmup)
+        t0 = time.monotonic()
+        b0 = {k: f() for k, f in counters.items()}
+        end = t0 + seconds - run.warmup - 0.5
+        while time.monotonic() < end:
+            if during:
+                during()
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        t1 = time.monotonic()
+        b1 = {k: f() for k, f in counters.items()}
+    finally:
+        finish(procs)
+    return {k: (b1[k] - b0[k]) / (t1 - t0) / MB for k in counters}
+
+
+@contextmanager
+def daemons(run: Run, n: int, name: str, qos: bool = True,
+            tiers: tuple[str, ...] = ("ram",)) -> Iterator[list[LocalDaemon]]:
+    base = run.fresh(name)
+    if n == 1:
+        group = [LocalDaemon(base / "g0", "g0", tiers=run.tier(0, tiers), qos=qos).start()]
+    else:
+        group = start_group(base, n, tiers=run.tier, qos=qos)
+    try:
+        yield group
+    finally:
+        for d in group:
+            d.stop()
+
+
+def limit(admin: AdminClient, job: str, mbps: float, scope: Scope = Scope.DAEMON) -> None:
+    admin.set_policy(Policy(Selector(Kind.JOB, job), limit_bps=mbps * MB, scope=scope))
+
+
+# ------------------------------------------------------------------ experiments
+
+
+def single(run: Run) -> None:
+    with daemons(run, 1, "single") as (d,):
+        admin = d.admin()
+        for target in (25, 50, 100, 200):
+            job = f"single-{target}"
+            limit(admin, job, target)
+            got = measure(run, {"job": lambda j=job: job_bytes([admin], j)},
+                          lambda s, j=job: ior([d.address], j, "64KiB", 4, s))
+            run.row("single", f"64 KiB, 4 streams, limit {target}", target, got["job"])
+
+
+def pair(run: Run) -> None:
+    jobs = {"pair-40": 40, "pair-80": 80}
+    with daemons(run, 1, "pair") as (d,):
+        admin = d.admin()
+        for job, target in jobs.items():
+            limit(admin, job, target)
+        got = measure(run, {j: lambda j=j: job_bytes([admin], j) for j in jobs},
+                      lambda s: [p for j in jobs
+                                 for p in ior([d.address], j, "64KiB", 3, s)])
+        for job, target in jobs.items():
+            run.row("pair", f"{job}, 64 KiB, 3 streams, at once", target, got[job])
+
+
+def interference(run: Run, share: float, reps: int) -> None:
+    """A 4 KiB job (tier ram) and a 64 KiB job (tier ram2, so that the tiers' counters
+    give each job's rate even with QoS off). Without QoS first; then the 4 KiB job is
+    limited to ``share`` of what it took without QoS. Runs alternate; medians."""
+    def load(addr: str) -> Callable[[float], list[subprocess.Popen[str]]]:
+        return lambda s: (ior([addr], "small", "4KiB", 2, s, block="256KiB", procs=1)
+                          + ior([addr], "large", "64KiB", 2, s, procs=1, tier="ram2"))
+    got: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    with daemons(run, 1, "interference-off", qos=False, tiers=("ram", "ram2")) as (off,), \
+            daemons(run, 1, "interference-on", tiers=("ram", "ram2")) as (on,):
+        for _ in range(reps):
+            for mode, d in (("off", off), ("on", on)):
+                admin = d.admin()
+                if mode == "on":
+                    small = statistics.median(r["small"] for r in got["off"])
+                    limit(admin, "small", share * small)
+                got[mode].append(measure(run, {
+                    "small": lambda a=admin: tier_bytes([a], "ram"),
+                    "large": lambda a=admin: tier_bytes([a], "ram2")}, load(d.address)))
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("small", "large")}
+           for m, rs in got.items()}
+    agg = {m: v["small"] + v["large"] for m, v in med.items()}
+    run.row("interference", "no QoS: aggregate", None, agg["off"],
+            small_4KiB=round(med["off"]["small"], 1), large_64KiB=round(med["off"]["large"], 1))
+    run.row("interference", f"4 KiB job limited to {share:.0%} of that", None, agg["on"],
+            small_4KiB=round(med["on"]["small"], 1), large_64KiB=round(med["on"]["large"], 1))
+    run.row("interference", "aggregate gain", None, 100 * (agg["on"] / agg["off"] - 1),
+            unit="% over no QoS")
+
+
+def overhead(run: Run, reps: int, seconds: float) -> None:
+    """1 MiB requests at 1/2/4/8 daemons (the size parallel file systems move data in),
+    and 64 KiB at one daemon, where the per-request cost shows most."""
+    for n, transfer in ((1, "1MiB"), (2, "1MiB"), (4, "1MiB"), (8, "1MiB"), (1, "64KiB")):
+        streams = max(4, n)
+        with daemons(run, n, f"on{n}", qos=True) as on, \
+                daemons(run, n, f"off{n}", qos=False) as off:
+            got: dict[str, list[float]] = {"on": [], "off": []}
+            for _ in range(reps):      # alternate, so drift hits both alike
+                for mode, group in (("off", off), ("on", on)):
+                    admins = [d.admin() for d in group]
+                    addrs = [d.address for d in group]
+                    r = measure(run, {"all": lambda a=admins: tier_bytes(a)},
+                                lambda s, a=addrs, k=streams, x=transfer: ior(a, "ovh", x, k, s),
+                                seconds)
+                    got[mode].append(r["all"])
+            on_m, off_m = statistics.median(got["on"]), statistics.median(got["off"])
+            size = transfer.replace("MiB", " MiB").replace("KiB", " KiB")
+            run.row("overhead", f"{n} daemon(s), {size}, QoS off", None, off_m,
+                    runs=[round(x, 1) for x in got["off"]])
+            run.row("overhead", f"{n} daemon(s), {size}, QoS on, no limits", None, on_m,
+                    runs=[round(x, 1) for x in got["on"]],
+                    overhead_pct=round(100 * (1 - on_m / off_m), 2))
+
+
+def fio_like_ior(directory: Path, seconds: float, jobs: int = 4) -> float:
+    """MB/s of fio doing what qos-ior's streams do: each of ``jobs`` rewrites its own
+    4 MiB file in 1 MiB writes, for ``seconds``."""
+    from qos_plugin.profiler.runner import fio_path
+    out = subprocess.run(
+        [fio_path(), "--name=ceiling", f"--directory={directory}", "--bs=1M", "--size=4M",
+         f"--numjobs={jobs}", "--rw=write", "--ioengine=psync", "--time_based",
+         f"--runtime={seconds:g}", "--group_reporting", "--output-format=json"],
+        capture_output=True, text=True, check=True)
+    doc = json.loads(out.stdout[out.stdout.find("{"):])
+    return float(doc["jobs"][0]["write"]["bw_bytes"]) / MB
+
+
+def ceiling(run: Run) -> None:
+    scratch = run.tier()["ram"]
+    fio = fio_like_ior(scratch, run.duration - run.warmup)
+    for f in scratch.iterdir():
+        f.unlink()
+    run.row("ceiling", "fio psync, 4 jobs rewriting 4 MiB files, 1 MiB", None, fio)
+    bare = subprocess.Popen([sys.executable, str(HERE / "bare.py"), str(scratch)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(REPO)})
+    try:
+        assert bare.stdout is not None
+        addr = bare.stdout.readline().split()[-1]
+        # The bare server keeps no counters: count the bytes its tier holds at the end.
+        r = run_bare(run, addr, scratch)
+    finally:
+        bare.kill()
+        bare.wait()
+    run.row("ceiling", "bare gRPC streaming server, 1 MiB", None, r)
+    with daemons(run, 1, "ceiling") as (d,):
+        admin = d.admin()
+        got = measure(run, {"all": lambda: tier_bytes([admin])},
+                      lambda s: ior([d.address], "ceil", "1MiB", 4, s))["all"]
+    run.row("ceiling", "tokenbucketd, QoS on, 1 MiB", None, got,
+            vs_fio=round(got / fio, 3), vs_bare=round(got / r, 3))
+
+
+def run_bare(run: Run, addr: str, scratch: Path) -> float:
+    """The bare server's rate from the client's count (it keeps no counters)."""
+    procs = ior([addr], "bare", "1MiB", 4, run.duration)
+    rates = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        per = json.loads(out)["per_second_MBps"]
+        steady = per[int(run.warmup):]
+        rates.append(sum(steady) / len(steady))
+    return sum(rates)
+
+
+def distributed(run: Run, target: float) -> None:
+    with daemons(run, 4, "distributed") as group:
+        admins = [d.admin() for d in group]
+        limit(admins[0], "striped", target, Scope.GROUP)
+        peak = [0.0]
+
+        def watch() -> None:
+            total = sum(c.limit_bps for a in admins
+                        for c in a.stats(job="striped").classes if c.tag == "striped")
+            peak[0] = max(peak[0], total / MB)
+        got = measure(run, {"job": lambda: job_bytes(admins, "striped")},
+                      lambda s: ior([d.address for d in group], "striped", "64KiB", 8, s),
+                      during=watch)
+        per = [round(job_bytes([a], "striped") / 1e6) for a in admins]
+    run.row("distributed", f"4 daemons, group limit {target:g}, 8 streams", target,
+            got["job"], peak_sum_of_parts_MBps=round(peak[0], 3), MB_per_daemon=per)
+
+
+# ------------------------------------------------------------------ report
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| experiment | case | target MB/s | got MB/s | deviation | notes |",
+             "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        notes = ", ".join(f"{k} {v}" for k, v in r.items()
+                          if k not in ("experiment", "case", "target_MBps", "got_MBps",
+                                       "deviation"))
+        dev = f"{r['deviation']:+.2%}" if "deviation" in r else ""
+        tgt = f"{r['target_MBps']:g}" if r["target_MBps"] else ""
+        lines.append(f"| {r['experiment']} | {r['case']} | {tgt} | {r['got_MBps']:.2f} | "
+                     f"{dev} | {notes} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=float, default=12.0)
-    ap.add_argument("--warmup", type=float, default=2.0)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=12.0, help="seconds per run")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds left out at the start")
+    ap.add_argument("--only", default=",".join(EXPERIMENTS),
+                    help=f"comma-separated subset of {','.join(EXPERIMENTS)}")
+    ap.add_argument("--reps", type=int, default=3, help="overhead: runs per mode")
+    ap.add_argument("--overhead-seconds", type=float, default=7.0)
+    ap.add_argument("--small-share", type=float, default=0.25,
+                    help="interference: the 4 KiB job's limit, as a share of its rate "
+                         "without QoS")
+    ap.add_argument("--out", type=Path, default=HERE / "results.json")
     a = ap.parse_args()
-    rows = []
+    only = [x.strip() for x in a.only.split(",") if x.strip()]
+    bad = [x for x in only if x not in EXPERIMENTS]
+    if bad or a.duration <= a.warmup + 1:
+        print(f"run.py: error: unknown experiment {bad} or duration <= warmup + 1; "
+              f"choose from {','.join(EXPERIMENTS)}", file=sys.stderr)
+        return 2
+    started = time.time()
     with tempfile.TemporaryDirectory(dir="/dev/shm") as shm, \
             tempfile.TemporaryDirectory() as state:
-        d = LocalDaemon(Path(state) / "d1", "d1", tiers={"ram": Path(shm)}).start()
-        try:
-            admin = d.admin()
-            for target in (25, 50, 100, 200):
-                job = f"single-{target}"
-                admin.set_policy(Policy(Selector(Kind.JOB, job), limit_bps=target * MB))
-                srv: dict[str, float] = {}
-                probe = threading.Thread(target=served,
-                                         args=(admin, job, a.warmup, a.duration, srv))
-                probe.start()
-                run_ior([d.address], "ram", Tag(job), 64 * KiB, 4 << 20, 4, a.duration,
-                        warmup=a.warmup)
-                probe.join()
-                rows.append(("single job", job, target, srv[job] / MB))
-            results: dict[str, float] = {}
-            jobs = {"pair-40": 40, "pair-80": 80}
-            for job, target in jobs.items():
-                admin.set_policy(Policy(Selector(Kind.JOB, job), limit_bps=target * MB))
-
-            def one(job: str) -> None:
-                run_ior([d.address], "ram", Tag(job), 64 * KiB, 4 << 20, 3, a.duration,
-                        warmup=a.warmup)
-            ts = [threading.Thread(target=one, args=(j,)) for j in jobs]
-            ts += [threading.Thread(target=served, args=(admin, j, a.warmup, a.duration,
-                                                         results)) for j in jobs]
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join()
-            for job, target in jobs.items():
-                rows.append(("two jobs at once", job, target, results[job] / MB))
-        finally:
-            d.stop()
-    print(f"{'experiment':18s} {'job':12s} {'target MB/s':>11s} {'got MB/s':>9s} "
-          f"{'deviation':>9s}")
-    out = []
-    for exp, job, target, got in rows:
-        dev = (got - target) / target
-        print(f"{exp:18s} {job:12s} {target:11.1f} {got:9.2f} {dev:+9.2%}")
-        out.append({"experiment": exp, "job": job, "target_MBps": target, "got_MBps": got,
-                    "deviation": dev})
-    OUT.write_text(json.dumps({"duration_s": a.duration, "warmup_s": a.warmup,
-                               "request": "64 KiB, 4 MiB files, 4 streams (3 per job in pairs)",
-                               "rows": out}, indent=1))
-    print(f"wrote {OUT}")
+        run = Run(a.duration, a.warmup, Path(shm), Path(state))
+        print(f"  {'experiment':12s} {'case':34s} {'target':>7s} {'got MB/s':>9s} "
+              f"{'dev':>8s}", flush=True)
+        steps: dict[str, Callable[[], None]] = {
+            "single": lambda: single(run), "pair": lambda: pair(run),
+            "interference": lambda: interference(run, a.small_share, max(1, a.reps - 1)),
+            "overhead": lambda: overhead(run, a.reps, a.overhead_seconds),
+            "ceiling": lambda: ceiling(run),
+            "distributed": lambda: distributed(run, 100.0)}
+        for name in only:
+            steps[name]()
+    doc = {"duration_s": a.duration, "warmup_s": a.warmup, "wall_s": round(time.time() - started),
+           "machine": "2 vCPU, tiers in /dev/shm, daemons and load on the same cores",
+           "rows": run.rows}
+    a.out.write_text(json.dumps(doc, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(run.rows))
+    print(f"wrote {a.out} and {a.out.with_suffix('.md')} ({doc['wall_s']} s)")
     return 0
 
 

@@ -159,3 +159,21 @@ def test_a_policy_set_on_one_daemon_reaches_its_peers(tmp_path):
     finally:
         for d in ds:
             d.stop(signal.SIGKILL)
+
+
+def test_memory_tier_io_runs_inline_and_disk_tier_io_in_threads(tmp_path):
+    """A tmpfs tier takes its reads and writes on the event loop, a disk tier in the
+    I/O threads; both paths keep every byte, in order, across many chunks."""
+    import tempfile
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+        d = LocalDaemon(tmp_path / "m", "m", tiers={"mem": Path(shm), "disk": tmp_path / "dk"},
+                        token=TOKEN).start()
+        try:
+            assert "inline-io mem" in d.banner and "disk" not in d.banner.split("inline-io")[1]
+            data = DataClient(d.address, Tag("9"))
+            blob = os.urandom(3 * MiB + 12345)
+            for tier in ("mem", "disk"):
+                assert data.write(tier, "f", blob, chunk=64 * 1024) == len(blob)
+                assert data.read(tier, "f", chunk=256 * 1024) == blob
+        finally:
+            d.stop(signal.SIGKILL)

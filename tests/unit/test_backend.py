@@ -441,3 +441,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_filesystem_type_picks_the_longest_mount_prefix(tmp_path):
+    from pathlib import Path
+    assert backend_mod.filesystem_type(Path("/proc/self")) == "proc"
+    assert backend_mod.filesystem_type(Path("/dev/shm")) == "tmpfs"
+    # Both are mounts inside "/": the deeper mount point wins.
+    assert TierBackend("m", "/dev/shm").in_memory
+    assert backend_mod.filesystem_type(Path("/proc/no/such/mount")) == "proc"

@@ -142,6 +142,10 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.policies = policies or PolicyTable()
         self._classes: dict[ClassKey, _Class] = {}
+        # Classes with requests queued, in creation order: poll looks only at these,
+        # so its cost follows the backlog, not the number of jobs seen.
+        self._waiting: dict[ClassKey, _Class] = {}
+        self._next_evict = 0.0
         self._fractions: dict[ClassKey, float] = {}
         self._order = itertools.count()
         self._rid = itertools.count(1)
@@ -169,6 +173,7 @@ class Scheduler:
         req.cost = float(req.size if req.op != "meta" else cfg.meta_cost)
         req.rid = next(self._rid)
         cls.queue.append(req)
+        self._waiting.setdefault(cls.key, cls)
         cls.arrived.add(now, req.cost)
         return req
 
@@ -186,6 +191,8 @@ class Scheduler:
         if cls is None or req not in cls.queue:
             return False
         cls.queue.remove(req)
+        if not cls.queue:
+            self._waiting.pop(cls.key, None)
         if not cls.busy:
             cls.idle_since = now
         return True
@@ -225,9 +232,7 @@ class Scheduler:
             best: _Class | None = None
             best_key: tuple[int, float, int] | None = None
             wake = None
-            for cls in self._classes.values():
-                if not cls.queue:
-                    continue
+            for cls in self._waiting.values():
                 head = cls.queue[0]
                 at = cls.bucket.eligible_at(head.cost, now)
                 if at > now:
@@ -246,6 +251,8 @@ class Scheduler:
 
     def _dispatch(self, cls: _Class, now: float) -> Request:
         req = cls.queue.popleft()
+        if not cls.queue:
+            del self._waiting[cls.key]
         cls.bucket.take(req.cost, now)
         self._vtime = cls.p_tag
         cls.p_tag += req.cost / cls.policy.weight
@@ -289,6 +296,11 @@ class Scheduler:
         cls.bucket.reconfigure(limit if limit != math.inf else UNLIMITED, depth, now)
 
     def _evict(self, now: float) -> None:
+        # A sweep over every class per poll would cost more than the dispatch itself;
+        # a tenth of the idle time is precise enough.
+        if now < self._next_evict:
+            return
+        self._next_evict = now + self.config.idle_evict / 10
         idle = [k for k, c in self._classes.items()
                 if not c.busy and now - c.idle_since >= self.config.idle_evict]
         for k in idle:

@@ -18,9 +18,9 @@ class RateWindow:
         idx = float(int(now / self.width))
         if self._slices and self._slices[-1][0] == idx:
             self._slices[-1][1] += nbytes
-        else:
+        else:          # only a new slice can push old ones out
             self._slices.append([idx, nbytes])
-        self._prune(now)
+            self._prune(now)
 
     def rate(self, now: float) -> float:
         self._prune(now)

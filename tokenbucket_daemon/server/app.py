@@ -36,6 +36,8 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     gate = Gate(cfg.scheduler, policies, enabled=cfg.qos)
     tiers = {name: TierBackend(name, path) for name, path in cfg.tiers.items()}
     node = Node(cfg.daemon_id, tiers, gate, store, policies, cfg.scheduler.max_request)
+    if cfg.inline_memory_tiers:
+        node.inline = {name for name, t in tiers.items() if t.in_memory}
     for p in dead:
         node.tombstones[p.key] = p.updated_ns
     token = cfg.admin_token()
@@ -68,7 +70,8 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
         tasks.append(asyncio.create_task(splitter.run()))
     print(f"tokenbucketd {cfg.daemon_id} listening on {host}:{port}"
           + (f" metrics :{metrics_port}" if metrics_port else "")
-          + f" tiers {','.join(sorted(tiers))} qos {'on' if cfg.qos else 'off'}", flush=True)
+          + f" tiers {','.join(sorted(tiers))} qos {'on' if cfg.qos else 'off'}"
+          + (f" inline-io {','.join(sorted(node.inline))}" if node.inline else ""), flush=True)
     if ready is not None:
         ready(port)
     stop = asyncio.Event()

@@ -284,6 +284,25 @@ class ChunkReader(_Descriptor, Iterator[bytes]):
 
 
 
+def filesystem_type(path: Path) -> str:
+    """The type of the file system ``path`` is on, from /proc/self/mounts ("" if unknown)."""
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                # Mount points escape spaces as \040.
+                point = fields[1].replace("\\040", " ")
+                inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        return ""
+    return kind
+
+
 class TierBackend:
     """File operations on one tier, every path relative to and confined in ``root``.
 
@@ -314,6 +333,12 @@ class TierBackend:
     def root(self) -> Path:
         """The tier's root, with symlinks resolved."""
         return self._root
+
+    @property
+    def in_memory(self) -> bool:
+        """True when the root is on tmpfs or ramfs: its reads and writes are memory
+        copies that never wait for a device."""
+        return filesystem_type(self._root) in ("tmpfs", "ramfs")
 
     def __repr__(self) -> str:
         return f"TierBackend(name={self._name!r}, root={str(self._root)!r})"

@@ -8,6 +8,9 @@ admin_token_file = "/etc/tokenbucketd/admin.token"   # root-only file; empty = n
 metrics_port = 0                    # Prometheus /metrics; 0 = off
 peers = ["10.0.0.2:50051"]          # other daemons (policy replication, demand)
 qos = true                          # false: requests bypass the scheduler (overhead baseline)
+peer_interval = 0.25                # seconds between group-limit splits (0.05..1)
+inline_memory_tiers = true          # tmpfs/ramfs tiers: reads and writes on the event loop
+                                    # (other tiers always use the I/O threads)
 
 [tiers]
 tmpfs = "/dev/shm/qos"
@@ -47,6 +50,7 @@ class DaemonConfig:
     qos: bool = True
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     peer_interval: float = 0.25
+    inline_memory_tiers: bool = True
 
     def admin_token(self) -> str | None:
         """The admin credential, from a file only its owner may read."""
@@ -83,7 +87,7 @@ def load_config(path: str | Path) -> DaemonConfig:
 def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
                      source: str = "config") -> DaemonConfig:
     known = {"daemon_id", "listen", "state_dir", "admin_token_file", "metrics_port", "peers",
-             "qos", "tiers", "scheduler", "peer_interval"}
+             "qos", "tiers", "scheduler", "peer_interval", "inline_memory_tiers"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidArgument(f"{source}: unknown key", unknown[0],
@@ -128,6 +132,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
         admin_token_file=(base / str(tok)).resolve() if tok else None,
         metrics_port=int(raw.get("metrics_port", 0)), peers=peers,
         qos=bool(raw.get("qos", True)), scheduler=sched,
-        peer_interval=float(interval))
+        peer_interval=float(interval),
+        inline_memory_tiers=bool(raw.get("inline_memory_tiers", True)))
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     return cfg
