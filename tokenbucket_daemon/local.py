@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -20,8 +21,10 @@ class LocalDaemon:
 
     def __init__(self, base: Path, name: str, tiers: dict[str, Path] | None = None,
                  peers: list[str] | None = None, port: int = 0, token: str = "local-admin",
-                 qos: bool = True, max_request: int = 4 * MiB) -> None:
+                 qos: bool = True, max_request: int = 4 * MiB,
+                 cpus: set[int] | None = None) -> None:
         self.base, self.name, self.token = base, name, token
+        self.cpus = cpus     # pin the daemon to these CPUs (benchmarks); None = any
         base.mkdir(parents=True, exist_ok=True)
         if tiers is None:
             tiers = {"ram": base / "ram", "disk": base / "disk"}
@@ -46,6 +49,10 @@ class LocalDaemon:
             [sys.executable, "-m", "tokenbucket_daemon.server.app", "--config",
              str(self.base / "d.toml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
+        if self.cpus:
+            # After the fork, not in it (no preexec_fn): forking a process that runs gRPC
+            # threads and then running Python in the child can abort it.
+            os.sched_setaffinity(self.proc.pid, self.cpus)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if "listening on" not in line:

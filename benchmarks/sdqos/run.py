@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -47,8 +48,15 @@ EXPERIMENTS = ("single", "pair", "interference", "overhead", "ceiling", "distrib
 
 
 class Run:
-    def __init__(self, duration: float, warmup: float, shm: Path, state: Path) -> None:
+    def __init__(self, duration: float, warmup: float, shm: Path, state: Path,
+                 pin: bool) -> None:
         self.duration, self.warmup = duration, warmup
+        # Servers on CPU 0, load on the others: the daemons (or the bare server, or fio)
+        # always get the same core, so a run does not depend on where the kernel put
+        # each process, and the load does not steal the server's core.
+        cpus = sorted(os.sched_getaffinity(0))
+        self.server_cpus = {cpus[0]} if pin and len(cpus) > 1 else None
+        self.load_cpus = set(cpus[1:]) if pin and len(cpus) > 1 else None
         self.shm, self.state = shm, state
         self.rows: list[dict[str, Any]] = []
         self._n = 0
@@ -83,6 +91,17 @@ class Run:
 # ------------------------------------------------------------------ load and measure
 
 
+def pin(proc: subprocess.Popen[str], cpus: set[int] | None) -> subprocess.Popen[str]:
+    """Pin a process just started (not in a preexec_fn: forking with gRPC threads
+    running and then running Python in the child can abort it)."""
+    if cpus:
+        os.sched_setaffinity(proc.pid, cpus)
+    return proc
+
+
+LOAD_CPUS: set[int] | None = None     # set by main from Run.load_cpus
+
+
 def ior(addresses: list[str], job: str, transfer: str, streams: int, seconds: float,
         block: str = "4MiB", procs: int = 2, tier: str = "ram") -> list[subprocess.Popen[str]]:
     """qos-ior in ``procs`` processes, ``streams`` streams in all."""
@@ -99,8 +118,8 @@ def ior(addresses: list[str], job: str, transfer: str, streams: int, seconds: fl
                "--prefix", f"p{p}"]
         for a in rot:
             cmd += ["--daemon", a]
-        out.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True,
-                                    env={"PYTHONPATH": str(REPO)}))
+        out.append(pin(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True,
+                                        env={"PYTHONPATH": str(REPO)}), LOAD_CPUS))
     return out
 
 
@@ -150,9 +169,10 @@ def daemons(run: Run, n: int, name: str, qos: bool = True,
             tiers: tuple[str, ...] = ("ram",)) -> Iterator[list[LocalDaemon]]:
     base = run.fresh(name)
     if n == 1:
-        group = [LocalDaemon(base / "g0", "g0", tiers=run.tier(0, tiers), qos=qos).start()]
+        group = [LocalDaemon(base / "g0", "g0", tiers=run.tier(0, tiers), qos=qos,
+                             cpus=run.server_cpus).start()]
     else:
-        group = start_group(base, n, tiers=run.tier, qos=qos)
+        group = start_group(base, n, tiers=run.tier, qos=qos, cpus=run.server_cpus)
     try:
         yield group
     finally:
@@ -246,14 +266,16 @@ def overhead(run: Run, reps: int, seconds: float) -> None:
                     overhead_pct=round(100 * (1 - on_m / off_m), 2))
 
 
-def fio_like_ior(directory: Path, seconds: float, jobs: int = 4) -> float:
+def fio_like_ior(directory: Path, seconds: float, cpus: set[int] | None,
+                 jobs: int = 4) -> float:
     """MB/s of fio doing what qos-ior's streams do: each of ``jobs`` rewrites its own
     4 MiB file in 1 MiB writes, for ``seconds``."""
     from qos_plugin.profiler.runner import fio_path
     out = subprocess.run(
         [fio_path(), "--name=ceiling", f"--directory={directory}", "--bs=1M", "--size=4M",
          f"--numjobs={jobs}", "--rw=write", "--ioengine=psync", "--time_based",
-         f"--runtime={seconds:g}", "--group_reporting", "--output-format=json"],
+         f"--runtime={seconds:g}", "--group_reporting", "--output-format=json",
+         *([f"--cpus_allowed={','.join(map(str, sorted(cpus)))}"] if cpus else [])],
         capture_output=True, text=True, check=True)
     doc = json.loads(out.stdout[out.stdout.find("{"):])
     return float(doc["jobs"][0]["write"]["bw_bytes"]) / MB
@@ -261,12 +283,13 @@ def fio_like_ior(directory: Path, seconds: float, jobs: int = 4) -> float:
 
 def ceiling(run: Run) -> None:
     scratch = run.tier()["ram"]
-    fio = fio_like_ior(scratch, run.duration - run.warmup)
+    fio = fio_like_ior(scratch, run.duration - run.warmup, run.server_cpus)
     for f in scratch.iterdir():
         f.unlink()
     run.row("ceiling", "fio psync, 4 jobs rewriting 4 MiB files, 1 MiB", None, fio)
-    bare = subprocess.Popen([sys.executable, str(HERE / "bare.py"), str(scratch)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(REPO)})
+    bare = pin(subprocess.Popen([sys.executable, str(HERE / "bare.py"), str(scratch)],
+                                cwd=REPO, stdout=subprocess.PIPE, text=True,
+                                env={"PYTHONPATH": str(REPO)}), run.server_cpus)
     try:
         assert bare.stdout is not None
         addr = bare.stdout.readline().split()[-1]
@@ -343,6 +366,8 @@ def main() -> int:
                     help="interference: the 4 KiB job's limit, as a share of its rate "
                          "without QoS")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="let the kernel place servers and load (default: servers on CPU 0)")
     a = ap.parse_args()
     only = [x.strip() for x in a.only.split(",") if x.strip()]
     bad = [x for x in only if x not in EXPERIMENTS]
@@ -353,7 +378,9 @@ def main() -> int:
     started = time.time()
     with tempfile.TemporaryDirectory(dir="/dev/shm") as shm, \
             tempfile.TemporaryDirectory() as state:
-        run = Run(a.duration, a.warmup, Path(shm), Path(state))
+        run = Run(a.duration, a.warmup, Path(shm), Path(state), pin=not a.no_pin)
+        global LOAD_CPUS
+        LOAD_CPUS = run.load_cpus
         print(f"  {'experiment':12s} {'case':34s} {'target':>7s} {'got MB/s':>9s} "
               f"{'dev':>8s}", flush=True)
         steps: dict[str, Callable[[], None]] = {
@@ -365,7 +392,8 @@ def main() -> int:
         for name in only:
             steps[name]()
     doc = {"duration_s": a.duration, "warmup_s": a.warmup, "wall_s": round(time.time() - started),
-           "machine": "2 vCPU, tiers in /dev/shm, daemons and load on the same cores",
+           "machine": f"{os.cpu_count()} vCPU, tiers in /dev/shm",
+           "server_cpus": sorted(run.server_cpus or []), "load_cpus": sorted(LOAD_CPUS or []),
            "rows": run.rows}
     a.out.write_text(json.dumps(doc, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(markdown(run.rows))

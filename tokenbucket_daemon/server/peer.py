@@ -54,6 +54,7 @@ def merge(node: Node, policies: list[Policy], tombs: list[tuple[Selector, str, i
             applied += 1
         elif cur is None and ns > node.tombstones.get((sel, tier), 0):
             node.tombstones[(sel, tier)] = ns
+            node.version += 1
     return applied
 
 
@@ -127,15 +128,21 @@ def own_demand(node: Node) -> pb.DemandReport:
 
 
 class Replicator:
-    """Pushes this daemon's policies to its peers: at once on change, and every second."""
+    """Pushes this daemon's policies to its peers: at once on change; every ``period`` to
+    the peers not yet holding the current state (down, partitioned, or the state changed
+    here by a merge); to everyone every ``resync`` seconds, in case a peer came back
+    from an older copy of its database."""
 
-    def __init__(self, node: Node, peers: list[str], period: float = 1.0) -> None:
+    def __init__(self, node: Node, peers: list[str], period: float = 1.0,
+                 resync: float = 30.0) -> None:
         self.node = node
         self.peers = peers
         self.period = period
+        self.resync = resync
         self.changed = asyncio.Event()
         self._channels = {a: grpc.aio.insecure_channel(a) for a in peers}
         self.stubs = {a: rpc.PeerServiceStub(c) for a, c in self._channels.items()}
+        self._synced: dict[str, int] = {}      # peer -> node.version it acknowledged
 
     def sync_message(self) -> pb.PolicySync:
         node = self.node
@@ -145,25 +152,34 @@ class Replicator:
             deleted=[pb.Tombstone(selector=policy_to_pb(Policy(sel)).selector, tier=tier,
                                   deleted_ns=ns) for (sel, tier), ns in node.tombstones.items()])
 
-    async def push(self) -> None:
+    async def push(self, peers: list[str] | None = None) -> None:
+        version = self.node.version
         msg = self.sync_message()
 
         async def one(addr: str) -> None:
             try:
                 await self.stubs[addr].PushPolicies(msg, timeout=0.5)
+                self._synced[addr] = version
             except grpc.aio.AioRpcError as e:
+                self._synced.pop(addr, None)
                 log.debug("push to %s failed: %s", addr, e.code().name)
-        await asyncio.gather(*(one(a) for a in self.peers))
+        await asyncio.gather(*(one(a) for a in (self.peers if peers is None else peers)))
 
     async def run(self) -> None:
+        last_full = time.monotonic()
         while True:
             try:
                 await asyncio.wait_for(self.changed.wait(), self.period)
             except TimeoutError:
                 pass
             self.changed.clear()
-            if self.peers:
+            if time.monotonic() - last_full >= self.resync:
+                last_full = time.monotonic()
                 await self.push()
+            else:
+                behind = [a for a in self.peers if self._synced.get(a) != self.node.version]
+                if behind:
+                    await self.push(behind)
 
     async def close(self) -> None:
         for c in self._channels.values():
@@ -200,6 +216,8 @@ class Splitter:
 
     async def round(self) -> None:
         node = self.node
+        if not any(p.scope is Scope.GROUP for p in node.policies.all()):
+            return        # nothing to split: no demand traffic between daemons
         mine = own_demand(node)
 
         async def ask(addr: str) -> pb.DemandReport | None:

@@ -76,6 +76,7 @@ class Node:
         self.max_request = max_request
         self.pool = IoPool(workers)
         self.inline: set[str] = set()     # tiers whose I/O runs on the event loop
+        self.version = 0                  # bumped by every policy change, here or merged
         self.counters = {name: TierCounters() for name in tiers}
         # Called after an administrator changed a policy here (replication hooks in).
         self.notify: Callable[[], None] = lambda: None
@@ -102,6 +103,7 @@ class Node:
     def apply_policy(self, p: Policy) -> Policy:
         """Put a validated policy in force, durably (last writer wins)."""
         self.policies.put(p)
+        self.version += 1
         self.tombstones.pop(p.key, None)
         self.store.save(p)
         self.gate.scheduler.set_policies(self.policies, self.gate.now())
@@ -110,6 +112,7 @@ class Node:
 
     def remove_policy(self, selector: Selector, tier: str, when_ns: int) -> Policy:
         old = self.policies.delete(selector, tier)
+        self.version += 1
         self.tombstones[(selector, tier)] = when_ns
         self.store.save(Policy(selector, tier, updated_ns=when_ns, origin=self.daemon_id),
                         deleted=True)
