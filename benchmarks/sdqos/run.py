@@ -241,29 +241,47 @@ def interference(run: Run, share: float, reps: int) -> None:
             unit="% over no QoS")
 
 
+def cpu_us(group: list[LocalDaemon]) -> int:
+    """CPU time the daemons used so far (user + system), in microseconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for d in group:
+        assert d.proc is not None
+        f = Path(f"/proc/{d.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(f[11]) + int(f[12])) * 1_000_000 // tick
+    return total
+
+
 def overhead(run: Run, reps: int, seconds: float) -> None:
     """1 MiB requests at 1/2/4/8 daemons (the size parallel file systems move data in),
-    and 64 KiB at one daemon, where the per-request cost shows most."""
+    and 64 KiB at one daemon, where the per-request cost shows most. Besides throughput
+    (which swings by +-15% between runs here), the daemons' CPU seconds per GB served:
+    the cost QoS adds, independent of how the kernel scheduled that run."""
     for n, transfer in ((1, "1MiB"), (2, "1MiB"), (4, "1MiB"), (8, "1MiB"), (1, "64KiB")):
         streams = max(4, n)
         with daemons(run, n, f"on{n}", qos=True) as on, \
                 daemons(run, n, f"off{n}", qos=False) as off:
             got: dict[str, list[float]] = {"on": [], "off": []}
+            cost: dict[str, list[float]] = {"on": [], "off": []}
             for _ in range(reps):      # alternate, so drift hits both alike
                 for mode, group in (("off", off), ("on", on)):
                     admins = [d.admin() for d in group]
                     addrs = [d.address for d in group]
-                    r = measure(run, {"all": lambda a=admins: tier_bytes(a)},
+                    r = measure(run, {"all": lambda a=admins: tier_bytes(a),
+                                      "cpu": lambda g=group: cpu_us(g)},
                                 lambda s, a=addrs, k=streams, x=transfer: ior(a, "ovh", x, k, s),
                                 seconds)
                     got[mode].append(r["all"])
+                    cost[mode].append(1000 * r["cpu"] / r["all"])
             on_m, off_m = statistics.median(got["on"]), statistics.median(got["off"])
+            c_on, c_off = statistics.median(cost["on"]), statistics.median(cost["off"])
             size = transfer.replace("MiB", " MiB").replace("KiB", " KiB")
             run.row("overhead", f"{n} daemon(s), {size}, QoS off", None, off_m,
-                    runs=[round(x, 1) for x in got["off"]])
+                    runs=[round(x, 1) for x in got["off"]], cpu_s_per_GB=round(c_off, 3))
             run.row("overhead", f"{n} daemon(s), {size}, QoS on, no limits", None, on_m,
-                    runs=[round(x, 1) for x in got["on"]],
-                    overhead_pct=round(100 * (1 - on_m / off_m), 2))
+                    runs=[round(x, 1) for x in got["on"]], cpu_s_per_GB=round(c_on, 3),
+                    throughput_overhead_pct=round(100 * (1 - on_m / off_m), 2),
+                    cpu_overhead_pct=round(100 * (c_on / c_off - 1), 2))
 
 
 def fio_like_ior(directory: Path, seconds: float, cpus: set[int] | None,
