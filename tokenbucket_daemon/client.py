@@ -128,6 +128,15 @@ class AdminClient:
     def stats(self, job: str = "", tier: str = "") -> pb.StatsReply:
         return self._call("GetStats", pb.StatsRequest(job_id=job, tier=tier))
 
+    def watch_stats(self, job: str = "", interval_ms: int = 1000) -> Iterator[pb.StatsReply]:
+        """A stats snapshot every ``interval_ms``; closing the iterator ends the stream."""
+        call = self.stub.WatchStats(pb.WatchStatsRequest(interval_ms=interval_ms, job_id=job),
+                                    metadata=self._md)
+        try:
+            yield from call
+        finally:
+            call.cancel()
+
     def close(self) -> None:
         self._chan.close()
 

@@ -359,9 +359,7 @@ def cmd_stats(admin: AdminClient, a: argparse.Namespace, emit: Emit) -> None:
         s = admin.stats(a.job, a.tier)
         emit(stats_json(s), stats_text(s))
         return
-    stream = admin.stub.WatchStats(
-        pb.WatchStatsRequest(interval_ms=round(a.watch * 1000), job_id=a.job),
-        metadata=[("authorization", f"Bearer {a.token}")])
+    stream = admin.watch_stats(a.job, round(a.watch * 1000))
     try:
         for n, s in enumerate(stream, 1):
             if a.tier:     # WatchStats filters by job only
@@ -372,7 +370,7 @@ def cmd_stats(admin: AdminClient, a: argparse.Namespace, emit: Emit) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        stream.cancel()
+        stream.close()
 
 
 def _only_tier(s: pb.StatsReply, tier: str) -> pb.StatsReply:

@@ -103,7 +103,8 @@ LOAD_CPUS: set[int] | None = None     # set by main from Run.load_cpus
 
 
 def ior(addresses: list[str], job: str, transfer: str, streams: int, seconds: float,
-        block: str = "4MiB", procs: int = 2, tier: str = "ram") -> list[subprocess.Popen[str]]:
+        block: str = "4MiB", procs: int = 2, tier: str = "ram",
+        warmup: float = 0.0) -> list[subprocess.Popen[str]]:
     """qos-ior in ``procs`` processes, ``streams`` streams in all."""
     out = []
     for p in range(procs):
@@ -114,7 +115,7 @@ def ior(addresses: list[str], job: str, transfer: str, streams: int, seconds: fl
         rot = addresses[p * n % len(addresses):] + addresses[:p * n % len(addresses)]
         cmd = [sys.executable, "-m", "tokenbucket_daemon.ior", "--tier", tier,
                "--job", job, "--transfer", transfer, "--block", block, "--streams", str(n),
-               "--duration", str(seconds), "--warmup", "0", "--json",
+               "--duration", str(seconds), "--warmup", str(warmup), "--json",
                "--prefix", f"p{p}"]
         for a in rot:
             cmd += ["--daemon", a]
@@ -327,14 +328,8 @@ def ceiling(run: Run) -> None:
 
 def run_bare(run: Run, addr: str, scratch: Path) -> float:
     """The bare server's rate from the client's count (it keeps no counters)."""
-    procs = ior([addr], "bare", "1MiB", 4, run.duration)
-    rates = []
-    for p in procs:
-        out, _ = p.communicate(timeout=120)
-        per = json.loads(out)["per_second_MBps"]
-        steady = per[int(run.warmup):]
-        rates.append(sum(steady) / len(steady))
-    return sum(rates)
+    procs = ior([addr], "bare", "1MiB", 4, run.duration, warmup=run.warmup)
+    return sum(float(json.loads(p.communicate(timeout=120)[0])["steady_MBps"]) for p in procs)
 
 
 def distributed(run: Run, target: float) -> None:

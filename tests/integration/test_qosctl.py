@@ -16,7 +16,7 @@ import pytest
 
 from tokenbucket_daemon.client import DataClient
 from tokenbucket_daemon.core.policy import Tag
-from tokenbucket_daemon.local import LocalDaemon
+from tokenbucket_daemon.local import LocalDaemon, free_ports
 from tokenbucket_daemon.qosctl import main
 
 MiB = 1 << 20
@@ -148,12 +148,6 @@ def test_stats_show_bytes_per_class_and_tier_totals(daemon, qosctl):
     assert [c["bytes_written"] for c in snaps[1]["classes"]] == [2 * MiB]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def silent_address():
     """A port that accepts TCP connections but never speaks: a hung host."""
@@ -206,7 +200,7 @@ def test_bad_input_is_one_line_with_its_exit_code_and_changes_nothing(
     for name, mode in (("open", 0o644), ("wrong", 0o600)):
         files[name].write_text("not-the-token\n")
         files[name].chmod(mode)
-    fill = {**{k: str(v) for k, v in files.items()}, "dead": f"127.0.0.1:{_free_port()}",
+    fill = {**{k: str(v) for k, v in files.items()}, "dead": f"127.0.0.1:{free_ports(1)[0]}",
             "silent": silent_address}
     before = policies(qosctl)
     t0 = time.monotonic()

@@ -196,10 +196,7 @@ class TierWriter(_Descriptor):
                                      self._path, "open a new writer")
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._check_open("write")
-        data = _check_data(data)
-        with _mapped(self._tier, "write", self._path):
-            n = _write_all(self._fd, self._offset, data)
+        n = self.write_at(self._offset, data)
         self._offset += n
         return n
 

@@ -199,7 +199,6 @@ class Splitter:
         # unreachable daemon is assumed to still enforce.
         self.known: dict[tuple[str, str], dict[str, float]] = {}
         self.ids: dict[str, str] = {}          # peer address -> daemon_id, once seen
-        self.rounds = 0
 
     @property
     def group_size(self) -> int:
@@ -231,7 +230,6 @@ class Splitter:
         answered = {a: r for a, r in replies.items() if r is not None}
         for a, r in answered.items():
             self.ids[a] = r.daemon_id
-        self.rounds += 1
         if node.daemon_id != min([node.daemon_id, *(r.daemon_id for r in answered.values())]):
             return
         reports = {node.daemon_id: mine} | {r.daemon_id: r for r in answered.values()}

@@ -138,12 +138,14 @@ class DataPlane(rpc.DataPlaneServicer):
         pending: deque[asyncio.Future[int]] = deque()
         try:
             first = True
-            tag, tier_name, sync = Tag(), "", False
+            tag, tier_name, sync, inline = Tag(), "", False, False
             async for chunk in request_iterator:
                 if first:
                     first = False
                     tag, tier_name = _tag(chunk.tag), chunk.tier
                     tier = node.tier(tier_name)
+                    # A memory tier writes on the loop: nothing to overlap, so in turn.
+                    inline = tier_name in node.inline
                     if chunk.offset < 0:
                         raise InvalidArgument("offset must be >= 0", chunk.offset,
                                               "write from offset 0 or later")
@@ -153,17 +155,16 @@ class DataPlane(rpc.DataPlaneServicer):
                     raise InvalidArgument(f"chunk larger than {node.max_request} bytes", size,
                                           "send chunks of 1 MiB")
                 sync = sync or chunk.fsync
-                if size and tier_name in node.inline:
-                    # Memory tier: admit and write in turn, nothing to overlap.
+                if size:
                     assert writer is not None
-                    total += await self._write_one(writer, writer.claim(size), chunk.data,
-                                                   tag, tier_name)
-                elif size:
-                    assert writer is not None
+                    write = self._write_one(writer, writer.claim(size), chunk.data, tag,
+                                            tier_name)
+                    if inline:
+                        total += await write
+                        continue
                     if len(pending) >= WRITE_DEPTH:
                         total += await pending.popleft()
-                    pending.append(asyncio.ensure_future(self._write_one(
-                        writer, writer.claim(size), chunk.data, tag, tier_name)))
+                    pending.append(asyncio.ensure_future(write))
             if writer is None:
                 raise InvalidArgument("empty write stream", None,
                                       "send a first chunk with tier and path")
