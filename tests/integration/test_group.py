@@ -91,3 +91,40 @@ def test_group_scope_is_refused_where_it_cannot_be_split(group):
             admin.set_policy(bad)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert admin.list_policies() == []
+
+
+def test_bad_peer_messages_and_scopes_get_invalid_argument_and_change_nothing(group):
+    import grpc
+
+    from tokenbucket_daemon.client import channel
+    from tokenbucket_daemon.proto import qos_pb2 as pb
+    from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+    d = group[0]
+    peer = rpc.PeerServiceStub(channel(d.address))
+    bad_calls = [
+        (peer.ExchangeDemand, pb.DemandReport(daemon_id="")),
+        (peer.ExchangeDemand, pb.DemandReport(daemon_id="x", jobs=[
+            pb.JobDemand(job_id="1", tier="ram", demand_bps=-1.0)])),
+        (peer.SetFractions, pb.FractionUpdate(leader="", fractions=[])),
+        (peer.SetFractions, pb.FractionUpdate(leader="g9", fractions=[
+            pb.JobFraction(job_id="1", tier="ram", fraction=0.5),
+            pb.JobFraction(job_id="2", tier="ram", fraction=1.5)])),
+        (peer.SetFractions, pb.FractionUpdate(leader="g9", fractions=[
+            pb.JobFraction(job_id="", tier="ram", fraction=0.5)])),
+    ]
+    for call, msg in bad_calls:
+        with pytest.raises(grpc.RpcError) as e:
+            call(msg, timeout=5)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, msg
+        assert "\n" not in e.value.details()
+    # The refused update applied nothing, not even its valid first entry.
+    report = peer.ExchangeDemand(pb.DemandReport(daemon_id="probe"), timeout=5)
+    assert [j.job_id for j in report.jobs] == []
+    admin = d.admin()
+    with pytest.raises(grpc.RpcError) as e:
+        admin.stub.SetPolicy(pb.SetPolicyRequest(policy=pb.Policy(
+            selector=pb.Selector(kind=pb.Selector.JOB, value="1"), limit_bps=1e6, scope=7)),
+            metadata=[("authorization", f"Bearer {d.token}")], timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown policy scope" in e.value.details()
+    assert admin.list_policies() == []

@@ -29,6 +29,9 @@ def base(tmp_path):
      "group_size is not set by hand"),
     ({"state_dir": "s", "tiers": {"ram": "ram"}, "peer_interval": 5},
      "peer_interval must be 0.05 to 1 seconds"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "inline_memory_tiers": "no"},
+     "inline_memory_tiers must be true or false: 'no'"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "qos": 0}, "qos must be true or false"),
 ])
 def test_bad_config_is_one_line_and_creates_nothing(base, raw, needle):
     with pytest.raises(InvalidArgument) as e:

@@ -124,6 +124,10 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
     if not isinstance(interval, (int, float)) or not 0.05 <= interval <= 1.0:
         raise InvalidArgument(f"{source}: peer_interval must be 0.05 to 1 seconds", interval,
                               "group limits are re-split every peer_interval; use 0.25")
+    for key in ("qos", "inline_memory_tiers"):
+        if not isinstance(raw.get(key, True), bool):
+            raise InvalidArgument(f"{source}: {key} must be true or false", raw[key],
+                                  f"write {key} = true (no quotes)")
     tok = raw.get("admin_token_file")
     cfg = DaemonConfig(
         tiers=resolved, state_dir=(base / str(raw["state_dir"])).resolve(),
@@ -131,8 +135,8 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
         listen=str(raw.get("listen", "127.0.0.1:50051")),
         admin_token_file=(base / str(tok)).resolve() if tok else None,
         metrics_port=int(raw.get("metrics_port", 0)), peers=peers,
-        qos=bool(raw.get("qos", True)), scheduler=sched,
+        qos=raw.get("qos", True), scheduler=sched,
         peer_interval=float(interval),
-        inline_memory_tiers=bool(raw.get("inline_memory_tiers", True)))
+        inline_memory_tiers=raw.get("inline_memory_tiers", True))
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     return cfg
