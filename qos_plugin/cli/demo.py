@@ -27,7 +27,8 @@ def _step(text: str) -> None:
 
 def run_demo(out_dir: Path, shm: Path = Path("/dev/shm")) -> int:
     from qos_plugin.cli.qos_plan import main as qos_plan
-    from qos_plugin.examples.genome import io_data, template_dict, write_io_csv
+    from qos_plugin.examples.genome import io_data, template_dict
+    from qos_plugin.model.iodata import write_io_csv
 
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from qos_plugin.model.csvio import write_csv
 from qos_plugin.model.iodata import IoData, IoRecord
 from qos_plugin.model.template import INITIAL_DATA
 
@@ -123,13 +121,3 @@ def _records(shape: GenomeShape) -> Iterator[IoRecord]:
 def io_data(shape: GenomeShape = GenomeShape()) -> IoData:
     return IoData(list(_records(shape)), source="1000 Genomes example (WfCommons facts)")
 
-
-IO_COLUMNS = ("operation", "transferSize", "aggregateFilesizeMB", "taskName", "taskPID",
-              "fileName", "prevTask")
-
-
-def write_io_csv(io: IoData, path: str | Path) -> None:
-    """The I/O primitives in the workflow-data CSV schema."""
-    write_csv(path, list(IO_COLUMNS),
-              ([r.operation, r.transfer_bytes, repr(r.size_mb), r.stage, r.task, r.file,
-                r.source] for r in io.records))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from qos_plugin.errors import InputError
-from qos_plugin.model.csvio import read_table
+from qos_plugin.model.csvio import read_table, write_csv
 
 REQUIRED = ("operation", "transferSize", "aggregateFilesizeMB", "taskName", "taskPID",
             "fileName", "prevTask")
@@ -82,3 +82,10 @@ def _distinct_mib(records: list[IoRecord]) -> float:
     for r in records:
         size[r.file] = min(size.get(r.file, r.size_mb), r.size_mb)
     return sum(size.values())
+
+
+def write_io_csv(io: IoData, path: str | Path) -> None:
+    """The I/O primitives in the workflow-data CSV schema."""
+    write_csv(path, list(REQUIRED),
+              ([r.operation, r.transfer_bytes, repr(r.size_mb), r.stage, r.task, r.file,
+                r.source] for r in io.records))

@@ -13,10 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from qos_plugin.model.costs import CostRow, CostTable, stage_in_name, stage_out_name
+from qos_plugin.model.iodata import IoData, IoRecord
 from qos_plugin.model.template import Stage, WorkflowTemplate
 from qos_plugin.model.tiers import TierSet, move_name
 
 COPY_TASKS = (1, 2, 4, 8, 16)
+MiB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,24 @@ class SyntheticWorkflow:
     def _move_rate(self, src: str, dst: str, tpn: int) -> float:
         speed = self.move_speed.get((src, dst), self.move_mibps)
         return float(speed * min(tpn, 8) ** 0.5 / max(1, tpn) ** 0.2)
+
+    def io_data(self) -> IoData:
+        """The I/O primitives a run would record: every task reads its share from
+        each predecessor's files (or the input) and writes one file."""
+        recs: list[IoRecord] = []
+        t = self.template
+        for c in t.stages:
+            io = self.io[c.name]
+            for k in range(c.num_tasks):
+                task = f"{c.name}-{k}"
+                for p, mib in io.reads.items():
+                    src = p if p in t.stage_names else "initial_data"
+                    n = t[p].num_tasks if src != "initial_data" else c.num_tasks
+                    name = f"{p}_out.{k % n}" if src != "initial_data" else f"input.{k}"
+                    recs.append(IoRecord(c.name, task, name, "read", float(MiB), mib, src))
+                recs.append(IoRecord(c.name, task, f"{c.name}_out.{k}", "write", float(MiB),
+                                     io.write, ""))
+        return IoData(recs, source=f"synthetic {t.name}")
 
     def cost_table(self, nodes: Sequence[int]) -> CostTable:
         rows: list[CostRow] = []

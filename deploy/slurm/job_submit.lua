@@ -1,0 +1,135 @@
+--[[
+job_submit.lua: turn the placement the SPANK plugin put into the job control
+environment (QOS_* variables, see qos_plugin/slurm/placement.py) into the job's
+time limit, nodes, comment and burst-buffer request. Jobs without a placement pass
+untouched; a malformed placement is refused with a line the user sees.
+--]]
+
+local NO_VAL = 4294967294
+
+local function placement(job_desc)
+	local env = {}
+	local t = job_desc.spank_job_env
+	if t == nil then
+		return nil
+	end
+	-- indexed from 0; spank_job_env_size gives the count
+	local n = job_desc.spank_job_env_size or 0
+	for i = 0, n - 1 do
+		local kv = t[i]
+		if kv ~= nil then
+			local k, v = string.match(kv, "^(QOS_[A-Z0-9_]+)=(.*)$")
+			if k ~= nil then
+				env[k] = v
+			end
+		end
+	end
+	if env.QOS_ID == nil then
+		return nil
+	end
+	return env
+end
+
+local function refuse(msg)
+	slurm.log_user("qos: %s", msg)
+	return slurm.ERROR
+end
+
+-- "a=x,b=y" -> {a="x", b="y"} (in order: list of names too)
+local function pairs_of(text)
+	local out, names = {}, {}
+	for item in string.gmatch(text or "", "[^,]+") do
+		local k, v = string.match(item, "^([^=]+)=(.*)$")
+		if k == nil then
+			return nil
+		end
+		out[k] = v
+		table.insert(names, k)
+	end
+	return out, names
+end
+
+function slurm_job_submit(job_desc, part_list, submit_uid)
+	local bb = job_desc.burst_buffer or ""
+	local q = placement(job_desc)
+	if q == nil then
+		if string.find(bb, "#BB_LUA qos", 1, true) then
+			return refuse("the qos burst buffer comes from --qos-* options only; "
+				.. "remove the #BB_LUA qos request")
+		end
+		return slurm.SUCCESS
+	end
+	if not string.match(q.QOS_ID, "^q%x+$") then
+		return refuse("malformed placement id '" .. q.QOS_ID .. "'; submit again with --qos-* options")
+	end
+	local nodes = tonumber(q.QOS_NODES or "")
+	local makespan = tonumber(q.QOS_MAKESPAN or "")
+	if nodes == nil or nodes < 1 or nodes ~= math.floor(nodes) or makespan == nil then
+		return refuse("malformed placement (QOS_NODES='" .. tostring(q.QOS_NODES)
+			.. "', QOS_MAKESPAN='" .. tostring(q.QOS_MAKESPAN) .. "'); submit again")
+	end
+	local dirs, tiers = pairs_of(q.QOS_DIRS)
+	if dirs == nil or #tiers == 0 then
+		return refuse("malformed placement directories '" .. tostring(q.QOS_DIRS) .. "'; submit again")
+	end
+
+	-- Time limit: the deadline, unless the user asked for less.
+	if q.QOS_DEADLINE ~= nil then
+		local secs = tonumber(q.QOS_DEADLINE)
+		if secs == nil or secs <= 0 then
+			return refuse("malformed deadline '" .. q.QOS_DEADLINE .. "'; use Slurm time syntax")
+		end
+		local minutes = math.ceil(secs / 60)
+		if job_desc.time_limit == nil or job_desc.time_limit == NO_VAL
+				or job_desc.time_limit > minutes then
+			job_desc.time_limit = minutes
+		end
+	end
+
+	-- Nodes: what the placement was planned for.
+	if job_desc.min_nodes ~= nil and job_desc.min_nodes ~= NO_VAL and job_desc.min_nodes ~= nodes then
+		slurm.log_user("qos: the placement uses %d node(s); the job's node count is set to it", nodes)
+	end
+	job_desc.min_nodes = nodes
+	job_desc.max_nodes = nodes
+
+	local note = string.format("qos %s: %s region %s (%s), predicted %ds",
+		q.QOS_ID, q.QOS_WORKFLOW or "?", q.QOS_REGION or "?", q.QOS_RULE or "",
+		math.floor(makespan + 0.5))
+	if job_desc.comment ~= nil and job_desc.comment ~= "" then
+		note = job_desc.comment .. " | " .. note
+	end
+	job_desc.comment = note
+
+	-- Node-local tiers come through the burst buffer (setup, stage-in/out, teardown).
+	local loc = q.QOS_LOCAL or ""
+	if loc ~= "" then
+		if submit_uid == 0 then
+			return refuse("root cannot use burst buffers, which node-local tiers ("
+				.. loc .. ") need; submit as a user or add --qos-exclude-tier=" .. loc)
+		end
+		local parts = {}
+		for t in string.gmatch(loc, "[^,]+") do
+			if dirs[t] == nil then
+				return refuse("node-local tier " .. t .. " has no directory in the placement; submit again")
+			end
+			table.insert(parts, t .. "=" .. dirs[t])
+		end
+		local req = "#BB_LUA qos id=" .. q.QOS_ID .. " dirs=" .. table.concat(parts, ",")
+			.. " in=" .. (q.QOS_IN_TIERS or "") .. " out=" .. (q.QOS_OUT_TIERS or "")
+		if q.QOS_STAGE_IN ~= nil and q.QOS_STAGE_IN ~= "" then
+			req = req .. " stage_in=" .. q.QOS_STAGE_IN
+		end
+		if q.QOS_STAGE_OUT ~= nil and q.QOS_STAGE_OUT ~= "" then
+			req = req .. " stage_out=" .. q.QOS_STAGE_OUT
+		end
+		job_desc.burst_buffer = req
+	end
+	return slurm.SUCCESS
+end
+
+function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+	return slurm.SUCCESS
+end
+
+return slurm.SUCCESS

@@ -1,0 +1,460 @@
+"""A real single-node Slurm cluster on this machine, with our plugins and N daemons:
+what ``deploy/local/up`` and ``deploy/local/down`` run, and what the Slurm tests use.
+
+Everything lives under one directory (default ``/tmp/qos-local``)::
+
+    etc/     slurm.conf, plugstack.conf, job_submit.lua, burst_buffer.lua, site.toml,
+             munge.key, admin.token, one TOML per daemon
+    bin/     qos-slurm-plan (the SPANK helper: system Python, standard library),
+             qos-slurm, qos-prolog, qos-epilog (root: the project's virtualenv)
+    lib/     the installed qos_plugin package and qos_spank.so (readable by users)
+    run/     pid files, the munge socket          log/   every daemon's log
+    tiers/   the shared tier and the disk node-local tier; the memory tier is on /dev/shm
+    registry/  the trained example workflow ("pipeline")
+
+Slurm 22.05 from Debian runs as root without systemd; SLURM_CONF points at etc/.
+Started in order munged, tokenbucketd x N, slurmctld, slurmd; ready when sinfo says
+the node is idle. Stopped by PID, in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DIR = Path("/tmp/qos-local")
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "libslurm-dev", "gcc",
+            "libc6-dev")
+# The example workflow's tiers: (name, kind, nominal read/write MiB/s, contention).
+TIERS = (("pfs", "shared", 100.0, 80.0, 0.5), ("ram", "node-local", 2000.0, 1500.0, 0.3),
+         ("ssd", "node-local", 500.0, 300.0, 0.4))
+ORDER = ("slurmd", "slurmctld", "daemons", "munged")
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not be started or stopped."""
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pids(run: Path) -> dict[str, int]:
+    out = {}
+    for f in sorted(run.glob("*.pid")):
+        try:
+            out[f.stem] = int(f.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def missing_packages() -> list[str]:
+    need = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client",
+            "munged": "munge", "gcc": "gcc"}
+    out = [pkg for cmd, pkg in need.items() if shutil.which(cmd) is None]
+    if not Path("/usr/include/slurm/spank.h").exists():
+        out.append("libslurm-dev")
+    return out
+
+
+class LocalCluster:
+    def __init__(self, root: Path = DEFAULT_DIR, daemons: int = 2,
+                 on_unavailable: str = "open", shm: Path = Path("/dev/shm")) -> None:
+        self.root = root.resolve() if root.exists() else root.absolute()
+        self.n_daemons = daemons
+        self.on_unavailable = on_unavailable
+        self.etc, self.bin, self.lib = self.root / "etc", self.root / "bin", self.root / "lib"
+        self.run, self.logs = self.root / "run", self.root / "log"
+        self.shm_dir = shm / f"qos-local-{abs(hash(str(self.root))) % 10**8}"
+        self.slurm_conf = self.etc / "slurm.conf"
+        self.site_conf = self.etc / "site.toml"
+        self.plugstack = self.etc / "plugstack.conf"
+
+    # ------------------------------------------------------------------ paths
+
+    def env(self) -> dict[str, str]:
+        """What a shell needs to use this cluster."""
+        return {"SLURM_CONF": str(self.slurm_conf), "QOS_SITE_CONFIG": str(self.site_conf)}
+
+    def tier_path(self, name: str) -> Path:
+        return self.shm_dir / name if name == "ram" else self.root / "tiers" / name
+
+    def daemon_addresses(self) -> list[str]:
+        info = json.loads((self.etc / "cluster.json").read_text())
+        return list(info["daemons"])
+
+    def running(self) -> dict[str, int]:
+        return {k: v for k, v in _pids(self.run).items() if _alive(v)}
+
+    # ------------------------------------------------------------------ up
+
+    def up(self, user: str | None = None, timeout: float = 60.0) -> float:
+        t0 = time.perf_counter()
+        if os.geteuid() != 0:
+            raise ClusterError("deploy/local must run as root (it starts slurmctld, slurmd "
+                               "and munged); run it with sudo")
+        if self.run.is_dir() and self.running():
+            raise ClusterError(f"a local cluster is already running in {self.root} "
+                               f"({', '.join(self.running())}); stop it with deploy/local/down "
+                               f"--dir {self.root}")
+        missing = missing_packages()
+        if missing:
+            raise ClusterError(f"missing packages {' '.join(missing)}; install them with "
+                               f"apt-get install -y {' '.join(PACKAGES)}")
+        if user:
+            ensure_user(user)
+        for d in (self.etc, self.bin, self.lib, self.run, self.logs, self.root / "state",
+                  self.root / "spool" / "slurmd", self.root / "state" / "slurmctld",
+                  self.root / "registry", self.root / "model", self.shm_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for p in (self.root, self.root.parent if self.root.parent == Path("/tmp") else None):
+            if p is not None and p == self.root:
+                p.chmod(0o755)
+        self.run.chmod(0o755)         # munge's socket directory must be 0755
+        for name, *_ in TIERS:
+            p = self.tier_path(name)
+            p.mkdir(parents=True, exist_ok=True)
+            p.chmod(0o755)
+        self.shm_dir.chmod(0o755)
+
+        ports = _free_ports(2 + self.n_daemons)
+        ctld_port, slurmd_port, dports = ports[0], ports[1], ports[2:]
+        addrs = [f"127.0.0.1:{p}" for p in dports]
+        (self.etc / "cluster.json").write_text(json.dumps(
+            {"daemons": addrs, "slurmctld_port": ctld_port, "slurmd_port": slurmd_port,
+             "shm": str(self.shm_dir)}))
+
+        self._start_munge()
+        token = self._write_token()
+        self._start_daemons(addrs, token)
+        self._install_lib()
+        self._write_site(addrs)
+        self._train_example()
+        self._write_slurm(ctld_port, slurmd_port)
+        self._start_slurm(timeout - (time.perf_counter() - t0))
+        took = time.perf_counter() - t0
+        (self.root / "env").write_text("".join(f"export {k}={v}\n" for k, v in self.env().items()))
+        log.info("local cluster ready in %.1f s", took)
+        return took
+
+    def _start_munge(self) -> None:
+        key = self.etc / "munge.key"
+        if not key.exists():
+            subprocess.run(["mungekey", "-c", "-k", str(key)], check=True, capture_output=True)
+        key.chmod(0o400)
+        sock = self.run / "munge.socket.2"
+        subprocess.run(["munged", f"--socket={sock}", f"--key-file={key}",
+                        f"--pid-file={self.run / 'munged.pid'}",
+                        f"--log-file={self.logs / 'munged.log'}",
+                        f"--seed-file={self.root / 'state' / 'munge.seed'}", "--force"],
+                       check=True, capture_output=True)
+        _wait(lambda: subprocess.run(["munge", "-S", str(sock), "-n"], capture_output=True)
+              .returncode == 0, 10, "munged did not answer")
+
+    def _write_token(self) -> str:
+        tok = self.etc / "admin.token"
+        if not tok.exists():
+            tok.write_text(secrets.token_hex(24))
+        tok.chmod(0o600)
+        return tok.read_text().strip()
+
+    def _start_daemons(self, addrs: list[str], token: str) -> None:
+        py = REPO / ".venv" / "bin" / "python"
+        for i, addr in enumerate(addrs):
+            tiers = {"pfs": self.tier_path("pfs")}
+            if i == 0:                # the compute node's own daemon serves its local tiers
+                tiers |= {n: self.tier_path(n) for n, k, *_ in TIERS if k == "node-local"}
+            peers = ", ".join(f'"{a}"' for a in addrs if a != addr)
+            state = self.root / "state" / f"tokenbucketd-{i}"
+            state.mkdir(parents=True, exist_ok=True)
+            conf = self.etc / f"tokenbucketd-{i}.toml"
+            conf.write_text(
+                f'daemon_id = "d{i}"\nlisten = "{addr}"\nstate_dir = "{state}"\n'
+                f'admin_token_file = "{self.etc / "admin.token"}"\npeers = [{peers}]\n'
+                "[tiers]\n" + "".join(f'{n} = "{p}"\n' for n, p in tiers.items()))
+            logf = open(self.logs / f"tokenbucketd-{i}.log", "ab")
+            proc = subprocess.Popen([str(py), "-m", "tokenbucket_daemon.server.app",
+                                     "--config", str(conf)], stdout=logf, stderr=logf,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    cwd=str(self.root))
+            logf.close()
+            (self.run / f"tokenbucketd-{i}.pid").write_text(str(proc.pid))
+        for i, addr in enumerate(addrs):
+            host, port = addr.rsplit(":", 1)
+            _wait(lambda h=host, p=int(port): _port_open(h, p), 20,
+                  f"tokenbucketd-{i} did not listen on {addr} (see {self.logs})")
+
+    def _install_lib(self) -> None:
+        """The package where users can read it, and the entry points Slurm runs."""
+        dst = self.lib / "qos_plugin"
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(REPO / "qos_plugin", dst,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        subprocess.run([str(REPO / "deploy" / "slurm" / "build"), str(self.lib)], check=True,
+                       capture_output=True)
+        for p in [self.lib, *self.lib.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() or p.suffix == ".so" else 0o644)
+        plan = self.bin / "qos-slurm-plan"
+        plan.write_text(
+            "#!/usr/bin/python3 -I\n"
+            "# The SPANK plugin's planner helper: runs as the submitting user.\n"
+            f"import sys\nsys.path.insert(0, {str(self.lib)!r})\n"
+            "from qos_plugin.slurm.cli import main\nsys.exit(main())\n")
+        py = REPO / ".venv" / "bin" / "python"
+        env = " ".join(f"{k}={v}" for k, v in self.env().items())
+        for name, args in (("qos-slurm", '"$@"'), ("qos-prolog", "prolog"),
+                           ("qos-epilog", "epilog")):
+            (self.bin / name).write_text(
+                f"#!/bin/sh\nexport {env} PATH=/usr/sbin:/usr/bin:/sbin:/bin\n"
+                f"exec {py} -m qos_plugin.slurm.cli --site {self.site_conf} {args}\n")
+        for f in self.bin.iterdir():
+            f.chmod(0o755)
+
+    def _write_site(self, addrs: list[str]) -> None:
+        lines = [f'registry = "{self.root / "registry"}"',
+                 f'on_unavailable = "{self.on_unavailable}"', "max_nodes = 1",
+                 f'admin_token_file = "{self.etc / "admin.token"}"',
+                 f'state_dir = "{self.root / "state" / "qos"}"', ""]
+        for name, kind, *_ in TIERS:
+            served = addrs if kind == "shared" else addrs[:1]
+            lines += [f"[tiers.{name}]", f'kind = "{kind}"', f'path = "{self.tier_path(name)}"',
+                      "daemons = [" + ", ".join(f'"{a}"' for a in served) + "]", ""]
+        self.site_conf.write_text("\n".join(lines))
+        self.site_conf.chmod(0o644)
+
+    def _train_example(self) -> None:
+        reg = self.root / "registry"
+        if (reg / "pipeline").is_dir():
+            return
+        from qos_plugin.cli.qos_plan import main as qos_plan
+        from qos_plugin.examples.pipeline import pipeline, write_pipeline
+        from qos_plugin.model.synthetic import TierModel
+
+        wf = pipeline([(n, k) for n, k, *_ in TIERS],
+                      {n: TierModel(r, w, c) for n, _, r, w, c in TIERS}, scale=10.0)
+        wf.move_mibps = 200.0
+        files = write_pipeline(wf, self.root / "model", [1, 2, 4])
+        rc = qos_plan(["train", "pipeline", "--template", str(files["template"]),
+                       "--costs", str(files["costs"]), "--io-data", str(files["io"]),
+                       "--nodes", "1,2,4", "--registry", str(reg)])
+        if rc:
+            raise ClusterError("training the example workflow failed")
+        for p in [reg, *reg.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+    def _write_slurm(self, ctld_port: int, slurmd_port: int) -> None:
+        cpus = os.cpu_count() or 1
+        mem = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.9)
+        r = self.root
+        conf = f"""# generated by deploy/local/up
+ClusterName=qoslocal
+SlurmctldHost=localhost
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={self.run / 'munge.socket.2'}
+StateSaveLocation={r / 'state' / 'slurmctld'}
+SlurmdSpoolDir={r / 'spool' / 'slurmd'}
+SlurmctldPidFile={self.run / 'slurmctld.pid'}
+SlurmdPidFile={self.run / 'slurmd.pid'}
+SlurmctldLogFile={self.logs / 'slurmctld.log'}
+SlurmdLogFile={self.logs / 'slurmd.log'}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+# bf_interval: burst-buffer jobs are started by the backfill pass (default every 30 s)
+SchedulerParameters=batch_sched_delay=0,bf_interval=1
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MpiDefault=none
+MailProg=/bin/true
+PlugStackConfig={self.plugstack}
+JobSubmitPlugins=lua
+BurstBufferType=burst_buffer/lua
+PrologSlurmctld={self.bin / 'qos-prolog'}
+EpilogSlurmctld={self.bin / 'qos-epilog'}
+NodeName=localhost CPUs={cpus} RealMemory={mem} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+        self.slurm_conf.write_text(conf)
+        self.write_plugstack()
+        shutil.copy(REPO / "deploy" / "slurm" / "job_submit.lua", self.etc / "job_submit.lua")
+        bb = (REPO / "deploy" / "slurm" / "burst_buffer.lua.in").read_text()
+        bb = (bb.replace("@QOS_SLURM@", str(self.bin / "qos-slurm"))
+              .replace("@QOS_SITE@", str(self.site_conf))
+              .replace("@QOS_STATE@", str(self.root / "state" / "qos")))
+        (self.etc / "burst_buffer.lua").write_text(bb)
+        for f in self.etc.iterdir():
+            if f.suffix in (".conf", ".lua", ".toml"):
+                f.chmod(0o644)
+
+    def write_plugstack(self, helper: str | None = None, on_unavailable: str | None = None,
+                        timeout: int = 10) -> None:
+        """(Re)write plugstack.conf; sbatch reads it at every call."""
+        self.plugstack.write_text(
+            f"required {self.lib / 'qos_spank.so'} "
+            f"helper={helper or self.bin / 'qos-slurm-plan'} site={self.site_conf} "
+            f"on_unavailable={on_unavailable or self.on_unavailable} timeout={timeout}\n")
+        self.plugstack.chmod(0o644)
+
+    def _start_slurm(self, budget: float) -> None:
+        env = {**os.environ, **self.env()}
+        for cmd in (["slurmctld"], ["slurmd", "-N", "localhost"]):
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if p.returncode:
+                raise ClusterError(f"{cmd[0]} did not start: {p.stderr.strip()} "
+                                   f"(see {self.logs / (cmd[0] + '.log')})")
+
+        def idle() -> bool:
+            p = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True,
+                               text=True)
+            return p.returncode == 0 and p.stdout.strip() == "idle"
+        _wait(idle, max(5.0, budget), f"the node did not become idle (see {self.logs})")
+
+    # ------------------------------------------------------------------ down
+
+    def down(self, purge: bool = False) -> list[str]:
+        stopped = []
+        pids = _pids(self.run)
+        groups = {"slurmd": ["slurmd"], "slurmctld": ["slurmctld"],
+                  "daemons": sorted(k for k in pids if k.startswith("tokenbucketd")),
+                  "munged": ["munged"]}
+        for g in ORDER:
+            names = [n for n in groups[g] if n in pids and _alive(pids[n])]
+            for n in names:
+                os.kill(pids[n], signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for n in names:
+                while _alive(pids[n]) and time.monotonic() < deadline:
+                    _reap(pids[n])
+                    time.sleep(0.05)
+                if _alive(pids[n]):
+                    os.kill(pids[n], signal.SIGKILL)
+                stopped.append(n)
+            for n in groups[g]:
+                (self.run / f"{n}.pid").unlink(missing_ok=True)
+        if purge:
+            shutil.rmtree(self.shm_dir, ignore_errors=True)
+            info = self.etc / "cluster.json"
+            if info.exists():
+                shutil.rmtree(Path(json.loads(info.read_text())["shm"]), ignore_errors=True)
+            shutil.rmtree(self.root, ignore_errors=True)
+        return stopped
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _wait(cond: object, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise ClusterError(what)
+
+
+def ensure_user(name: str) -> int:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True,
+                       capture_output=True)
+        return pwd.getpwnam(name).pw_uid
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="deploy/local", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the cluster")
+    up.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    up.add_argument("--daemons", type=int, default=2, help="tokenbucketd daemons (default 2)")
+    up.add_argument("--user", default="qosuser",
+                    help="a non-root user to submit jobs as, created if missing (default "
+                    "qosuser; '' for none)")
+    up.add_argument("--on-unavailable", choices=("open", "closed"), default="open",
+                    help="planner or daemon unreachable: run jobs anyway (open, default) or "
+                    "refuse them (closed)")
+    down = sub.add_parser("down", help="stop everything the cluster started, by PID")
+    down.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    down.add_argument("--purge", action="store_true", help="also delete the directory")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if a.command == "up":
+            if a.daemons < 1:
+                raise ClusterError(f"--daemons {a.daemons}: give 1 or more")
+            c = LocalCluster(a.dir, a.daemons, a.on_unavailable)
+            try:
+                took = c.up(a.user or None)
+            except BaseException:
+                c.down()
+                raise
+            print(f"local cluster ready in {took:.1f} s: {a.dir}\n"
+                  f"  source {c.root / 'env'}   # SLURM_CONF and QOS_SITE_CONFIG\n"
+                  f"  daemons: {' '.join(c.daemon_addresses())}\n"
+                  f"  try: sbatch --qos-workflow=pipeline --qos-deadline=5:00 job.sh\n"
+                  f"  stop: deploy/local/down --dir {a.dir}")
+        else:
+            stopped = LocalCluster(a.dir).down(a.purge)
+            print(f"stopped {', '.join(stopped) or 'nothing (not running)'}")
+    except (ClusterError, subprocess.CalledProcessError) as e:
+        print(f"deploy/local {a.command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The site configuration: which storage tiers the cluster has, where a job's
+directories go on each, which daemons enforce them, where the trained models are,
+and what to do when the planner or a daemon cannot be reached.
+
+```toml
+registry = "/var/lib/qos-plugin/models"      # trained models (qos-plan train --registry)
+on_unavailable = "open"     # planner/daemon unreachable: "open" runs the job without
+                            # placement or reservation; "closed" refuses it
+max_nodes = 64              # the most nodes a placement may use (the partition's size)
+admin_token_file = "/etc/tokenbucketd/admin.token"   # credential for the daemons
+state_dir = "/var/lib/qos-plugin"   # per-job staging records and the hooks' log (root)
+
+[tiers.pfs]
+kind = "shared"             # or "node-local"
+path = "/lustre/qos"        # job directories are created under it
+daemons = ["10.0.0.1:50051", "10.0.0.2:50051"]       # tokenbucketd serving the tier
+capacity = "100TiB"         # optional: the most the tier may hold (default: free space)
+```
+
+Standard library only: the sbatch helper loads it as the submitting user.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qos_plugin.errors import InputError
+
+ENV_SITE = "QOS_SITE_CONFIG"
+DEFAULT_SITE = Path("/etc/qos-plugin/site.toml")
+KINDS = ("shared", "node-local")
+MODES = ("open", "closed")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*", re.IGNORECASE)
+_TIER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+
+
+def parse_size(text: str, what: str) -> int:
+    """Bytes in ``text`` such as ``100GiB``, ``1.5TB`` or ``4096``."""
+    m = _SIZE.fullmatch(str(text))
+    if not m:
+        raise InputError(what, f"{text!r} is not a size", "write it like 500GiB or 2TB")
+    scale = 1024 if m.group(3) else 1000
+    power = " KMGTP".index(m.group(2).upper() or " ")
+    return int(float(m.group(1)) * scale ** power)
+
+
+@dataclass(frozen=True)
+class SiteTier:
+    name: str
+    kind: str
+    path: Path
+    daemons: tuple[str, ...]
+    capacity: int | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind == "node-local"
+
+
+@dataclass(frozen=True)
+class Site:
+    source: Path
+    registry: Path
+    tiers: dict[str, SiteTier]
+    on_unavailable: str = "open"
+    max_nodes: int | None = None
+    admin_token_file: Path | None = None
+    state_dir: Path = Path("/var/lib/qos-plugin")
+
+    def tier(self, name: str) -> SiteTier:
+        if name not in self.tiers:
+            raise InputError(str(self.source), f"tier {name!r} is not configured on this "
+                             "cluster", f"known tiers: {', '.join(self.tiers)}; ask the "
+                             "administrators to add it or exclude it with --qos-exclude-tier")
+        return self.tiers[name]
+
+    def admin_token(self) -> str | None:
+        if self.admin_token_file is None:
+            return None
+        try:
+            return self.admin_token_file.read_text().strip() or None
+        except OSError as e:
+            raise InputError(str(self.source), f"cannot read admin_token_file "
+                             f"{str(self.admin_token_file)!r} ({e.strerror})",
+                             "run the prolog as root or fix the path") from None
+
+
+def site_path(given: str | Path | None = None) -> Path:
+    if given:
+        return Path(given)
+    return Path(os.environ.get(ENV_SITE) or DEFAULT_SITE)
+
+
+def load_site(path: str | Path | None = None) -> Site:
+    p = site_path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise InputError(str(p), f"cannot read the site configuration ({e.strerror})",
+                         f"create it or set {ENV_SITE}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(str(p), f"not valid TOML ({e})", "fix the syntax") from None
+    return site_from_dict(raw, p)
+
+
+def _get(raw: dict[str, Any], key: str, kind: type, source: str, default: Any = None) -> Any:
+    value = raw.get(key, default)
+    if value is not None and not isinstance(value, kind):
+        raise InputError(source, f"{key} = {value!r} is not a {kind.__name__}",
+                         f"write {key} as a TOML {kind.__name__}")
+    return value
+
+
+def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
+    src = str(source)
+    known = {"registry", "on_unavailable", "max_nodes", "admin_token_file", "state_dir",
+             "tiers"}
+    extra = sorted(set(raw) - known)
+    if extra:
+        raise InputError(src, f"unknown key {extra[0]!r}",
+                         f"known keys: {', '.join(sorted(known))}")
+    registry = _get(raw, "registry", str, src)
+    if not registry:
+        raise InputError(src, "no registry", 'add registry = "/path/to/models"')
+    mode = _get(raw, "on_unavailable", str, src, "open")
+    if mode not in MODES:
+        raise InputError(src, f"on_unavailable = {mode!r}", 'use "open" or "closed"')
+    max_nodes = _get(raw, "max_nodes", int, src)
+    if max_nodes is not None and max_nodes < 1:
+        raise InputError(src, f"max_nodes = {max_nodes}", "give 1 or more")
+    token = _get(raw, "admin_token_file", str, src)
+    state = _get(raw, "state_dir", str, src, "/var/lib/qos-plugin")
+    tiers_raw = _get(raw, "tiers", dict, src, {})
+    tiers: dict[str, SiteTier] = {}
+    for name, t in tiers_raw.items():
+        where = f"{src} [tiers.{name}]"
+        if not _TIER_NAME.fullmatch(name) or not isinstance(t, dict):
+            raise InputError(where, f"{name!r} is not a tier table with a valid name",
+                             "name tiers with letters, digits, '_' or '-'")
+        kind = _get(t, "kind", str, where)
+        if kind not in KINDS:
+            raise InputError(where, f"kind = {kind!r}", 'use "shared" or "node-local"')
+        path = _get(t, "path", str, where)
+        if not path or not Path(path).is_absolute():
+            raise InputError(where, f"path = {path!r}", "give the absolute directory jobs use")
+        daemons = _get(t, "daemons", list, where, [])
+        if not all(isinstance(d, str) and ":" in d for d in daemons):
+            raise InputError(where, f"daemons = {daemons!r}", 'list "host:port" strings')
+        cap = t.get("capacity")
+        capacity = parse_size(str(cap), f"{where} capacity") if cap is not None else None
+        tiers[name] = SiteTier(name, kind, Path(path), tuple(daemons), capacity)
+    if not tiers:
+        raise InputError(src, "no tiers", "declare at least one [tiers.NAME] table")
+    return Site(source, Path(registry), tiers, mode, max_nodes,
+                Path(token) if token else None, Path(state))
