@@ -31,7 +31,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,11 @@ class LocalCluster:
 
     def env(self) -> dict[str, str]:
         """What a shell needs to use this cluster."""
-        return {"SLURM_CONF": str(self.slurm_conf), "QOS_SITE_CONFIG": str(self.site_conf)}
+        env = {"SLURM_CONF": str(self.slurm_conf), "QOS_SITE_CONFIG": str(self.site_conf),
+               "QOS_TOKEN_FILE": str(self.etc / "admin.token")}
+        if (self.etc / "cluster.json").exists():
+            env["QOS_DAEMON"] = self.daemon_addresses()[0]      # qosctl's default
+        return env
 
     def tier_path(self, name: str) -> Path:
         return self.shm_dir / name if name == "ram" else self.root / "tiers" / name
@@ -159,8 +163,8 @@ class LocalCluster:
              "shm": str(self.shm_dir)}))
 
         self._start_munge()
-        token = self._write_token()
-        self._start_daemons(addrs, token)
+        self._write_token()
+        self._start_daemons(addrs)
         self._install_lib()
         self._write_site(addrs)
         self._train_example()
@@ -192,8 +196,7 @@ class LocalCluster:
         tok.chmod(0o600)
         return tok.read_text().strip()
 
-    def _start_daemons(self, addrs: list[str], token: str) -> None:
-        py = REPO / ".venv" / "bin" / "python"
+    def _start_daemons(self, addrs: list[str]) -> None:
         for i, addr in enumerate(addrs):
             tiers = {"pfs": self.tier_path("pfs")}
             if i == 0:                # the compute node's own daemon serves its local tiers
@@ -206,17 +209,38 @@ class LocalCluster:
                 f'daemon_id = "d{i}"\nlisten = "{addr}"\nstate_dir = "{state}"\n'
                 f'admin_token_file = "{self.etc / "admin.token"}"\npeers = [{peers}]\n'
                 "[tiers]\n" + "".join(f'{n} = "{p}"\n' for n, p in tiers.items()))
-            logf = open(self.logs / f"tokenbucketd-{i}.log", "ab")
+            self.start_daemon(i, wait=False)
+        for i in range(len(addrs)):
+            self.wait_daemon(i)
+
+    def start_daemon(self, i: int, wait: bool = True) -> int:
+        """Start daemon ``i`` from its config (again, after stop_daemon)."""
+        py = REPO / ".venv" / "bin" / "python"
+        conf = self.etc / f"tokenbucketd-{i}.toml"
+        with open(self.logs / f"tokenbucketd-{i}.log", "ab") as logf:
             proc = subprocess.Popen([str(py), "-m", "tokenbucket_daemon.server.app",
                                      "--config", str(conf)], stdout=logf, stderr=logf,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     cwd=str(self.root))
-            logf.close()
-            (self.run / f"tokenbucketd-{i}.pid").write_text(str(proc.pid))
-        for i, addr in enumerate(addrs):
-            host, port = addr.rsplit(":", 1)
-            _wait(lambda h=host, p=int(port): _port_open(h, p), 20,
-                  f"tokenbucketd-{i} did not listen on {addr} (see {self.logs})")
+        (self.run / f"tokenbucketd-{i}.pid").write_text(str(proc.pid))
+        if wait:
+            self.wait_daemon(i)
+        return proc.pid
+
+    def wait_daemon(self, i: int, timeout: float = 20.0) -> None:
+        addr = self.daemon_addresses()[i]
+        host, port = addr.rsplit(":", 1)
+        _wait(lambda: _port_open(host, int(port)), timeout,
+              f"tokenbucketd-{i} did not listen on {addr} (see {self.logs})")
+
+    def stop_daemon(self, i: int) -> None:
+        """Stop daemon ``i`` (SIGTERM) and wait until it is gone."""
+        pid = _pids(self.run).get(f"tokenbucketd-{i}")
+        if pid is None or not _alive(pid):
+            return
+        os.kill(pid, signal.SIGTERM)
+        _wait(lambda: _gone(pid), 15, f"tokenbucketd-{i} did not stop")
+        (self.run / f"tokenbucketd-{i}.pid").unlink(missing_ok=True)
 
     def _install_lib(self) -> None:
         """The package where users can read it, and the entry points Slurm runs."""
@@ -364,8 +388,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
                 os.kill(pids[n], signal.SIGTERM)
             deadline = time.monotonic() + 15
             for n in names:
-                while _alive(pids[n]) and time.monotonic() < deadline:
-                    _reap(pids[n])
+                while not _gone(pids[n]) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 if _alive(pids[n]):
                     os.kill(pids[n], signal.SIGKILL)
@@ -388,6 +411,11 @@ def _reap(pid: int) -> None:
         pass
 
 
+def _gone(pid: int) -> bool:
+    _reap(pid)
+    return not _alive(pid)
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2):
@@ -396,10 +424,10 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _wait(cond: object, timeout: float, what: str) -> None:
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if cond():  # type: ignore[operator]
+        if cond():
             return
         time.sleep(0.05)
     raise ClusterError(what)
@@ -443,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 c.down()
                 raise
             print(f"local cluster ready in {took:.1f} s: {a.dir}\n"
-                  f"  source {c.root / 'env'}   # SLURM_CONF and QOS_SITE_CONFIG\n"
+                  f"  source {c.root / 'env'}   # SLURM_CONF, QOS_SITE_CONFIG, qosctl's daemon\n"
                   f"  daemons: {' '.join(c.daemon_addresses())}\n"
                   f"  try: sbatch --qos-workflow=pipeline --qos-deadline=5:00 job.sh\n"
                   f"  stop: deploy/local/down --dir {a.dir}")

@@ -8,6 +8,7 @@ at every sbatch with ``--qos-*`` options, and its time is added to sbatch's.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -115,10 +116,12 @@ def infeasible_text(model: TrainedModel, ans: Answer, site_cap: int | None,
     if ans.closest is not None:
         cl = f"closest: {_where(ans.closest)}"
         if ans.miss is not None and ans.miss > 0:
-            cl += f", {format_duration(ans.miss)} late"
+            cl += f", {format_duration(math.ceil(ans.miss))} late"
         parts.append(cl)
     if ans.binding == "deadline" and ans.closest is not None:
-        parts.append(f"--qos-deadline={format_duration(ans.closest.makespan)} would work")
+        # Rounded up: a deadline rounded down to the second would miss again.
+        parts.append(f"--qos-deadline={format_duration(math.ceil(ans.closest.makespan))} "
+                     "would work")
     for name, ch in ans.relaxations.items():
         if name == "max_nodes" and user_cap is None:
             continue

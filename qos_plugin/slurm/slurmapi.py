@@ -176,7 +176,7 @@ def slurm_client(prefer: str = "auto") -> SlurmClient:
     so), else the command backend."""
     if prefer in ("auto", "pyslurm"):
         try:
-            import pyslurm  # type: ignore[import-not-found]
+            import pyslurm
 
             version = getattr(pyslurm, "__version__", "")
             if pyslurm_matches(version, installed_slurm_version()):

@@ -1,0 +1,152 @@
+"""A real single-node Slurm with our plugins and two daemons, started once for the
+session by deploy/local/up (which installs the Debian packages when missing) and
+stopped by deploy/local/down. Needs root; never skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qos_plugin.slurm.localcluster import LocalCluster
+from qos_plugin.slurm.slurmapi import CommandBackend, JobInfo
+from tokenbucket_daemon.client import AdminClient
+
+REPO = Path(__file__).resolve().parents[2]
+USER = "qosuser"
+DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.local = LocalCluster(root)
+        self.root = root
+        self.work = root / "work"
+        self.work.mkdir(mode=0o1777, exist_ok=True)
+        self.work.chmod(0o1777)
+        self.env = {**os.environ, **self.local.env()}
+        self.slurm = CommandBackend()
+        self.token = (root / "etc" / "admin.token").read_text().strip()
+        self._n = 0
+
+    def script(self, body: str) -> Path:
+        self._n += 1
+        p = self.work / f"job{self._n}.sh"
+        p.write_text("#!/bin/bash\n" + body)
+        p.chmod(0o755)
+        return p
+
+    def sbatch(self, *args: str, user: str | None = USER,
+               script: Path | None = None) -> subprocess.CompletedProcess[str]:
+        script = script or self.script("true\n")
+        argv = ["sbatch", "--parsable", "-o", str(self.work / "slurm-%j.out"), *args,
+                str(script)]
+        if user:
+            argv = ["runuser", "-u", user, "--", "env", f"SLURM_CONF={self.env['SLURM_CONF']}",
+                    *argv]
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True,
+                               cwd=self.work, timeout=60)
+
+    def submit(self, *args: str, **kw: object) -> str:
+        p = self.sbatch(*args, **kw)  # type: ignore[arg-type]
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip().split(";")[0]
+
+    def job(self, job_id: str) -> JobInfo:
+        os.environ["SLURM_CONF"] = self.env["SLURM_CONF"]
+        info = self.slurm.job(job_id)
+        assert info is not None, f"job {job_id} unknown to Slurm"
+        return info
+
+    def wait(self, job_id: str, states: tuple[str, ...], timeout: float = 90) -> JobInfo:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            info = self.job(job_id)
+            if info.state in states:
+                return info
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} is {info.state} ({info.reason}), not in {states} "
+                             f"after {timeout} s")
+
+    def wait_for(self, cond: object, timeout: float = 30, what: str = "") -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():  # type: ignore[operator]
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def output(self, job_id: str) -> str:
+        return (self.work / f"slurm-{job_id}.out").read_text()
+
+    def reservations(self, job_id: str) -> list[tuple[str, str, float]]:
+        """(daemon, tier, reservation bytes/s) of the job on every daemon."""
+        out = []
+        for addr in self.local.daemon_addresses():
+            c = AdminClient(addr, self.token)
+            try:
+                out += [(addr, p.tier, p.reservation_bps) for p in c.list_policies()
+                        if p.selector.value == job_id and p.reservation_bps > 0]
+            finally:
+                c.close()
+        return out
+
+    def qosctl(self, *args: str, daemon: int = 0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(REPO / ".venv" / "bin" / "qosctl"), "--daemon",
+                               self.local.daemon_addresses()[daemon], "--token-file",
+                               str(self.root / "etc" / "admin.token"), *args],
+                              capture_output=True, text=True, timeout=30)
+
+    def site_text(self) -> str:
+        return self.local.site_conf.read_text()
+
+    def qos_log(self) -> str:
+        p = self.root / "state" / "qos" / "qos-slurm.log"
+        return p.read_text() if p.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        pytest.fail("tests/slurm start a real Slurm with deploy/local/up and need root")
+    root = Path(f"/tmp/qos-test-{os.getpid()}")
+    t0 = time.perf_counter()
+    p = subprocess.run([str(REPO / "deploy" / "local" / "up"), "--dir", str(root),
+                        "--daemons", "2", "--user", USER], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, f"deploy/local/up failed:\n{p.stdout}\n{p.stderr}"
+    print(f"deploy/local/up: {time.perf_counter() - t0:.1f} s")
+    try:
+        yield Cluster(root)
+    finally:
+        subprocess.run([str(REPO / "deploy" / "local" / "down"), "--dir", str(root), "--purge"],
+                       capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def site_edit(cluster: Cluster) -> Iterator[object]:
+    """Change site.toml for one test; restored afterwards (the hooks read it per call)."""
+    original = cluster.site_text()
+
+    def edit(old: str, new: str) -> None:
+        text = cluster.site_text()
+        assert old in text, f"{old!r} not in site.toml"
+        cluster.local.site_conf.write_text(text.replace(old, new, 1))
+    yield edit
+    cluster.local.site_conf.write_text(original)
+
+
+@pytest.fixture
+def plugstack(cluster: Cluster) -> Iterator[object]:
+    """Rewrite plugstack.conf for one test; restored afterwards."""
+    yield cluster.local.write_plugstack
+    cluster.local.write_plugstack()
+
+
+def info_json(path: Path) -> dict[str, object]:
+    return json.loads(path.read_text())
