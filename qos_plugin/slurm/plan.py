@@ -64,7 +64,7 @@ def parse_request(workflow: str | None, deadline: str | None = None,
                          "(list them with 'qos-plan list')")
     nodes = None
     if max_nodes is not None:
-        if not max_nodes.strip().isdigit() or int(max_nodes) < 1:
+        if not max_nodes.strip().isdecimal() or int(max_nodes) < 1:
             raise InputError("--qos-max-nodes", f"{max_nodes!r} is not a node count",
                              "give a whole number of 1 or more")
         nodes = int(max_nodes)
@@ -153,6 +153,13 @@ def plan(site: Site, req: Request, user: str, placement_id: str | None = None) -
     except InputError as e:
         raise InputError(e.source.replace("--", "--qos-", 1), e.detail, e.hint) from None
     if not ans.feasible or ans.choice is None:
+        # Suggest only what this cluster can run: no tier it lacks, no more nodes than it has.
+        def runnable(ch: Choice) -> bool:
+            return (not set(ch.tiers.values()) & missing
+                    and (site.max_nodes is None or ch.nodes <= site.max_nodes))
+        ans.relaxations = {k: ch for k, ch in ans.relaxations.items() if runnable(ch)}
+        if ans.closest is not None and not runnable(ans.closest):
+            ans.closest = None
         raise Infeasible(infeasible_text(model, ans, site.max_nodes, req.max_nodes))
     ch = ans.choice
     pid = placement_id or new_id()

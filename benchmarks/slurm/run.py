@@ -1,0 +1,158 @@
+"""Slurm integration figures, on a real local cluster started by deploy/local/up.
+
+  deploy       deploy/local/up to an idle node, and deploy/local/down (fresh directory
+               each time; the Debian packages already installed)
+  sbatch       the latency --qos-* adds to sbatch: plain `sbatch --hold` against the
+               same with a placement (shared tier only, and with a node-local tier as a
+               user), and the planner helper alone
+  first job    submit to COMPLETED for a QoS job without and with the burst buffer
+
+Run as root:  .venv/bin/python benchmarks/slurm/run.py [--reps 20]
+Writes benchmarks/slurm/results.json and results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))
+
+from qos_plugin.slurm.localcluster import LocalCluster  # noqa: E402
+
+USER = "qosuser"
+
+
+def timed(argv: list[str], env: dict[str, str],
+          cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=cwd)
+    return time.perf_counter() - t0, p
+
+
+def stats(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    return {"median_ms": round(1000 * statistics.median(xs), 1),
+            "p90_ms": round(1000 * xs[int(0.9 * (len(xs) - 1))], 1),
+            "min_ms": round(1000 * xs[0], 1), "n": len(xs)}
+
+
+def deploy(reps: int) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(reps):
+        root = Path(f"/tmp/qos-bench-deploy-{os.getpid()}-{i}")
+        t_up, p = timed([str(REPO / "deploy/local/up"), "--dir", str(root), "--user", USER],
+                        dict(os.environ), REPO)
+        if p.returncode:
+            raise SystemExit(f"deploy/local/up failed: {p.stderr}")
+        t_down, p = timed([str(REPO / "deploy/local/down"), "--dir", str(root), "--purge"],
+                          dict(os.environ), REPO)
+        rows.append({"up_s": round(t_up, 2), "down_s": round(t_down, 2)})
+        print(f"  deploy {i + 1}: up {t_up:.2f} s, down {t_down:.2f} s", flush=True)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=20, help="sbatch calls per case")
+    ap.add_argument("--deploys", type=int, default=3)
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (it starts Slurm)")
+    results: dict[str, Any] = {"deploy": deploy(a.deploys)}
+
+    root = Path(f"/tmp/qos-bench-{os.getpid()}")
+    subprocess.run([str(REPO / "deploy/local/up"), "--dir", str(root), "--user", USER],
+                   check=True, capture_output=True)
+    c = LocalCluster(root)
+    env = {**os.environ, **c.env()}
+    work = root / "work"
+    work.mkdir(mode=0o1777)
+    work.chmod(0o1777)
+    script = work / "job.sh"
+    script.write_text("#!/bin/bash\ntrue\n")
+    script.chmod(0o755)
+    as_user = ["runuser", "-u", USER, "--", "env", f"SLURM_CONF={env['SLURM_CONF']}"]
+    base = ["sbatch", "--parsable", "-o", "/dev/null"]
+    qos = ["--qos-workflow=pipeline"]
+    cases = {
+        "plain sbatch (root)": base + ["--hold", str(script)],
+        "--qos-* shared tier (root)": base + ["--hold", *qos, "--qos-exclude-tier=ram,ssd",
+                                              str(script)],
+        "plain sbatch (user)": as_user + base + ["--hold", str(script)],
+        "--qos-deadline, node-local tier (user)": as_user + base + [
+            "--hold", *qos, "--qos-deadline=5:00", str(script)],
+        "planner helper alone (user)": as_user + [
+            str(root / "bin/qos-slurm-plan"), "--site", str(c.site_conf), "plan",
+            "--workflow", "pipeline", "--deadline", "5:00"],
+    }
+    sb: dict[str, dict[str, float]] = {}
+    try:
+        for name, argv in cases.items():
+            times = []
+            for _ in range(a.reps):
+                t, p = timed(argv, env, work)
+                if p.returncode:
+                    raise SystemExit(f"{name}: {p.stderr.strip()}")
+                times.append(t)
+                if p.stdout.strip().isdigit():
+                    subprocess.run(["scancel", p.stdout.strip()], env=env)
+            sb[name] = stats(times)
+            print(f"  {name:42s} median {sb[name]['median_ms']:7.1f} ms  "
+                  f"p90 {sb[name]['p90_ms']:7.1f} ms", flush=True)
+        results["sbatch"] = sb
+        results["added_ms"] = {
+            "shared tier (root)": round(sb["--qos-* shared tier (root)"]["median_ms"]
+                                        - sb["plain sbatch (root)"]["median_ms"], 1),
+            "node-local tier (user)": round(
+                sb["--qos-deadline, node-local tier (user)"]["median_ms"]
+                - sb["plain sbatch (user)"]["median_ms"], 1)}
+        first = {}
+        shared_job = base + [*qos, "--qos-exclude-tier=ram,ssd", str(script)]
+        for name, argv in (("QoS job, shared tier (root)", shared_job),
+                           ("QoS job, node-local tier, burst buffer (user)",
+                            as_user + base + [*qos, "--qos-deadline=5:00", str(script)])):
+            t0 = time.perf_counter()
+            p = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=work)
+            job = p.stdout.strip()
+            while True:
+                out = subprocess.run(["scontrol", "-o", "show", "job", job], env=env,
+                                     capture_output=True, text=True).stdout
+                if "JobState=COMPLETED" in out or "JobState=FAILED" in out:
+                    break
+                time.sleep(0.05)
+            first[name] = round(time.perf_counter() - t0, 2)
+            print(f"  {name:42s} submit to completed {first[name]:.2f} s", flush=True)
+        results["job_turnaround_s"] = first
+    finally:
+        subprocess.run([str(REPO / "deploy/local/down"), "--dir", str(root), "--purge"],
+                       capture_output=True)
+    (HERE / "results.json").write_text(json.dumps(results, indent=1))
+    ups = [r["up_s"] for r in results["deploy"]]
+    downs = [r["down_s"] for r in results["deploy"]]
+    lines = ["| measure | value |", "|---|---:|",
+             f"| deploy/local/up to idle (median of {len(ups)}) | {statistics.median(ups):.2f} s |",
+             f"| deploy/local/down | {statistics.median(downs):.2f} s |"]
+    for name, s in sb.items():
+        lines.append(f"| {name}, median (p90) | {s['median_ms']:.0f} ms ({s['p90_ms']:.0f}) |")
+    for name, v in results["added_ms"].items():
+        lines.append(f"| **added by --qos-\\***, {name} | **{v:.0f} ms** |")
+    for name, v in first.items():
+        lines.append(f"| {name}: submit to completed | {v:.2f} s |")
+    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
