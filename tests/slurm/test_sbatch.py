@@ -292,3 +292,45 @@ def test_command_backend_reads_the_real_cluster(cluster: Cluster) -> None:
     _cancel(cluster, job)
     assert cluster.slurm.job("999999") is None
     assert shutil.which("scontrol")
+
+
+def test_failed_job_releases_its_reservation(cluster: Cluster) -> None:
+    job = cluster.submit("--qos-workflow=pipeline", "--qos-exclude-tier=ram,ssd", user=None,
+                         script=cluster.script("exit 3\n"))
+    assert cluster.wait(job, DONE).state == "FAILED"
+    log = cluster.qos_log()
+    assert re.search(rf"job {job}: reserved .* tier pfs", log), log
+    cluster.wait_for(lambda: f"job {job}: released" in cluster.qos_log(), what="the release")
+    assert not cluster.reservations(job)
+
+
+def _fake_planner(cluster: Cluster, lines: str) -> str:
+    """A planner helper that answers ``lines`` whatever it is asked."""
+    path = cluster.work / f"fake-plan-{abs(hash(lines))}"
+    path.write_text("#!/bin/sh\ncat <<'END'\n" + lines + "END\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_job_submit_refuses_a_malformed_placement(cluster: Cluster, plugstack) -> None:
+    plugstack(helper=_fake_planner(cluster, "QOS_ID=q0123456789ab\nQOS_NODES=many\n"
+                                            "QOS_MAKESPAN=10\nQOS_DIRS=pfs=/x\n"))
+    p = cluster.sbatch("--qos-workflow=pipeline")
+    assert p.returncode != 0
+    assert "qos: malformed placement (QOS_NODES='many'" in p.stderr, p.stderr
+
+
+def test_unknown_tier_at_staging_fails_with_a_clear_reason(cluster: Cluster,
+                                                           plugstack) -> None:
+    # A placement on a tier this cluster does not have (as after the site dropped it).
+    d = "/tmp/nvme/qosuser/q0123456789ab"
+    plugstack(helper=_fake_planner(cluster, (
+        "QOS_ID=q0123456789ab\nQOS_WORKFLOW=pipeline@1\nQOS_NODES=1\nQOS_MAKESPAN=10\n"
+        f"QOS_REGION=0\nQOS_STAGES=prep_a=nvme\nQOS_DIRS=nvme={d}\nQOS_LOCAL=nvme\n"
+        "QOS_IN_TIERS=nvme\nQOS_OUT_TIERS=\n")))
+    job = cluster.submit("--qos-workflow=pipeline")
+    cluster.wait_for(lambda: "not configured" in _reason(cluster, job), timeout=60,
+                     what="the staging failure")
+    assert "tier 'nvme' is not configured on this cluster" in _reason(cluster, job)
+    assert not Path(d).exists()
+    _cancel(cluster, job)
