@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from qos_plugin.errors import QosPluginError
-from qos_plugin.slurm.placement import SPANK_PROLOG_PREFIX, Placement
+from qos_plugin.slurm.placement import PLACEMENT_ID, SPANK_PROLOG_PREFIX, Placement
 from qos_plugin.slurm.site import Site, load_site
 
 log = logging.getLogger(__name__)
@@ -41,17 +42,25 @@ def _job(env: Mapping[str, str]) -> tuple[str, Placement | None]:
 
 
 def _make_shared_dirs(site: Site, p: Placement, env: Mapping[str, str]) -> None:
-    uid, gid = int(env.get("SLURM_JOB_UID", "0")), int(env.get("SLURM_JOB_GID", "-1"))
+    """``<tier>/<user>/<id>`` on each shared tier, owned by the job's user. The
+    placement came through the job's environment, so it is checked like user input:
+    these run as root."""
+    uid, gid = int(env.get("SLURM_JOB_UID", "-1")), int(env.get("SLURM_JOB_GID", "-1"))
+    user = env.get("SLURM_JOB_USER", "")
+    if uid < 0 or not user or not PLACEMENT_ID.fullmatch(p.id):
+        raise QosPluginError(f"no job user ({user!r}, uid {uid}) or a bad placement id "
+                             f"{p.id!r}")
     for tier, d in p.dirs.items():
         t = site.tier(tier)
         if t.is_local:
             continue                  # the burst buffer's setup makes these, per node
-        path = t.path / os.path.relpath(d, t.path)
-        if not str(path.resolve()).startswith(str(t.path.resolve()) + os.sep):
-            raise QosPluginError(f"directory {d!r} is outside tier {tier} ({t.path})")
-        path.mkdir(parents=True, exist_ok=True)
-        for part in (path.parent, path):
-            os.chown(part, uid, gid)
+        path = t.path / user / p.id
+        if Path(d) != path:
+            raise QosPluginError(f"directory {d!r} on tier {tier}: it must be {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o755)
+        path.mkdir(exist_ok=True)
+        os.chown(path, uid, gid)
 
 
 def prolog(site_path: str | None, env: Mapping[str, str]) -> int:

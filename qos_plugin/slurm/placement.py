@@ -40,6 +40,7 @@ from qos_plugin.errors import InputError
 
 SPANK_JOB_PREFIX = "SLURM_SPANK_"      # what the job sees
 SPANK_PROLOG_PREFIX = "SPANK_"         # what prolog, epilog and PrologSlurmctld see
+PLACEMENT_ID = re.compile(r"q[0-9a-f]{12}")
 
 
 def env_name(name: str) -> str:

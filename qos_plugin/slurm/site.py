@@ -110,7 +110,9 @@ def load_site(path: str | Path | None = None) -> Site:
 
 def _get(raw: dict[str, Any], key: str, kind: type, source: str, default: Any = None) -> Any:
     value = raw.get(key, default)
-    if value is not None and not isinstance(value, kind):
+    # A TOML boolean is a Python int: max_nodes = true must not read as 1.
+    if value is not None and (not isinstance(value, kind) or
+                              (kind is int and isinstance(value, bool))):
         raise InputError(source, f"{key} = {value!r} is not a {kind.__name__}",
                          f"write {key} as a TOML {kind.__name__}")
     return value
@@ -142,6 +144,10 @@ def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
         if not _TIER_NAME.fullmatch(name) or not isinstance(t, dict):
             raise InputError(where, f"{name!r} is not a tier table with a valid name",
                              "name tiers with letters, digits, '_' or '-'")
+        extra = sorted(set(t) - {"kind", "path", "daemons", "capacity"})
+        if extra:
+            raise InputError(where, f"unknown key {extra[0]!r}",
+                             "known keys: capacity, daemons, kind, path")
         kind = _get(t, "kind", str, where)
         if kind not in KINDS:
             raise InputError(where, f"kind = {kind!r}", 'use "shared" or "node-local"')

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pwd
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -144,8 +145,13 @@ class PySlurmBackend:
         if not found:
             return None
         j = found[0]
+        uid = int(j.get("user_id", -1))
+        try:                          # pyslurm gives the uid only; the hooks need the name
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
         return JobInfo(id=str(j.get("job_id")), name=str(j.get("name", "")),
-                       user=str(j.get("user_id", "")), uid=int(j.get("user_id", -1)),
+                       user=user, uid=uid,
                        state=str(j.get("job_state", "")), reason=str(j.get("state_reason", "")),
                        nodes=int(j.get("num_nodes", 0)), time_limit=str(j.get("time_limit", "")),
                        comment=str(j.get("comment") or ""),

@@ -20,19 +20,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qos_plugin.errors import InputError, QosPluginError
-from qos_plugin.slurm.placement import env_name
+from qos_plugin.slurm.placement import PLACEMENT_ID, env_name
 from qos_plugin.slurm.site import Site, load_site
 
 log = logging.getLogger(__name__)
 BB_TAG = "#BB_LUA qos"
-_ID = re.compile(r"q[0-9a-f]{12}")
 
 
 @dataclass
@@ -68,7 +66,7 @@ def parse_bb(text: str) -> dict[str, str]:
 def check_request(site: Site, job: str, user: str, uid: int, gid: int,
                   words: dict[str, str]) -> StagingRecord:
     pid = words.get("id", "")
-    if not _ID.fullmatch(pid):
+    if not PLACEMENT_ID.fullmatch(pid):
         raise InputError("burst buffer request", f"id {pid!r} is not a placement id",
                          "submit with --qos-* options")
     dirs: dict[str, str] = {}
@@ -212,7 +210,7 @@ def teardown(site: Site, job: str) -> None:
         root = site.tier(tier).path.resolve()
         path = Path(d)
         # Checked at setup; checked again because this deletes as root.
-        if path.resolve().parent.parent != root or not _ID.fullmatch(path.name):
+        if path.resolve().parent.parent != root or not PLACEMENT_ID.fullmatch(path.name):
             log.error("job %s: refusing to remove %s (not under %s)", job, d, root)
             continue
         shutil.rmtree(path, ignore_errors=True)

@@ -74,9 +74,9 @@ def test_feasible_submit_places_stages_and_reserves(cluster: Cluster, tmp_path: 
     for tier in env["SLURM_SPANK_QOS_IN_TIERS"].split(","):
         staged = Path(dirs[tier]) / "input-feasible" / "reads.txt"
         assert staged.read_text() == "ACGT" * 1000
-    # Shared-tier directories exist too (made by the prolog).
+    # Shared-tier directories exist too (made by the prolog), the user's own.
     for tier, d in dirs.items():
-        assert Path(d).is_dir(), (tier, d)
+        assert Path(d).stat().st_uid == __import__("pwd").getpwnam("qosuser").pw_uid, (tier, d)
 
     # The reservation is on the daemons while the job runs, and qosctl shows it.
     res = cluster.reservations(job)
