@@ -22,7 +22,7 @@ class LocalDaemon:
     def __init__(self, base: Path, name: str, tiers: dict[str, Path] | None = None,
                  peers: list[str] | None = None, port: int = 0, token: str = "local-admin",
                  qos: bool = True, max_request: int = 4 * MiB,
-                 cpus: set[int] | None = None) -> None:
+                 cpus: set[int] | None = None, metrics_port: int = 0) -> None:
         self.base, self.name, self.token = base, name, token
         self.cpus = cpus     # pin the daemon to these CPUs (benchmarks); None = any
         base.mkdir(parents=True, exist_ok=True)
@@ -38,7 +38,7 @@ class LocalDaemon:
         (base / "d.toml").write_text(
             f'daemon_id = "{name}"\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n'
             f'admin_token_file = "token"\npeers = [{peer_list}]\n'
-            f'qos = {"true" if qos else "false"}\n'
+            f'qos = {"true" if qos else "false"}\nmetrics_port = {metrics_port}\n'
             f'[tiers]\n{tier_lines}[scheduler]\nmax_request = {max_request}\n')
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""

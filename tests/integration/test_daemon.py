@@ -177,3 +177,35 @@ def test_memory_tier_io_runs_inline_and_disk_tier_io_in_threads(tmp_path):
                 assert data.read(tier, "f", chunk=256 * 1024) == blob
         finally:
             d.stop(signal.SIGKILL)
+
+
+def test_prometheus_metrics_count_bytes_per_job_and_tier(tmp_path):
+    import re
+    import urllib.request
+
+    from tokenbucket_daemon.local import free_ports
+
+    (port,) = free_ports(1)
+    d = LocalDaemon(tmp_path / "m", "m", token=TOKEN, metrics_port=port).start()
+    try:
+        assert f"metrics :{port}" in d.banner
+        d.admin().set_policy(Policy(Selector(Kind.JOB, "77"), tier="ram", limit_bps=500e6))
+        DataClient(d.address, Tag("77")).write("ram", "m.dat", b"z" * (3 * MiB))
+        DataClient(d.address, Tag("78")).write("disk", "n.dat", b"z" * MiB)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        text = text.decode()
+
+        def value(name: str, **labels: str) -> float:
+            for line in text.splitlines():
+                m = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+                if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
+                    return float(m.group(2))
+            raise AssertionError(f"no {name} {labels} in:\n{text}")
+        assert value("qos_class_bytes_total", job="77", tier="ram", op="write") == 3 * MiB
+        assert value("qos_class_bytes_total", job="78", tier="disk", op="write") == MiB
+        assert value("qos_class_limit_bytes_per_second", job="77", tier="ram") == 500e6
+        assert value("qos_class_requests_total", job="77", tier="ram") >= 3
+        assert value("qos_tier_bytes_total", tier="ram", op="write") == 3 * MiB
+        assert "qos_class_queue_depth" in text and "qos_in_flight" in text
+    finally:
+        d.stop(signal.SIGKILL)

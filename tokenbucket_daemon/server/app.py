@@ -60,7 +60,8 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     await server.start()
     for name in ("", *SERVICES):
         await hs.set(name, health_pb2.HealthCheckResponse.SERVING)
-    metrics_port = start_metrics(node, cfg.metrics_port) if cfg.metrics_port else 0
+    metrics_port = (start_metrics(node, cfg.metrics_port, asyncio.get_running_loop())
+                    if cfg.metrics_port else 0)
     host = cfg.listen.rsplit(":", 1)[0]
     replicator = Replicator(node, cfg.peers)
     node.notify = replicator.changed.set

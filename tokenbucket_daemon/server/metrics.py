@@ -1,8 +1,15 @@
-"""Prometheus metrics, read from the scheduler at scrape time (no per-request cost)."""
+"""Prometheus metrics, read from the scheduler at scrape time (no per-request cost).
+
+Scrapes are served from prometheus_client's HTTP thread; the scheduler belongs to the
+event loop, so the collector asks the loop for a snapshot instead of reading it from
+the other thread (a class created or evicted mid-scrape would race).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -11,12 +18,21 @@ from prometheus_client.registry import Collector
 from tokenbucket_daemon.server.service import Node
 
 
+async def _snapshot(node: Node) -> tuple[list[Any], dict[str, tuple[int, int]], int]:
+    sched = node.gate.scheduler
+    return (sched.stats(node.gate.now()),
+            {n: (c.bytes_read, c.bytes_written) for n, c in node.counters.items()},
+            sched.in_flight)
+
+
 class NodeCollector(Collector):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
         self.node = node
+        self.loop = loop
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        node = self.node
+        stats, counters, in_flight = asyncio.run_coroutine_threadsafe(
+            _snapshot(self.node), self.loop).result(timeout=10)
         labels = ["job", "tier"]
         b = CounterMetricFamily("qos_class_bytes", "Bytes released per job and tier",
                                 labels=[*labels, "op"])
@@ -27,8 +43,7 @@ class NodeCollector(Collector):
         t = GaugeMetricFamily("qos_class_tokens", "Tokens (bytes) in the bucket", labels=labels)
         lim = GaugeMetricFamily("qos_class_limit_bytes_per_second", "Limit in force",
                                 labels=labels)
-        now = node.gate.now()
-        for s in node.gate.scheduler.stats(now):
+        for s in stats:
             lv = [s.job or "default", s.tier]
             b.add_metric([*lv, "read"], s.bytes_read)
             b.add_metric([*lv, "write"], s.bytes_written)
@@ -38,16 +53,17 @@ class NodeCollector(Collector):
             t.add_metric(lv, s.tokens)
             lim.add_metric(lv, s.limit_bps)
         tb = CounterMetricFamily("qos_tier_bytes", "Bytes served per tier", labels=["tier", "op"])
-        for name, c in node.counters.items():
-            tb.add_metric([name, "read"], c.bytes_read)
-            tb.add_metric([name, "write"], c.bytes_written)
+        for name, (read, written) in counters.items():
+            tb.add_metric([name, "read"], read)
+            tb.add_metric([name, "write"], written)
         inflight = GaugeMetricFamily("qos_in_flight", "Requests in flight")
-        inflight.add_metric([], node.gate.scheduler.in_flight)
+        inflight.add_metric([], in_flight)
         yield from (b, r, w, q, t, lim, tb, inflight)
 
 
-def start_metrics(node: Node, port: int) -> int:
+def start_metrics(node: Node, port: int, loop: asyncio.AbstractEventLoop) -> int:
+    """Serve /metrics on 127.0.0.1:``port`` (0 = any free port); returns the port."""
     reg = CollectorRegistry()
-    reg.register(NodeCollector(node))
+    reg.register(NodeCollector(node, loop))
     server, _ = start_http_server(port, addr="127.0.0.1", registry=reg)
     return int(server.server_port)
