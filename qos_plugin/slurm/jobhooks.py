@@ -12,13 +12,13 @@ daemons. When a daemon cannot be reached the site's ``on_unavailable`` decides:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from qos_plugin.errors import QosPluginError
 from qos_plugin.slurm.placement import PLACEMENT_ID, SPANK_PROLOG_PREFIX, Placement
 from qos_plugin.slurm.site import Site, load_site
+from qos_plugin.slurm.staging import make_job_dir
 
 log = logging.getLogger(__name__)
 MiB = 1 << 20
@@ -57,10 +57,7 @@ def _make_shared_dirs(site: Site, p: Placement, env: Mapping[str, str]) -> None:
         path = t.path / user / p.id
         if Path(d) != path:
             raise QosPluginError(f"directory {d!r} on tier {tier}: it must be {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.parent.chmod(0o755)
-        path.mkdir(exist_ok=True)
-        os.chown(path, uid, gid)
+        make_job_dir(t.path, path, uid, gid, 0o755)
 
 
 def prolog(site_path: str | None, env: Mapping[str, str]) -> int:

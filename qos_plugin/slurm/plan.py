@@ -92,7 +92,9 @@ def load_model(site: Site, ref: str) -> TrainedModel:
 
 def _where(c: Choice) -> str:
     tiers = " ".join(f"{s}={t}" for s, t in c.tiers.items())
-    return f"{format_duration(c.makespan)} on {c.nodes} node{'s' * (c.nodes > 1)} ({tiers})"
+    # Rounded up like every time in these messages: a deadline set from it must hold.
+    nodes = f"{c.nodes} node{'s' * (c.nodes > 1)}"
+    return f"{format_duration(math.ceil(c.makespan))} on {nodes} ({tiers})"
 
 
 def infeasible_text(model: TrainedModel, ans: Answer, site_cap: int | None,
@@ -102,8 +104,8 @@ def infeasible_text(model: TrainedModel, ans: Answer, site_cap: int | None,
     head = f"qos: no placement of {model.name} v{model.version}"
     if ans.binding == "deadline":
         why = (f"{head} meets --qos-deadline={format_duration(c.deadline or 0)}"
-               f" ({ans.candidates} placement{'s' * (ans.candidates != 1)} satisfy the other "
-               "constraints)")
+               f" ({ans.candidates} placement{'s' * (ans.candidates != 1)} "
+               f"{'satisfy' if ans.candidates != 1 else 'satisfies'} the other constraints)")
     elif ans.binding == "max_nodes":
         cap = ("the cluster's limit" if user_cap is None or (site_cap or user_cap) < user_cap
                else "--qos-max-nodes")
@@ -166,8 +168,10 @@ def plan(site: Site, req: Request, user: str, placement_id: str | None = None) -
     used = list(dict.fromkeys(ch.tiers.values()))
     dirs = {t: str(site.tier(t).path / user / pid) for t in used}
     bandwidth: dict[str, float] = {}
+    # Every tier the job moves data on, including the shared tier a node-local
+    # placement stages its input from and flushes its output to.
     for t, b in (ans.bandwidth or {}).items():
-        if t in used:
+        if t in site.tiers:
             per = b.get("per_node_mib_per_s") if site.tier(t).is_local else None
             bandwidth[t] = float(str(per if per is not None else b["mib_per_s"]))
     local = [t for t in used if site.tier(t).is_local]

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,6 +101,32 @@ def check_request(site: Site, job: str, user: str, uid: int, gid: int,
                          words.get("stage_in", ""), words.get("stage_out", ""))
 
 
+def make_job_dir(root: Path, path: Path, uid: int, gid: int, mode: int) -> None:
+    """Create ``root/<user>/<id>`` for the job's user, as root, without following a
+    link the user planted: ``root/<user>`` must be a real directory owned by root (so
+    the user cannot race in it), and the job directory a real directory."""
+    user_dir = path.parent
+    if user_dir.parent != root:
+        raise QosPluginError(f"{path} is not <tier>/<user>/<id> under {root}")
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(user_dir, 0o755)
+    except FileExistsError:
+        pass
+    st = os.lstat(user_dir)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+        raise QosPluginError(f"{user_dir} is not a directory owned by root; an "
+                             "administrator must remove it")
+    os.chmod(user_dir, 0o755)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise QosPluginError(f"{path} exists and is not a directory") from None
+    os.chown(path, uid, gid, follow_symlinks=False)
+    os.chmod(path, mode)
+
+
 def _record_path(site: Site, job: str) -> Path:
     return site.state_dir / "bb" / f"{job}.json"
 
@@ -167,13 +194,8 @@ def setup(site: Site, job: str, uid: int, gid: int, user: str, bb: str) -> Stagi
                                  f"{_size(need)}, {_size(free)} free"
                                  + (f" (capacity {_size(cap)})" if cap else "")
                                  + f"; exclude it with --qos-exclude-tier={tier} or stage less")
-    for d in rec.dirs.values():
-        path = Path(d)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o755)
-        path.mkdir(exist_ok=True)
-        os.chown(path, uid, gid)
-        os.chmod(path, 0o700)
+    for tier, d in rec.dirs.items():
+        make_job_dir(site.tier(tier).path, Path(d), uid, gid, 0o700)
     rp = _record_path(site, job)
     rp.parent.mkdir(parents=True, exist_ok=True)
     rp.write_text(json.dumps(asdict(rec)))
