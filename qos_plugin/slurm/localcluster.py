@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tokenbucket_daemon.local import free_ports
+
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = Path("/tmp/qos-local")
@@ -47,19 +49,6 @@ ORDER = ("slurmd", "slurmctld", "daemons", "munged")
 
 class ClusterError(RuntimeError):
     """The local cluster could not be started or stopped."""
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _alive(pid: int) -> bool:
@@ -155,7 +144,7 @@ class LocalCluster:
             p.chmod(0o755)
         self.shm_dir.chmod(0o755)
 
-        ports = _free_ports(2 + self.n_daemons)
+        ports = free_ports(2 + self.n_daemons)
         ctld_port, slurmd_port, dports = ports[0], ports[1], ports[2:]
         addrs = [f"127.0.0.1:{p}" for p in dports]
         (self.etc / "cluster.json").write_text(json.dumps(
