@@ -50,21 +50,29 @@ local function pairs_of(text)
 end
 
 function slurm_job_submit(job_desc, part_list, submit_uid)
+	-- The qos burst-buffer request is ours alone: a user's own would name another
+	-- job's directories.
 	local bb = job_desc.burst_buffer or ""
+	if string.find(bb, "#BB_LUA qos", 1, true) then
+		return refuse("the qos burst buffer comes from --qos-* options only; "
+			.. "remove the #BB_LUA qos request")
+	end
 	local q = placement(job_desc)
 	if q == nil then
-		if string.find(bb, "#BB_LUA qos", 1, true) then
-			return refuse("the qos burst buffer comes from --qos-* options only; "
-				.. "remove the #BB_LUA qos request")
-		end
 		return slurm.SUCCESS
 	end
-	if not string.match(q.QOS_ID, "^q%x+$") then
+	-- Every array task would get the same placement and the same directories.
+	if job_desc.array_inx ~= nil and job_desc.array_inx ~= "" then
+		return refuse("job arrays cannot use --qos-* options yet; submit the tasks as "
+			.. "separate jobs")
+	end
+	if not string.match(q.QOS_ID, "^q" .. string.rep("[0-9a-f]", 12) .. "$") then
 		return refuse("malformed placement id '" .. q.QOS_ID .. "'; submit again with --qos-* options")
 	end
 	local nodes = tonumber(q.QOS_NODES or "")
 	local makespan = tonumber(q.QOS_MAKESPAN or "")
-	if nodes == nil or nodes < 1 or nodes ~= math.floor(nodes) or makespan == nil then
+	if nodes == nil or nodes < 1 or nodes ~= math.floor(nodes) or makespan == nil
+			or makespan ~= makespan or makespan < 0 or makespan > 1e9 then
 		return refuse("malformed placement (QOS_NODES='" .. tostring(q.QOS_NODES)
 			.. "', QOS_MAKESPAN='" .. tostring(q.QOS_MAKESPAN) .. "'); submit again")
 	end

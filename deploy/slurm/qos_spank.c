@@ -124,6 +124,8 @@ static int run_helper(char *const argv[], char **out)
 		return -1;
 	}
 	if (pid == 0) {
+		/* its own process group: a timeout kills the helper and its children */
+		setpgid(0, 0);
 		int devnull = open("/dev/null", O_RDWR);
 		dup2(fd[1], STDOUT_FILENO);
 		if (devnull >= 0) {
@@ -169,12 +171,30 @@ static int run_helper(char *const argv[], char **out)
 	close(fd[0]);
 	buf[len] = '\0';
 	*out = buf;
-	if (timed_out)
+	/* The helper closed its output; it still has until the deadline to exit. */
+	int status = 0, reaped = 0;
+	while (!timed_out) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid) {
+			reaped = 1;
+			break;
+		}
+		if (r < 0 && errno != EINTR)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000L
+		    + (now.tv_nsec - start.tv_nsec) / 1000000L >= timeout_s * 1000L)
+			timed_out = 1;
+		else
+			usleep(2000);
+	}
+	if (!reaped) {
+		kill(-pid, SIGKILL);
 		kill(pid, SIGKILL);
-	int status;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (timed_out || !WIFEXITED(status))
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	}
+	if (timed_out || !reaped || !WIFEXITED(status))
 		return -1;
 	return WEXITSTATUS(status);
 }
@@ -231,17 +251,24 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	char *out = NULL;
 	int rc = run_helper(argv, &out);
 	if (rc == 0) {
-		int bad = 0;
+		/* All lines checked before any is set: a partial placement must never reach
+		 * job_submit.lua. */
+		for (char *p = out; *p; ) {
+			char *nl = strchr(p, '\n');
+			size_t n = nl ? (size_t) (nl - p) : strlen(p);
+			char *eq = memchr(p, '=', n);
+			if (n && p[0] != '#' && (!eq || eq == p)) {
+				free(out);
+				return unavailable("the planner answered malformed lines");
+			}
+			p += n + (nl != NULL);
+		}
 		for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
 			if (line[0] == '#') {
 				slurm_info("%s", line + 1 + (line[1] == ' '));
 				continue;
 			}
 			char *eq = strchr(line, '=');
-			if (!eq || eq == line) {
-				bad = 1;
-				continue;
-			}
 			*eq = '\0';
 			if (spank_job_control_setenv(sp, line, eq + 1, 1) != ESPANK_SUCCESS) {
 				slurm_error("qos: cannot set %s in the job environment", line);
@@ -250,7 +277,7 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 			}
 		}
 		free(out);
-		return bad ? unavailable("the planner answered malformed lines") : 0;
+		return 0;
 	}
 	if (rc == 1 || rc == 3) {
 		first_line(out);

@@ -2,6 +2,12 @@
 bandwidth reservations on the daemons, made at allocation and released at the end
 (Slurm runs EpilogSlurmctld for completed, failed and cancelled jobs alike).
 
+The bandwidth comes from the model, not from the job: the placement reaches the prolog
+through the job's environment, which a user can write with a SPANK plugin of their
+own, so the prolog finds the placement's row in the registry and recomputes its
+rates. What it reserved is recorded in ``<state_dir>/reservations/<job>.json`` for
+the epilog.
+
 A shared tier's reservation is split evenly over the daemons that serve it (files
 are striped over them); a node-local tier's rate is reserved per node on each of its
 daemons. When a daemon cannot be reached the site's ``on_unavailable`` decides:
@@ -11,6 +17,7 @@ daemons. When a daemon cannot be reached the site's ``on_unavailable`` decides:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +41,30 @@ def reservations(site: Site, p: Placement) -> list[tuple[str, str, float]]:
         share = mibps * MiB if t.is_local else mibps * MiB / len(t.daemons)
         out += [(d, tier, share) for d in t.daemons]
     return out
+
+
+def trusted_bandwidth(site: Site, p: Placement) -> dict[str, float]:
+    """The placement's rates recomputed from its model; QosPluginError when the
+    model has no such placement."""
+    from qos_plugin.planner.query import bandwidth
+    from qos_plugin.planner.registry import Registry
+    from qos_plugin.slurm.plan import tier_rates
+
+    model = Registry(site.registry).load(p.workflow)
+    try:
+        want = [model.tier_names.index(p.stages[s]) for s in model.stages]
+    except (KeyError, ValueError):
+        raise QosPluginError(f"the job's stages {p.stages} are not a placement of "
+                             f"{p.workflow}") from None
+    rows = [r for r in range(len(model))
+            if model.nodes[r] == p.nodes and list(model.placement[r]) == want]
+    if not rows:
+        raise QosPluginError(f"{p.workflow} has no placement {p.stages} on {p.nodes} nodes")
+    return tier_rates(site, bandwidth(model, rows[0]))
+
+
+def _record(site: Site, job: str) -> Path:
+    return site.state_dir / "reservations" / f"{job}.json"
 
 
 def _job(env: Mapping[str, str]) -> tuple[str, Placement | None]:
@@ -65,22 +96,30 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
 
     from tokenbucket_daemon.client import AdminClient
 
-    job, p = _job(env)
-    if p is None:
-        return 0
+    job = env.get("SLURM_JOB_ID", "")
     try:
+        _, p = _job(env)
+        if p is None:
+            return 0
         site = load_site(site_path)
         _make_shared_dirs(site, p, env)
         token = site.admin_token()
+        rates = trusted_bandwidth(site, p)
     except (QosPluginError, OSError) as e:
         log.error("job %s: %s", job, e)
         return 1
+    if rates != p.bandwidth:
+        log.warning("job %s: the job's environment asked for %s; reserving the model's %s",
+                    job, p.bandwidth, rates)
+    p.bandwidth = rates
+    done: list[str] = []
     failed = []
     for daemon, tier, bps in reservations(site, p):
         client = AdminClient(daemon, token)
         try:
             client.reserve(job, bps, tier=tier, user=env.get("SLURM_JOB_USER", ""),
                            account=env.get("SLURM_JOB_ACCOUNT", ""))
+            done.append(daemon)
             log.info("job %s: reserved %.1f MiB/s on %s tier %s", job, bps / MiB, daemon, tier)
         except grpc.RpcError as e:
             failed.append(daemon)
@@ -88,36 +127,51 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
                       e.code().name, e.details())
         finally:
             client.close()
+    rec = _record(site, job)
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    rec.write_text(json.dumps(sorted(set(done))))
     if failed and site.on_unavailable == "closed":
         log.error("job %s: on_unavailable=closed, failing the prolog", job)
+        _release(job, sorted(set(done)), token)   # nothing stays behind a failed start
         return 1
     return 0
 
 
-def epilog(site_path: str | None, env: Mapping[str, str]) -> int:
+def _release(job: str, daemons: list[str], token: str | None) -> None:
     import grpc
 
     from tokenbucket_daemon.client import AdminClient
 
-    job, p = _job(env)
-    if p is None:
-        return 0
-    try:
-        site = load_site(site_path)
-        token = site.admin_token()
-    except QosPluginError as e:
-        log.error("job %s: %s", job, e)
-        return 0
-    daemons = dict.fromkeys(d for d, _, _ in reservations(site, p))
     for daemon in daemons:
         client = AdminClient(daemon, token)
         try:
             n = client.release(job)
             log.info("job %s: released %d reservation(s) on %s", job, n, daemon)
         except grpc.RpcError as e:
+            # Peers replicate a release: another daemon may have done it already.
             if e.code() != grpc.StatusCode.NOT_FOUND:
                 log.error("job %s: release on %s failed: %s %s", job, daemon, e.code().name,
                           e.details())
         finally:
             client.close()
+
+
+def epilog(site_path: str | None, env: Mapping[str, str]) -> int:
+    """Release what the prolog reserved (its record), else what the placement would
+    have reserved on the daemons configured now. Never fails: Slurm cannot do better."""
+    job = env.get("SLURM_JOB_ID", "")
+    try:
+        site = load_site(site_path)
+        rec = _record(site, job)
+        if rec.exists():
+            daemons = list(json.loads(rec.read_text()))
+        else:
+            _, p = _job(env)
+            if p is None:
+                return 0
+            daemons = list(dict.fromkeys(d for d, _, _ in reservations(site, p)))
+        _release(job, daemons, site.admin_token())
+        rec.unlink(missing_ok=True)
+    except (QosPluginError, OSError, ValueError) as e:
+        log.error("job %s: epilog: %s", job, e)
     return 0

@@ -20,6 +20,7 @@ the node is idle. Stopped by PID, in reverse order.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -83,12 +85,13 @@ def missing_packages() -> list[str]:
 class LocalCluster:
     def __init__(self, root: Path = DEFAULT_DIR, daemons: int = 2,
                  on_unavailable: str = "open", shm: Path = Path("/dev/shm")) -> None:
-        self.root = root.resolve() if root.exists() else root.absolute()
+        self.root = root.absolute()      # not resolved: a planted link must be seen
         self.n_daemons = daemons
         self.on_unavailable = on_unavailable
         self.etc, self.bin, self.lib = self.root / "etc", self.root / "bin", self.root / "lib"
         self.run, self.logs = self.root / "run", self.root / "log"
-        self.shm_dir = shm / f"qos-local-{abs(hash(str(self.root))) % 10**8}"
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:10]
+        self.shm_dir = shm / f"qos-local-{digest}"     # the same name in up and down
         self.slurm_conf = self.etc / "slurm.conf"
         self.site_conf = self.etc / "site.toml"
         self.plugstack = self.etc / "plugstack.conf"
@@ -128,6 +131,7 @@ class LocalCluster:
         if missing:
             raise ClusterError(f"missing packages {' '.join(missing)}; install them with "
                                f"apt-get install -y {' '.join(PACKAGES)}")
+        self._check_root_dir()
         if user:
             ensure_user(user)
         for d in (self.etc, self.bin, self.lib, self.run, self.logs, self.root / "state",
@@ -163,6 +167,19 @@ class LocalCluster:
         (self.root / "env").write_text("".join(f"export {k}={v}\n" for k, v in self.env().items()))
         log.info("local cluster ready in %.1f s", took)
         return took
+
+    def _check_root_dir(self) -> None:
+        """Root runs what is under the directory (prolog, hooks): in /tmp anyone could
+        have made it first, so it must be root's and writable by root only."""
+        try:
+            st = os.lstat(self.root)
+        except FileNotFoundError:
+            self.root.mkdir(parents=True, mode=0o755)
+            return
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 \
+                or st.st_mode & 0o022:
+            raise ClusterError(f"{self.root} exists and is not a directory only root can "
+                               "write; remove it or choose another --dir")
 
     def _start_munge(self) -> None:
         key = self.etc / "munge.key"
@@ -257,7 +274,7 @@ class LocalCluster:
                            ("qos-epilog", "epilog")):
             (self.bin / name).write_text(
                 f"#!/bin/sh\nexport {env} PATH=/usr/sbin:/usr/bin:/sbin:/bin\n"
-                f"exec {py} -m qos_plugin.slurm.cli --site {self.site_conf} {args}\n")
+                f"exec {py} -I -m qos_plugin.slurm.cli --site {self.site_conf} {args}\n")
         for f in self.bin.iterdir():
             f.chmod(0o755)
 

@@ -131,6 +131,18 @@ def infeasible_text(model: TrainedModel, ans: Answer, site_cap: int | None,
     return "; ".join(parts)
 
 
+def tier_rates(site: Site, bandwidth: dict[str, dict[str, object]] | None) -> dict[str, float]:
+    """MiB/s to reserve per tier from the planner's bandwidth: a shared tier's total, a
+    node-local tier's rate per node. Every tier the job moves data on, including the
+    shared tier a node-local placement stages its input from and flushes its output to."""
+    out: dict[str, float] = {}
+    for t, b in (bandwidth or {}).items():
+        if t in site.tiers:
+            per = b.get("per_node_mib_per_s") if site.tier(t).is_local else None
+            out[t] = float(str(per if per is not None else b["mib_per_s"]))
+    return out
+
+
 def new_id() -> str:
     return "q" + secrets.token_hex(6)
 
@@ -167,13 +179,7 @@ def plan(site: Site, req: Request, user: str, placement_id: str | None = None) -
     pid = placement_id or new_id()
     used = list(dict.fromkeys(ch.tiers.values()))
     dirs = {t: str(site.tier(t).path / user / pid) for t in used}
-    bandwidth: dict[str, float] = {}
-    # Every tier the job moves data on, including the shared tier a node-local
-    # placement stages its input from and flushes its output to.
-    for t, b in (ans.bandwidth or {}).items():
-        if t in site.tiers:
-            per = b.get("per_node_mib_per_s") if site.tier(t).is_local else None
-            bandwidth[t] = float(str(per if per is not None else b["mib_per_s"]))
+    bandwidth = tier_rates(site, ans.bandwidth)
     local = [t for t in used if site.tier(t).is_local]
     reads_input = [s for s in model.stages
                    if "initial_data" in model.workflow[s].get("predecessors", {})]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -121,8 +122,12 @@ def make_job_dir(root: Path, path: Path, uid: int, gid: int, mode: int) -> None:
     try:
         os.mkdir(path, mode)
     except FileExistsError:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
             raise QosPluginError(f"{path} exists and is not a directory") from None
+        # Never hand over a directory someone else made (another job's).
+        if st.st_uid not in (uid, 0) or (st.st_uid == 0 and any(os.scandir(path))):
+            raise QosPluginError(f"{path} exists and belongs to another job") from None
     os.chown(path, uid, gid, follow_symlinks=False)
     os.chmod(path, mode)
 
@@ -143,8 +148,6 @@ def load_record(site: Site, job: str) -> StagingRecord | None:
 
 
 def _tree_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
     total = 0
     for root, _, files in os.walk(path):
         for f in files:
@@ -172,20 +175,40 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
-def _as_user(rec: StagingRecord, argv: list[str]) -> None:
-    p = subprocess.run(argv, user=rec.uid, group=rec.gid, extra_groups=[],
+def _as_user(rec: StagingRecord, argv: list[str]) -> str:
+    """Run ``argv`` as the job's user (with the user's groups); its stdout."""
+    try:
+        groups = os.getgrouplist(pwd.getpwuid(rec.uid).pw_name, rec.gid)
+    except KeyError:
+        groups = []
+    p = subprocess.run(argv, user=rec.uid, group=rec.gid, extra_groups=groups,
                        capture_output=True, text=True)
     if p.returncode:
         raise QosPluginError(f"{' '.join(argv[:2])}: {p.stderr.strip() or 'failed'}")
+    return p.stdout
 
 
-def setup(site: Site, job: str, uid: int, gid: int, user: str, bb: str) -> StagingRecord:
+def setup(site: Site, job: str, uid: int, gid: int, user: str | None,
+          bb: str) -> StagingRecord:
+    """``uid`` and ``gid`` come from slurmctld. ``user`` None (what the hook passes)
+    takes the name from the uid, never from the job's text: a comment or job name can
+    imitate any scontrol field."""
+    if user is None:
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            raise QosPluginError(f"uid {uid} has no user name on this host") from None
     rec = check_request(site, job, user, uid, gid, parse_bb(bb))
-    need = _tree_bytes(Path(rec.stage_in)) if rec.stage_in and os.path.exists(rec.stage_in) \
-        else 0
-    if rec.stage_in and not os.path.exists(rec.stage_in):
-        raise InputError("--qos-stage-in", f"{rec.stage_in!r} does not exist",
-                         "give an existing file or directory")
+    need = 0
+    if rec.stage_in:
+        # Measured as the user: root must not tell the user what exists or how big.
+        try:
+            out = _as_user(rec, ["find", rec.stage_in, "-type", "f", "-printf", "%s\n"])
+            need = sum(int(x) for x in out.split())
+        except (QosPluginError, ValueError):
+            raise InputError("--qos-stage-in", f"{rec.stage_in!r} does not exist or {user} "
+                             "cannot read it", "give a file or directory you can read") \
+                from None
     for tier in rec.in_tiers:
         free = free_bytes(site, tier)
         if need > free:
@@ -194,11 +217,13 @@ def setup(site: Site, job: str, uid: int, gid: int, user: str, bb: str) -> Stagi
                                  f"{_size(need)}, {_size(free)} free"
                                  + (f" (capacity {_size(cap)})" if cap else "")
                                  + f"; exclude it with --qos-exclude-tier={tier} or stage less")
-    for tier, d in rec.dirs.items():
-        make_job_dir(site.tier(tier).path, Path(d), uid, gid, 0o700)
+    # The record before the directories: a teardown after a failure below must find
+    # what was made.
     rp = _record_path(site, job)
     rp.parent.mkdir(parents=True, exist_ok=True)
     rp.write_text(json.dumps(asdict(rec)))
+    for tier, d in rec.dirs.items():
+        make_job_dir(site.tier(tier).path, Path(d), uid, gid, 0o700)
     # What paths() hands to the job (burst_buffer.lua copies it; it must not block).
     _env_path(site, job).write_text("".join(f"QOS_DIR_{env_name(t)}={d}\n"
                                             for t, d in rec.dirs.items()))
@@ -249,11 +274,12 @@ def run_hook(site_path: str | None, hook: str, job: str, uid: int | None,
         if hook == "setup":
             from qos_plugin.slurm.slurmapi import slurm_client
 
+            if uid is None or gid is None:
+                raise QosPluginError("setup needs the job's uid and gid from slurmctld")
             info = slurm_client().job(job)
             if info is None:
                 raise QosPluginError(f"job {job} is unknown to Slurm")
-            setup(site, job, int(uid if uid is not None else info.uid),
-                  int(gid if gid is not None else -1), info.user, info.burst_buffer)
+            setup(site, job, uid, gid, None, info.burst_buffer)
         elif hook == "teardown":
             teardown(site, job)
         else:

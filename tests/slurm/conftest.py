@@ -84,10 +84,12 @@ class Cluster:
     def output(self, job_id: str) -> str:
         return (self.work / f"slurm-{job_id}.out").read_text()
 
-    def reservations(self, job_id: str) -> list[tuple[str, str, float]]:
-        """(daemon, tier, reservation bytes/s) of the job on every daemon."""
+    def reservations(self, job_id: str,
+                     daemons: list[int] | None = None) -> list[tuple[str, str, float]]:
+        """(daemon, tier, reservation bytes/s) of the job on every daemon (or those)."""
         out = []
-        for addr in self.local.daemon_addresses():
+        addrs = self.local.daemon_addresses()
+        for addr in [addrs[i] for i in daemons] if daemons is not None else addrs:
             c = AdminClient(addr, self.token)
             try:
                 out += [(addr, p.tier, p.reservation_bps) for p in c.list_policies()

@@ -428,3 +428,24 @@ def test_cli_plan_checks_the_options_before_the_site(tmp_path, capsys):
     code, lines = run(capsys, "--site", str(tmp_path / "nope.toml"), "plan", "--workflow",
                       "pipeline", "--max-nodes", "0")
     assert code == 1 and lines[0].startswith("qos: --qos-max-nodes")
+
+
+def test_the_prolog_reserves_the_models_rates_not_the_jobs(site):
+    """The placement reaches the prolog through the job's environment, which a user can
+    write: the rates are recomputed from the model, and a placement the model does not
+    have is refused."""
+    from qos_plugin.errors import QosPluginError
+    from qos_plugin.slurm.jobhooks import trusted_bandwidth
+
+    for objective, exclude in (("fastest", None), ("frugal", "tmpfs,nvme")):
+        p = plan(site, req(objective=objective, deadline="7:00", exclude=exclude), "alice")
+        honest = dict(p.bandwidth)
+        p.bandwidth = {t: 1e6 for t in honest}                # a forged environment
+        assert trusted_bandwidth(site, p) == pytest.approx(honest)
+    p.stages = {s: "tmpfs" for s in p.stages}
+    p.nodes = 3                                               # the model has 1, 2, 4
+    with pytest.raises(QosPluginError, match="has no placement"):
+        trusted_bandwidth(site, p)
+    p.stages = {"prep_a": "tmpfs"}
+    with pytest.raises(QosPluginError, match="are not a placement of"):
+        trusted_bandwidth(site, p)

@@ -167,7 +167,7 @@ def test_setup_refuses_a_forged_request_before_touching_anything(site):
 
 
 def test_setup_refuses_a_missing_stage_in(site, base):
-    with pytest.raises(InputError, match="--qos-stage-in: .* does not exist"):
+    with pytest.raises(InputError, match="--qos-stage-in: .* does not exist or alice cannot"):
         setup(site, "17", 0, 0, "alice", bb(site, extra=f" stage_in={base}/nothing"))
     assert load_record(site, "17") is None
 
@@ -394,3 +394,28 @@ def test_make_job_dir_never_follows_a_planted_link(tmp_path):
     assert os.lstat(root / "eve").st_uid == 0
     with pytest.raises(QosPluginError, match="is not <tier>/<user>/<id>"):
         make_job_dir(root, tmp_path / "elsewhere" / "eve" / "q0123456789ab", 1, 1, 0o700)
+
+
+def test_setup_takes_the_user_from_the_uid_and_never_hands_over_another_jobs_dir(site):
+    """A forged scontrol field cannot name another user: the hook passes no name and
+    setup looks the uid up; a directory that exists for another uid is refused."""
+    import pwd
+
+    nobody = pwd.getpwuid(NOBODY).pw_name
+    rec = setup(site, "30", NOBODY, NOBODY, None, bb(site, user=nobody))
+    assert Path(rec.dirs["nvme"]).stat().st_uid == NOBODY
+    with pytest.raises(InputError, match="it must be"):
+        setup(site, "31", NOBODY, NOBODY, None, bb(site, user="alice"))
+    # the same directories requested by root's job: they belong to job 30's user
+    with pytest.raises(QosPluginError, match="belongs to another job"):
+        setup(site, "32", 0, 0, nobody, bb(site, user=nobody))
+    assert Path(rec.dirs["nvme"]).stat().st_uid == NOBODY
+
+
+def test_stage_in_size_is_measured_as_the_user(site, base):
+    """Root's view of a tree the user cannot read never reaches the user."""
+    secret = base / "private"
+    secret.mkdir(mode=0o700)
+    (secret / "x").write_bytes(b"x" * 1000)
+    with pytest.raises(InputError, match="does not exist or alice cannot read it"):
+        setup(site, "33", NOBODY, NOBODY, "alice", bb(site, extra=f" stage_in={secret}"))
