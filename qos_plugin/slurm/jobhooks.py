@@ -112,27 +112,27 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
         log.warning("job %s: the job's environment asked for %s; reserving the model's %s",
                     job, p.bandwidth, rates)
     p.bandwidth = rates
-    done: list[str] = []
-    failed = []
+    done: set[str] = set()
+    failed = False
     for daemon, tier, bps in reservations(site, p):
         client = AdminClient(daemon, token)
         try:
             client.reserve(job, bps, tier=tier, user=env.get("SLURM_JOB_USER", ""),
                            account=env.get("SLURM_JOB_ACCOUNT", ""))
-            done.append(daemon)
+            done.add(daemon)
             log.info("job %s: reserved %.1f MiB/s on %s tier %s", job, bps / MiB, daemon, tier)
         except grpc.RpcError as e:
-            failed.append(daemon)
+            failed = True
             log.error("job %s: reserve on %s tier %s failed: %s %s", job, daemon, tier,
                       e.code().name, e.details())
         finally:
             client.close()
     rec = _record(site, job)
     rec.parent.mkdir(parents=True, exist_ok=True)
-    rec.write_text(json.dumps(sorted(set(done))))
+    rec.write_text(json.dumps(sorted(done)))
     if failed and site.on_unavailable == "closed":
         log.error("job %s: on_unavailable=closed, failing the prolog", job)
-        _release(job, sorted(set(done)), token)   # nothing stays behind a failed start
+        _release(job, sorted(done), token)   # nothing stays behind a failed start
         return 1
     return 0
 

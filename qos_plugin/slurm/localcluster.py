@@ -138,9 +138,7 @@ class LocalCluster:
                   self.root / "spool" / "slurmd", self.root / "state" / "slurmctld",
                   self.root / "registry", self.root / "model", self.shm_dir):
             d.mkdir(parents=True, exist_ok=True)
-        for p in (self.root, self.root.parent if self.root.parent == Path("/tmp") else None):
-            if p is not None and p == self.root:
-                p.chmod(0o755)
+        self.root.chmod(0o755)        # users read the site config, helper and library
         self.run.chmod(0o755)         # munge's socket directory must be 0755
         for name, *_ in TIERS:
             p = self.tier_path(name)
@@ -152,8 +150,7 @@ class LocalCluster:
         ctld_port, slurmd_port, dports = ports[0], ports[1], ports[2:]
         addrs = [f"127.0.0.1:{p}" for p in dports]
         (self.etc / "cluster.json").write_text(json.dumps(
-            {"daemons": addrs, "slurmctld_port": ctld_port, "slurmd_port": slurmd_port,
-             "shm": str(self.shm_dir)}))
+            {"daemons": addrs, "slurmctld_port": ctld_port, "slurmd_port": slurmd_port}))
 
         self._start_munge()
         self._write_token()
@@ -407,9 +404,6 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
                 (self.run / f"{n}.pid").unlink(missing_ok=True)
         if purge:
             shutil.rmtree(self.shm_dir, ignore_errors=True)
-            info = self.etc / "cluster.json"
-            if info.exists():
-                shutil.rmtree(Path(json.loads(info.read_text())["shm"]), ignore_errors=True)
             shutil.rmtree(self.root, ignore_errors=True)
         return stopped
 

@@ -114,14 +114,13 @@ class CommandBackend:
     def job(self, job_id: str) -> JobInfo | None:
         if not str(job_id).isdigit():
             raise SlurmError(f"job id {job_id!r} is not a number")
-        p = subprocess.run(["scontrol", "-o", "show", "job", str(job_id)], capture_output=True,
-                           text=True, timeout=self.timeout)
-        if p.returncode:
-            if "Invalid job id" in p.stderr:
+        try:
+            out = self._run(["scontrol", "-o", "show", "job", str(job_id)]).strip()
+        except SlurmError as e:
+            if "Invalid job id" in str(e):
                 return None
-            raise SlurmError(f"scontrol show job {job_id}: {p.stderr.strip()}")
-        line = p.stdout.strip().splitlines()[0] if p.stdout.strip() else ""
-        return job_from_fields(parse_scontrol_line(line)) if line else None
+            raise
+        return job_from_fields(parse_scontrol_line(out.splitlines()[0])) if out else None
 
 
 class PySlurmBackend:
