@@ -12,8 +12,12 @@ class DaemonError(Exception):
 
     code = "INTERNAL"
 
-    def __init__(self, what: str, value: object = None, hint: str = "") -> None:
+    def __init__(self, what: str, value: object = None, hint: str = "",
+                 errno_name: str = "") -> None:
         self.what, self.value, self.hint = what, value, hint
+        # Symbolic errno ("ENOTEMPTY") when the error came from the file system; sent to
+        # callers as trailing metadata because several errnos share one status code.
+        self.errno_name = errno_name
         text = what if value is None else f"{what}: {value!r}"
         super().__init__(f"{text}; {hint}" if hint else text)
 

@@ -164,7 +164,8 @@ class Scheduler:
         if len(cls.queue) >= cfg.queue_limit:
             cls.rejected += 1
             raise ResourceExhausted(f"queue of {_who(cls.key)} is full ({cfg.queue_limit} "
-                                    "requests waiting)", None, "retry later, or write less at once")
+                                    "requests waiting)", None, "retry later, or write less at once",
+                                    "EAGAIN")
         if not cls.queue:
             # Waking up: no credit for the idle time, on either clock.
             cls.p_tag = max(cls.p_tag, self._vtime)

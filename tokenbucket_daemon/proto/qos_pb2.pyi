@@ -227,6 +227,28 @@ class FsyncReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class StatfsRequest(_message.Message):
+    __slots__ = ("tag", "tier")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    tag: JobTag
+    tier: str
+    def __init__(self, tag: _Optional[_Union[JobTag, _Mapping]] = ..., tier: _Optional[str] = ...) -> None: ...
+
+class StatfsReply(_message.Message):
+    __slots__ = ("total_bytes", "free_bytes", "total_files", "free_files", "name_max")
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FILES_FIELD_NUMBER: _ClassVar[int]
+    FREE_FILES_FIELD_NUMBER: _ClassVar[int]
+    NAME_MAX_FIELD_NUMBER: _ClassVar[int]
+    total_bytes: int
+    free_bytes: int
+    total_files: int
+    free_files: int
+    name_max: int
+    def __init__(self, total_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., total_files: _Optional[int] = ..., free_files: _Optional[int] = ..., name_max: _Optional[int] = ...) -> None: ...
+
 class Selector(_message.Message):
     __slots__ = ("kind", "value")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

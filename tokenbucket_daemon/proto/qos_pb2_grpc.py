@@ -97,6 +97,11 @@ class DataPlaneStub:
                 request_serializer=qos_dot_v1_dot_qos__pb2.FsyncRequest.SerializeToString,
                 response_deserializer=qos_dot_v1_dot_qos__pb2.FsyncReply.FromString,
                 _registered_method=True)
+        self.Statfs = channel.unary_unary(
+                '/qos.v1.DataPlane/Statfs',
+                request_serializer=qos_dot_v1_dot_qos__pb2.StatfsRequest.SerializeToString,
+                response_deserializer=qos_dot_v1_dot_qos__pb2.StatfsReply.FromString,
+                _registered_method=True)
 
 
 class DataPlaneServicer:
@@ -223,6 +228,15 @@ class DataPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Statfs(self, request, context):
+        """Capacity of a tier's file system (statvfs(2) of the tier root), for `df` on a
+        client mount. Not charged against any bucket.
+        Bad input: NOT_FOUND for a tier this daemon does not serve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -280,6 +294,11 @@ def add_DataPlaneServicer_to_server(servicer, server):
                     servicer.Fsync,
                     request_deserializer=qos_dot_v1_dot_qos__pb2.FsyncRequest.FromString,
                     response_serializer=qos_dot_v1_dot_qos__pb2.FsyncReply.SerializeToString,
+            ),
+            'Statfs': grpc.unary_unary_rpc_method_handler(
+                    servicer.Statfs,
+                    request_deserializer=qos_dot_v1_dot_qos__pb2.StatfsRequest.FromString,
+                    response_serializer=qos_dot_v1_dot_qos__pb2.StatfsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -587,6 +606,33 @@ class DataPlane:
             '/qos.v1.DataPlane/Fsync',
             qos_dot_v1_dot_qos__pb2.FsyncRequest.SerializeToString,
             qos_dot_v1_dot_qos__pb2.FsyncReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Statfs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qos.v1.DataPlane/Statfs',
+            qos_dot_v1_dot_qos__pb2.StatfsRequest.SerializeToString,
+            qos_dot_v1_dot_qos__pb2.StatfsReply.FromString,
             options,
             channel_credentials,
             insecure,

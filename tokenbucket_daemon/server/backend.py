@@ -90,7 +90,8 @@ def _map_oserror(tier: str, op: str, value: object, exc: OSError) -> DaemonError
         # Unexpected errnos are worth an operator's attention; mapped ones are the
         # caller's business and would only add noise.
         logger.error("tier %s: %s %r failed: %s", tier, op, value, exc)
-    return cls(f"{op} in tier {tier!r} failed ({reason})", value, hint)
+    return cls(f"{op} in tier {tier!r} failed ({reason})", value, hint,
+               errno.errorcode.get(exc.errno or 0, ""))
 
 
 @contextmanager
@@ -572,6 +573,13 @@ class TierBackend:
                 os.close(fd)
 
     # ---- metadata ---------------------------------------------------------------
+
+    def statfs(self) -> dict[str, int]:
+        """Capacity of the file system holding the tier (statvfs of the root)."""
+        with _mapped(self._name, "statfs", ""):
+            v = os.statvfs(self._root)
+        return {"total_bytes": v.f_blocks * v.f_frsize, "free_bytes": v.f_bavail * v.f_frsize,
+                "total_files": v.f_files, "free_files": v.f_favail, "name_max": v.f_namemax}
 
     def stat(self, path: str) -> dict[str, int | bool]:
         """size, mode, mtime_ns, is_dir, nlink of a file or directory (following symlinks)."""

@@ -39,13 +39,19 @@ MiB = 1 << 20
 WRITE_DEPTH = 4
 
 
+async def _abort(context: grpc.aio.ServicerContext, e: DaemonError) -> None:
+    """End the call with ``e``'s status; a file system errno rides along as `qos-errno`."""
+    trailer = (("qos-errno", e.errno_name),) if e.errno_name else ()
+    await context.abort(grpc.StatusCode[e.code], str(e), trailing_metadata=trailer)
+
+
 def _status(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
         try:
             return await fn(self, request, context)
         except DaemonError as e:
-            await context.abort(grpc.StatusCode[e.code], str(e))
+            await _abort(context, e)
             raise  # unreachable: abort raises
     return wrapper
 
@@ -174,7 +180,7 @@ class DataPlane(rpc.DataPlaneServicer):
                 await node.run(writer.fsync)
             return pb.WriteReply(bytes_written=total)
         except DaemonError as e:
-            await context.abort(grpc.StatusCode[e.code], str(e))
+            await _abort(context, e)
             raise
         finally:
             for f in pending:     # the stream failed: let no write outlive its descriptor
@@ -214,7 +220,7 @@ class DataPlane(rpc.DataPlaneServicer):
             reader = await node.run(tier.read_chunks, request.path, request.offset,
                                     max(0, end - request.offset), chunk)
         except DaemonError as e:
-            await context.abort(grpc.StatusCode[e.code], str(e))
+            await _abort(context, e)
             return
         tag, offset = _tag(request.tag), request.offset
         it = iter(reader)
@@ -230,7 +236,7 @@ class DataPlane(rpc.DataPlaneServicer):
                 yield pb.ReadChunk(offset=offset, data=data)
                 offset += len(data)
         except DaemonError as e:
-            await context.abort(grpc.StatusCode[e.code], str(e))
+            await _abort(context, e)
         finally:
             await node.run(reader.close)
 
@@ -288,6 +294,11 @@ class DataPlane(rpc.DataPlaneServicer):
     async def Fsync(self, request: pb.FsyncRequest, context: Any) -> pb.FsyncReply:
         await self._meta(request, lambda t: t.fsync(request.path))
         return pb.FsyncReply()
+
+    @_status
+    async def Statfs(self, request: pb.StatfsRequest, context: Any) -> pb.StatfsReply:
+        tier = self.node.tier(request.tier)
+        return pb.StatfsReply(**await self.node.run(tier.statfs))
 
 
 # --------------------------------------------------------------------------- admin
@@ -404,7 +415,7 @@ class AdminService(rpc.AdminServiceServicer):
                 raise InvalidArgument("interval_ms must be 0 (1 s) or 100..3600000",
                                       ms, "give e.g. 1000")
         except DaemonError as e:
-            await context.abort(grpc.StatusCode[e.code], str(e))
+            await _abort(context, e)
             return
         interval = (request.interval_ms or 1000) / 1000
         while True:

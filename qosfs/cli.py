@@ -1,0 +1,185 @@
+"""``qosfs``: mount a tier through its tokenbucketd daemons, or unmount it.
+
+    qosfs mount pfs /qos/shared --daemons node1:50051,node2:50051 [--stripe-size 1MiB]
+    qosfs umount /qos/shared
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+
+from qosfs.errors import QosfsError, UsageError
+from qosfs.fs import Options
+from qosfs.layout import Layout
+from qosfs.mount import MountSpec, check_mountpoint, run
+from qosfs.remote import Timeouts
+from tokenbucket_daemon.units import parse_size
+
+log = logging.getLogger(__name__)
+
+
+def _owner(text: str) -> tuple[int, int]:
+    user, _, group = text.partition(":")
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise UsageError(f"--owner: no such user {user!r}; give a user name or uid") from None
+    if not group:
+        return pw.pw_uid, pw.pw_gid
+    try:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise UsageError(f"--owner: no such group {group!r}; give a group name or gid") \
+            from None
+    return pw.pw_uid, gid
+
+
+def _daemons(text: str) -> list[str]:
+    out = [a.strip() for a in text.split(",") if a.strip()]
+    for a in out:
+        host, sep, port = a.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--daemons: bad address {a!r}; write host:port[,host:port...]")
+    if not out:
+        raise UsageError("--daemons is empty; give the tier's daemons as host:port,...")
+    if len(set(out)) != len(out):
+        raise UsageError(f"--daemons names a daemon twice: {text!r}; list each once")
+    return out
+
+
+def _positive(what: str, text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0:
+        raise UsageError(f"{what} must be a positive number of seconds, got {text!r}")
+    return v
+
+
+def build_spec(ns: argparse.Namespace) -> MountSpec:
+    try:
+        stripe = parse_size(ns.stripe_size)
+    except ValueError as e:
+        raise UsageError(f"--stripe-size: {e}") from None
+    uid, gid = _owner(ns.owner) if ns.owner else (os.getuid(), os.getgid())
+    attr_timeout = float(ns.attr_timeout)
+    if attr_timeout < 0:
+        raise UsageError(f"--attr-timeout must be >= 0 seconds, got {ns.attr_timeout!r}")
+    daemons = _daemons(ns.daemons)
+    Layout(len(daemons), stripe)        # validates the stripe size
+    if not ns.tier or "/" in ns.tier:
+        raise UsageError(f"bad tier name {ns.tier!r}; give the name the daemons serve it as")
+    check_mountpoint(ns.mountpoint)
+    return MountSpec(ns.tier, os.path.abspath(ns.mountpoint), daemons,
+                     Options(stripe_size=stripe, uid=uid, gid=gid, attr_timeout=attr_timeout,
+                             writeback_cache=not ns.no_writeback_cache),
+                     Timeouts(meta=_positive("--timeout", ns.timeout) / 8,
+                              data=_positive("--timeout", ns.timeout)))
+
+
+def _mount(ns: argparse.Namespace) -> int:
+    spec = build_spec(ns)
+    if ns.foreground:
+        run(spec, on_ready=lambda: print(f"qosfs: mounted {ns.tier} on {ns.mountpoint}",
+                                         flush=True))
+        return 0
+    # Background: the child mounts and reports through a pipe, so the command returns
+    # only once the mount is usable (or with the reason it is not).
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(wfd)
+        with os.fdopen(rfd) as r:
+            msg = r.read()
+        if msg.startswith("ok"):
+            return 0
+        os.waitpid(pid, 0)
+        print(msg.strip() or "qosfs: the mount process died before mounting; see its log",
+              file=sys.stderr)
+        return 1
+    os.close(rfd)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    if not ns.log:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    w = os.fdopen(wfd, "w")
+
+    def ready() -> None:
+        w.write("ok\n")
+        w.close()
+    try:
+        run(spec, on_ready=ready)
+        code = 0
+    except Exception as e:      # reported through the pipe, the parent prints it
+        if not w.closed:
+            w.write(f"qosfs: {e}\n")
+            w.close()
+        log.error("qosfs: %s", e)
+        code = 1
+    os._exit(code)
+
+
+def _umount(ns: argparse.Namespace) -> int:
+    path = os.path.abspath(ns.mountpoint)
+    if not os.path.ismount(path):
+        raise UsageError(f"{path!r} is not mounted; nothing to unmount")
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    cmd = [tool, "-u", path] if tool else ["umount", path]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise QosfsError(f"unmounting {path!r} failed: {(r.stderr or r.stdout).strip()}; "
+                         f"close the programs using it (fuser -m {path})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="qosfs", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("mount", help="mount TIER on MOUNTPOINT through its daemons")
+    m.add_argument("tier")
+    m.add_argument("mountpoint")
+    m.add_argument("--daemons", required=True, help="host:port of the tier's daemons, "
+                   "comma-separated, in the same order on every node")
+    m.add_argument("--stripe-size", default="1MiB", help="bytes per stripe (default 1MiB)")
+    m.add_argument("--owner", default="", help="USER[:GROUP] shown as every file's owner "
+                   "(default: who runs qosfs)")
+    m.add_argument("--attr-timeout", default="1", help="seconds the kernel caches attributes")
+    m.add_argument("--timeout", default="120", help="seconds one read or write may take "
+                   "(waiting for tokens included) before the program gets ETIMEDOUT")
+    m.add_argument("--no-writeback-cache", action="store_true",
+                   help="send every write as the program issued it (slower for small writes)")
+    m.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
+    m.add_argument("--log", default="", help="log file of the background mount process")
+    m.add_argument("--log-level", default="WARNING")
+    u = sub.add_parser("umount", help="unmount a qosfs mount")
+    u.add_argument("mountpoint")
+    ns = ap.parse_args(argv)
+    level = getattr(logging, str(getattr(ns, "log_level", "WARNING")).upper(), None)
+    if not isinstance(level, int):
+        print(f"qosfs: bad --log-level {ns.log_level!r}; use DEBUG, INFO, WARNING or ERROR",
+              file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, filename=getattr(ns, "log", "") or None,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return _mount(ns) if ns.cmd == "mount" else _umount(ns)
+    except UsageError as e:
+        print(f"qosfs: {e}", file=sys.stderr)
+        return 2
+    except QosfsError as e:
+        print(f"qosfs: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""The pyfuse3 file system: kernel requests in, tagged daemon calls out.
+
+Inodes are kept as paths relative to the tier root (the daemons know files by path). A
+file handle carries the identity of the process that opened or created it: pyfuse3's read
+and write handlers do not get the caller's pid, so attribution happens at open and create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pyfuse3
+
+from qosfs.errors import RemoteError
+from qosfs.jobid import Identity, JobResolver
+from qosfs.layout import Layout, Piece, assemble
+from qosfs.remote import TierClient
+from tokenbucket_daemon.proto import qos_pb2 as pb
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+ROOT = pyfuse3.ROOT_INODE
+# Names qosfs itself creates for a moment while it probes which daemons share a store.
+PROBE_PREFIX = ".qosfs-probe-"
+
+
+@dataclass
+class Handle:
+    path: str
+    who: Identity
+
+
+@dataclass
+class DirHandle:
+    path: str
+    entries: list[pb.DirEntry] | None = None
+
+
+@dataclass
+class Options:
+    stripe_size: int = 1 << 20
+    uid: int = 0                  # owner shown for every file (the store keeps none)
+    gid: int = 0
+    attr_timeout: float = 1.0
+    writeback_cache: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _fuse(e: RemoteError) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(e.errno)
+
+
+class QosFS(pyfuse3.Operations):
+    supports_dot_lookup = True
+
+    def __init__(self, client: TierClient, groups: list[list[int]], resolver: JobResolver,
+                 options: Options | None = None) -> None:
+        super().__init__()
+        self.client, self.resolver = client, resolver
+        self.options = options or Options()
+        self.enable_writeback_cache = self.options.writeback_cache
+        self.layout = Layout(len(client.addresses), self.options.stripe_size)
+        # One daemon per distinct store: the namespace lives on each, the first decides.
+        self.reps = [g[0] for g in groups]
+        self._group_of = {d: i for i, g in enumerate(groups) for d in g}
+        self._path = {ROOT: ""}
+        self._ino = {"": ROOT}
+        self._lookups: dict[int, int] = {}
+        self._next_ino = ROOT + 1
+        self._handles: dict[int, Handle | DirHandle] = {}
+        self._next_fh = 1
+
+    # -- inode table -------------------------------------------------------------------
+    def _path_of(self, inode: int) -> str:
+        try:
+            return self._path[inode]
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.ESTALE) from None
+
+    def _child(self, parent: int, name: bytes) -> str:
+        base = self._path_of(parent)
+        text = os.fsdecode(name)
+        if text == ".":
+            return base
+        if text == "..":
+            return base.rpartition("/")[0]
+        return f"{base}/{text}" if base else text
+
+    def _inode(self, path: str, count: bool) -> int:
+        ino = self._ino.get(path)
+        if ino is None:
+            ino, self._next_ino = self._next_ino, self._next_ino + 1
+            self._ino[path], self._path[ino] = ino, path
+        if count:
+            self._lookups[ino] = self._lookups.get(ino, 0) + 1
+        return ino
+
+    def _moved(self, src: str, dst: str) -> None:
+        """Re-key ``src`` and everything below it to ``dst`` after a rename."""
+        dropped = self._ino.pop(dst, None)
+        if dropped is not None:
+            self._path.pop(dropped, None)
+        prefix = src + "/"
+        for path in [p for p in self._ino if p == src or p.startswith(prefix)]:
+            ino = self._ino.pop(path)
+            new = dst + path[len(src):]
+            self._ino[new], self._path[ino] = ino, new
+
+    def _gone(self, path: str) -> None:
+        ino = self._ino.pop(path, None)
+        if ino is not None and not self._lookups.get(ino):
+            self._path.pop(ino, None)
+
+    async def forget(self, inode_list: Iterable[tuple[int, int]]) -> None:
+        for ino, n in inode_list:
+            left = self._lookups.get(ino, 0) - n
+            if left > 0 or ino == ROOT:
+                self._lookups[ino] = max(left, 0)
+                continue
+            self._lookups.pop(ino, None)
+            path = self._path.pop(ino, None)
+            if path is not None and self._ino.get(path) == ino:
+                del self._ino[path]
+
+    # -- helpers -----------------------------------------------------------------------
+    async def _each_rep(self, fn: Callable[[int], Awaitable[T]],
+                        tolerate: tuple[int, ...] = (errno.ENOENT,)) -> T:
+        """``fn`` on the authoritative store, then on the other stores, where the errnos in
+        ``tolerate`` are expected (a store may never have held a stripe of the file)."""
+        try:
+            first = await fn(self.reps[0])
+        except RemoteError as e:
+            raise _fuse(e) from None
+        rest = await asyncio.gather(*(fn(d) for d in self.reps[1:]), return_exceptions=True)
+        for d, r in zip(self.reps[1:], rest, strict=True):
+            if isinstance(r, RemoteError) and r.errno not in tolerate:
+                log.warning("store of daemon %s did not follow: %s", d, r)
+                raise _fuse(r)
+            if isinstance(r, BaseException) and not isinstance(r, RemoteError):
+                raise r
+        return first
+
+    async def _stat(self, path: str) -> tuple[pb.StatReply, int]:
+        """The authoritative stat and the file's size (the largest over the stores)."""
+        replies = await asyncio.gather(*(self.client.stat(d, path) for d in self.reps),
+                                       return_exceptions=True)
+        first = replies[0]
+        if isinstance(first, RemoteError):
+            raise _fuse(first)
+        if isinstance(first, BaseException):
+            raise first
+        size = first.size
+        if not first.is_dir:
+            for r in replies[1:]:
+                if isinstance(r, pb.StatReply):
+                    size = max(size, r.size)
+                elif isinstance(r, RemoteError) and r.errno != errno.ENOENT:
+                    raise _fuse(r)
+        return first, size
+
+    def _attrs(self, ino: int, st: pb.StatReply, size: int) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.st_mode = st.mode
+        a.st_nlink = st.nlink or 1
+        a.st_size = size
+        a.st_uid, a.st_gid = self.options.uid, self.options.gid
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = st.mtime_ns
+        a.st_blksize = self.options.stripe_size
+        a.st_blocks = (size + 511) // 512
+        a.attr_timeout = a.entry_timeout = self.options.attr_timeout
+        return a
+
+    async def _entry(self, path: str, count: bool) -> pyfuse3.EntryAttributes:
+        st, size = await self._stat(path)
+        return self._attrs(self._inode(path, count), st, size)
+
+    def _who(self, ctx: pyfuse3.RequestContext) -> Identity:
+        return self.resolver.resolve(ctx.pid, ctx.uid, time.monotonic())
+
+    def _new_fh(self, h: Handle | DirHandle) -> int:
+        fh, self._next_fh = self._next_fh, self._next_fh + 1
+        self._handles[fh] = h
+        return fh
+
+    def _file(self, fh: int) -> Handle:
+        h = self._handles.get(fh)
+        if not isinstance(h, Handle):
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return h
+
+    # -- metadata ----------------------------------------------------------------------
+    async def lookup(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        path = self._child(parent_inode, name)
+        if path.rpartition("/")[2].startswith(PROBE_PREFIX):
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return await self._entry(path, count=True)
+
+    async def getattr(self, inode: int,
+                      ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
+        path = self._path_of(inode)
+        st, size = await self._stat(path)
+        return self._attrs(inode, st, size)
+
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        path = self._path_of(inode)
+        if fields.update_size:
+            # Every store cuts (or sparsely extends) its copy, so no stale stripe shows up
+            # again when the file grows back.
+            await self._each_rep(lambda d: self.client.truncate(d, path, attr.st_size))
+        # The stores keep no owner, and mode and times only as the daemon set them: other
+        # changes are accepted and not kept (like vfat's "quiet"), so cp -p and tar work.
+        return await self.getattr(inode, ctx)
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        path = self._child(parent_inode, name)
+        try:
+            await self.client.mkdir(self.reps[0], path, mode & 0o7777)
+        except RemoteError as e:
+            raise _fuse(e) from None
+        # The other stores need the directory before a stripe can land in it.
+        for d in self.reps[1:]:
+            try:
+                await self.client.mkdir(d, path, mode & 0o7777, parents=True)
+            except RemoteError as e:
+                log.warning("mkdir %r on daemon %s failed (stripes will create it): %s",
+                            path, d, e)
+        return await self._entry(path, count=True)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        path = self._child(parent_inode, name)
+        await self._each_rep(lambda d: self.client.rmdir(d, path))
+        self._gone(path)
+
+    async def unlink(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext) -> None:
+        path = self._child(parent_inode, name)
+        await self._each_rep(lambda d: self.client.unlink(d, path))
+        self._gone(path)
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        if flags:
+            # RENAME_NOREPLACE/EXCHANGE cannot be made atomic across stores; programs fall
+            # back to plain rename on EINVAL.
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        src = self._child(parent_inode_old, name_old)
+        dst = self._child(parent_inode_new, name_new)
+        try:
+            await self.client.rename(self.reps[0], src, dst)
+        except RemoteError as e:
+            raise _fuse(e) from None
+        for d in self.reps[1:]:
+            try:
+                await self.client.rename(d, src, dst)
+            except RemoteError as e:
+                if e.errno != errno.ENOENT:
+                    raise _fuse(e) from None
+                # This store held no stripe of src, but may of a file dst replaced.
+                try:
+                    await self.client.unlink(d, dst)
+                except RemoteError as e2:
+                    if e2.errno not in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR):
+                        raise _fuse(e2) from None
+        self._moved(src, dst)
+
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        return self._new_fh(DirHandle(self._path_of(inode)))
+
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        h = self._handles.get(fh)
+        if not isinstance(h, DirHandle):
+            raise pyfuse3.FUSEError(errno.EBADF)
+        if h.entries is None or start_id == 0:
+            try:
+                entries = await self.client.readdir(self.reps[0], h.path)
+            except RemoteError as e:
+                raise _fuse(e) from None
+            h.entries = [e for e in entries if not e.name.startswith(PROBE_PREFIX)]
+        for i in range(start_id, len(h.entries)):
+            ent = h.entries[i]
+            path = f"{h.path}/{ent.name}" if h.path else ent.name
+            a = pyfuse3.EntryAttributes()
+            a.st_ino = self._inode(path, count=False)
+            a.st_mode = (stat.S_IFDIR | 0o755) if ent.is_dir else (stat.S_IFREG | 0o644)
+            a.st_size = ent.size
+            # A listing comes from one store and lacks mode and times: the kernel must not
+            # cache it, so stat() asks again.
+            a.attr_timeout = a.entry_timeout = 0
+            if not pyfuse3.readdir_reply(token, os.fsencode(ent.name), a, i + 1):
+                return
+            self._lookups[a.st_ino] = self._lookups.get(a.st_ino, 0) + 1
+
+    async def releasedir(self, fh: int) -> None:
+        self._handles.pop(fh, None)
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        try:
+            replies = await asyncio.gather(*(self.client.statfs(d) for d in self.reps))
+        except RemoteError as e:
+            raise _fuse(e) from None
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = sum(r.total_bytes for r in replies) // 4096
+        s.f_bfree = s.f_bavail = sum(r.free_bytes for r in replies) // 4096
+        s.f_files = sum(r.total_files for r in replies)
+        s.f_ffree = s.f_favail = sum(r.free_files for r in replies)
+        s.f_namemax = min((r.name_max for r in replies if r.name_max), default=255)
+        return s
+
+    # -- files -------------------------------------------------------------------------
+    async def open(self, inode: int, flags: int,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        path = self._path_of(inode)
+        who = self._who(ctx)
+        if flags & os.O_TRUNC:
+            await self._each_rep(lambda d: self.client.truncate(d, path, 0))
+        log.debug("open %r by pid %s as job %s (%s)", path, ctx.pid, who.job, who.source)
+        return pyfuse3.FileInfo(fh=self._new_fh(Handle(path, who)))
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext
+                     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        path = self._child(parent_inode, name)
+        if path.rpartition("/")[2].startswith(PROBE_PREFIX):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        who = self._who(ctx)
+        try:
+            await self.client.create(self.reps[0], path, mode & 0o7777,
+                                     bool(flags & os.O_EXCL), who)
+        except RemoteError as e:
+            raise _fuse(e) from None
+        if flags & os.O_TRUNC:
+            await self._each_rep(lambda d: self.client.truncate(d, path, 0))
+        attrs = await self._entry(path, count=True)
+        return pyfuse3.FileInfo(fh=self._new_fh(Handle(path, who))), attrs
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self._file(fh)
+        pieces = self.layout.pieces(off, size)
+        got = await asyncio.gather(*(self._read_piece(h, p) for p in pieces),
+                                   return_exceptions=True)
+        parts: list[tuple[Piece, bytes]] = []
+        for p, r in zip(pieces, got, strict=True):
+            if isinstance(r, RemoteError):
+                raise _fuse(r)
+            if isinstance(r, BaseException):
+                raise r
+            parts.append((p, r))
+        if all(len(data) == p.length for p, data in parts):
+            return b"".join(data for _, data in parts) if len(parts) > 1 else parts[0][1]
+        # Something came back short: end of file, or a hole in a store's sparse copy.
+        _, file_size = await self._stat(h.path)
+        return assemble(off, size, parts, file_size)
+
+    async def _read_piece(self, h: Handle, p: Piece) -> bytes:
+        try:
+            return await self.client.read(p.daemon, h.path, p.offset, p.length, h.who)
+        except RemoteError as e:
+            if e.errno == errno.ENOENT and not self._same_store_as_primary(p.daemon):
+                return b""      # this store never received a stripe of the file: a hole
+            raise
+
+    def _same_store_as_primary(self, d: int) -> bool:
+        return self._group_of.get(d, -1) == 0
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        h = self._file(fh)
+        pieces = self.layout.pieces(off, len(buf))
+        view = memoryview(buf)
+        got = await asyncio.gather(
+            *(self._write_piece(h, p, bytes(view[p.offset - off:p.offset - off + p.length])
+                                if len(pieces) > 1 else buf) for p in pieces),
+            return_exceptions=True)
+        for r in got:
+            if isinstance(r, RemoteError):
+                raise _fuse(r)
+            if isinstance(r, BaseException):
+                raise r
+        return len(buf)
+
+    async def _write_piece(self, h: Handle, p: Piece, data: bytes) -> int:
+        try:
+            return await self.client.write(p.daemon, h.path, p.offset, data, h.who)
+        except RemoteError as e:
+            if e.errno != errno.ENOENT or self._same_store_as_primary(p.daemon):
+                raise
+        # The file's directory is missing in this daemon's store (made before the daemon
+        # joined, or its mkdir failed): make it and write again.
+        parent = h.path.rpartition("/")[0]
+        if parent:
+            await self.client.mkdir(p.daemon, parent, parents=True)
+        return await self.client.write(p.daemon, h.path, p.offset, data, h.who)
+
+    async def flush(self, fh: int) -> None:
+        self._file(fh)      # writes are acknowledged by the daemons as they happen
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        h = self._file(fh)
+        await self._each_rep(lambda d: self.client.fsync(d, h.path, h.who))
+
+    async def release(self, fh: int) -> None:
+        self._handles.pop(fh, None)

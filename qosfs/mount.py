@@ -1,0 +1,117 @@
+"""Mounting: check the daemons, find which share a store, run the FUSE loop until unmounted."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import uuid
+from dataclasses import dataclass
+
+import pyfuse3
+import pyfuse3.asyncio
+
+from qosfs.errors import QosfsError, RemoteError, UsageError
+from qosfs.fs import PROBE_PREFIX, Options, QosFS
+from qosfs.jobid import JobResolver
+from qosfs.layout import store_groups
+from qosfs.procfs import Procfs
+from qosfs.remote import TierClient, Timeouts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MountSpec:
+    tier: str
+    mountpoint: str
+    daemons: list[str]
+    options: Options
+    timeouts: Timeouts
+    job_cache_ttl: float = 5.0
+
+
+def check_mountpoint(path: str) -> None:
+    if not os.path.isdir(path):
+        raise UsageError(f"mount point {path!r} is not a directory; create it first")
+    if os.path.ismount(path):
+        raise UsageError(f"{path!r} is already a mount point; unmount it first "
+                         f"(qosfs umount {path})")
+
+
+async def probe(client: TierClient) -> list[list[int]]:
+    """Which daemons share a store: a file made through one daemon is looked for through
+    the others. Also proves every daemon is reachable and serves the tier."""
+    n = len(client.addresses)
+    for d in range(n):
+        try:
+            await client.stat(d, "")
+        except RemoteError as e:
+            hint = ("start it or leave it out of --daemons" if e.errno in (errno.EIO,
+                    errno.ETIMEDOUT) else f"check that it serves tier {client.tier!r}")
+            raise QosfsError(f"daemon {client.addresses[d]} cannot be used: {e}; {hint}") \
+                from None
+    sees = [[False] * n for _ in range(n)]
+    placed: set[int] = set()
+    for i in range(n):
+        if i in placed:
+            continue
+        name = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        await client.create(i, name, 0o600, True, None)
+        try:
+            for j in range(i + 1, n):
+                if j in placed:
+                    continue
+                try:
+                    await client.stat(j, name)
+                    sees[i][j] = True
+                    placed.add(j)
+                except RemoteError as e:
+                    if e.errno != errno.ENOENT:
+                        raise
+        finally:
+            await client.unlink(i, name)
+    return store_groups(sees)
+
+
+async def serve(spec: MountSpec, ready: asyncio.Future[None] | None = None) -> None:
+    """Mount and serve until unmounted or SIGTERM/SIGINT; sets ``ready`` once mounted."""
+    client = TierClient(spec.tier, spec.daemons, spec.timeouts)
+    try:
+        groups = await probe(client)
+        log.info("tier %s: %d daemon(s), stores %s, stripe %d B", spec.tier,
+                 len(spec.daemons), groups, spec.options.stripe_size)
+        fs = QosFS(client, groups, JobResolver(Procfs(), ttl=spec.job_cache_ttl),
+                   spec.options)
+        opts = set(pyfuse3.default_options)
+        opts |= {f"fsname=qosfs:{spec.tier}", "subtype=qosfs"}
+        if os.geteuid() == 0:
+            opts.add("allow_other")     # a root mount serves every user's programs
+        pyfuse3.init(fs, spec.mountpoint, opts)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, pyfuse3.terminate)
+        try:
+            if ready is not None:
+                ready.set_result(None)
+            await pyfuse3.main()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            pyfuse3.close(unmount=True)
+    finally:
+        await client.close()
+
+
+def run(spec: MountSpec, on_ready: object = None) -> None:
+    """Blocking: mount ``spec`` and serve it. ``on_ready()`` runs once the mount is up."""
+    pyfuse3.asyncio.enable()
+
+    async def main() -> None:
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if callable(on_ready):
+            ready.add_done_callback(lambda _: on_ready())
+        await serve(spec, ready)
+    asyncio.run(main())

@@ -1,0 +1,187 @@
+"""The daemons of one tier, called over gRPC (asyncio), with failures turned into errnos.
+
+Every call has a deadline, so a daemon that is down or stopped gives the program an error
+instead of a hang; channels retry connecting quickly, so the mount works again as soon as
+the daemon is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from qosfs.errors import RemoteError
+from qosfs.jobid import Identity
+from tokenbucket_daemon.proto import qos_pb2 as pb
+from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MiB = 1 << 20
+
+_OPTIONS = [("grpc.max_receive_message_length", 80 * MiB),
+            ("grpc.max_send_message_length", 80 * MiB),
+            # gRPC's default reconnect backoff grows to 2 minutes; a restarted daemon
+            # must be usable again within a second or so.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000)]
+
+_STATUS_ERRNO = {
+    grpc.StatusCode.NOT_FOUND: errno.ENOENT,
+    grpc.StatusCode.ALREADY_EXISTS: errno.EEXIST,
+    grpc.StatusCode.PERMISSION_DENIED: errno.EACCES,
+    grpc.StatusCode.UNAUTHENTICATED: errno.EACCES,
+    grpc.StatusCode.INVALID_ARGUMENT: errno.EINVAL,
+    grpc.StatusCode.OUT_OF_RANGE: errno.EINVAL,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errno.ENOSPC,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errno.ETIMEDOUT,
+    grpc.StatusCode.CANCELLED: errno.EINTR,
+    grpc.StatusCode.UNIMPLEMENTED: errno.ENOSYS,
+}
+# A full queue is transient: wait and retry (until the call's deadline) instead of failing.
+_RETRY_PAUSE = (0.005, 0.5)
+
+
+def errno_of(e: grpc.aio.AioRpcError) -> int:
+    """The errno a program should see for a failed call: the daemon's own (trailing
+    ``qos-errno``) when the file system gave one, else one per status code; a daemon that
+    cannot be reached is EIO, like a hard I/O failure."""
+    for key, value in e.trailing_metadata() or ():
+        if key == "qos-errno":
+            code = getattr(errno, str(value), None)
+            if isinstance(code, int):
+                return code
+    return _STATUS_ERRNO.get(e.code(), errno.EIO)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    meta: float = 15.0      # seconds for a metadata call
+    data: float = 120.0     # seconds for one read or write piece (it may wait for tokens)
+
+
+class TierClient:
+    """The daemons serving ``tier``, in the order given (index = daemon number)."""
+
+    def __init__(self, tier: str, addresses: list[str], timeouts: Timeouts | None = None) -> None:
+        self.tier, self.addresses = tier, list(addresses)
+        self.timeouts = timeouts or Timeouts()
+        self._channels = [grpc.aio.insecure_channel(a, options=_OPTIONS) for a in addresses]
+        self._stubs = [rpc.DataPlaneStub(c) for c in self._channels]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels))
+
+    @staticmethod
+    def _tag(who: Identity | None) -> pb.JobTag:
+        if who is None:
+            return pb.JobTag()
+        return pb.JobTag(job_id=who.job, user=who.user, account=who.account)
+
+    async def _call(self, d: int, what: str, fn: Callable[[], Awaitable[T]],
+                    deadline: float) -> T:
+        loop = asyncio.get_running_loop()
+        pause = _RETRY_PAUSE[0]
+        while True:
+            try:
+                return await fn()
+            except grpc.aio.AioRpcError as e:
+                code = errno_of(e)
+                if code == errno.EAGAIN and loop.time() + pause < deadline:
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _RETRY_PAUSE[1])
+                    continue
+                level = logging.DEBUG if code in (errno.ENOENT, errno.EEXIST) else logging.WARNING
+                log.log(level, "daemon %s (%s): %s failed: %s %s", d, self.addresses[d], what,
+                        e.code().name, e.details())
+                raise RemoteError(code, f"{what} on daemon {self.addresses[d]}: "
+                                        f"{e.details()}") from None
+
+    def _meta(self, d: int, what: str, method: str, req: Any) -> Awaitable[Any]:
+        t = self.timeouts.meta
+        stub = self._stubs[d]
+        return self._call(d, what, lambda: getattr(stub, method)(req, timeout=t),
+                          asyncio.get_running_loop().time() + t)
+
+    # -- metadata --------------------------------------------------------------------
+    async def stat(self, d: int, path: str) -> pb.StatReply:
+        r: pb.StatReply = await self._meta(d, f"stat {path!r}", "Stat",
+                                           pb.StatRequest(tier=self.tier, path=path))
+        return r
+
+    async def create(self, d: int, path: str, mode: int, exclusive: bool,
+                     who: Identity | None) -> None:
+        await self._meta(d, f"create {path!r}", "Create",
+                         pb.CreateRequest(tag=self._tag(who), tier=self.tier, path=path,
+                                          mode=mode, exclusive=exclusive))
+
+    async def unlink(self, d: int, path: str) -> None:
+        await self._meta(d, f"unlink {path!r}", "Unlink",
+                         pb.UnlinkRequest(tier=self.tier, path=path))
+
+    async def mkdir(self, d: int, path: str, mode: int = 0, parents: bool = False) -> None:
+        await self._meta(d, f"mkdir {path!r}", "Mkdir",
+                         pb.MkdirRequest(tier=self.tier, path=path, mode=mode,
+                                         parents=parents))
+
+    async def rmdir(self, d: int, path: str) -> None:
+        await self._meta(d, f"rmdir {path!r}", "Rmdir",
+                         pb.RmdirRequest(tier=self.tier, path=path))
+
+    async def readdir(self, d: int, path: str) -> list[pb.DirEntry]:
+        r = await self._meta(d, f"readdir {path!r}", "Readdir",
+                             pb.ReaddirRequest(tier=self.tier, path=path))
+        return list(r.entries)
+
+    async def rename(self, d: int, src: str, dst: str) -> None:
+        await self._meta(d, f"rename {src!r} to {dst!r}", "Rename",
+                         pb.RenameRequest(tier=self.tier, src=src, dst=dst))
+
+    async def truncate(self, d: int, path: str, size: int) -> None:
+        await self._meta(d, f"truncate {path!r}", "Truncate",
+                         pb.TruncateRequest(tier=self.tier, path=path, size=size))
+
+    async def fsync(self, d: int, path: str, who: Identity | None) -> None:
+        await self._meta(d, f"fsync {path!r}", "Fsync",
+                         pb.FsyncRequest(tag=self._tag(who), tier=self.tier, path=path))
+
+    async def statfs(self, d: int) -> pb.StatfsReply:
+        r: pb.StatfsReply = await self._meta(d, "statfs", "Statfs",
+                                             pb.StatfsRequest(tier=self.tier))
+        return r
+
+    # -- data ------------------------------------------------------------------------
+    async def write(self, d: int, path: str, offset: int, data: bytes,
+                    who: Identity | None) -> int:
+        """Write ``data`` at ``offset``; returns once the daemon says it reached the tier."""
+        t = self.timeouts.data
+        stub = self._stubs[d]
+        chunk = pb.WriteChunk(tag=self._tag(who), tier=self.tier, path=path, offset=offset,
+                              data=data)
+
+        async def go() -> int:
+            r = await stub.Write(iter((chunk,)), timeout=t)
+            return int(r.bytes_written)
+        return await self._call(d, f"write {path!r} at {offset}", go,
+                                asyncio.get_running_loop().time() + t)
+
+    async def read(self, d: int, path: str, offset: int, length: int,
+                   who: Identity | None) -> bytes:
+        """Up to ``length`` bytes from ``offset``; shorter at the end of this store's copy."""
+        t = self.timeouts.data
+        stub = self._stubs[d]
+        req = pb.ReadRequest(tag=self._tag(who), tier=self.tier, path=path, offset=offset,
+                             length=length, chunk_size=min(max(length, 1), 4 * MiB))
+
+        async def go() -> bytes:
+            parts = [m.data async for m in stub.Read(req, timeout=t)]
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        return await self._call(d, f"read {path!r} at {offset}", go,
+                                asyncio.get_running_loop().time() + t)
