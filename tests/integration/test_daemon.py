@@ -84,6 +84,30 @@ def test_policies_survive_kill_9(daemon):
     assert {(str(p.selector), p.tier) for p in after} == {("job=77", "disk"), ("user=ana", "ram")}
 
 
+def test_file_system_errors_carry_their_errno_and_statfs_reports_the_tier(daemon):
+    data = DataClient(daemon.address)
+    data.mkdir("disk", "full")
+    data.write("disk", "full/f", b"1")
+    cases = [(pb.RmdirRequest(tier="disk", path="full"), "Rmdir", "ENOTEMPTY"),
+             (pb.UnlinkRequest(tier="disk", path="full"), "Unlink", "EISDIR"),
+             (pb.MkdirRequest(tier="disk", path="full"), "Mkdir", "EEXIST"),
+             (pb.StatRequest(tier="disk", path="nope"), "Stat", "ENOENT")]
+    for req, method, name in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            getattr(data.stub, method)(req)
+        assert dict(e.value.trailing_metadata() or ()).get("qos-errno") == name, method
+    # Errors that are not the file system's carry none.
+    with pytest.raises(grpc.RpcError) as e:
+        data.stub.Stat(pb.StatRequest(tier="tape", path=""))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "qos-errno" not in dict(e.value.trailing_metadata() or ())
+    st = data.stub.Statfs(pb.StatfsRequest(tier="disk"))
+    vfs = os.statvfs(daemon.base / "disk")
+    assert st.total_bytes == vfs.f_blocks * vfs.f_frsize
+    assert 0 < st.free_bytes <= st.total_bytes and st.name_max == vfs.f_namemax
+    assert _code(data.stub.Statfs, pb.StatfsRequest(tier="tape")) == grpc.StatusCode.NOT_FOUND
+
+
 def _code(fn, *args, **kw) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as e:
         fn(*args, **kw)

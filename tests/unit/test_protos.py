@@ -29,6 +29,7 @@ SERVICES = {
         "Rename": ("RenameRequest", "RenameReply", False, False),
         "Truncate": ("TruncateRequest", "TruncateReply", False, False),
         "Fsync": ("FsyncRequest", "FsyncReply", False, False),
+        "Statfs": ("StatfsRequest", "StatfsReply", False, False),
     },
     "AdminService": {
         "SetPolicy": ("SetPolicyRequest", "Policy", False, False),
