@@ -73,6 +73,10 @@ def build_spec(ns: argparse.Namespace) -> MountSpec:
     attr_timeout = float(ns.attr_timeout)
     if attr_timeout < 0:
         raise UsageError(f"--attr-timeout must be >= 0 seconds, got {ns.attr_timeout!r}")
+    try:
+        window = parse_size(ns.write_behind)
+    except ValueError as e:
+        raise UsageError(f"--write-behind: {e}") from None
     daemons = _daemons(ns.daemons)
     Layout(len(daemons), stripe)        # validates the stripe size
     if not ns.tier or "/" in ns.tier:
@@ -80,7 +84,7 @@ def build_spec(ns: argparse.Namespace) -> MountSpec:
     check_mountpoint(ns.mountpoint)
     return MountSpec(ns.tier, os.path.abspath(ns.mountpoint), daemons,
                      Options(stripe_size=stripe, uid=uid, gid=gid, attr_timeout=attr_timeout,
-                             writeback_cache=not ns.no_writeback_cache),
+                             writeback_cache=ns.writeback_cache, write_window=window),
                      Timeouts(meta=_positive("--timeout", ns.timeout) / 8,
                               data=_positive("--timeout", ns.timeout)))
 
@@ -156,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--attr-timeout", default="1", help="seconds the kernel caches attributes")
     m.add_argument("--timeout", default="120", help="seconds one read or write may take "
                    "(waiting for tokens included) before the program gets ETIMEDOUT")
-    m.add_argument("--no-writeback-cache", action="store_true",
-                   help="send every write as the program issued it (slower for small writes)")
+    m.add_argument("--write-behind", default="8MiB", help="bytes of a file handle's writes "
+                   "in flight at once (0: each write waits for the daemon; default 8MiB)")
+    m.add_argument("--writeback-cache", action="store_true",
+                   help="let the kernel buffer and merge writes: faster small writes, but "
+                   "every job on the mount is paced alike, which defeats per-job limits")
     m.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     m.add_argument("--log", default="", help="log file of the background mount process")
     m.add_argument("--log-level", default="WARNING")

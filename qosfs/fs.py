@@ -14,8 +14,8 @@ import os
 import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 import pyfuse3
 
@@ -23,6 +23,7 @@ from qosfs.errors import RemoteError
 from qosfs.jobid import Identity, JobResolver
 from qosfs.layout import Layout, Piece, assemble
 from qosfs.remote import TierClient
+from qosfs.writebehind import WriteBehind
 from tokenbucket_daemon.proto import qos_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,9 @@ PROBE_PREFIX = ".qosfs-probe-"
 
 @dataclass
 class Handle:
-    path: str
+    inode: int                    # not a path: a rename must carry open handles along
     who: Identity
+    writes: WriteBehind | None = None
 
 
 @dataclass
@@ -50,8 +52,11 @@ class Options:
     uid: int = 0                  # owner shown for every file (the store keeps none)
     gid: int = 0
     attr_timeout: float = 1.0
-    writeback_cache: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The kernel's writeback cache merges small writes but paces every writer on the
+    # mount alike (one flusher, one dirty limit per mount): off, so each job keeps its rate.
+    writeback_cache: bool = False
+    write_window: int = 8 << 20   # bytes in flight per handle (0: write through)
+    merge: int = 1 << 20          # contiguous small writes merged up to this size
 
 
 def _fuse(e: RemoteError) -> pyfuse3.FUSEError:
@@ -208,6 +213,7 @@ class QosFS(pyfuse3.Operations):
     async def getattr(self, inode: int,
                       ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
         path = self._path_of(inode)
+        await self._drain(inode)
         st, size = await self._stat(path)
         return self._attrs(inode, st, size)
 
@@ -216,6 +222,7 @@ class QosFS(pyfuse3.Operations):
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self._path_of(inode)
         if fields.update_size:
+            await self._drain(inode)
             # Every store cuts (or sparsely extends) its copy, so no stale stripe shows up
             # again when the file grows back.
             await self._each_rep(lambda d: self.client.truncate(d, path, attr.st_size))
@@ -247,6 +254,7 @@ class QosFS(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes,
                      ctx: pyfuse3.RequestContext) -> None:
         path = self._child(parent_inode, name)
+        await self._drain_under(path)     # a late write would bring the file back
         await self._each_rep(lambda d: self.client.unlink(d, path))
         self._gone(path)
 
@@ -258,6 +266,7 @@ class QosFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EINVAL)
         src = self._child(parent_inode_old, name_old)
         dst = self._child(parent_inode_new, name_new)
+        await self._drain_under(src)      # writes in flight name the old path
         try:
             await self.client.rename(self.reps[0], src, dst)
         except RemoteError as e:
@@ -326,9 +335,10 @@ class QosFS(pyfuse3.Operations):
         path = self._path_of(inode)
         who = self._who(ctx)
         if flags & os.O_TRUNC:
+            await self._drain(inode)
             await self._each_rep(lambda d: self.client.truncate(d, path, 0))
         log.debug("open %r by pid %s as job %s (%s)", path, ctx.pid, who.job, who.source)
-        return pyfuse3.FileInfo(fh=self._new_fh(Handle(path, who)))
+        return pyfuse3.FileInfo(fh=self._new_fh(self._handle(inode, who)))
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext
@@ -345,12 +355,14 @@ class QosFS(pyfuse3.Operations):
         if flags & os.O_TRUNC:
             await self._each_rep(lambda d: self.client.truncate(d, path, 0))
         attrs = await self._entry(path, count=True)
-        return pyfuse3.FileInfo(fh=self._new_fh(Handle(path, who))), attrs
+        return pyfuse3.FileInfo(fh=self._new_fh(self._handle(attrs.st_ino, who))), attrs
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._file(fh)
+        path = self._path_of(h.inode)
+        await self._drain(h.inode)        # this mount's own writes are read back
         pieces = self.layout.pieces(off, size)
-        got = await asyncio.gather(*(self._read_piece(h, p) for p in pieces),
+        got = await asyncio.gather(*(self._read_piece(path, h.who, p) for p in pieces),
                                    return_exceptions=True)
         parts: list[tuple[Piece, bytes]] = []
         for p, r in zip(pieces, got, strict=True):
@@ -362,12 +374,12 @@ class QosFS(pyfuse3.Operations):
         if all(len(data) == p.length for p, data in parts):
             return b"".join(data for _, data in parts) if len(parts) > 1 else parts[0][1]
         # Something came back short: end of file, or a hole in a store's sparse copy.
-        _, file_size = await self._stat(h.path)
+        _, file_size = await self._stat(path)
         return assemble(off, size, parts, file_size)
 
-    async def _read_piece(self, h: Handle, p: Piece) -> bytes:
+    async def _read_piece(self, path: str, who: Identity, p: Piece) -> bytes:
         try:
-            return await self.client.read(p.daemon, h.path, p.offset, p.length, h.who)
+            return await self.client.read(p.daemon, path, p.offset, p.length, who)
         except RemoteError as e:
             if e.errno == errno.ENOENT and not self._same_store_as_primary(p.daemon):
                 return b""      # this store never received a stripe of the file: a hole
@@ -376,40 +388,90 @@ class QosFS(pyfuse3.Operations):
     def _same_store_as_primary(self, d: int) -> bool:
         return self._group_of.get(d, -1) == 0
 
+    def _handle(self, inode: int, who: Identity) -> Handle:
+        h = Handle(inode, who)
+        o = self.options
+        if o.write_window > 0:
+            h.writes = WriteBehind(lambda off, data: self._send(h, off, data),
+                                   o.stripe_size, o.write_window, o.merge)
+        return h
+
+    async def _drain(self, inode: int, report_to: Handle | None = None) -> None:
+        """Wait until every write this mount accepted for ``inode`` is on the tier; raise
+        only ``report_to``'s own failure (other handles report theirs to their program)."""
+        for h in [h for h in self._handles.values()
+                  if isinstance(h, Handle) and h.inode == inode and h.writes is not None]:
+            assert h.writes is not None
+            if h.writes.pending or h is report_to:
+                try:
+                    await h.writes.drain(report=h is report_to)
+                except RemoteError as e:
+                    raise _fuse(e) from None
+
+    async def _drain_under(self, path: str) -> None:
+        prefix = path + "/"
+        inodes = {h.inode for h in self._handles.values()
+                  if isinstance(h, Handle) and h.writes is not None and h.writes.pending}
+        for ino in inodes:
+            p = self._path.get(ino)
+            if p is not None and (p == path or p.startswith(prefix)):
+                await self._drain(ino)
+
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self._file(fh)
+        try:
+            if h.writes is not None:
+                await h.writes.write(off, buf)
+            else:
+                await self._send(h, off, buf)
+        except RemoteError as e:
+            raise _fuse(e) from None
+        return len(buf)
+
+    async def _send(self, h: Handle, off: int, buf: bytes) -> int:
+        """Write ``buf`` at ``off``, each stripe to its daemon at once; raises RemoteError."""
+        path = self._path_of(h.inode)
         pieces = self.layout.pieces(off, len(buf))
         view = memoryview(buf)
         got = await asyncio.gather(
-            *(self._write_piece(h, p, bytes(view[p.offset - off:p.offset - off + p.length])
+            *(self._write_piece(path, h.who, p,
+                                bytes(view[p.offset - off:p.offset - off + p.length])
                                 if len(pieces) > 1 else buf) for p in pieces),
             return_exceptions=True)
         for r in got:
-            if isinstance(r, RemoteError):
-                raise _fuse(r)
             if isinstance(r, BaseException):
                 raise r
         return len(buf)
 
-    async def _write_piece(self, h: Handle, p: Piece, data: bytes) -> int:
+    async def _write_piece(self, path: str, who: Identity, p: Piece, data: bytes) -> int:
         try:
-            return await self.client.write(p.daemon, h.path, p.offset, data, h.who)
+            return await self.client.write(p.daemon, path, p.offset, data, who)
         except RemoteError as e:
             if e.errno != errno.ENOENT or self._same_store_as_primary(p.daemon):
                 raise
         # The file's directory is missing in this daemon's store (made before the daemon
         # joined, or its mkdir failed): make it and write again.
-        parent = h.path.rpartition("/")[0]
+        parent = path.rpartition("/")[0]
         if parent:
             await self.client.mkdir(p.daemon, parent, parents=True)
-        return await self.client.write(p.daemon, h.path, p.offset, data, h.who)
+        return await self.client.write(p.daemon, path, p.offset, data, who)
 
     async def flush(self, fh: int) -> None:
-        self._file(fh)      # writes are acknowledged by the daemons as they happen
+        # close(2): the program learns here whether its writes reached the tier.
+        h = self._file(fh)
+        await self._drain(h.inode, report_to=h)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         h = self._file(fh)
-        await self._each_rep(lambda d: self.client.fsync(d, h.path, h.who))
+        await self._drain(h.inode, report_to=h)
+        path = self._path_of(h.inode)
+        await self._each_rep(lambda d: self.client.fsync(d, path, h.who))
 
     async def release(self, fh: int) -> None:
+        h = self._handles.get(fh)
+        if isinstance(h, Handle) and h.writes is not None and h.writes.pending:
+            try:
+                await h.writes.drain()
+            except RemoteError as e:
+                log.warning("writes of a closed file were lost: %s", e)
         self._handles.pop(fh, None)

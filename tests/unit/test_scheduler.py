@@ -248,3 +248,31 @@ def test_demand_and_served_rate_are_measured_over_the_last_second():
     assert s.demand(0.96)[("A", "t")].arrival_bps == pytest.approx(1e6)
     assert s.stats(0.96)[0].rate_bps == pytest.approx(1e6)
     assert s.demand(2.5)[("A", "t")].arrival_bps == 0.0
+
+
+def test_requests_as_large_as_the_bucket_keep_their_rate_when_dispatch_is_late():
+    # 1 MiB requests against a 1 MiB bucket at 100 MB/s, every dispatch 7 ms after the
+    # wake-up time asked for (coarse timers, a busy node): the late time must not be lost
+    # to the cap.
+    s = sched(job("A", limit_bps=100e6, burst_bytes=MiB))
+    now, sent = 0.0, 0
+    for _ in range(4):
+        s.submit(req(A, MiB), now)
+    while sent < 1000:
+        d = s.poll(now)
+        for r in d.dispatch:
+            s.complete(r, now)
+            s.submit(req(A, MiB), now)
+            sent += 1
+        if not d.dispatch:
+            assert d.wake_at is not None
+            now = d.wake_at + 0.007
+    # 1000 MiB less the first full bucket, at exactly 100 MB/s (+ one late wake-up).
+    assert now == pytest.approx(999 * MiB / 100e6 + 0.007, abs=1e-6)
+
+
+def test_an_idle_bucket_still_fills_to_its_depth_only():
+    s = sched(job("A", limit_bps=1e6, burst_bytes=4 * 64 * KiB))
+    for _ in range(8):
+        s.submit(req(A), 100.0)       # after 100 s idle: 4 requests' worth, not 5
+    assert len(s.poll(100.0).dispatch) == 4

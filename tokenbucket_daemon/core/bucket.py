@@ -6,6 +6,14 @@ leaks bandwidth. A request larger than the bucket can never find ``cost`` tokens
 rather than starve it, it is admitted as soon as the bucket is full and leaves the
 bucket in debt (negative tokens), which later requests repay: the long-run rate
 stays exact.
+
+A request is dispatched a little after its eligible time (timers are coarse). Tokens
+earned in that delay must not be lost to the depth cap, or a backlogged class whose
+requests are as large as the bucket (1 MiB requests, 1 MiB depth) falls short of its
+rate by the delay every time; on a busy 2-core node the delays reach tens of
+milliseconds. So while a request waits, the bucket may fill beyond its depth by one
+request or ``LATE_CREDIT`` seconds of its rate, whichever is more; idle time still fills
+it to ``depth`` only.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import math
 
 UNLIMITED = math.inf
+LATE_CREDIT = 0.1       # seconds of rate a waiting request may bank beyond the depth
 
 
 class TokenBucket:
@@ -26,17 +35,22 @@ class TokenBucket:
     def limited(self) -> bool:
         return self.rate != UNLIMITED
 
-    def refill(self, now: float) -> None:
+    def refill(self, now: float, waiting: float = 0.0) -> None:
+        """Add the tokens earned until ``now``, up to the depth, or up to the depth plus
+        ``waiting`` bytes while a request of that size waits."""
         if now > self._t:
             if self.limited:
-                self.tokens = min(self.depth, self.tokens + (now - self._t) * self.rate)
+                self.tokens = min(self.depth + waiting, self.tokens + (now - self._t) * self.rate)
             self._t = now
 
-    def eligible_at(self, cost: float, now: float) -> float:
-        """Earliest time at which a request of ``cost`` bytes may go."""
+    def eligible_at(self, cost: float, now: float, since: float | None = None) -> float:
+        """Earliest time at which a request of ``cost`` bytes, waiting since ``since``
+        (default: just arrived), may go."""
         if not self.limited:
             return now
-        self.refill(now)
+        if since is not None:
+            self.refill(min(since, now))
+        self.refill(now, self._credit(cost))
         need = min(cost, self.depth)
         if self.tokens >= need:
             return now
@@ -45,9 +59,12 @@ class TokenBucket:
         return now + (need - self.tokens) / self.rate
 
     def take(self, cost: float, now: float) -> None:
-        self.refill(now)
+        self.refill(now, self._credit(cost))
         if self.limited:
             self.tokens -= cost
+
+    def _credit(self, cost: float) -> float:
+        return max(cost, self.rate * LATE_CREDIT) if self.limited else 0.0
 
     def reconfigure(self, rate: float, depth: float, now: float) -> None:
         """Change rate and depth; the tokens earned so far at the old rate are kept

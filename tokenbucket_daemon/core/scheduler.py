@@ -44,7 +44,9 @@ class SchedulerConfig:
     max_in_flight: int = 16
     queue_limit: int = 4096          # requests waiting per class
     default_burst: int = MiB         # bucket depth when the policy gives none
-    burst_seconds: float = 0.01      # ... or this much of the rate, if larger
+    # ... or this much of the rate, if larger: 100 ms lets a client that cannot keep its
+    # queue full every millisecond (a FUSE mount on a busy node) still get its rate.
+    burst_seconds: float = 0.1
     max_request: int = 64 * MiB      # larger requests are refused, not queued
     meta_cost: int = 4096            # bytes charged for a metadata operation
     idle_evict: float = 60.0         # seconds an idle class is kept
@@ -235,7 +237,7 @@ class Scheduler:
             wake = None
             for cls in self._waiting.values():
                 head = cls.queue[0]
-                at = cls.bucket.eligible_at(head.cost, now)
+                at = cls.bucket.eligible_at(head.cost, now, head.arrival)
                 if at > now:
                     wake = at if wake is None else min(wake, at)
                     continue
@@ -318,7 +320,11 @@ class Scheduler:
     def stats(self, now: float) -> list[ClassStats]:
         out = []
         for cls in sorted(self._classes.values(), key=lambda c: c.order):
-            cls.bucket.refill(now)
+            # A waiting head keeps its lateness credit (see TokenBucket) when sampled.
+            if cls.queue:
+                cls.bucket.eligible_at(cls.queue[0].cost, now, cls.queue[0].arrival)
+            else:
+                cls.bucket.refill(now)
             p = cls.policy
             out.append(ClassStats(
                 cls.key[0], cls.key[1], str(p.selector),
