@@ -111,11 +111,10 @@ def _mount(ns: argparse.Namespace) -> int:
         return 1
     os.close(rfd)
     os.setsid()
+    os.chdir("/")        # keep no file system busy (the log file is already open)
     null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    if not ns.log:
-        os.dup2(null, 1)
-        os.dup2(null, 2)
+    for fd in (0, 1, 2):     # never hold the caller's pipes or terminal
+        os.dup2(null, fd)
     w = os.fdopen(wfd, "w")
 
     def ready() -> None:

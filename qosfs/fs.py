@@ -42,7 +42,7 @@ class Handle:
 
 @dataclass
 class DirHandle:
-    path: str
+    inode: int
     entries: list[pb.DirEntry] | None = None
 
 
@@ -92,7 +92,11 @@ class QosFS(pyfuse3.Operations):
 
     def _child(self, parent: int, name: bytes) -> str:
         base = self._path_of(parent)
-        text = os.fsdecode(name)
+        try:
+            text = name.decode("utf-8")
+        except UnicodeDecodeError:
+            # The daemons' paths are UTF-8 strings; refuse instead of failing mid-request.
+            raise pyfuse3.FUSEError(errno.EILSEQ) from None
         if text == ".":
             return base
         if text == "..":
@@ -271,6 +275,7 @@ class QosFS(pyfuse3.Operations):
             await self.client.rename(self.reps[0], src, dst)
         except RemoteError as e:
             raise _fuse(e) from None
+        self._moved(src, dst)         # the authoritative store has renamed: follow it
         for d in self.reps[1:]:
             try:
                 await self.client.rename(d, src, dst)
@@ -283,24 +288,25 @@ class QosFS(pyfuse3.Operations):
                 except RemoteError as e2:
                     if e2.errno not in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR):
                         raise _fuse(e2) from None
-        self._moved(src, dst)
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        return self._new_fh(DirHandle(self._path_of(inode)))
+        self._path_of(inode)
+        return self._new_fh(DirHandle(inode))
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         h = self._handles.get(fh)
         if not isinstance(h, DirHandle):
             raise pyfuse3.FUSEError(errno.EBADF)
+        dir_path = self._path_of(h.inode)
         if h.entries is None or start_id == 0:
             try:
-                entries = await self.client.readdir(self.reps[0], h.path)
+                entries = await self.client.readdir(self.reps[0], dir_path)
             except RemoteError as e:
                 raise _fuse(e) from None
             h.entries = [e for e in entries if not e.name.startswith(PROBE_PREFIX)]
         for i in range(start_id, len(h.entries)):
             ent = h.entries[i]
-            path = f"{h.path}/{ent.name}" if h.path else ent.name
+            path = f"{dir_path}/{ent.name}" if dir_path else ent.name
             a = pyfuse3.EntryAttributes()
             a.st_ino = self._inode(path, count=False)
             a.st_mode = (stat.S_IFDIR | 0o755) if ent.is_dir else (stat.S_IFREG | 0o644)
@@ -338,7 +344,9 @@ class QosFS(pyfuse3.Operations):
             await self._drain(inode)
             await self._each_rep(lambda d: self.client.truncate(d, path, 0))
         log.debug("open %r by pid %s as job %s (%s)", path, ctx.pid, who.job, who.source)
-        return pyfuse3.FileInfo(fh=self._new_fh(self._handle(inode, who)))
+        # No page cache kept across opens: another node's writes are seen at open, and
+        # every read is counted by the daemons.
+        return pyfuse3.FileInfo(fh=self._new_fh(self._handle(inode, who)), keep_cache=False)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext
@@ -355,7 +363,8 @@ class QosFS(pyfuse3.Operations):
         if flags & os.O_TRUNC:
             await self._each_rep(lambda d: self.client.truncate(d, path, 0))
         attrs = await self._entry(path, count=True)
-        return pyfuse3.FileInfo(fh=self._new_fh(self._handle(attrs.st_ino, who))), attrs
+        return pyfuse3.FileInfo(fh=self._new_fh(self._handle(attrs.st_ino, who)),
+                                keep_cache=False), attrs
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._file(fh)
@@ -469,9 +478,19 @@ class QosFS(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         h = self._handles.get(fh)
-        if isinstance(h, Handle) and h.writes is not None and h.writes.pending:
-            try:
+        try:
+            if isinstance(h, Handle) and h.writes is not None and h.writes.pending:
                 await h.writes.drain()
-            except RemoteError as e:
-                log.warning("writes of a closed file were lost: %s", e)
-        self._handles.pop(fh, None)
+        except Exception as e:        # nobody to tell any more but the log
+            log.warning("writes of a closed file were lost: %s", e)
+        finally:
+            self._handles.pop(fh, None)
+
+    async def drain_all(self) -> None:
+        """Before unmounting: put every accepted write on the tier (or log its loss)."""
+        for h in list(self._handles.values()):
+            if isinstance(h, Handle) and h.writes is not None and h.writes.pending:
+                try:
+                    await h.writes.drain()
+                except Exception as e:
+                    log.warning("writes lost at unmount: %s", e)

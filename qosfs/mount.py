@@ -97,6 +97,7 @@ async def serve(spec: MountSpec, ready: asyncio.Future[None] | None = None) -> N
             if ready is not None:
                 ready.set_result(None)
             await pyfuse3.main()
+            await fs.drain_all()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -94,10 +94,12 @@ class TierClient:
                 return await fn()
             except grpc.aio.AioRpcError as e:
                 code = errno_of(e)
-                if code == errno.EAGAIN and loop.time() + pause < deadline:
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, _RETRY_PAUSE[1])
-                    continue
+                if code == errno.EAGAIN:
+                    if loop.time() + pause < deadline:
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, _RETRY_PAUSE[1])
+                        continue
+                    code = errno.ETIMEDOUT    # programs do not expect EAGAIN from files
                 level = logging.DEBUG if code in (errno.ENOENT, errno.EEXIST) else logging.WARNING
                 log.log(level, "daemon %s (%s): %s failed: %s %s", d, self.addresses[d], what,
                         e.code().name, e.details())

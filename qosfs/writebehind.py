@@ -13,6 +13,7 @@ page cache does; fsync and close return only once everything before them is on t
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,8 @@ Sender = Callable[[int, bytes], Awaitable[int]]
 class WriteBehind:
     def __init__(self, send: Sender, stripe_size: int, window: int, merge: int) -> None:
         self._send, self.stripe, self.window, self.merge = send, stripe_size, window, merge
-        self._tasks: deque[tuple[asyncio.Task[int], int]] = deque()
+        # (task, offset, length), oldest first; a task leaves only once it finished.
+        self._tasks: deque[tuple[asyncio.Task[int], int, int]] = deque()
         self._in_flight = 0
         self._buf = bytearray()
         self._buf_off = 0
@@ -51,13 +53,14 @@ class WriteBehind:
             self._buf += data
             if len(self._buf) >= self.merge or (offset + len(data)) % self.stripe == 0:
                 await self._dispatch_buffer()
-            return
-        await self._dispatch_buffer()
-        if len(data) < self.merge and (offset + len(data)) % self.stripe != 0 \
-                and offset // self.stripe == (offset + len(data) - 1) // self.stripe:
-            self._buf, self._buf_off = bytearray(data), offset
-            return
-        await self._dispatch(offset, data)
+        else:
+            await self._dispatch_buffer()
+            if len(data) < self.merge and (offset + len(data)) % self.stripe != 0 \
+                    and offset // self.stripe == (offset + len(data) - 1) // self.stripe:
+                self._buf, self._buf_off = bytearray(data), offset
+            else:
+                await self._dispatch(offset, data)
+        self._raise_error()
 
     async def _dispatch_buffer(self) -> None:
         if self._buf:
@@ -66,22 +69,29 @@ class WriteBehind:
             await self._dispatch(off, data)
 
     async def _dispatch(self, offset: int, data: bytes) -> None:
+        # An earlier write to the same bytes must land first: the daemon may run two
+        # requests in any order.
+        end = offset + len(data)
+        overlap = [t for t, o, n in self._tasks if o < end and offset < o + n]
+        if overlap:
+            await asyncio.wait(overlap)
         task = asyncio.ensure_future(self._send(offset, data))
-        self._tasks.append((task, len(data)))
+        self._tasks.append((task, offset, len(data)))
         self._in_flight += len(data)
         while self._in_flight > self.window and self._tasks:
             await self._reap_oldest()
-        self._raise_error()
 
     async def _reap_oldest(self) -> None:
-        task, n = self._tasks.popleft()
-        try:
-            await task
-        except RemoteError as e:
-            if self.error is None:
-                self.error = e
-        finally:
+        task, _, n = self._tasks[0]
+        await asyncio.wait([task])
+        # Another drain may have reaped it meanwhile; count and keep its error once.
+        if self._tasks and self._tasks[0][0] is task:
+            self._tasks.popleft()
             self._in_flight -= n
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None and self.error is None:
+                self.error = exc if isinstance(exc, RemoteError) else \
+                    RemoteError(errno.EIO, f"write failed: {exc!r}")
 
     async def drain(self, report: bool = True) -> None:
         """Send what is merged, wait for everything in flight; raise the first failure

@@ -164,7 +164,9 @@ def test_errors_reach_programs_with_their_errno(clean: Daemons) -> None:
                  (lambda: open(mnt / "full", "wb"), errno.EISDIR),
                  (lambda: os.open(mnt / "full" / "f", os.O_CREAT | os.O_EXCL | os.O_WRONLY),
                   errno.EEXIST),
-                 (lambda: open(mnt / "full" / "f" / "x", "wb"), errno.ENOTDIR)]
+                 (lambda: open(mnt / "full" / "f" / "x", "wb"), errno.ENOTDIR),
+                 # The daemons' paths are UTF-8: other bytes are refused, not a hang.
+                 (lambda: open(os.path.join(os.fsencode(mnt), b"\xff"), "wb"), errno.EILSEQ)]
         for fn, code in cases:
             with pytest.raises(OSError) as e:
                 fn()

@@ -110,3 +110,36 @@ def test_a_reader_draining_leaves_the_error_to_the_writer() -> None:
         with pytest.raises(RemoteError):
             await w.drain()
     asyncio.run(go())
+
+
+def test_a_write_over_bytes_in_flight_waits_for_the_earlier_one() -> None:
+    async def go() -> None:
+        d = Daemon(held=True)
+        w = WriteBehind(d.send, stripe_size=1 << 20, window=1 << 20, merge=4 * K)
+        await w.write(0, b"a" * (64 * K))
+        second = asyncio.ensure_future(w.write(32 * K, b"b" * (64 * K)))   # overlaps
+        third = asyncio.ensure_future(w.write(512 * K, b"c" * (64 * K)))   # does not
+        await asyncio.sleep(0.01)
+        assert [off for off, _ in d.sent] == [0, 512 * K]
+        d.open.set()
+        await asyncio.wait_for(asyncio.gather(second, third), 1)
+        await w.drain()
+        assert [off for off, _ in d.sent] == [0, 512 * K, 32 * K]
+    asyncio.run(go())
+
+
+def test_two_drains_at_once_both_wait_for_everything() -> None:
+    async def go() -> None:
+        d = Daemon(held=True)
+        w = WriteBehind(d.send, stripe_size=1 << 20, window=1 << 20, merge=4 * K)
+        await w.write(0, b"a" * (64 * K))
+        await w.write(64 * K, b"b" * (64 * K))
+        reader = asyncio.ensure_future(w.drain(report=False))
+        await asyncio.sleep(0)
+        closer = asyncio.ensure_future(w.drain())
+        await asyncio.sleep(0.01)
+        assert not reader.done() and not closer.done()
+        d.open.set()
+        await asyncio.wait_for(asyncio.gather(reader, closer), 1)
+        assert not w.pending
+    asyncio.run(go())
