@@ -20,6 +20,7 @@ from qosfs.fs import Options
 from qosfs.layout import Layout
 from qosfs.mount import MountSpec, check_mountpoint, run
 from qosfs.remote import Timeouts
+from tokenbucket_daemon.client import is_address
 from tokenbucket_daemon.units import parse_size
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,7 @@ def _owner(text: str) -> tuple[int, int]:
 def _daemons(text: str) -> list[str]:
     out = [a.strip() for a in text.split(",") if a.strip()]
     for a in out:
-        host, sep, port = a.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not is_address(a):
             raise UsageError(f"--daemons: bad address {a!r}; write host:port[,host:port...]")
     if not out:
         raise UsageError("--daemons is empty; give the tier's daemons as host:port,...")
@@ -82,11 +82,11 @@ def build_spec(ns: argparse.Namespace) -> MountSpec:
     if not ns.tier or "/" in ns.tier:
         raise UsageError(f"bad tier name {ns.tier!r}; give the name the daemons serve it as")
     check_mountpoint(ns.mountpoint)
+    timeout = _positive("--timeout", ns.timeout)
     return MountSpec(ns.tier, os.path.abspath(ns.mountpoint), daemons,
                      Options(stripe_size=stripe, uid=uid, gid=gid, attr_timeout=attr_timeout,
                              writeback_cache=ns.writeback_cache, write_window=window),
-                     Timeouts(meta=_positive("--timeout", ns.timeout) / 8,
-                              data=_positive("--timeout", ns.timeout)))
+                     Timeouts(meta=timeout / 8, data=timeout))
 
 
 def _mount(ns: argparse.Namespace) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno as _errno
-
 
 class QosfsError(Exception):
     """Root of every error qosfs raises."""
@@ -19,7 +17,3 @@ class RemoteError(QosfsError):
     def __init__(self, errno: int, message: str) -> None:
         super().__init__(message)
         self.errno = errno
-
-    @property
-    def errno_name(self) -> str:
-        return _errno.errorcode.get(self.errno, str(self.errno))

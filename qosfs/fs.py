@@ -15,7 +15,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import pyfuse3
 
@@ -63,6 +63,17 @@ def _fuse(e: RemoteError) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(e.errno)
 
 
+def _raise_first(results: Iterable[object]) -> None:
+    """Re-raise the first exception ``gather(..., return_exceptions=True)`` gave back."""
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+
+
+def _is_probe(path: str) -> bool:
+    return path.rpartition("/")[2].startswith(PROBE_PREFIX)
+
+
 class QosFS(pyfuse3.Operations):
     supports_dot_lookup = True
 
@@ -75,7 +86,8 @@ class QosFS(pyfuse3.Operations):
         self.layout = Layout(len(client.addresses), self.options.stripe_size)
         # One daemon per distinct store: the namespace lives on each, the first decides.
         self.reps = [g[0] for g in groups]
-        self._group_of = {d: i for i, g in enumerate(groups) for d in g}
+        # Daemons that see the authoritative store: a file missing there is missing.
+        self._primary_store = frozenset(groups[0])
         self._path = {ROOT: ""}
         self._ino = {"": ROOT}
         self._lookups: dict[int, int] = {}
@@ -210,7 +222,7 @@ class QosFS(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes,
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self._child(parent_inode, name)
-        if path.rpartition("/")[2].startswith(PROBE_PREFIX):
+        if _is_probe(path):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return await self._entry(path, count=True)
 
@@ -352,7 +364,7 @@ class QosFS(pyfuse3.Operations):
                      ctx: pyfuse3.RequestContext
                      ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         path = self._child(parent_inode, name)
-        if path.rpartition("/")[2].startswith(PROBE_PREFIX):
+        if _is_probe(path):
             raise pyfuse3.FUSEError(errno.EINVAL)
         who = self._who(ctx)
         try:
@@ -373,13 +385,11 @@ class QosFS(pyfuse3.Operations):
         pieces = self.layout.pieces(off, size)
         got = await asyncio.gather(*(self._read_piece(path, h.who, p) for p in pieces),
                                    return_exceptions=True)
-        parts: list[tuple[Piece, bytes]] = []
-        for p, r in zip(pieces, got, strict=True):
-            if isinstance(r, RemoteError):
-                raise _fuse(r)
-            if isinstance(r, BaseException):
-                raise r
-            parts.append((p, r))
+        try:
+            _raise_first(got)
+        except RemoteError as e:
+            raise _fuse(e) from None
+        parts = [(p, cast(bytes, r)) for p, r in zip(pieces, got, strict=True)]
         if all(len(data) == p.length for p, data in parts):
             return b"".join(data for _, data in parts) if len(parts) > 1 else parts[0][1]
         # Something came back short: end of file, or a hole in a store's sparse copy.
@@ -390,12 +400,9 @@ class QosFS(pyfuse3.Operations):
         try:
             return await self.client.read(p.daemon, path, p.offset, p.length, who)
         except RemoteError as e:
-            if e.errno == errno.ENOENT and not self._same_store_as_primary(p.daemon):
+            if e.errno == errno.ENOENT and p.daemon not in self._primary_store:
                 return b""      # this store never received a stripe of the file: a hole
             raise
-
-    def _same_store_as_primary(self, d: int) -> bool:
-        return self._group_of.get(d, -1) == 0
 
     def _handle(self, inode: int, who: Identity) -> Handle:
         h = Handle(inode, who)
@@ -447,16 +454,14 @@ class QosFS(pyfuse3.Operations):
                                 bytes(view[p.offset - off:p.offset - off + p.length])
                                 if len(pieces) > 1 else buf) for p in pieces),
             return_exceptions=True)
-        for r in got:
-            if isinstance(r, BaseException):
-                raise r
+        _raise_first(got)
         return len(buf)
 
     async def _write_piece(self, path: str, who: Identity, p: Piece, data: bytes) -> int:
         try:
             return await self.client.write(p.daemon, path, p.offset, data, who)
         except RemoteError as e:
-            if e.errno != errno.ENOENT or self._same_store_as_primary(p.daemon):
+            if e.errno != errno.ENOENT or p.daemon in self._primary_store:
                 raise
         # The file's directory is missing in this daemon's store (made before the daemon
         # joined, or its mkdir failed): make it and write again.

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyfuse3
@@ -106,13 +107,13 @@ async def serve(spec: MountSpec, ready: asyncio.Future[None] | None = None) -> N
         await client.close()
 
 
-def run(spec: MountSpec, on_ready: object = None) -> None:
+def run(spec: MountSpec, on_ready: Callable[[], None] | None = None) -> None:
     """Blocking: mount ``spec`` and serve it. ``on_ready()`` runs once the mount is up."""
     pyfuse3.asyncio.enable()
 
     async def main() -> None:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if callable(on_ready):
+        if on_ready is not None:
             ready.add_done_callback(lambda _: on_ready())
         await serve(spec, ready)
     asyncio.run(main())

@@ -18,6 +18,7 @@ import grpc
 
 from qosfs.errors import RemoteError
 from qosfs.jobid import Identity
+from tokenbucket_daemon.client import CHANNEL_OPTIONS
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
 
@@ -25,8 +26,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MiB = 1 << 20
 
-_OPTIONS = [("grpc.max_receive_message_length", 80 * MiB),
-            ("grpc.max_send_message_length", 80 * MiB),
+_OPTIONS = [*CHANNEL_OPTIONS,
             # gRPC's default reconnect backoff grows to 2 minutes; a restarted daemon
             # must be usable again within a second or so.
             ("grpc.initial_reconnect_backoff_ms", 100),

@@ -19,12 +19,19 @@ from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
 
 MiB = 1 << 20
-_OPTIONS = [("grpc.max_receive_message_length", 80 * MiB),
-            ("grpc.max_send_message_length", 80 * MiB)]
+# Room for the daemon's largest request (64 MiB by default) in either direction.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 80 * MiB),
+                   ("grpc.max_send_message_length", 80 * MiB)]
 
 
 def channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=_OPTIONS)
+    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def is_address(text: str) -> bool:
+    """``text`` is ``HOST:PORT`` with a port in 1..65535."""
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
 class DataClient:
@@ -141,4 +148,5 @@ class AdminClient:
         self._chan.close()
 
 
-__all__ = ["AdminClient", "DataClient", "Kind", "Policy", "Selector", "Tag", "channel"]
+__all__ = ["CHANNEL_OPTIONS", "AdminClient", "DataClient", "Kind", "Policy", "Selector", "Tag",
+           "channel", "is_address"]

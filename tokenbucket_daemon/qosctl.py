@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tokenbucket_daemon.client import AdminClient, channel
+from tokenbucket_daemon.client import AdminClient, channel, is_address
 from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
 from tokenbucket_daemon.errors import InvalidArgument
 from tokenbucket_daemon.proto import qos_pb2 as pb
@@ -138,8 +138,7 @@ def _count(text: str) -> int:
 
 
 def _address(text: str) -> str:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not is_address(text):
         raise QosctlError(f"bad daemon address {text!r}; give HOST:PORT, e.g. 127.0.0.1:50051 "
                           "(--daemon or QOS_DAEMON)")
     return text
