@@ -35,6 +35,13 @@ class LocalMount:
             time.sleep(0.05)
         return self
 
+    @property
+    def pid(self) -> int:
+        """The process id (after ``start``)."""
+        if self.proc is None:
+            raise RuntimeError("not started")
+        return self.proc.pid
+
     def stop(self, timeout: float = 30.0) -> int | None:
         """Unmount (as ``qosfs umount`` does) and wait for the mount process to exit."""
         if os.path.ismount(self.mountpoint):

@@ -62,6 +62,13 @@ class LocalDaemon:
         self.address = line.split("listening on ")[1].split()[0]
         return self
 
+    @property
+    def pid(self) -> int:
+        """The process id (after ``start``)."""
+        if self.proc is None:
+            raise RuntimeError("not started")
+        return self.proc.pid
+
     def stop(self, sig: int = signal.SIGTERM) -> str:
         if self.proc is None or self.proc.poll() is not None:
             return ""
