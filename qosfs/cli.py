@@ -77,6 +77,13 @@ def build_spec(ns: argparse.Namespace) -> MountSpec:
         window = parse_size(ns.write_behind)
     except ValueError as e:
         raise UsageError(f"--write-behind: {e}") from None
+    try:
+        read_ahead = parse_size(ns.read_ahead)
+    except ValueError as e:
+        raise UsageError(f"--read-ahead: {e}") from None
+    if 0 < read_ahead < 4096:
+        raise UsageError(f"--read-ahead must be 0 (the kernel's default) or at least 4KiB, "
+                         f"got {ns.read_ahead!r}")
     daemons = _daemons(ns.daemons)
     Layout(len(daemons), stripe)        # validates the stripe size
     if not ns.tier or "/" in ns.tier:
@@ -86,7 +93,7 @@ def build_spec(ns: argparse.Namespace) -> MountSpec:
     return MountSpec(ns.tier, os.path.abspath(ns.mountpoint), daemons,
                      Options(stripe_size=stripe, uid=uid, gid=gid, attr_timeout=attr_timeout,
                              writeback_cache=ns.writeback_cache, write_window=window),
-                     Timeouts(meta=timeout / 8, data=timeout))
+                     Timeouts(meta=timeout / 8, data=timeout), read_ahead=read_ahead)
 
 
 def _mount(ns: argparse.Namespace) -> int:
@@ -164,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--writeback-cache", action="store_true",
                    help="let the kernel buffer and merge writes: faster small writes, but "
                    "every job on the mount is paced alike, which defeats per-job limits")
+    m.add_argument("--read-ahead", default="4MiB",
+                   help="bytes the kernel reads ahead of a sequential reader (default 4MiB; "
+                        "0 keeps the kernel's 128KiB); needs root")
     m.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     m.add_argument("--log", default="", help="log file of the background mount process")
     m.add_argument("--log-level", default="WARNING")

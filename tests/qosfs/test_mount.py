@@ -257,6 +257,12 @@ def test_daemon_killed_mid_write_errors_then_recovers_without_losing_acked_data(
             assert got[n * block:(n + 1) * block] == n.to_bytes(4, "big") * (block // 4), n
 
 
+def read_ahead_kb(mnt: Path) -> int:
+    dev = os.stat(mnt).st_dev
+    return int(Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+               .read_text())
+
+
 def test_background_mount_and_umount(clean: Daemons) -> None:
     mnt = clean.base / "bg"
     mnt.mkdir(exist_ok=True)
@@ -267,6 +273,7 @@ def test_background_mount_and_umount(clean: Daemons) -> None:
         assert os.path.ismount(mnt)         # usable as soon as the command returns
         (mnt / "x").write_text("bg")
         assert (mnt / "x").read_text() == "bg"
+        assert read_ahead_kb(mnt) == 4096   # the default --read-ahead, set on the mount
     finally:
         r = subprocess.run([*QOSFS, "umount", str(mnt)], capture_output=True, text=True,
                            timeout=60)
@@ -274,7 +281,20 @@ def test_background_mount_and_umount(clean: Daemons) -> None:
     assert not os.path.ismount(mnt)
 
 
+def test_read_ahead_is_set_and_sequential_reads_match(clean: Daemons) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    with mount(clean, "ra", "--read-ahead", "256KiB") as m:
+        assert read_ahead_kb(m.mountpoint) == 256
+        (m.mountpoint / "seq").write_bytes(data)
+    with mount(clean, "ra2", "--read-ahead", "8MiB") as m:
+        assert read_ahead_kb(m.mountpoint) == 8192
+        with open(m.mountpoint / "seq", "rb") as f:      # small reads, far read ahead
+            got = b"".join(iter(lambda: f.read(4096), b""))
+    assert got == data
+
+
 @pytest.mark.parametrize("args,code,says", [
+    (["--read-ahead", "100"], 2, "--read-ahead must be 0"),
     (["--stripe-size", "1000"], 2, "multiple of 4 KiB"),
     (["--stripe-size", "lots"], 2, "--stripe-size"),
     (["--daemons", "nohostport"], 2, "bad address 'nohostport'"),
