@@ -21,19 +21,27 @@ class LocalMount:
 
     def start(self, timeout: float = 30.0) -> LocalMount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
+        start = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "qosfs.cli", "mount", self.tier, str(self.mountpoint),
                  "--daemons", ",".join(self.daemons), "--foreground", *self.args],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
-        while not os.path.ismount(self.mountpoint):
+        # Mounted is not ready: the read-ahead is set after FUSE's INIT, and the mount
+        # says "mounted" (in this start's part of the log) only once that is done.
+        while not (os.path.ismount(self.mountpoint) and self._says_mounted(start)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"qosfs did not mount {self.mountpoint}: "
                                    f"{self.log.read_text()[-2000:]}")
             time.sleep(0.05)
         return self
+
+    def _says_mounted(self, start: int) -> bool:
+        with open(self.log, "rb") as f:
+            f.seek(start)
+            return b"qosfs: mounted" in f.read()
 
     @property
     def pid(self) -> int:

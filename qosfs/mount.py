@@ -48,22 +48,28 @@ def set_read_ahead(mountpoint: str, nbytes: int) -> None:
     default, 128 KiB, is one round trip to the daemons at a time (~80 MB/s here); 4 MiB
     keeps several in flight (~250). Call it once FUSE's INIT is answered: the kernel
     caps the read-ahead with INIT's reply and would undo an earlier setting."""
+    path = "the mount's read_ahead_kb"
     try:
         dev = os.stat(mountpoint).st_dev
-        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w",
-                  encoding="ascii") as f:
+        path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        with open(path, "w", encoding="ascii") as f:
             f.write(str(nbytes // 1024))
     except OSError as e:
-        log.warning("read-ahead left at the kernel's default (it needs root): %s", e)
+        why = "it needs root" if e.errno in (errno.EACCES, errno.EPERM) else e.strerror
+        log.warning("read-ahead left at the kernel's default: cannot write %s (%s)", path, why)
 
 
 async def _when_up(spec: MountSpec, ready: asyncio.Future[None] | None) -> None:
     """Once the kernel has the mount (a stat of the root answered by our own loop, so
     from a thread): set the read-ahead, then tell the caller it is mounted."""
-    if spec.read_ahead:
-        await asyncio.to_thread(set_read_ahead, spec.mountpoint, spec.read_ahead)
-    if ready is not None and not ready.done():
-        ready.set_result(None)
+    try:
+        if spec.read_ahead:
+            await asyncio.to_thread(set_read_ahead, spec.mountpoint, spec.read_ahead)
+    except Exception:          # the mount works without it; never leave the caller waiting
+        log.exception("setting the read-ahead failed")
+    finally:
+        if ready is not None and not ready.done():
+            ready.set_result(None)
 
 
 async def probe(client: TierClient) -> list[list[int]]:

@@ -2,7 +2,8 @@
 
 Each stream writes (or reads) files of ``--block`` bytes in ``--transfer``-sized
 requests, one after another, for ``--duration`` seconds, against one or more
-daemons (streams are spread over them round robin). A block counts when the
+daemons (streams are spread over them round robin); ``--rate`` paces them to an
+offered load instead of as fast as they go. A block counts when the
 daemon acknowledged it (the write reached the tier, or the read arrived), in the
 second it completed; the report is bandwidth per second and the steady-state
 mean over the seconds after ``--warmup``.
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 from tokenbucket_daemon.client import DataClient
 from tokenbucket_daemon.core.policy import Tag
-from tokenbucket_daemon.units import parse_size
+from tokenbucket_daemon.units import parse_rate, parse_size
 
 MB = 1e6
 
@@ -34,7 +35,9 @@ class IorResult:
 
 def run_ior(addresses: list[str], tier: str, tag: Tag, transfer: int, block: int,
             streams: int, duration: float, op: str = "write", warmup: float = 2.0,
-            prefix: str = "ior") -> IorResult:
+            prefix: str = "ior", rate_bps: float = 0.0) -> IorResult:
+    """Run the load; ``rate_bps`` > 0 offers that many bytes/s in all, each stream
+    starting its k-th block no earlier than k blocks at its share of the rate."""
     lock = threading.Lock()
     buckets: dict[int, int] = {}
     stop_at = time.monotonic() + duration
@@ -49,7 +52,15 @@ def run_ior(addresses: list[str], tier: str, tag: Tag, transfer: int, block: int
             if op == "read":     # a file to read back, written once before the clock
                 client.write_chunks(tier, name, (payload for _ in range(block // transfer)))
             k = 0
+            started = time.monotonic()
             while time.monotonic() < stop_at:
+                if rate_bps > 0:
+                    # Paced from the stream's start, not from the last block: a late
+                    # block is caught up, so the offered load stays the rate asked.
+                    due = started + k * block * streams / rate_bps
+                    if due > stop_at:
+                        break
+                    time.sleep(max(0.0, due - time.monotonic()))
                 if op == "write":
                     client.write_chunks(tier, name, (payload for _ in range(block // transfer)))
                 else:
@@ -92,12 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=4)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds left out of the mean")
+    ap.add_argument("--rate", default="0", help="offered load of all streams, e.g. 200MB/s "
+                    "(default 0: as fast as they go)")
     ap.add_argument("--read", action="store_true", help="read instead of write")
     ap.add_argument("--prefix", default="ior", help="file names start with this")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     try:
         transfer, block = parse_size(a.transfer), parse_size(a.block)
+        rate = parse_rate(a.rate)
     except ValueError as e:
         print(f"qos-ior: error: {e}", file=sys.stderr)
         return 1
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     r = run_ior(a.daemon, a.tier, Tag(a.job, a.user), transfer, block, a.streams, a.duration,
-                "read" if a.read else "write", a.warmup, a.prefix)
+                "read" if a.read else "write", a.warmup, a.prefix, rate)
     if a.json:
         print(json.dumps({"per_second_MBps": [x / MB for x in r.per_second],
                           "steady_MBps": r.steady_bps / MB, "bytes": r.total_bytes}))

@@ -16,9 +16,9 @@ kernel's writeback cache (--writeback-cache), which merges small writes in the k
 Limits: two dd processes tagged as jobs 101 and 102 (SLURM_JOB_ID), limits 40 and
 80 MB/s set on the daemon, writing at once through the mount with conv=fsync for
 about 10 s, --pair-runs times. Three rates per job: dd's own (its bytes over the time
-from its first write to the end of its fsync, what the user sees), the wall clock
+from its first write through its fsync and close, what the user sees), the wall clock
 from starting dd to its exit (adds process start, lookup and create through the
-mount, close and exit), and the daemon's count over the steady state (from 1 s after
+mount, and exit), and the daemon's count over the steady state (from 1 s after
 the job's first byte to 1 s before its last).
 
 --only throughput|limits runs one part and prints it without writing the results files.
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from qosfs.local import LocalMount
-from tokenbucket_daemon.client import DataClient
+from tokenbucket_daemon.client import AdminClient, DataClient
 from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
 from tokenbucket_daemon.local import LocalDaemon
 
@@ -107,23 +107,24 @@ def throughput(base: Path, store: Path, d: LocalDaemon, size: int) -> list[dict[
 
 def _dd_rate(stderr: str) -> float:
     """dd's own figure, from its last line ("N bytes (...) copied, T s, R MB/s"): bytes
-    over the time from its first write to the end of its fsync."""
+    over the time from its first write through its fsync and close (C locale)."""
     fields = stderr.strip().splitlines()[-1].split(",")
     nbytes, secs = int(fields[0].split()[0]), float(fields[-2].split()[0])
     return nbytes / secs
 
 
-def _steady(series: list[tuple[float, int]]) -> float:
-    """The daemon's rate for one job between 1 s after its first counted byte and 1 s
-    before its last: no start-up, no end."""
-    base = series[0][1]
-    active = [(t, b) for t, b in series if b > base]
-    if not active:
-        return 0.0
-    t0, t1 = active[0][0] + 1.0, active[-1][0] - 1.0
-    inner = [(t, b) for t, b in series if t0 <= t <= t1]
+def _steady(series: list[tuple[float, int]]) -> float | None:
+    """A job's rate as the daemon counted it, from 1 s after its first counted byte to
+    1 s before its last (the first sample that already holds its final count); None
+    when that leaves less than a second."""
+    base, final = series[0][1], series[-1][1]
+    first = next((t for t, b in series if b > base), None)
+    last = next((t for t, b in series if b == final), None)
+    if first is None or last is None:
+        return None
+    inner = [(t, b) for t, b in series if first + 1.0 <= t <= last - 1.0]
     if len(inner) < 2 or inner[-1][0] - inner[0][0] < 1.0:
-        return 0.0
+        return None
     return (inner[-1][1] - inner[0][1]) / (inner[-1][0] - inner[0][0])
 
 
@@ -133,68 +134,88 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _pair_run(m: LocalMount, admin: Any, daemon_pid: int, jobs: dict[str, float],
+def _counts(admin: AdminClient) -> tuple[float, dict[str, int]]:
+    """Bytes written per job tag, stamped with the middle of the call (when the daemon
+    answered, not when the answer arrived)."""
+    t0 = time.perf_counter()
+    counts = {c.tag: c.bytes_written for c in admin.stats().classes}
+    return (t0 + time.perf_counter()) / 2, counts
+
+
+def _pair_run(m: LocalMount, admin: AdminClient, daemon_pid: int, jobs: dict[str, float],
               seconds: float, run: int) -> list[dict[str, Any]]:
-    series: list[tuple[float, dict[str, int]]] = []
+    series = [_counts(admin)]       # before any dd starts
     stop = threading.Event()
+    failed: list[BaseException] = []
 
     def poll() -> None:
-        while not stop.is_set():
-            # The time the daemon answered for is the middle of the call, not its end.
-            t0 = time.perf_counter()
-            counts = {c.tag: c.bytes_written for c in admin.stats().classes}
-            series.append(((t0 + time.perf_counter()) / 2, counts))
-            stop.wait(0.25)
+        try:
+            while not stop.wait(0.25):
+                series.append(_counts(admin))
+        except Exception as e:          # re-raised below, not lost in the thread
+            failed.append(e)
 
     poller = threading.Thread(target=poll, daemon=True)
     cpu0 = {"daemon": _cpu_seconds(daemon_pid), "mount": _cpu_seconds(m.pid)}
     poller.start()
-    procs, ends = {}, {}
-    for job, rate in jobs.items():
-        count = int(rate * seconds / MiB)
-        procs[job] = (count * MiB, time.perf_counter(), subprocess.Popen(
-            ["dd", "if=/dev/zero", f"of={m.mountpoint}/dd-{job}-{run}", "bs=1M",
-             f"count={count}", "conv=fsync"], stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "SLURM_JOB_ID": job}))
-
+    procs, ends, errs = {}, {}, {}
     # One waiter per process: waiting in turn would charge a job that finished first
     # with the time the other one still ran.
     def wait(job: str, p: subprocess.Popen[str]) -> None:
-        p.wait(timeout=seconds * 5)
+        try:
+            errs[job] = p.communicate(timeout=seconds * 5)[1]
+        except subprocess.TimeoutExpired:
+            p.kill()
+            errs[job] = p.communicate()[1] + f"\ndd of job {job} timed out; killed"
         ends[job] = time.perf_counter()
 
-    waiters = [threading.Thread(target=wait, args=(job, p)) for job, (_, _, p) in procs.items()]
-    for w in waiters:
-        w.start()
-    for w in waiters:
-        w.join()
-    time.sleep(0.3)
-    stop.set()
-    poller.join()
+    try:
+        for job, rate in jobs.items():
+            count = int(rate * seconds / MiB)
+            procs[job] = (count * MiB, time.perf_counter(), subprocess.Popen(
+                ["dd", "if=/dev/zero", f"of={m.mountpoint}/dd-{job}-{run}", "bs=1M",
+                 f"count={count}", "conv=fsync"], stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "SLURM_JOB_ID": job, "LC_ALL": "C"}))
+        waiters = [threading.Thread(target=wait, args=(job, p))
+                   for job, (_, _, p) in procs.items()]
+        for w in waiters:
+            w.start()
+        for w in waiters:
+            w.join()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        poller.join()
+    if failed:
+        raise failed[0]
+    series.append(_counts(admin))
     cpu = {"daemon": _cpu_seconds(daemon_pid) - cpu0["daemon"],
            "mount": _cpu_seconds(m.pid) - cpu0["mount"]}
     print(f"  run {run}: CPU seconds daemon {cpu['daemon']:.2f}, mount {cpu['mount']:.2f}",
           flush=True)
     rows = []
     for job, (nbytes, t0, p) in procs.items():
-        err = p.stderr.read() if p.stderr else ""
-        assert p.returncode == 0, f"dd of job {job} failed: {err}"
+        assert p.returncode == 0, f"dd of job {job} failed: {errs.get(job)}"
         counted = series[-1][1].get(job, 0) - series[0][1].get(job, 0)
         limit = jobs[job]
-        dd, wall = _dd_rate(err), nbytes / (ends[job] - t0)
+        dd, wall = _dd_rate(errs[job]), nbytes / (ends[job] - t0)
         steady = _steady([(t, b.get(job, 0)) for t, b in series])
         rows.append({"run": run, "job": job, "limit": limit / MB, "bytes": nbytes,
                      "dd_rate": dd / MB, "dev_pct": 100 * (dd / limit - 1),
                      "wall_rate": wall / MB, "wall_dev_pct": 100 * (wall / limit - 1),
-                     "steady_rate": steady / MB, "steady_dev_pct": 100 * (steady / limit - 1),
+                     "steady_rate": steady / MB if steady else None,
+                     "steady_dev_pct": 100 * (steady / limit - 1) if steady else None,
                      "daemon_bytes": counted, "daemon_cpu_s": cpu["daemon"],
                      "mount_cpu_s": cpu["mount"]})
         print(f"  run {run} job {job}: limit {limit / MB:.0f} MB/s, dd {dd / MB:.2f} "
               f"({rows[-1]['dev_pct']:+.2f}%), wall {wall / MB:.2f} "
-              f"({rows[-1]['wall_dev_pct']:+.2f}%), daemon steady {steady / MB:.2f} "
-              f"({rows[-1]['steady_dev_pct']:+.2f}%), counted {counted} of {nbytes} B",
-              flush=True)
+              f"({rows[-1]['wall_dev_pct']:+.2f}%), daemon steady {_rate(steady, limit)}, "
+              f"counted {counted} of {nbytes} B", flush=True)
     return rows
+
+
+def _rate(got: float | None, limit: float) -> str:
+    return "n/a" if got is None else f"{got / MB:.2f} ({100 * (got / limit - 1):+.2f}%)"
 
 
 def limits(base: Path, d: LocalDaemon, seconds: float, runs: int) -> list[dict[str, Any]]:
@@ -245,7 +266,7 @@ def table(res: dict[str, Any]) -> str:
         out.append(f"| {r['run']} | {r['job']} | {r['limit']:.0f} | "
                    f"{r['dd_rate']:.2f} ({r['dev_pct']:+.2f}%) | "
                    f"{r['wall_rate']:.2f} ({r['wall_dev_pct']:+.2f}%) | "
-                   f"{r['steady_rate']:.2f} ({r['steady_dev_pct']:+.2f}%) | "
+                   f"{_rate(r['steady_rate'] and r['steady_rate'] * MB, r['limit'] * MB)} | "
                    f"{r['daemon_bytes']} of {r['bytes']} B |")
     return "\n".join(out) + "\n"
 

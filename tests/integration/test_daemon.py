@@ -233,3 +233,16 @@ def test_prometheus_metrics_count_bytes_per_job_and_tier(tmp_path):
         assert "qos_class_queue_depth" in text and "qos_in_flight" in text
     finally:
         d.stop(signal.SIGKILL)
+
+
+def test_qos_ior_paced_never_offers_more_than_its_rate(daemon):
+    from tokenbucket_daemon.ior import run_ior
+    block, streams, rate, seconds = 256 * 1024, 2, 4e6, 2.0
+    r = run_ior([daemon.address], "ram", Tag("paced"), 64 * 1024, block, streams, seconds,
+                warmup=0.0, rate_bps=rate)
+    # Stream i starts its k-th block no earlier than k * block * streams / rate after it
+    # began: within the run at most that many blocks, plus the one at time 0, per stream.
+    most = streams * (int(seconds * rate / (block * streams)) + 1) * block
+    assert 0.5 * rate * seconds <= r.total_bytes <= most    # paced, not starved either
+    (cls,) = daemon.admin().stats(job="paced").classes
+    assert cls.bytes_written >= r.total_bytes

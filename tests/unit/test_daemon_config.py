@@ -70,6 +70,9 @@ def test_qos_ior_refuses_bad_sizes(capsys):
     assert ior_main(["--daemon", "127.0.0.1:1", "--tier", "ram", "--transfer", "3MiB",
                      "--block", "4MiB"]) == 1
     assert "block must be a multiple of transfer" in capsys.readouterr().err
+    assert ior_main(["--daemon", "127.0.0.1:1", "--tier", "ram", "--rate", "fast"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad rate 'fast'" in err
 
 
 def test_group_size_counts_this_daemon_and_its_peers(base):

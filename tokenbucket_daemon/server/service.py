@@ -155,10 +155,10 @@ class DataPlane(rpc.DataPlaneServicer):
                     if chunk.offset < 0:
                         raise InvalidArgument("offset must be >= 0", chunk.offset,
                                               "write from offset 0 or later")
-                    # Opening and closing count as I/O: on a memory tier they are cheaper
-                    # than the two hand-offs to a thread each single-chunk stream paid.
-                    writer = await node.io(tier_name, tier.open_for_write, chunk.path,
-                                           chunk.offset)
+                    # In a thread even on a memory tier: an open can block (a FIFO
+                    # someone made in the tier waits for a reader) and must not stop the
+                    # loop. Closing a regular file cannot, so it runs inline there.
+                    writer = await node.run(tier.open_for_write, chunk.path, chunk.offset)
                 size = len(chunk.data)
                 if size > node.max_request:
                     raise InvalidArgument(f"chunk larger than {node.max_request} bytes", size,
