@@ -41,7 +41,7 @@ from typing import Any
 from qosfs.local import LocalMount
 from tokenbucket_daemon.client import AdminClient, DataClient
 from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
-from tokenbucket_daemon.local import LocalDaemon
+from tokenbucket_daemon.local import LocalDaemon, cpu_seconds
 
 MB = 1e6
 KiB, MiB = 1024, 1 << 20
@@ -128,12 +128,6 @@ def _steady(series: list[tuple[float, int]]) -> float | None:
     return (inner[-1][1] - inner[0][1]) / (inner[-1][0] - inner[0][0])
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _counts(admin: AdminClient) -> tuple[float, dict[str, int]]:
     """Bytes written per job tag, stamped with the middle of the call (when the daemon
     answered, not when the answer arrived)."""
@@ -156,7 +150,7 @@ def _pair_run(m: LocalMount, admin: AdminClient, daemon_pid: int, jobs: dict[str
             failed.append(e)
 
     poller = threading.Thread(target=poll, daemon=True)
-    cpu0 = {"daemon": _cpu_seconds(daemon_pid), "mount": _cpu_seconds(m.pid)}
+    cpu0 = {"daemon": cpu_seconds(daemon_pid), "mount": cpu_seconds(m.pid)}
     poller.start()
     procs, ends, errs = {}, {}, {}
     # One waiter per process: waiting in turn would charge a job that finished first
@@ -189,8 +183,8 @@ def _pair_run(m: LocalMount, admin: AdminClient, daemon_pid: int, jobs: dict[str
     if failed:
         raise failed[0]
     series.append(_counts(admin))
-    cpu = {"daemon": _cpu_seconds(daemon_pid) - cpu0["daemon"],
-           "mount": _cpu_seconds(m.pid) - cpu0["mount"]}
+    cpu = {"daemon": cpu_seconds(daemon_pid) - cpu0["daemon"],
+           "mount": cpu_seconds(m.pid) - cpu0["mount"]}
     print(f"  run {run}: CPU seconds daemon {cpu['daemon']:.2f}, mount {cpu['mount']:.2f}",
           flush=True)
     rows = []
@@ -203,19 +197,21 @@ def _pair_run(m: LocalMount, admin: AdminClient, daemon_pid: int, jobs: dict[str
         rows.append({"run": run, "job": job, "limit": limit / MB, "bytes": nbytes,
                      "dd_rate": dd / MB, "dev_pct": 100 * (dd / limit - 1),
                      "wall_rate": wall / MB, "wall_dev_pct": 100 * (wall / limit - 1),
-                     "steady_rate": steady / MB if steady else None,
-                     "steady_dev_pct": 100 * (steady / limit - 1) if steady else None,
+                     "steady_rate": None if steady is None else steady / MB,
+                     "steady_dev_pct": None if steady is None else 100 * (steady / limit - 1),
                      "daemon_bytes": counted, "daemon_cpu_s": cpu["daemon"],
                      "mount_cpu_s": cpu["mount"]})
         print(f"  run {run} job {job}: limit {limit / MB:.0f} MB/s, dd {dd / MB:.2f} "
               f"({rows[-1]['dev_pct']:+.2f}%), wall {wall / MB:.2f} "
-              f"({rows[-1]['wall_dev_pct']:+.2f}%), daemon steady {_rate(steady, limit)}, "
+              f"({rows[-1]['wall_dev_pct']:+.2f}%), daemon steady {_steady_text(rows[-1])}, "
               f"counted {counted} of {nbytes} B", flush=True)
     return rows
 
 
-def _rate(got: float | None, limit: float) -> str:
-    return "n/a" if got is None else f"{got / MB:.2f} ({100 * (got / limit - 1):+.2f}%)"
+def _steady_text(row: dict[str, Any]) -> str:
+    if row["steady_rate"] is None:
+        return "n/a"
+    return f"{row['steady_rate']:.2f} ({row['steady_dev_pct']:+.2f}%)"
 
 
 def limits(base: Path, d: LocalDaemon, seconds: float, runs: int) -> list[dict[str, Any]]:
@@ -266,7 +262,7 @@ def table(res: dict[str, Any]) -> str:
         out.append(f"| {r['run']} | {r['job']} | {r['limit']:.0f} | "
                    f"{r['dd_rate']:.2f} ({r['dev_pct']:+.2f}%) | "
                    f"{r['wall_rate']:.2f} ({r['wall_dev_pct']:+.2f}%) | "
-                   f"{_rate(r['steady_rate'] and r['steady_rate'] * MB, r['limit'] * MB)} | "
+                   f"{_steady_text(r)} | "
                    f"{r['daemon_bytes']} of {r['bytes']} B |")
     return "\n".join(out) + "\n"
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from tokenbucket_daemon.client import AdminClient
 from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
-from tokenbucket_daemon.local import LocalDaemon, start_group
+from tokenbucket_daemon.local import LocalDaemon, cpu_seconds, start_group
 
 MB = 1e6
 KiB, MiB = 1024, 1 << 20
@@ -245,13 +245,7 @@ def interference(run: Run, share: float, reps: int) -> None:
 
 def cpu_us(group: list[LocalDaemon]) -> int:
     """CPU time the daemons used so far (user + system), in microseconds."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for d in group:
-        assert d.proc is not None
-        f = Path(f"/proc/{d.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(f[11]) + int(f[12])) * 1_000_000 // tick
-    return total
+    return round(1_000_000 * sum(cpu_seconds(d.pid) for d in group))
 
 
 def _paired(run: Run, on: list[LocalDaemon], off: list[LocalDaemon], reps: int,
