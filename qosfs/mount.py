@@ -20,6 +20,7 @@ from qosfs.jobid import JobResolver
 from qosfs.layout import store_groups
 from qosfs.procfs import Procfs
 from qosfs.remote import TierClient, Timeouts
+from tokenbucket_daemon.heap import keep_buffers_in_heap
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ async def serve(spec: MountSpec, ready: asyncio.Future[None] | None = None) -> N
 def run(spec: MountSpec, on_ready: Callable[[], None] | None = None) -> None:
     """Blocking: mount ``spec`` and serve it. ``on_ready()`` runs once the mount is up."""
     pyfuse3.asyncio.enable()
+    keep_buffers_in_heap()
 
     async def main() -> None:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()

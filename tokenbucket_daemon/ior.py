@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from tokenbucket_daemon.client import DataClient
+from tokenbucket_daemon.heap import keep_buffers_in_heap
 from tokenbucket_daemon.core.policy import Tag
 from tokenbucket_daemon.units import parse_rate, parse_size
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
               f"duration > warmup (got {block}, {transfer}, {a.streams}, {a.duration})",
               file=sys.stderr)
         return 1
+    keep_buffers_in_heap()
     r = run_ior(a.daemon, a.tier, Tag(a.job, a.user), transfer, block, a.streams, a.duration,
                 "read" if a.read else "write", a.warmup, a.prefix, rate)
     if a.json:

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tokenbucket_daemon.core.policy import PolicyTable
 from tokenbucket_daemon.errors import DaemonError
+from tokenbucket_daemon.heap import keep_buffers_in_heap
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
 from tokenbucket_daemon.server.backend import TierBackend
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = load_config(args.config)
+        keep_buffers_in_heap()
         asyncio.run(serve(cfg))
     except DaemonError as e:
         print(f"tokenbucketd: error: {e}", file=sys.stderr)
