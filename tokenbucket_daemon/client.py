@@ -132,6 +132,12 @@ class AdminClient:
     def release(self, job: str) -> int:
         return int(self._call("Release", pb.ReleaseRequest(job_id=job)).released)
 
+    def set_enforcement(self, enabled: bool) -> int:
+        """Switch this daemon's enforcement; returns how many waiting requests switching
+        it off released."""
+        return int(self._call("SetEnforcement",
+                              pb.SetEnforcementRequest(enabled=enabled)).released)
+
     def stats(self, job: str = "", tier: str = "") -> pb.StatsReply:
         return self._call("GetStats", pb.StatsRequest(job_id=job, tier=tier))
 

@@ -9,6 +9,7 @@
     qosctl release 42
     qosctl stats --job 42
     qosctl stats --watch 2 --count 5
+    qosctl enforcement off
     qosctl --daemon node7:50051 --json policy list
 
 The daemon is ``--daemon`` (else ``$QOS_DAEMON``, else 127.0.0.1:50051); the admin token is
@@ -289,7 +290,7 @@ def tier_json(t: pb.TierStats) -> dict[str, Any]:
 
 
 def stats_json(s: pb.StatsReply) -> dict[str, Any]:
-    return {"daemon_id": s.daemon_id, "time_ns": s.time_ns,
+    return {"daemon_id": s.daemon_id, "time_ns": s.time_ns, "enforcing": s.enforcing,
             "classes": [class_json(c) for c in s.classes],
             "tiers": [tier_json(t) for t in s.tiers]}
 
@@ -304,7 +305,8 @@ def stats_text(s: pb.StatsReply) -> str:
     tiers = [[t.tier, format_bytes(t.bytes_read), format_bytes(t.bytes_written),
               f"{t.requests}", f"{t.queued}", f"{t.in_flight}"] for t in s.tiers]
     return "\n".join([
-        f"daemon {s.daemon_id}",
+        f"daemon {s.daemon_id}" + ("" if s.enforcing else
+                                   " (enforcement OFF: requests bypass every policy)"),
         table(["JOB", "TIER", "POLICY", "READ", "WRITTEN", "RATE", "LIMIT", "RESERVATION",
                "QUEUED", "IN-FLIGHT", "WAIT", "TOKENS"], classes) if classes else "no classes",
         "",
@@ -372,8 +374,20 @@ def cmd_stats(admin: AdminClient, a: argparse.Namespace, emit: Emit) -> None:
         stream.close()
 
 
+def cmd_enforcement(admin: AdminClient, a: argparse.Namespace, emit: Emit) -> None:
+    if a.state is None:
+        s = admin.stats()
+        emit({"daemon_id": s.daemon_id, "enforcing": s.enforcing},
+             f"enforcement {'on' if s.enforcing else 'off'} on {s.daemon_id}")
+        return
+    on = a.state == "on"
+    n = admin.set_enforcement(on)
+    emit({"enforcing": on, "released": n}, f"enforcement {a.state} on {a.daemon}"
+         + (f"; released {n} waiting requests" if n else ""))
+
+
 def _only_tier(s: pb.StatsReply, tier: str) -> pb.StatsReply:
-    return pb.StatsReply(time_ns=s.time_ns, daemon_id=s.daemon_id,
+    return pb.StatsReply(time_ns=s.time_ns, daemon_id=s.daemon_id, enforcing=s.enforcing,
                          classes=[c for c in s.classes if c.tier == tier],
                          tiers=[t for t in s.tiers if t.tier == tier])
 
@@ -471,6 +485,11 @@ def _add_job_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     st.add_argument("--count", type=_count, default=0, metavar="N",
                     help="with --watch: stop after N snapshots")
     st.set_defaults(run=cmd_stats)
+    en = _command(sub, "enforcement", common, "show, or switch on or off, this daemon's "
+                  "enforcement of policies (off: requests bypass the scheduler, until "
+                  "switched on or the daemon restarts)")
+    en.add_argument("state", nargs="?", choices=("on", "off"), help="omit to show the state")
+    en.set_defaults(run=cmd_enforcement)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -126,6 +126,10 @@ def test_bad_input_gets_its_status_code_and_changes_nothing(daemon, tmp_path):
         grpc.StatusCode.NOT_FOUND
     assert _code(admin.release, "no-such-job") == grpc.StatusCode.NOT_FOUND
     assert _code(daemon.admin(None).list_policies) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(daemon.admin(None).set_enforcement, False) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(daemon.admin("wrong").set_enforcement, False) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    assert daemon.admin().stats().enforcing
     assert _code(daemon.admin("wrong").set_policy, Policy(job, limit_bps=5)) == \
         grpc.StatusCode.PERMISSION_DENIED
     assert admin.list_policies() == before
@@ -231,6 +235,7 @@ def test_prometheus_metrics_count_bytes_per_job_and_tier(tmp_path):
         assert value("qos_class_requests_total", job="77", tier="ram") >= 3
         assert value("qos_tier_bytes_total", tier="ram", op="write") == 3 * MiB
         assert "qos_class_queue_depth" in text and "qos_in_flight" in text
+        assert "\nqos_enforcing 1.0\n" in text
     finally:
         d.stop(signal.SIGKILL)
 
@@ -265,3 +270,29 @@ def test_daemon_reuses_its_message_buffers(daemon):
         data.write("ram", f"w{i % 4}.dat", chunk * 4)
     per_mib = (_minor_faults(daemon.pid) - before) / (32 * 4)
     assert per_mib < 16, f"{per_mib:.0f} minor page faults per MiB written"
+
+
+def test_enforcement_switched_off_releases_waiting_requests_and_back_on_limits_again(daemon):
+    import threading
+
+    admin = daemon.admin()
+    admin.set_policy(Policy(Selector(Kind.JOB, "9"), limit_bps=1e6, burst_bytes=MiB))
+    data = DataClient(daemon.address, Tag("9"))
+    done: list[int] = []
+    # 24 MiB at 1 MB/s would take 24 s; the test waits at most 15 after switching.
+    writer = threading.Thread(target=lambda: done.append(
+        data.write("ram", "slow.dat", b"s" * (24 * MiB))), daemon=True)
+    writer.start()
+    deadline = time.monotonic() + 10
+    while not any(c.queued for c in admin.stats(job="9").classes):
+        assert time.monotonic() < deadline, "job 9 never queued behind its limit"
+        time.sleep(0.05)
+    assert admin.set_enforcement(False) >= 1
+    assert not admin.stats().enforcing
+    writer.join(timeout=15)
+    assert done == [24 * MiB]
+    assert admin.set_enforcement(True) == 0 and admin.stats().enforcing
+    t0 = time.monotonic()
+    data.write("ram", "again.dat", b"a" * (4 * MiB))
+    # The bucket (1 MiB deep, plus one request while waiting) lets at most 2 MiB go at once.
+    assert time.monotonic() - t0 >= 2 * MiB / 1e6

@@ -148,6 +148,22 @@ def test_stats_show_bytes_per_class_and_tier_totals(daemon, qosctl):
     assert [c["bytes_written"] for c in snaps[1]["classes"]] == [2 * MiB]
 
 
+def test_enforcement_off_shows_in_stats_and_switches_back_on(qosctl):
+    assert qosctl("enforcement") == (0, f"enforcement on on q1\n", "")
+    try:
+        code, out, err = qosctl("enforcement", "off")
+        assert (code, err) == (0, "") and out.startswith("enforcement off on ")
+        code, out, _ = qosctl("stats")
+        assert out.splitlines()[0] == \
+            "daemon q1 (enforcement OFF: requests bypass every policy)"
+        code, out, _ = qosctl("--json", "enforcement")
+        assert json.loads(out) == {"daemon_id": "q1", "enforcing": False}
+    finally:
+        code, out, _ = qosctl("--json", "enforcement", "on")
+    assert (code, json.loads(out)) == (0, {"enforcing": True, "released": 0})
+    assert json.loads(qosctl("--json", "stats")[1])["enforcing"] is True
+
+
 @pytest.fixture(scope="module")
 def silent_address():
     """A port that accepts TCP connections but never speaks: a hung host."""
@@ -177,6 +193,7 @@ BAD_INPUT = [
      ["NOT_FOUND", "'tape'", "disk, ram"]),
     (["policy"], 2, ["required: ACTION", "qosctl policy --help"]),
     (["stats", "--count", "2"], 2, ["--count needs --watch"]),
+    (["enforcement", "maybe"], 2, ["'maybe'", "choose from 'on', 'off'"]),
     (["--token-file", "{missing}", "policy", "set", "job=9"], 2,
      ["cannot read admin token file", "missing.token", "No such file", "--token-file"]),
     (["--token-file", "{open}", "policy", "set", "job=9"], 2,

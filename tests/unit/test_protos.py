@@ -39,6 +39,7 @@ SERVICES = {
         "Release": ("ReleaseRequest", "ReleaseReply", False, False),
         "GetStats": ("StatsRequest", "StatsReply", False, False),
         "WatchStats": ("WatchStatsRequest", "StatsReply", False, True),
+        "SetEnforcement": ("SetEnforcementRequest", "SetEnforcementReply", False, False),
     },
     "PeerService": {
         "PushPolicies": ("PolicySync", "PolicySyncReply", False, False),

@@ -158,6 +158,26 @@ def test_at_most_k_in_flight():
     assert len(s.poll(0.0).dispatch) == 1
 
 
+def test_release_all_frees_every_queued_request_without_charging_its_bucket():
+    s = sched(job("A", limit_bps=1e6, burst_bytes=MiB), max_in_flight=2)
+    for _ in range(10):
+        s.submit(req(A, MiB), 0.0)
+    s.submit(req(B), 0.0)
+    first = s.poll(0.0).dispatch           # A's bucket holds one request, B is unlimited
+    assert sorted(r.tag.job for r in first) == ["A", "B"]
+    freed = s.release_all(0.0)
+    assert len(freed) == 9 and s.queued() == 0 and s.in_flight == 11
+    (a,) = [st for st in s.stats(0.0) if st.job == "A"]
+    assert a.tokens == 0.0                  # only the first request was charged
+    for r in first + freed:
+        s.complete(r, 0.0)
+    assert s.in_flight == 0
+    # Back to normal: after one second A has earned exactly one more request.
+    s.submit(req(A, MiB), 0.5)
+    assert s.poll(0.5).dispatch == []
+    assert len(s.poll(MiB / 1e6).dispatch) == 1
+
+
 def test_full_queue_rejects_and_changes_nothing():
     s = sched(queue_limit=3)
     for _ in range(3):

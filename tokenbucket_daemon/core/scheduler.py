@@ -252,18 +252,29 @@ class Scheduler:
         self._evict(now)
         return Decision(out, wake)
 
-    def _dispatch(self, cls: _Class, now: float) -> Request:
+    def release_all(self, now: float) -> list[Request]:
+        """Every queued request at once, past K and without charging buckets or clocks
+        (enforcement switched off: a job must not owe tokens for what it moved while
+        nothing was enforced). Each still needs ``complete``."""
+        out = []
+        for cls in list(self._waiting.values()):
+            while cls.queue:
+                out.append(self._dispatch(cls, now, charge=False))
+        return out
+
+    def _dispatch(self, cls: _Class, now: float, charge: bool = True) -> Request:
         req = cls.queue.popleft()
         if not cls.queue:
             del self._waiting[cls.key]
-        cls.bucket.take(req.cost, now)
-        self._vtime = cls.p_tag
-        cls.p_tag += req.cost / cls.policy.weight
-        res = cls.policy.reservation_bps
-        if res > 0:
-            # A class starved for long is owed at most one second of reservation,
-            # so catching up cannot turn into a burst that starves everyone else.
-            cls.r_next = max(cls.r_next, now - 1.0) + req.cost / res
+        if charge:
+            cls.bucket.take(req.cost, now)
+            self._vtime = cls.p_tag
+            cls.p_tag += req.cost / cls.policy.weight
+            res = cls.policy.reservation_bps
+            if res > 0:
+                # A class starved for long is owed at most one second of reservation,
+                # so catching up cannot turn into a burst that starves everyone else.
+                cls.r_next = max(cls.r_next, now - 1.0) + req.cost / res
         cls.in_flight += 1
         self.in_flight += 1
         cls.requests += 1

@@ -377,17 +377,33 @@ class WatchStatsRequest(_message.Message):
     job_id: str
     def __init__(self, interval_ms: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
 
+class SetEnforcementRequest(_message.Message):
+    __slots__ = ("enabled",)
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    def __init__(self, enabled: _Optional[bool] = ...) -> None: ...
+
+class SetEnforcementReply(_message.Message):
+    __slots__ = ("enabled", "released")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    released: int
+    def __init__(self, enabled: _Optional[bool] = ..., released: _Optional[int] = ...) -> None: ...
+
 class StatsReply(_message.Message):
-    __slots__ = ("time_ns", "daemon_id", "classes", "tiers")
+    __slots__ = ("time_ns", "daemon_id", "classes", "tiers", "enforcing")
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     DAEMON_ID_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     TIERS_FIELD_NUMBER: _ClassVar[int]
+    ENFORCING_FIELD_NUMBER: _ClassVar[int]
     time_ns: int
     daemon_id: str
     classes: _containers.RepeatedCompositeFieldContainer[ClassStats]
     tiers: _containers.RepeatedCompositeFieldContainer[TierStats]
-    def __init__(self, time_ns: _Optional[int] = ..., daemon_id: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ...) -> None: ...
+    enforcing: bool
+    def __init__(self, time_ns: _Optional[int] = ..., daemon_id: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., enforcing: _Optional[bool] = ...) -> None: ...
 
 class ClassStats(_message.Message):
     __slots__ = ("tag", "tier", "selector", "bytes_read", "bytes_written", "requests", "queued", "in_flight", "wait_seconds_total", "rate_bps", "tokens", "limit_bps", "reservation_bps", "weight", "rejected")

@@ -696,6 +696,11 @@ class AdminServiceStub:
                 request_serializer=qos_dot_v1_dot_qos__pb2.WatchStatsRequest.SerializeToString,
                 response_deserializer=qos_dot_v1_dot_qos__pb2.StatsReply.FromString,
                 _registered_method=True)
+        self.SetEnforcement = channel.unary_unary(
+                '/qos.v1.AdminService/SetEnforcement',
+                request_serializer=qos_dot_v1_dot_qos__pb2.SetEnforcementRequest.SerializeToString,
+                response_deserializer=qos_dot_v1_dot_qos__pb2.SetEnforcementReply.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -783,6 +788,18 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetEnforcement(self, request, context):
+        """Switches this daemon's enforcement on or off, at once and until the next call or a
+        restart (the config's `qos` sets the state at start; peers are not told). Off, every
+        request bypasses the scheduler, and the requests waiting in its queues are released at
+        once without being charged to their buckets; policies stay stored and apply again
+        when enforcement is switched back on. For incidents, and to measure QoS's overhead in
+        one process. Never fails on input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -820,6 +837,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.WatchStats,
                     request_deserializer=qos_dot_v1_dot_qos__pb2.WatchStatsRequest.FromString,
                     response_serializer=qos_dot_v1_dot_qos__pb2.StatsReply.SerializeToString,
+            ),
+            'SetEnforcement': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetEnforcement,
+                    request_deserializer=qos_dot_v1_dot_qos__pb2.SetEnforcementRequest.FromString,
+                    response_serializer=qos_dot_v1_dot_qos__pb2.SetEnforcementReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1019,6 +1041,33 @@ class AdminService:
             '/qos.v1.AdminService/WatchStats',
             qos_dot_v1_dot_qos__pb2.WatchStatsRequest.SerializeToString,
             qos_dot_v1_dot_qos__pb2.StatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetEnforcement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qos.v1.AdminService/SetEnforcement',
+            qos_dot_v1_dot_qos__pb2.SetEnforcementRequest.SerializeToString,
+            qos_dot_v1_dot_qos__pb2.SetEnforcementReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,8 +2,9 @@
 
 ``async with gate.admit(tag, tier, op, size):`` waits until the scheduler
 releases the request, then holds one of the K in-flight slots until the block
-ends. Time is the event loop's monotonic clock. With QoS off the gate admits at
-once (the same server, scheduler bypassed: the overhead baseline).
+ends. Time is the event loop's monotonic clock. With enforcement off the gate admits
+at once (the same server, scheduler bypassed: the overhead baseline); it can be
+switched at run time (``set_enabled``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,18 @@ class Gate:
             yield
         finally:
             self.release(req)
+
+    def set_enabled(self, enabled: bool) -> int:
+        """Switch enforcement; switching it off releases every waiting request at once
+        (they still give their slots back through ``release``). Returns how many."""
+        self.enabled = enabled
+        if enabled:
+            return 0
+        freed = self.scheduler.release_all(self.now())
+        for req in freed:
+            if req.payload is not None and not req.payload.done():
+                req.payload.set_result(None)
+        return len(freed)
 
     def kick(self) -> None:
         """Re-run dispatch now (after a policy change)."""

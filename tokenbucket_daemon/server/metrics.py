@@ -58,7 +58,12 @@ class NodeCollector(Collector):
             tb.add_metric([name, "write"], written)
         inflight = GaugeMetricFamily("qos_in_flight", "Requests in flight")
         inflight.add_metric([], in_flight)
-        yield from (b, r, w, q, t, lim, tb, inflight)
+        # A bool read from this thread is safe; an alert on 0 catches a daemon left
+        # with enforcement switched off after an incident.
+        on = GaugeMetricFamily("qos_enforcing", "1 while policies are enforced, 0 while "
+                               "requests bypass the scheduler")
+        on.add_metric([], float(self.node.gate.enabled))
+        yield from (b, r, w, q, t, lim, tb, inflight, on)
 
 
 def start_metrics(node: Node, port: int, loop: asyncio.AbstractEventLoop) -> int:

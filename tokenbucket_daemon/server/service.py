@@ -380,6 +380,18 @@ class AdminService(rpc.AdminServiceServicer):
         self.node.notify()
         return pb.ReleaseReply(released=len(mine))
 
+    @_status
+    async def SetEnforcement(self, request: pb.SetEnforcementRequest,
+                             context: Any) -> pb.SetEnforcementReply:
+        self._auth(context)
+        was = self.node.gate.enabled
+        released = self.node.gate.set_enabled(request.enabled)
+        if was != request.enabled:
+            log.warning("enforcement switched %s by an admin call%s",
+                        "on" if request.enabled else "off",
+                        f"; released {released} waiting requests" if released else "")
+        return pb.SetEnforcementReply(enabled=request.enabled, released=released)
+
     def stats(self, job: str = "", tier: str = "") -> pb.StatsReply:
         node = self.node
         sched = node.gate.scheduler
@@ -402,7 +414,7 @@ class AdminService(rpc.AdminServiceServicer):
                                       in_flight=sum(s.in_flight for s in mine),
                                       queued=sum(s.queued for s in mine)))
         return pb.StatsReply(time_ns=time.time_ns(), daemon_id=node.daemon_id,
-                             classes=classes, tiers=tiers)
+                             classes=classes, tiers=tiers, enforcing=node.gate.enabled)
 
     @_status
     async def GetStats(self, request: pb.StatsRequest, context: Any) -> pb.StatsReply:
