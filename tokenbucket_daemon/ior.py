@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 
 from tokenbucket_daemon.client import DataClient
-from tokenbucket_daemon.heap import keep_buffers_in_heap
 from tokenbucket_daemon.core.policy import Tag
+from tokenbucket_daemon.heap import keep_buffers_in_heap
 from tokenbucket_daemon.units import parse_rate, parse_size
 
 MB = 1e6

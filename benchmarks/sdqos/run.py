@@ -16,7 +16,8 @@ Experiments:
   pair         two jobs at 40 and 80 MB/s at once, one daemon
   interference a 4 KiB job and a 64 KiB job; aggregate without QoS vs with the
                4 KiB job limited
-  overhead     QoS on without limits vs QoS off (scheduler bypassed), 1/2/4/8 daemons
+  overhead     QoS on without limits vs QoS off (scheduler bypassed), 1/2/4/8 daemons,
+               switched at run time in the same daemons
   ceiling      1 MiB writes: fio on the raw tier, a bare gRPC server, tokenbucketd
   distributed  one job striped over 4 daemons, 100 MB/s group-scope limit
 """
@@ -167,14 +168,14 @@ def measure(run: Run, counters: dict[str, Callable[[], int]],
 
 
 @contextmanager
-def daemons(run: Run, n: int, name: str, qos: bool = True,
+def daemons(run: Run, n: int, name: str,
             tiers: tuple[str, ...] = ("ram",)) -> Iterator[list[LocalDaemon]]:
     base = run.fresh(name)
     if n == 1:
-        group = [LocalDaemon(base / "g0", "g0", tiers=run.tier(0, tiers), qos=qos,
+        group = [LocalDaemon(base / "g0", "g0", tiers=run.tier(0, tiers),
                              cpus=run.server_cpus).start()]
     else:
-        group = start_group(base, n, tiers=run.tier, qos=qos, cpus=run.server_cpus)
+        group = start_group(base, n, tiers=run.tier, cpus=run.server_cpus)
     try:
         yield group
     finally:
@@ -215,23 +216,24 @@ def pair(run: Run) -> None:
 
 def interference(run: Run, share: float, reps: int) -> None:
     """A 4 KiB job (tier ram) and a 64 KiB job (tier ram2, so that the tiers' counters
-    give each job's rate even with QoS off). Without QoS first; then the 4 KiB job is
-    limited to ``share`` of what it took without QoS. Runs alternate; medians."""
+    give each job's rate even with QoS off). Without QoS (enforcement off) first; then
+    the 4 KiB job is limited to ``share`` of what it took without QoS. Runs alternate in
+    one daemon process, switched by SetEnforcement; medians."""
     def load(addr: str) -> Callable[[float], list[subprocess.Popen[str]]]:
         return lambda s: (ior([addr], "small", "4KiB", 2, s, block="256KiB", procs=1)
                           + ior([addr], "large", "64KiB", 2, s, procs=1, tier="ram2"))
     got: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
-    with daemons(run, 1, "interference-off", qos=False, tiers=("ram", "ram2")) as (off,), \
-            daemons(run, 1, "interference-on", tiers=("ram", "ram2")) as (on,):
+    with daemons(run, 1, "interference", tiers=("ram", "ram2")) as (d,):
+        admin = d.admin()
         for _ in range(reps):
-            for mode, d in (("off", off), ("on", on)):
-                admin = d.admin()
+            for mode in ("off", "on"):
+                admin.set_enforcement(mode == "on")
                 if mode == "on":
                     small = statistics.median(r["small"] for r in got["off"])
                     limit(admin, "small", share * small)
                 got[mode].append(measure(run, {
-                    "small": lambda a=admin: tier_bytes([a], "ram"),
-                    "large": lambda a=admin: tier_bytes([a], "ram2")}, load(d.address)))
+                    "small": lambda: tier_bytes([admin], "ram"),
+                    "large": lambda: tier_bytes([admin], "ram2")}, load(d.address)))
     med = {m: {k: statistics.median(r[k] for r in rs) for k in ("small", "large")}
            for m, rs in got.items()}
     agg = {m: v["small"] + v["large"] for m, v in med.items()}
@@ -248,23 +250,23 @@ def cpu_us(group: list[LocalDaemon]) -> int:
     return round(1_000_000 * sum(cpu_seconds(d.pid) for d in group))
 
 
-def _paired(run: Run, on: list[LocalDaemon], off: list[LocalDaemon], reps: int,
-            seconds: float, transfer: str, streams: int, rate_mbps: float = 0.0
-            ) -> dict[str, dict[str, list[float]]]:
-    """``reps`` runs per mode, in the order off-on, on-off, off-on...: a run costs more
-    right after another one (the last one's connections closing on the same core), and
-    alternating the order gives that to both modes alike."""
+def _paired(run: Run, group: list[LocalDaemon], reps: int, seconds: float, transfer: str,
+            streams: int, rate_mbps: float = 0.0) -> dict[str, dict[str, list[float]]]:
+    """``reps`` runs per mode in the same daemon processes, enforcement switched by
+    SetEnforcement between runs: two processes of the same code differ in efficiency by
+    up to 10-20% for as long as they live, more than the overhead measured. Order
+    off-on, on-off, off-on...: a run costs more right after another one (the last one's
+    connections closing on the same core), and alternating gives that to both modes."""
     got: dict[str, list[float]] = {"on": [], "off": []}
     cost: dict[str, list[float]] = {"on": [], "off": []}
+    admins = [d.admin() for d in group]
+    addrs = [d.address for d in group]
     for i in range(reps):
-        order = (("off", off), ("on", on)) if i % 2 == 0 else (("on", on), ("off", off))
-        for mode, group in order:
-            admins = [d.admin() for d in group]
-            addrs = [d.address for d in group]
-            r = measure(run, {"all": lambda a=admins: tier_bytes(a),
-                              "cpu": lambda g=group: cpu_us(g)},
-                        lambda s, a=addrs: ior(a, "ovh", transfer, streams, s,
-                                               rate_mbps=rate_mbps),
+        for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
+            for a in admins:
+                a.set_enforcement(mode == "on")
+            r = measure(run, {"all": lambda: tier_bytes(admins), "cpu": lambda: cpu_us(group)},
+                        lambda s: ior(addrs, "ovh", transfer, streams, s, rate_mbps=rate_mbps),
                         seconds)
             got[mode].append(r["all"])
             cost[mode].append(1000 * r["cpu"] / r["all"])
@@ -273,7 +275,8 @@ def _paired(run: Run, on: list[LocalDaemon], off: list[LocalDaemon], reps: int,
 
 def overhead(run: Run, reps: int, seconds: float, load_share: float) -> None:
     """1 MiB requests at 1/2/4/8 daemons (the size parallel file systems move data in),
-    and 64 KiB at one daemon, where the per-request cost shows most.
+    and 64 KiB at one daemon, where the per-request cost shows most. QoS on (no limits)
+    and off (scheduler bypassed) alternate in the same daemons.
 
     Two measures. Throughput as fast as the load goes: on this machine the servers'
     core is then saturated and a run's rate swings by 5-15% (so does its CPU per GB, which
@@ -283,12 +286,11 @@ def overhead(run: Run, reps: int, seconds: float, load_share: float) -> None:
     for n, transfer in ((1, "1MiB"), (2, "1MiB"), (4, "1MiB"), (8, "1MiB"), (1, "64KiB")):
         streams = max(4, n)
         size = transfer.replace("MiB", " MiB").replace("KiB", " KiB")
-        with daemons(run, n, f"on{n}", qos=True) as on, \
-                daemons(run, n, f"off{n}", qos=False) as off:
-            sat = _paired(run, on, off, reps, seconds, transfer, streams)
+        with daemons(run, n, f"ovh{n}") as group:
+            sat = _paired(run, group, reps, seconds, transfer, streams)
             on_m, off_m = (statistics.median(sat["rate"][m]) for m in ("on", "off"))
             load = round(load_share * off_m, 1)
-            fixed = _paired(run, on, off, reps, seconds, transfer, streams, rate_mbps=load)
+            fixed = _paired(run, group, reps, seconds, transfer, streams, rate_mbps=load)
         c_on, c_off = (statistics.median(fixed["cpu"][m]) for m in ("on", "off"))
         run.row("overhead", f"{n} daemon(s), {size}, QoS off", None, off_m,
                 runs=[round(x, 1) for x in sat["rate"]["off"]],

@@ -149,7 +149,7 @@ def test_stats_show_bytes_per_class_and_tier_totals(daemon, qosctl):
 
 
 def test_enforcement_off_shows_in_stats_and_switches_back_on(qosctl):
-    assert qosctl("enforcement") == (0, f"enforcement on on q1\n", "")
+    assert qosctl("enforcement") == (0, "enforcement on on q1\n", "")
     try:
         code, out, err = qosctl("enforcement", "off")
         assert (code, err) == (0, "") and out.startswith("enforcement off on ")
