@@ -250,56 +250,70 @@ def cpu_us(group: list[LocalDaemon]) -> int:
     return round(1_000_000 * sum(cpu_seconds(d.pid) for d in group))
 
 
-def _paired(run: Run, group: list[LocalDaemon], reps: int, seconds: float, transfer: str,
-            streams: int, rate_mbps: float = 0.0) -> dict[str, dict[str, list[float]]]:
-    """``reps`` runs per mode in the same daemon processes, enforcement switched by
-    SetEnforcement between runs: two processes of the same code differ in efficiency by
-    up to 10-20% for as long as they live, more than the overhead measured. Order
-    off-on, on-off, off-on...: a run costs more right after another one (the last one's
-    connections closing on the same core), and alternating gives that to both modes."""
-    got: dict[str, list[float]] = {"on": [], "off": []}
-    cost: dict[str, list[float]] = {"on": [], "off": []}
+def _interleaved(run: Run, group: list[LocalDaemon], seconds: float, transfer: str,
+                 streams: int, rate_mbps: float = 0.0, slice_s: float = 1.0
+                 ) -> dict[str, dict[str, float]]:
+    """One load for ``seconds``; after the warm-up, enforcement is switched every
+    ``slice_s`` in the order off-on-on-off (ABBA), and each slice's bytes and daemon CPU
+    are added to its mode, leaving out the first 0.1 s after a switch (requests the
+    other mode admitted still finish then). Two processes of the same code differ by
+    10-20% in efficiency for as long as they live, and a run's cost drifts with this
+    VM's neighbours by 5-10% over minutes: modes switched within the same processes and
+    the same seconds see the same of both."""
     admins = [d.admin() for d in group]
     addrs = [d.address for d in group]
-    for i in range(reps):
-        for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
+    total = {m: {"bytes": 0.0, "cpu_us": 0.0, "s": 0.0, "slices": 0.0} for m in ("on", "off")}
+    procs = ior(addrs, "ovh", transfer, streams, seconds, rate_mbps=rate_mbps)
+    try:
+        time.sleep(run.warmup)
+        end = time.monotonic() + seconds - run.warmup - 0.5
+        i = 0
+        while time.monotonic() + slice_s <= end:
+            mode = "off" if i % 4 in (0, 3) else "on"
             for a in admins:
                 a.set_enforcement(mode == "on")
-            r = measure(run, {"all": lambda: tier_bytes(admins), "cpu": lambda: cpu_us(group)},
-                        lambda s: ior(addrs, "ovh", transfer, streams, s, rate_mbps=rate_mbps),
-                        seconds)
-            got[mode].append(r["all"])
-            cost[mode].append(1000 * r["cpu"] / r["all"])
-    return {"rate": got, "cpu": cost}
+            time.sleep(0.1)
+            t0, b0, c0 = time.monotonic(), tier_bytes(admins), cpu_us(group)
+            time.sleep(max(0.0, slice_s - 0.1))
+            t1, b1, c1 = time.monotonic(), tier_bytes(admins), cpu_us(group)
+            m = total[mode]
+            m["bytes"] += b1 - b0
+            m["cpu_us"] += c1 - c0
+            m["s"] += t1 - t0
+            m["slices"] += 1
+            i += 1
+    finally:
+        for a in admins:
+            a.set_enforcement(True)
+        finish(procs)
+    return {mode: {"MBps": m["bytes"] / m["s"] / MB,
+                   "cpu_s_per_GB": m["cpu_us"] / m["bytes"] * 1e3,
+                   "slices": m["slices"]} for mode, m in total.items()}
 
 
-def overhead(run: Run, reps: int, seconds: float, load_share: float) -> None:
+def overhead(run: Run, seconds: float, load_share: float) -> None:
     """1 MiB requests at 1/2/4/8 daemons (the size parallel file systems move data in),
     and 64 KiB at one daemon, where the per-request cost shows most. QoS on (no limits)
-    and off (scheduler bypassed) alternate in the same daemons.
+    and off (scheduler bypassed) alternate second by second in the same daemons.
 
-    Two measures. Throughput as fast as the load goes: on this machine the servers'
-    core is then saturated and a run's rate swings by 5-15% (so does its CPU per GB, which
-    is then just its inverse). And the daemons' CPU seconds per GB at a fixed offered load
-    (``load_share`` of the QoS-off throughput), where the servers have headroom: the cost
-    QoS adds per byte, with a few percent of noise instead of fifteen."""
+    Two measures. Throughput as fast as the load goes (the servers' core saturated). And
+    the daemons' CPU seconds per GB at a fixed offered load (``load_share`` of the QoS-off
+    throughput), where the servers have headroom: the cost QoS adds per byte."""
     for n, transfer in ((1, "1MiB"), (2, "1MiB"), (4, "1MiB"), (8, "1MiB"), (1, "64KiB")):
         streams = max(4, n)
         size = transfer.replace("MiB", " MiB").replace("KiB", " KiB")
         with daemons(run, n, f"ovh{n}") as group:
-            sat = _paired(run, group, reps, seconds, transfer, streams)
-            on_m, off_m = (statistics.median(sat["rate"][m]) for m in ("on", "off"))
-            load = round(load_share * off_m, 1)
-            fixed = _paired(run, group, reps, seconds, transfer, streams, rate_mbps=load)
-        c_on, c_off = (statistics.median(fixed["cpu"][m]) for m in ("on", "off"))
+            sat = _interleaved(run, group, seconds, transfer, streams)
+            load = round(load_share * sat["off"]["MBps"], 1)
+            fixed = _interleaved(run, group, seconds, transfer, streams, rate_mbps=load)
+        on_m, off_m = sat["on"]["MBps"], sat["off"]["MBps"]
+        c_on, c_off = fixed["on"]["cpu_s_per_GB"], fixed["off"]["cpu_s_per_GB"]
         run.row("overhead", f"{n} daemon(s), {size}, QoS off", None, off_m,
-                runs=[round(x, 1) for x in sat["rate"]["off"]],
                 cpu_s_per_GB_at_load=round(c_off, 3), offered_MBps=load,
-                cpu_runs=[round(x, 3) for x in fixed["cpu"]["off"]])
+                slices=int(sat["off"]["slices"]))
         run.row("overhead", f"{n} daemon(s), {size}, QoS on, no limits", None, on_m,
-                runs=[round(x, 1) for x in sat["rate"]["on"]],
                 cpu_s_per_GB_at_load=round(c_on, 3), offered_MBps=load,
-                cpu_runs=[round(x, 3) for x in fixed["cpu"]["on"]],
+                slices=int(sat["on"]["slices"]),
                 throughput_overhead_pct=round(100 * (1 - on_m / off_m), 2),
                 cpu_overhead_pct=round(100 * (c_on / c_off - 1), 2))
 
@@ -392,12 +406,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds left out at the start")
     ap.add_argument("--only", default=",".join(EXPERIMENTS),
                     help=f"comma-separated subset of {','.join(EXPERIMENTS)}")
-    ap.add_argument("--reps", type=int, default=4,
-                    help="overhead: runs per mode and measure; interference: reps - 1 "
-                         "runs per mode")
+    ap.add_argument("--reps", type=int, default=3, help="interference: runs per mode")
     ap.add_argument("--load-share", type=float, default=0.5,
                     help="overhead: the fixed offered load, as a share of QoS-off throughput")
-    ap.add_argument("--overhead-seconds", type=float, default=7.0)
+    ap.add_argument("--overhead-seconds", type=float, default=26.0,
+                    help="overhead: seconds per load (modes switched every second)")
     ap.add_argument("--small-share", type=float, default=0.25,
                     help="interference: the 4 KiB job's limit, as a share of its rate "
                          "without QoS")
@@ -421,8 +434,8 @@ def main() -> int:
               f"{'dev':>8s}", flush=True)
         steps: dict[str, Callable[[], None]] = {
             "single": lambda: single(run), "pair": lambda: pair(run),
-            "interference": lambda: interference(run, a.small_share, max(1, a.reps - 1)),
-            "overhead": lambda: overhead(run, a.reps, a.overhead_seconds, a.load_share),
+            "interference": lambda: interference(run, a.small_share, a.reps),
+            "overhead": lambda: overhead(run, a.overhead_seconds, a.load_share),
             "ceiling": lambda: ceiling(run),
             "distributed": lambda: distributed(run, 100.0)}
         for name in only:

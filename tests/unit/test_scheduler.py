@@ -178,6 +178,68 @@ def test_release_all_frees_every_queued_request_without_charging_its_bucket():
     assert len(s.poll(MiB / 1e6).dispatch) == 1
 
 
+def _replay(fast: bool, seed: int) -> list[tuple[float, int, str]]:
+    """A random mix of arrivals (three jobs: limited, reserved, unlimited; several
+    sizes) on a 300 MB/s device with 2 slots. ``fast`` drives the scheduler as the gate
+    does (submit_now, and poll after a completion only while something waits); else
+    submit and poll after every event. Returns (time, request id, job) per dispatch."""
+    import random
+    rng = random.Random(seed)
+    s = sched(job("L", limit_bps=40e6, burst_bytes=MiB), job("R", reservation_bps=60e6),
+              max_in_flight=2)
+    tags = [Tag("L"), Tag("R"), Tag("U")]
+    arrivals, t = [], 0.0
+    for _ in range(400):
+        t += rng.expovariate(1500.0)
+        arrivals.append((t, rng.choice(tags), rng.choice((4 * KiB, 64 * KiB, MiB))))
+    out: list[tuple[float, int, str]] = []
+    done: list[tuple[float, int, Request]] = []
+    wake: float | None = None
+    free_at, i = 0.0, 0
+
+    def started(rs: list[Request], now: float) -> None:
+        nonlocal free_at
+        for r in rs:
+            free_at = max(free_at, now) + r.size / 300e6
+            heapq.heappush(done, (free_at, r.rid, r))
+            out.append((now, r.rid, r.tag.job))
+
+    def poll(now: float) -> None:
+        nonlocal wake
+        d = s.poll(now)
+        started(d.dispatch, now)
+        wake = d.wake_at
+
+    while i < len(arrivals) or done or s.waiting:
+        now = min(x for x in (arrivals[i][0] if i < len(arrivals) else None,
+                              done[0][0] if done else None, wake) if x is not None)
+        if done and done[0][0] == now:
+            s.complete(heapq.heappop(done)[2], now)
+            if not fast or s.waiting:
+                poll(now)
+        elif i < len(arrivals) and arrivals[i][0] == now:
+            _, tag, size = arrivals[i]
+            i += 1
+            r = req(tag, size)
+            if fast and s.submit_now(r, now):
+                started([r], now)
+            else:
+                if not fast:
+                    s.submit(r, now)
+                elif not s.waiting:
+                    raise AssertionError("submit_now neither dispatched nor queued")
+                poll(now)
+        else:
+            poll(now)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_fast_path_dispatches_exactly_what_submit_and_poll_would(seed):
+    slow, fast = _replay(False, seed), _replay(True, seed)
+    assert len(slow) == 400 and fast == slow
+
+
 def test_full_queue_rejects_and_changes_nothing():
     s = sched(queue_limit=3)
     for _ in range(3):

@@ -30,10 +30,8 @@ class TokenBucket:
         self.depth = depth
         self.tokens = depth
         self._t = now
-
-    @property
-    def limited(self) -> bool:
-        return self.rate != UNLIMITED
+        # An attribute, not a property: it is read several times per request.
+        self.limited = rate != UNLIMITED
 
     def refill(self, now: float, waiting: float = 0.0) -> None:
         """Add the tokens earned until ``now``, up to the depth, or up to the depth plus
@@ -59,8 +57,8 @@ class TokenBucket:
         return now + (need - self.tokens) / self.rate
 
     def take(self, cost: float, now: float) -> None:
-        self.refill(now, self._credit(cost))
-        if self.limited:
+        if self.limited:      # an unlimited bucket keeps no tokens (reconfigure fills it)
+            self.refill(now, self._credit(cost))
             self.tokens -= cost
 
     def _credit(self, cost: float) -> float:
@@ -72,4 +70,5 @@ class TokenBucket:
         self.refill(now)
         was_unlimited = not self.limited
         self.rate, self.depth = rate, depth
+        self.limited = rate != UNLIMITED
         self.tokens = depth if was_unlimited else min(self.tokens, depth)

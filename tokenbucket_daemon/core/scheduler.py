@@ -158,6 +158,30 @@ class Scheduler:
 
     def submit(self, req: Request, now: float) -> Request:
         """Queue ``req``; ResourceExhausted (nothing queued) when its class is full."""
+        self._queue(self._admit(req, now), req)
+        return req
+
+    def submit_now(self, req: Request, now: float) -> bool:
+        """Submit ``req`` and dispatch it at once when nothing else waits, a slot is free
+        and its bucket lets it go: then ``poll`` would release exactly it, and this
+        skips the queue and poll's scan (most requests of an unlimited load take this
+        path). False: it is queued, and ``poll`` decides."""
+        cls = self._admit(req, now)
+        if (not self._waiting and self.in_flight < self.config.max_in_flight
+                and cls.bucket.eligible_at(req.cost, now, now) <= now):
+            self._start(cls, req, now)
+            self._evict(now)
+            return True
+        self._queue(cls, req)
+        return False
+
+    @property
+    def waiting(self) -> bool:
+        """Whether any request is queued (else ``poll`` has nothing to release)."""
+        return bool(self._waiting)
+
+    def _admit(self, req: Request, now: float) -> _Class:
+        """Check ``req``, find its class and stamp it, as it joins the class's queue."""
         cfg = self.config
         if req.size < 0 or req.size > cfg.max_request:
             raise InvalidArgument(f"request size must be between 0 and {cfg.max_request} bytes",
@@ -175,10 +199,12 @@ class Scheduler:
         req.arrival = now
         req.cost = float(req.size if req.op != "meta" else cfg.meta_cost)
         req.rid = next(self._rid)
+        cls.arrived.add(now, req.cost)
+        return cls
+
+    def _queue(self, cls: _Class, req: Request) -> None:
         cls.queue.append(req)
         self._waiting.setdefault(cls.key, cls)
-        cls.arrived.add(now, req.cost)
-        return req
 
     def complete(self, req: Request, now: float) -> None:
         cls = self._classes.get((req.tag.job, req.tier))
@@ -266,6 +292,11 @@ class Scheduler:
         req = cls.queue.popleft()
         if not cls.queue:
             del self._waiting[cls.key]
+        self._start(cls, req, now, charge)
+        return req
+
+    def _start(self, cls: _Class, req: Request, now: float, charge: bool = True) -> None:
+        """The books of a request leaving its queue for the tier."""
         if charge:
             cls.bucket.take(req.cost, now)
             self._vtime = cls.p_tag
@@ -284,7 +315,6 @@ class Scheduler:
             cls.bytes_written += req.size
         cls.wait_total += now - req.arrival
         cls.served.add(now, req.cost)
-        return req
 
     # -- classes -------------------------------------------------------------------
 

@@ -15,11 +15,13 @@ class RateWindow:
         self._slices: deque[list[float]] = deque()   # [slice index, bytes]
 
     def add(self, now: float, nbytes: float) -> None:
-        idx = float(int(now / self.width))
-        if self._slices and self._slices[-1][0] == idx:
-            self._slices[-1][1] += nbytes
+        # Called twice per request: one index computation, one lookup of the last slice.
+        idx = int(now / self.width)
+        slices = self._slices
+        if slices and slices[-1][0] == idx:
+            slices[-1][1] += nbytes
         else:          # only a new slice can push old ones out
-            self._slices.append([idx, nbytes])
+            slices.append([idx, nbytes])
             self._prune(now)
 
     def rate(self, now: float) -> float:

@@ -41,8 +41,8 @@ class Gate:
         daemon's CPU."""
         if not self.enabled:
             return None
-        req = self.scheduler.submit(Request(tag, tier, op, size), self.now())
-        if self._pump(req):
+        req = Request(tag, tier, op, size)
+        if self.scheduler.submit_now(req, self.now()) or self._pump(req):
             return req
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         req.payload = fut
@@ -58,7 +58,8 @@ class Gate:
     def release(self, req: Request | None) -> None:
         if req is not None:
             self.scheduler.complete(req, self.now())
-            self._pump()
+            if self.scheduler.waiting:
+                self._pump()
 
     @asynccontextmanager
     async def admit(self, tag: Tag, tier: str, op: str, size: int) -> AsyncIterator[None]:
