@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -214,33 +213,32 @@ def pair(run: Run) -> None:
             run.row("pair", f"{job}, 64 KiB, 3 streams, at once", target, got[job])
 
 
-def interference(run: Run, share: float, reps: int) -> None:
+def interference(run: Run, share: float, seconds: float) -> None:
     """A 4 KiB job (tier ram) and a 64 KiB job (tier ram2, so that the tiers' counters
-    give each job's rate even with QoS off). Without QoS (enforcement off) first; then
-    the 4 KiB job is limited to ``share`` of what it took without QoS. Runs alternate in
-    one daemon process, switched by SetEnforcement; medians."""
-    def load(addr: str) -> Callable[[float], list[subprocess.Popen[str]]]:
-        return lambda s: (ior([addr], "small", "4KiB", 2, s, block="256KiB", procs=1)
-                          + ior([addr], "large", "64KiB", 2, s, procs=1, tier="ram2"))
-    got: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    give each job's rate even with QoS off). A first load without QoS (enforcement off)
+    gives the 4 KiB job's rate; it is then limited to ``share`` of that, and a second
+    load switches between no QoS (enforcement off) and QoS (on, the limit applies)
+    every two seconds, in one daemon process."""
     with daemons(run, 1, "interference", tiers=("ram", "ram2")) as (d,):
         admin = d.admin()
-        for _ in range(reps):
-            for mode in ("off", "on"):
-                admin.set_enforcement(mode == "on")
-                if mode == "on":
-                    small = statistics.median(r["small"] for r in got["off"])
-                    limit(admin, "small", share * small)
-                got[mode].append(measure(run, {
-                    "small": lambda: tier_bytes([admin], "ram"),
-                    "large": lambda: tier_bytes([admin], "ram2")}, load(d.address)))
-    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("small", "large")}
-           for m, rs in got.items()}
-    agg = {m: v["small"] + v["large"] for m, v in med.items()}
+        admin.set_enforcement(False)
+
+        def load(s: float) -> list[subprocess.Popen[str]]:
+            return (ior([d.address], "small", "4KiB", 2, s, block="256KiB", procs=1)
+                    + ior([d.address], "large", "64KiB", 2, s, procs=1, tier="ram2"))
+        jobs: dict[str, Callable[[], int]] = {
+            "small": lambda: tier_bytes([admin], "ram"),
+            "large": lambda: tier_bytes([admin], "ram2")}
+        alone = measure(run, jobs, load)
+        limit(admin, "small", share * alone["small"])
+        got = _interleaved(run, [d], seconds, load, jobs, slice_s=2.0)
+    agg = {m: got[m]["small"] + got[m]["large"] for m in ("off", "on")}
     run.row("interference", "no QoS: aggregate", None, agg["off"],
-            small_4KiB=round(med["off"]["small"], 1), large_64KiB=round(med["off"]["large"], 1))
-    run.row("interference", f"4 KiB job limited to {share:.0%} of that", None, agg["on"],
-            small_4KiB=round(med["on"]["small"], 1), large_64KiB=round(med["on"]["large"], 1))
+            small_4KiB=round(got["off"]["small"], 1), large_64KiB=round(got["off"]["large"], 1),
+            slices=int(got["off"]["slices"]))
+    run.row("interference", f"4 KiB job limited to {share:.0%} of its rate", None, agg["on"],
+            small_4KiB=round(got["on"]["small"], 1), large_64KiB=round(got["on"]["large"], 1),
+            slices=int(got["on"]["slices"]), first_run_small_4KiB=round(alone["small"], 1))
     run.row("interference", "aggregate gain", None, 100 * (agg["on"] / agg["off"] - 1),
             unit="% over no QoS")
 
@@ -250,20 +248,27 @@ def cpu_us(group: list[LocalDaemon]) -> int:
     return round(1_000_000 * sum(cpu_seconds(d.pid) for d in group))
 
 
-def _interleaved(run: Run, group: list[LocalDaemon], seconds: float, transfer: str,
-                 streams: int, rate_mbps: float = 0.0, slice_s: float = 1.0
+Load = Callable[[float], list[subprocess.Popen[str]]]
+
+
+def _interleaved(run: Run, group: list[LocalDaemon], seconds: float, load: Load,
+                 counters: dict[str, Callable[[], int]], slice_s: float = 1.0
                  ) -> dict[str, dict[str, float]]:
-    """One load for ``seconds``; after the warm-up, enforcement is switched every
-    ``slice_s`` in the order off-on-on-off (ABBA), and each slice's bytes and daemon CPU
-    are added to its mode, leaving out the first 0.1 s after a switch (requests the
-    other mode admitted still finish then). Two processes of the same code differ by
-    10-20% in efficiency for as long as they live, and a run's cost drifts with this
+    """One ``load`` for ``seconds``; after the warm-up, enforcement is switched every
+    ``slice_s`` in the order off-on-on-off (ABBA), and each slice's counts and daemon
+    CPU are added to its mode, leaving out the first 0.1 s after a switch (requests
+    the other mode admitted still finish then). Two processes of the same code differ
+    by 10-20% in efficiency for as long as they live, and a run's cost drifts with this
     VM's neighbours by 5-10% over minutes: modes switched within the same processes and
-    the same seconds see the same of both."""
+    the same seconds see the same of both. Returns per mode each counter's MB/s, the
+    daemons' CPU seconds per GB of all counters together, and the slices."""
     admins = [d.admin() for d in group]
-    addrs = [d.address for d in group]
-    total = {m: {"bytes": 0.0, "cpu_us": 0.0, "s": 0.0, "slices": 0.0} for m in ("on", "off")}
-    procs = ior(addrs, "ovh", transfer, streams, seconds, rate_mbps=rate_mbps)
+    sums = {m: dict.fromkeys([*counters, "cpu_us", "s", "slices"], 0.0) for m in ("on", "off")}
+
+    def snap() -> dict[str, float]:
+        return {"s": time.monotonic(), "cpu_us": cpu_us(group),
+                **{k: f() for k, f in counters.items()}}
+    procs = load(seconds)
     try:
         time.sleep(run.warmup)
         end = time.monotonic() + seconds - run.warmup - 0.5
@@ -273,22 +278,23 @@ def _interleaved(run: Run, group: list[LocalDaemon], seconds: float, transfer: s
             for a in admins:
                 a.set_enforcement(mode == "on")
             time.sleep(0.1)
-            t0, b0, c0 = time.monotonic(), tier_bytes(admins), cpu_us(group)
+            a0 = snap()
             time.sleep(max(0.0, slice_s - 0.1))
-            t1, b1, c1 = time.monotonic(), tier_bytes(admins), cpu_us(group)
-            m = total[mode]
-            m["bytes"] += b1 - b0
-            m["cpu_us"] += c1 - c0
-            m["s"] += t1 - t0
-            m["slices"] += 1
+            a1 = snap()
+            for k in a0:
+                sums[mode][k] += a1[k] - a0[k]
+            sums[mode]["slices"] += 1
             i += 1
     finally:
         for a in admins:
             a.set_enforcement(True)
         finish(procs)
-    return {mode: {"MBps": m["bytes"] / m["s"] / MB,
-                   "cpu_s_per_GB": m["cpu_us"] / m["bytes"] * 1e3,
-                   "slices": m["slices"]} for mode, m in total.items()}
+    out = {}
+    for mode, m in sums.items():
+        moved = sum(m[k] for k in counters)
+        out[mode] = {**{k: m[k] / m["s"] / MB for k in counters},
+                     "cpu_s_per_GB": m["cpu_us"] / moved * 1e3, "slices": m["slices"]}
+    return out
 
 
 def overhead(run: Run, seconds: float, load_share: float) -> None:
@@ -300,22 +306,31 @@ def overhead(run: Run, seconds: float, load_share: float) -> None:
     the daemons' CPU seconds per GB at a fixed offered load (``load_share`` of the QoS-off
     throughput), where the servers have headroom: the cost QoS adds per byte."""
     for n, transfer in ((1, "1MiB"), (2, "1MiB"), (4, "1MiB"), (8, "1MiB"), (1, "64KiB")):
-        streams = max(4, n)
-        size = transfer.replace("MiB", " MiB").replace("KiB", " KiB")
-        with daemons(run, n, f"ovh{n}") as group:
-            sat = _interleaved(run, group, seconds, transfer, streams)
-            load = round(load_share * sat["off"]["MBps"], 1)
-            fixed = _interleaved(run, group, seconds, transfer, streams, rate_mbps=load)
-        on_m, off_m = sat["on"]["MBps"], sat["off"]["MBps"]
-        c_on, c_off = fixed["on"]["cpu_s_per_GB"], fixed["off"]["cpu_s_per_GB"]
-        run.row("overhead", f"{n} daemon(s), {size}, QoS off", None, off_m,
-                cpu_s_per_GB_at_load=round(c_off, 3), offered_MBps=load,
-                slices=int(sat["off"]["slices"]))
-        run.row("overhead", f"{n} daemon(s), {size}, QoS on, no limits", None, on_m,
-                cpu_s_per_GB_at_load=round(c_on, 3), offered_MBps=load,
-                slices=int(sat["on"]["slices"]),
-                throughput_overhead_pct=round(100 * (1 - on_m / off_m), 2),
-                cpu_overhead_pct=round(100 * (c_on / c_off - 1), 2))
+        _overhead_case(run, n, transfer, seconds, load_share)
+
+
+def _overhead_case(run: Run, n: int, transfer: str, seconds: float, load_share: float) -> None:
+    streams = max(4, n)
+    size = transfer.replace("MiB", " MiB").replace("KiB", " KiB")
+    with daemons(run, n, f"ovh{n}") as group:
+        admins = [d.admin() for d in group]
+        addrs = [d.address for d in group]
+        moved = {"MBps": lambda: tier_bytes(admins)}
+        sat = _interleaved(run, group, seconds,
+                           lambda s: ior(addrs, "ovh", transfer, streams, s), moved)
+        load = round(load_share * sat["off"]["MBps"], 1)
+        fixed = _interleaved(run, group, seconds, lambda s: ior(
+            addrs, "ovh", transfer, streams, s, rate_mbps=load), moved)
+    on_m, off_m = sat["on"]["MBps"], sat["off"]["MBps"]
+    c_on, c_off = fixed["on"]["cpu_s_per_GB"], fixed["off"]["cpu_s_per_GB"]
+    run.row("overhead", f"{n} daemon(s), {size}, QoS off", None, off_m,
+            cpu_s_per_GB_at_load=round(c_off, 3), offered_MBps=load,
+            slices=int(sat["off"]["slices"]))
+    run.row("overhead", f"{n} daemon(s), {size}, QoS on, no limits", None, on_m,
+            cpu_s_per_GB_at_load=round(c_on, 3), offered_MBps=load,
+            slices=int(sat["on"]["slices"]),
+            throughput_overhead_pct=round(100 * (1 - on_m / off_m), 2),
+            cpu_overhead_pct=round(100 * (c_on / c_off - 1), 2))
 
 
 def fio_like_ior(directory: Path, seconds: float, cpus: set[int] | None,
@@ -406,7 +421,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds left out at the start")
     ap.add_argument("--only", default=",".join(EXPERIMENTS),
                     help=f"comma-separated subset of {','.join(EXPERIMENTS)}")
-    ap.add_argument("--reps", type=int, default=3, help="interference: runs per mode")
+    ap.add_argument("--interference-seconds", type=float, default=42.0,
+                    help="interference: seconds of the load that switches modes")
     ap.add_argument("--load-share", type=float, default=0.5,
                     help="overhead: the fixed offered load, as a share of QoS-off throughput")
     ap.add_argument("--overhead-seconds", type=float, default=26.0,
@@ -434,7 +450,7 @@ def main() -> int:
               f"{'dev':>8s}", flush=True)
         steps: dict[str, Callable[[], None]] = {
             "single": lambda: single(run), "pair": lambda: pair(run),
-            "interference": lambda: interference(run, a.small_share, a.reps),
+            "interference": lambda: interference(run, a.small_share, a.interference_seconds),
             "overhead": lambda: overhead(run, a.overhead_seconds, a.load_share),
             "ceiling": lambda: ceiling(run),
             "distributed": lambda: distributed(run, 100.0)}

@@ -162,13 +162,15 @@ class Scheduler:
         return req
 
     def submit_now(self, req: Request, now: float) -> bool:
-        """Submit ``req`` and dispatch it at once when nothing else waits, a slot is free
-        and its bucket lets it go: then ``poll`` would release exactly it, and this
-        skips the queue and poll's scan (most requests of an unlimited load take this
-        path). False: it is queued, and ``poll`` decides."""
+        """Submit ``req`` and dispatch it at once when its class has no queue, a slot is
+        free, its bucket lets it go and no waiting class could go now: then ``poll``
+        would release exactly it, and this skips the queue and poll's loop. Most
+        requests of a job without a limit take this path, also while limited jobs wait
+        for tokens. False: it is queued, and ``poll`` decides."""
         cls = self._admit(req, now)
-        if (not self._waiting and self.in_flight < self.config.max_in_flight
-                and cls.bucket.eligible_at(req.cost, now, now) <= now):
+        if (not cls.queue and self.in_flight < self.config.max_in_flight
+                and cls.bucket.eligible_at(req.cost, now, now) <= now
+                and not any(self._ready(c, now) for c in self._waiting.values())):
             self._start(cls, req, now)
             self._evict(now)
             return True
@@ -206,13 +208,19 @@ class Scheduler:
         cls.queue.append(req)
         self._waiting.setdefault(cls.key, cls)
 
-    def complete(self, req: Request, now: float) -> None:
+    def complete(self, req: Request, now: float) -> bool:
+        """``req`` left the tier. True when ``poll`` would release something now: the
+        slot freed was one a waiting request lacked (all K were taken), or a waiting
+        class is due (its timer has not fired yet). Else polling would find nothing."""
         cls = self._classes.get((req.tag.job, req.tier))
+        full = self.in_flight >= self.config.max_in_flight
         self.in_flight -= 1
         if cls is not None:
             cls.in_flight -= 1
             if not cls.busy:
                 cls.idle_since = now
+        return bool(self._waiting) and (full or any(self._ready(c, now)
+                                                    for c in self._waiting.values()))
 
     def cancel(self, req: Request, now: float) -> bool:
         """Drop a queued request (its caller went away); False if not queued."""
@@ -262,8 +270,7 @@ class Scheduler:
             best_key: tuple[int, float, int] | None = None
             wake = None
             for cls in self._waiting.values():
-                head = cls.queue[0]
-                at = cls.bucket.eligible_at(head.cost, now, head.arrival)
+                at = self._eligible_at(cls, now)
                 if at > now:
                     wake = at if wake is None else min(wake, at)
                     continue
@@ -277,6 +284,14 @@ class Scheduler:
             wake = None
         self._evict(now)
         return Decision(out, wake)
+
+    @staticmethod
+    def _eligible_at(cls: _Class, now: float) -> float:
+        head = cls.queue[0]
+        return cls.bucket.eligible_at(head.cost, now, head.arrival)
+
+    def _ready(self, cls: _Class, now: float) -> bool:
+        return self._eligible_at(cls, now) <= now
 
     def release_all(self, now: float) -> list[Request]:
         """Every queued request at once, past K and without charging buckets or clocks

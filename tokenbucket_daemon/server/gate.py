@@ -57,8 +57,7 @@ class Gate:
 
     def release(self, req: Request | None) -> None:
         if req is not None:
-            self.scheduler.complete(req, self.now())
-            if self.scheduler.waiting:
+            if self.scheduler.complete(req, self.now()):
                 self._pump()
 
     @asynccontextmanager
