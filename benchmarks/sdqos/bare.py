@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from tokenbucket_daemon.heap import keep_buffers_in_heap
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
 
@@ -50,4 +51,5 @@ async def serve(root: str) -> None:
 
 
 if __name__ == "__main__":
+    keep_buffers_in_heap()     # as the daemon does: the ceiling compares servers, not mallocs
     asyncio.run(serve(sys.argv[1]))
