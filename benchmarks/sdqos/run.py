@@ -421,7 +421,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds left out at the start")
     ap.add_argument("--only", default=",".join(EXPERIMENTS),
                     help=f"comma-separated subset of {','.join(EXPERIMENTS)}")
-    ap.add_argument("--interference-seconds", type=float, default=42.0,
+    ap.add_argument("--interference-seconds", type=float, default=82.0,
                     help="interference: seconds of the load that switches modes")
     ap.add_argument("--load-share", type=float, default=0.5,
                     help="overhead: the fixed offered load, as a share of QoS-off throughput")

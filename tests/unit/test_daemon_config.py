@@ -25,6 +25,8 @@ def base(tmp_path):
     ({"state_dir": "s", "tiers": {"ram": "ram"}, "scheduler": {"max_in_flight": 0}},
      "max_in_flight must be at least 1"),
     ({"state_dir": "s", "tiers": {"ram": "ram"}, "scheduler": {"k": 3}}, "bad [scheduler] key"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "scheduler": {"timer_slack": 0.5}},
+     "timer_slack must be between 0 and 0.1 seconds"),
     ({"state_dir": "s", "tiers": {"ram": "ram"}, "scheduler": {"group_size": 3}},
      "group_size is not set by hand"),
     ({"state_dir": "s", "tiers": {"ram": "ram"}, "peer_interval": 5},

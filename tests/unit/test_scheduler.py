@@ -178,7 +178,7 @@ def test_release_all_frees_every_queued_request_without_charging_its_bucket():
     assert len(s.poll(MiB / 1e6).dispatch) == 1
 
 
-def _replay(fast: bool, seed: int) -> list[tuple[float, int, str]]:
+def _replay(fast: bool, seed: int, slack: float) -> list[tuple[float, int, str]]:
     """A random mix of arrivals (three jobs: limited, reserved, unlimited; several
     sizes) on a 300 MB/s device with 2 slots. ``fast`` drives the scheduler as the gate
     does (submit_now, and poll after a completion only when it says a slot was lacked);
@@ -186,8 +186,8 @@ def _replay(fast: bool, seed: int) -> list[tuple[float, int, str]]:
     dispatch."""
     import random
     rng = random.Random(seed)
-    s = sched(job("L", limit_bps=40e6, burst_bytes=MiB), job("R", reservation_bps=60e6),
-              max_in_flight=2)
+    s = Scheduler(SchedulerConfig(max_in_flight=2, timer_slack=slack), PolicyTable([
+        job("L", limit_bps=40e6, burst_bytes=MiB), job("R", reservation_bps=60e6)]))
     tags = [Tag("L"), Tag("R"), Tag("U")]
     arrivals, t = [], 0.0
     for _ in range(400):
@@ -236,10 +236,36 @@ def _replay(fast: bool, seed: int) -> list[tuple[float, int, str]]:
     return out
 
 
+@pytest.mark.parametrize("slack", [0.0, 0.005])
 @pytest.mark.parametrize("seed", range(20))
-def test_the_fast_path_dispatches_exactly_what_submit_and_poll_would(seed):
-    slow, fast = _replay(False, seed), _replay(True, seed)
+def test_the_fast_path_dispatches_exactly_what_submit_and_poll_would(seed, slack):
+    slow, fast = _replay(False, seed, slack), _replay(True, seed, slack)
     assert len(slow) == 400 and fast == slow
+
+
+@pytest.mark.parametrize("slack", [0.0, 0.01])
+def test_timer_slack_batches_a_throttled_stream_and_keeps_its_rate(slack):
+    """A stream that sends its next 4 KiB request when the last one is done (as a
+    gRPC write stream does), limited to 3 MB/s for 10 s: the bytes are depth + rate x t
+    either way, and with 10 ms of slack the scheduler wakes up ~100 times a second
+    instead of once per request (~730)."""
+    s = Scheduler(SchedulerConfig(timer_slack=slack),
+                  PolicyTable([job("A", limit_bps=3e6, burst_bytes=64 * KiB)]))
+    now, sent, wakeups = 0.0, 0, 0
+    pending = req(A, 4 * KiB)
+    while now <= 10.0:
+        if not s.submit_now(pending, now):
+            while pending not in (d := s.poll(now)).dispatch:
+                assert d.wake_at is not None and d.wake_at > now
+                now, wakeups = d.wake_at, wakeups + 1
+        s.complete(pending, now)
+        sent += 4 * KiB
+        pending = req(A, 4 * KiB)
+    assert 64 * KiB + 3e6 * 10 - 8 * KiB <= sent <= 64 * KiB + 3e6 * 10 + 4 * KiB
+    if slack:
+        assert 10 / slack * 0.9 <= wakeups <= 10 / slack + 1
+    else:
+        assert wakeups >= 3e6 * 10 / (4 * KiB) * 0.9
 
 
 def test_full_queue_rejects_and_changes_nothing():

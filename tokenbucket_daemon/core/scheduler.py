@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenbucket_daemon.core.bucket import UNLIMITED, TokenBucket
+from tokenbucket_daemon.core.bucket import LATE_CREDIT, UNLIMITED, TokenBucket
 from tokenbucket_daemon.core.policy import Policy, PolicyTable, Scope, Tag
 from tokenbucket_daemon.core.split import Demand
 from tokenbucket_daemon.core.window import RateWindow
@@ -51,6 +51,14 @@ class SchedulerConfig:
     meta_cost: int = 4096            # bytes charged for a metadata operation
     idle_evict: float = 60.0         # seconds an idle class is kept
     group_size: int = 1              # daemons a group-scope limit is split over
+    # A request that finds its limit's bucket short, with no request of its class
+    # ahead, waits at least this long (and the ones queued behind it with it). The
+    # tokens earned meanwhile are banked (bucket.LATE_CREDIT), so the rate is kept;
+    # when it goes, the requests a stream sends next find tokens and go at once, so
+    # one wake-up releases a few small requests instead of one each. A wake-up costs
+    # the event loop and gRPC more than a request: 433 against 252 us of daemon CPU
+    # per throttled 4 KiB write at 0 and 10 ms. 0 = each at its exact eligible time.
+    timer_slack: float = 0.01
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -59,6 +67,9 @@ class SchedulerConfig:
         if self.group_size < 1:
             raise InvalidArgument("group_size must be at least 1", self.group_size,
                                   "count this daemon and its peers")
+        if not 0.0 <= self.timer_slack <= LATE_CREDIT:
+            raise InvalidArgument(f"timer_slack must be between 0 and {LATE_CREDIT} seconds",
+                                  self.timer_slack, "set timer_slack = 0.01 in [scheduler]")
         if self.queue_limit < 1:
             raise InvalidArgument("queue_limit must be at least 1", self.queue_limit,
                                   "set queue_limit = 4096 in the [scheduler] section")
@@ -79,6 +90,7 @@ class Request:
     arrival: float = 0.0
     cost: float = 0.0
     rid: int = 0
+    hold: float = 0.0       # not before this (arrival, or arrival + timer_slack)
 
 
 @dataclass
@@ -201,6 +213,12 @@ class Scheduler:
         req.arrival = now
         req.cost = float(req.size if req.op != "meta" else cfg.meta_cost)
         req.rid = next(self._rid)
+        req.hold = now
+        if cfg.timer_slack and cls.bucket.limited:
+            if cls.queue:      # FIFO: it cannot go before the request ahead anyway
+                req.hold = max(now, cls.queue[-1].hold)
+            elif cls.bucket.eligible_at(req.cost, now, now) > now:
+                req.hold = now + cfg.timer_slack
         cls.arrived.add(now, req.cost)
         return cls
 
@@ -288,7 +306,7 @@ class Scheduler:
     @staticmethod
     def _eligible_at(cls: _Class, now: float) -> float:
         head = cls.queue[0]
-        return cls.bucket.eligible_at(head.cost, now, head.arrival)
+        return max(head.hold, cls.bucket.eligible_at(head.cost, now, head.arrival))
 
     def _ready(self, cls: _Class, now: float) -> bool:
         return self._eligible_at(cls, now) <= now

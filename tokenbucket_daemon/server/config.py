@@ -22,6 +22,7 @@ queue_limit = 4096
 default_burst = 1048576
 max_request = 67108864
 idle_evict = 60.0
+timer_slack = 0.01                  # a throttled request waits at least this (0..0.1 s)
 ```
 """
 
