@@ -213,7 +213,7 @@ def _replay(fast: bool, seed: int, slack: float) -> list[tuple[float, int, str]]
         # Timers fire late, as asyncio's do: arrivals then meet classes already due.
         wake = None if d.wake_at is None else d.wake_at + 0.0003
 
-    while i < len(arrivals) or done or s.waiting:
+    while i < len(arrivals) or done or s.queued():
         now = min(x for x in (arrivals[i][0] if i < len(arrivals) else None,
                               done[0][0] if done else None, wake) if x is not None)
         if done and done[0][0] == now:
@@ -228,7 +228,7 @@ def _replay(fast: bool, seed: int, slack: float) -> list[tuple[float, int, str]]
             else:
                 if not fast:
                     s.submit(r, now)
-                elif not s.waiting:
+                elif not s.queued():
                     raise AssertionError("submit_now neither dispatched nor queued")
                 poll(now)
         else:

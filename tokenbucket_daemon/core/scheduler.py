@@ -189,11 +189,6 @@ class Scheduler:
         self._queue(cls, req)
         return False
 
-    @property
-    def waiting(self) -> bool:
-        """Whether any request is queued (else ``poll`` has nothing to release)."""
-        return bool(self._waiting)
-
     def _admit(self, req: Request, now: float) -> _Class:
         """Check ``req``, find its class and stamp it, as it joins the class's queue."""
         cfg = self.config
