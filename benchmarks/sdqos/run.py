@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +41,7 @@ from typing import Any
 
 from tokenbucket_daemon.client import AdminClient
 from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
-from tokenbucket_daemon.local import LocalDaemon, cpu_seconds, start_group
+from tokenbucket_daemon.local import LocalDaemon, start_group, thread_cpu_seconds
 
 MB = 1e6
 KiB, MiB = 1024, 1 << 20
@@ -246,27 +248,34 @@ def interference(run: Run, share: float, seconds: float) -> None:
             unit="% over no QoS")
 
 
-def cpu_us(group: list[LocalDaemon]) -> int:
-    """CPU time the daemons used so far (user + system), in microseconds."""
-    return round(1_000_000 * sum(cpu_seconds(d.pid) for d in group))
+def cpu_us(group: list[LocalDaemon]) -> float:
+    """CPU time the daemons used so far, in microseconds, to the nanosecond: in a
+    half-second slice at 8 daemons, 10 ms ticks would be a fifth of one daemon's."""
+    return 1e6 * sum(thread_cpu_seconds(d.pid) for d in group)
 
 
 Load = Callable[[float], list[subprocess.Popen[str]]]
 
 
 def _interleaved(run: Run, group: list[LocalDaemon], seconds: float, load: Load,
-                 counters: dict[str, Callable[[], int]], slice_s: float = 1.0
-                 ) -> dict[str, dict[str, float]]:
+                 counters: dict[str, Callable[[], int]], slice_s: float = 1.0,
+                 settle: float = 0.1) -> dict[str, dict[str, float]]:
     """One ``load`` for ``seconds``; after the warm-up, enforcement is switched every
     ``slice_s`` in the order off-on-on-off (ABBA), and each slice's counts and daemon
-    CPU are added to its mode, leaving out the first 0.1 s after a switch (requests
-    the other mode admitted still finish then). Two processes of the same code differ
-    by 10-20% in efficiency for as long as they live, and a run's cost drifts with this
-    VM's neighbours by 5-10% over minutes: modes switched within the same processes and
-    the same seconds see the same of both. Returns per mode each counter's MB/s, the
-    daemons' CPU seconds per GB of all counters together, and the slices."""
+    CPU are added to its mode, leaving out the first ``settle`` seconds after a switch
+    (requests the other mode admitted still finish then). Two processes of the same
+    code differ by 10-20% in efficiency for as long as they live, and a run's cost
+    drifts with this VM's neighbours by 5-10% over minutes: modes switched within the
+    same processes and the same seconds see the same of both.
+
+    Returns per mode each counter's MB/s, the daemons' CPU seconds per GB of all
+    counters together, and the slices; and under "spread" the half-widths of the 95%
+    confidence intervals, in percent, of on against off for the counters together
+    (``MBps_pct``) and for the CPU per GB (``cpu_pct``). They come from the spread of
+    the ABBA blocks' own ratios: a block is two seconds or so, the slices of one
+    block see the same state of the machine, and the blocks vary about independently."""
     admins = [d.admin() for d in group]
-    sums = {m: dict.fromkeys([*counters, "cpu_us", "s", "slices"], 0.0) for m in ("on", "off")}
+    slices: list[tuple[str, dict[str, float]]] = []
     # The daemons are switched at once, not one after another: with 8 daemons under
     # load, calls in turn took half a second of every slice.
     pool = ThreadPoolExecutor(len(admins))
@@ -278,29 +287,58 @@ def _interleaved(run: Run, group: list[LocalDaemon], seconds: float, load: Load,
     try:
         time.sleep(run.warmup)
         end = time.monotonic() + seconds - run.warmup - 0.5
-        i = 0
         while time.monotonic() + slice_s <= end:
-            mode = "off" if i % 4 in (0, 3) else "on"
+            mode = "off" if len(slices) % 4 in (0, 3) else "on"
             list(pool.map(AdminClient.set_enforcement, admins, [mode == "on"] * len(admins)))
-            time.sleep(0.1)
+            time.sleep(settle)
             a0 = snap()
-            time.sleep(max(0.0, slice_s - 0.1))
+            time.sleep(max(0.0, slice_s - settle))
             a1 = snap()
-            for k in a0:
-                sums[mode][k] += a1[k] - a0[k]
-            sums[mode]["slices"] += 1
-            i += 1
+            slices.append((mode, {k: a1[k] - a0[k] for k in a0}))
     finally:
         pool.shutdown()
         for a in admins:
             a.set_enforcement(True)
         finish(procs)
-    out = {}
-    for mode, m in sums.items():
-        moved = sum(m[k] for k in counters)
-        out[mode] = {**{k: m[k] / m["s"] / MB for k in counters},
-                     "cpu_s_per_GB": m["cpu_us"] / moved * 1e3, "slices": m["slices"]}
+    out: dict[str, dict[str, float]] = {
+        m: {**{k: v / s["s"] / MB for k, v in s.items() if k in counters},
+            "cpu_s_per_GB": _cpu_per_gb(s, counters), "slices": n}
+        for m, s, n in ((m, _sum(slices, m), sum(1 for x, _ in slices if x == m))
+                        for m in ("on", "off"))}
+    blocks = [slices[i:i + 4] for i in range(0, len(slices) - 3, 4)]
+    rate_ratios, cpu_ratios = [], []
+    for b in blocks:
+        on, off = _sum(b, "on"), _sum(b, "off")
+        rate_ratios.append(_moved(on, counters) / on["s"] / (_moved(off, counters) / off["s"]))
+        cpu_ratios.append(_cpu_per_gb(on, counters) / _cpu_per_gb(off, counters))
+    out["spread"] = {"MBps_pct": _half_width(rate_ratios), "cpu_pct": _half_width(cpu_ratios),
+                     "blocks": len(blocks)}
     return out
+
+
+def _sum(slices: list[tuple[str, dict[str, float]]], mode: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for m, d in slices:
+        if m == mode:
+            for k, v in d.items():
+                out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def _moved(s: dict[str, float], counters: dict[str, Callable[[], int]]) -> float:
+    return sum(s[k] for k in counters)
+
+
+def _cpu_per_gb(s: dict[str, float], counters: dict[str, Callable[[], int]]) -> float:
+    return s["cpu_us"] / max(1.0, _moved(s, counters)) * 1e3
+
+
+def _half_width(ratios: list[float]) -> float:
+    """Half-width in percent of the 95% confidence interval of the mean ratio (normal
+    approximation: two standard errors); 0 with fewer than two blocks."""
+    if len(ratios) < 2:
+        return 0.0
+    return round(100 * 2 * statistics.stdev(ratios) / math.sqrt(len(ratios)), 2)
 
 
 def overhead(run: Run, seconds: float, load_share: float) -> None:
@@ -322,11 +360,18 @@ def _overhead_case(run: Run, n: int, transfer: str, seconds: float, load_share: 
         admins = [d.admin() for d in group]
         addrs = [d.address for d in group]
         moved = {"MBps": lambda: tier_bytes(admins)}
+        # Quarter-second slices: the daemons' efficiency wanders by 7-8% from one half
+        # second to the next, slowly (successive half seconds correlate at 0.5), so the
+        # closer the slices of a block, the more of it they share: at 4 daemons the
+        # interval was +-2.9% with half seconds and +-1.8% with quarters, in 60 s. The
+        # requests of the other mode are gone within 30 ms of a switch.
         sat = _interleaved(run, group, seconds,
-                           lambda s: ior(addrs, "ovh", transfer, streams, s), moved)
+                           lambda s: ior(addrs, "ovh", transfer, streams, s), moved,
+                           slice_s=0.25, settle=0.04)
         load = round(load_share * sat["off"]["MBps"], 1)
         fixed = _interleaved(run, group, seconds, lambda s: ior(
-            addrs, "ovh", transfer, streams, s, rate_mbps=load), moved)
+            addrs, "ovh", transfer, streams, s, rate_mbps=load), moved,
+            slice_s=0.25, settle=0.04)
     on_m, off_m = sat["on"]["MBps"], sat["off"]["MBps"]
     c_on, c_off = fixed["on"]["cpu_s_per_GB"], fixed["off"]["cpu_s_per_GB"]
     run.row("overhead", f"{n} daemon(s), {size}, QoS off", None, off_m,
@@ -336,7 +381,9 @@ def _overhead_case(run: Run, n: int, transfer: str, seconds: float, load_share: 
             cpu_s_per_GB_at_load=round(c_on, 3), offered_MBps=load,
             slices=int(sat["on"]["slices"]),
             throughput_overhead_pct=round(100 * (1 - on_m / off_m), 2),
-            cpu_overhead_pct=round(100 * (c_on / c_off - 1), 2))
+            throughput_ci95_pct=sat["spread"]["MBps_pct"],
+            cpu_overhead_pct=round(100 * (c_on / c_off - 1), 2),
+            cpu_ci95_pct=fixed["spread"]["cpu_pct"])
 
 
 def fio_like_ior(directory: Path, seconds: float, cpus: set[int] | None,
@@ -431,8 +478,8 @@ def main() -> int:
                     help="interference: seconds of the load that switches modes")
     ap.add_argument("--load-share", type=float, default=0.5,
                     help="overhead: the fixed offered load, as a share of QoS-off throughput")
-    ap.add_argument("--overhead-seconds", type=float, default=40.0,
-                    help="overhead: seconds per load (modes switched every second)")
+    ap.add_argument("--overhead-seconds", type=float, default=60.0,
+                    help="overhead: seconds per load (modes switched every quarter second)")
     ap.add_argument("--small-share", type=float, default=0.25,
                     help="interference: the 4 KiB job's limit, as a share of its rate "
                          "without QoS")

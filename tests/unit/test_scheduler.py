@@ -386,3 +386,26 @@ def test_an_idle_bucket_still_fills_to_its_depth_only():
     for _ in range(8):
         s.submit(req(A), 100.0)       # after 100 s idle: 4 requests' worth, not 5
     assert len(s.poll(100.0).dispatch) == 4
+
+
+def test_a_limit_set_on_a_class_that_took_the_fast_path_applies_to_its_next_request():
+    """An unlimited class goes out through submit_now's inline books; a policy that
+    gives it a limit (or a reservation) must take it off that path at once, and
+    removing the limit must put it back."""
+    A = Tag("A")
+    s = sched(timer_slack=0)
+    for _ in range(3):
+        r = req(A, MiB)
+        assert s.submit_now(r, 0.0)
+        s.complete(r, 0.0)
+    s.set_policies(PolicyTable([job("A", limit_bps=1e6, burst_bytes=64 * KiB)]), 0.0)
+    first, second = req(A, 64 * KiB), req(A, 64 * KiB)
+    assert s.submit_now(first, 0.0)          # the bucket starts full: 64 KiB deep
+    assert not s.submit_now(second, 0.0)     # then 1 MB/s: 64 KiB more after 65.5 ms
+    assert s.poll(0.0).wake_at == pytest.approx(64 * KiB / 1e6)
+    assert s.poll(64 * KiB / 1e6).dispatch == [second]
+    s.set_policies(PolicyTable([job("A", reservation_bps=1e6)]), 1.0)
+    assert not s._classes[("A", "t")].plain  # a reservation keeps the general books
+    s.set_policies(PolicyTable(), 1.0)
+    r = req(A, MiB)
+    assert s.submit_now(r, 1.0) and s.stats(1.0)[0].requests == 6

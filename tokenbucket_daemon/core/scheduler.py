@@ -78,7 +78,7 @@ class SchedulerConfig:
 ClassKey = tuple[str, str]   # (job, tier); job "" = the default class
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Request:
     """One I/O request. ``payload`` is the shell's (e.g. a future to resolve)."""
 
@@ -91,6 +91,7 @@ class Request:
     cost: float = 0.0
     rid: int = 0
     hold: float = 0.0       # not before this (arrival, or arrival + timer_slack)
+    home: Any = field(default=None, repr=False)   # its _Class, once admitted
 
 
 @dataclass
@@ -127,6 +128,7 @@ class _Class:
     bucket: TokenBucket
     order: int
     fraction: float = 1.0            # this daemon's part of a group-scope limit
+    plain: bool = True               # neither limit nor reservation: submit_now's fast path
     queue: deque[Request] = field(default_factory=deque)
     in_flight: int = 0
     p_tag: float = 0.0               # virtual start tag (bytes / weight)
@@ -179,6 +181,36 @@ class Scheduler:
         would release exactly it, and this skips the queue and poll's loop. Most
         requests of a job without a limit take this path, also while limited jobs wait
         for tokens. False: it is queued, and ``poll`` decides."""
+        cls = self._classes.get((req.tag.job, req.tier))
+        if (cls is not None and cls.plain and not self._waiting
+                and self.in_flight < self.config.max_in_flight
+                and 0 <= req.size <= self.config.max_request):
+            # The books of _admit and _start for a class with neither limit nor
+            # reservation while nothing waits anywhere (so its own queue is empty too):
+            # inline, as this is every request of a daemon without policies, and the
+            # general path costs twice as much (QoS on against off is an issue figure).
+            cost = float(req.size) if req.op != "meta" else float(self.config.meta_cost)
+            req.arrival = req.hold = now
+            req.cost = cost
+            req.rid = next(self._rid)
+            req.home = cls
+            # As _admit: a class joining an empty queue gets no credit for idle time.
+            cls.p_tag = max(cls.p_tag, self._vtime)
+            cls.r_next = max(cls.r_next, now)
+            self._vtime = cls.p_tag
+            cls.p_tag += cost / cls.policy.weight
+            cls.in_flight += 1
+            self.in_flight += 1
+            cls.requests += 1
+            if req.op == "write":
+                cls.bytes_written += req.size
+            elif req.op == "read":
+                cls.bytes_read += req.size
+            cls.arrived.add(now, cost)
+            cls.served.add(now, cost)
+            if now >= self._next_evict:
+                self._evict(now)
+            return True
         cls = self._admit(req, now)
         if (not cls.queue and self.in_flight < self.config.max_in_flight
                 and cls.bucket.eligible_at(req.cost, now, now) <= now
@@ -208,6 +240,7 @@ class Scheduler:
         req.arrival = now
         req.cost = float(req.size if req.op != "meta" else cfg.meta_cost)
         req.rid = next(self._rid)
+        req.home = cls
         req.hold = now
         if cfg.timer_slack and cls.bucket.limited:
             if cls.queue:      # FIFO: it cannot go before the request ahead anyway
@@ -225,12 +258,12 @@ class Scheduler:
         """``req`` left the tier. True when ``poll`` would release something now: the
         slot freed was one a waiting request lacked (all K were taken), or a waiting
         class is due (its timer has not fired yet). Else polling would find nothing."""
-        cls = self._classes.get((req.tag.job, req.tier))
+        cls = req.home
         full = self.in_flight >= self.config.max_in_flight
         self.in_flight -= 1
         if cls is not None:
             cls.in_flight -= 1
-            if not cls.busy:
+            if not cls.in_flight and not cls.queue:
                 cls.idle_since = now
         return bool(self._waiting) and (full or any(self._ready(c, now)
                                                     for c in self._waiting.values()))
@@ -366,6 +399,7 @@ class Scheduler:
             depth = float(policy.burst_bytes or max(self.config.default_burst,
                                                     limit * self.config.burst_seconds))
         cls.bucket.reconfigure(limit if limit != math.inf else UNLIMITED, depth, now)
+        cls.plain = not cls.bucket.limited and policy.reservation_bps <= 0
 
     def _evict(self, now: float) -> None:
         # A sweep over every class per poll would cost more than the dispatch itself;

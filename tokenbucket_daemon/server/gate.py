@@ -42,7 +42,7 @@ class Gate:
         if not self.enabled:
             return None
         req = Request(tag, tier, op, size)
-        if self.scheduler.submit_now(req, self.now()) or self._pump(req):
+        if self.scheduler.submit_now(req, time.monotonic()) or self._pump(req):
             return req
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         req.payload = fut
@@ -56,9 +56,8 @@ class Gate:
         return req
 
     def release(self, req: Request | None) -> None:
-        if req is not None:
-            if self.scheduler.complete(req, self.now()):
-                self._pump()
+        if req is not None and self.scheduler.complete(req, time.monotonic()):
+            self._pump()
 
     @asynccontextmanager
     async def admit(self, tag: Tag, tier: str, op: str, size: int) -> AsyncIterator[None]:
