@@ -41,7 +41,7 @@ from typing import Any
 
 from tokenbucket_daemon.client import AdminClient
 from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
-from tokenbucket_daemon.local import LocalDaemon, start_group, thread_cpu_seconds
+from tokenbucket_daemon.local import LocalDaemon, exact_cpu_seconds, start_group
 
 MB = 1e6
 KiB, MiB = 1024, 1 << 20
@@ -248,10 +248,24 @@ def interference(run: Run, share: float, seconds: float) -> None:
             unit="% over no QoS")
 
 
+def written_bytes(group: list[LocalDaemon]) -> int:
+    """Bytes the daemons have written so far, from /proc/PID/io: ``wchar`` counts
+    write and pwrite (the tier writes) but not the sendmsg gRPC answers with, so it
+    follows the tiers' counters (to 1% per quarter second, exactly over a run) and
+    costs the daemons nothing to read: with stats calls to 8 daemons, half of each
+    quarter-second slice went to the calls."""
+    total = 0
+    for d in group:
+        for line in Path(f"/proc/{d.pid}/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                total += int(line.split()[1])
+    return total
+
+
 def cpu_us(group: list[LocalDaemon]) -> float:
     """CPU time the daemons used so far, in microseconds, to the nanosecond: in a
-    half-second slice at 8 daemons, 10 ms ticks would be a fifth of one daemon's."""
-    return 1e6 * sum(thread_cpu_seconds(d.pid) for d in group)
+    quarter-second slice at 8 daemons, 10 ms ticks would be a third of one daemon's."""
+    return 1e6 * sum(exact_cpu_seconds(d.pid) for d in group)
 
 
 Load = Callable[[float], list[subprocess.Popen[str]]]
@@ -272,8 +286,8 @@ def _interleaved(run: Run, group: list[LocalDaemon], seconds: float, load: Load,
     counters together, and the slices; and under "spread" the half-widths of the 95%
     confidence intervals, in percent, of on against off for the counters together
     (``MBps_pct``) and for the CPU per GB (``cpu_pct``). They come from the spread of
-    the ABBA blocks' own ratios: a block is two seconds or so, the slices of one
-    block see the same state of the machine, and the blocks vary about independently."""
+    the ABBA blocks' own ratios: the slices of one block see about the same state of
+    the machine, and the blocks vary about independently. Only whole blocks count."""
     admins = [d.admin() for d in group]
     slices: list[tuple[str, dict[str, float]]] = []
     # The daemons are switched at once, not one after another: with 8 daemons under
@@ -300,19 +314,26 @@ def _interleaved(run: Run, group: list[LocalDaemon], seconds: float, load: Load,
         for a in admins:
             a.set_enforcement(True)
         finish(procs)
-    out: dict[str, dict[str, float]] = {
-        m: {**{k: v / s["s"] / MB for k, v in s.items() if k in counters},
-            "cpu_s_per_GB": _cpu_per_gb(s, counters), "slices": n}
-        for m, s, n in ((m, _sum(slices, m), sum(1 for x, _ in slices if x == m))
-                        for m in ("on", "off"))}
+    # Whole blocks only, for the figures as for their spread: a trailing off-on-on
+    # would tilt the balance that ABBA keeps against a drift.
     blocks = [slices[i:i + 4] for i in range(0, len(slices) - 3, 4)]
+    if not blocks:
+        raise RuntimeError(f"no whole off-on-on-off block in {seconds} s of load; "
+                           f"give it at least {run.warmup + 4 * slice_s + 1} s")
+    whole = [x for b in blocks for x in b]
+    out: dict[str, dict[str, float]] = {}
+    for mode in ("on", "off"):
+        s = _sum(whole, mode)
+        out[mode] = {**{k: s[k] / s["s"] / MB for k in counters},
+                     "cpu_s_per_GB": _cpu_per_gb(s, counters), "slices": 2 * len(blocks)}
     rate_ratios, cpu_ratios = [], []
     for b in blocks:
         on, off = _sum(b, "on"), _sum(b, "off")
-        rate_ratios.append(_moved(on, counters) / on["s"] / (_moved(off, counters) / off["s"]))
-        cpu_ratios.append(_cpu_per_gb(on, counters) / _cpu_per_gb(off, counters))
+        if _moved(on, counters) > 0 and _moved(off, counters) > 0:
+            rate_ratios.append(_moved(on, counters) / on["s"] / (_moved(off, counters) / off["s"]))
+            cpu_ratios.append(_cpu_per_gb(on, counters) / _cpu_per_gb(off, counters))
     out["spread"] = {"MBps_pct": _half_width(rate_ratios), "cpu_pct": _half_width(cpu_ratios),
-                     "blocks": len(blocks)}
+                     "blocks": len(rate_ratios)}
     return out
 
 
@@ -330,12 +351,15 @@ def _moved(s: dict[str, float], counters: dict[str, Callable[[], int]]) -> float
 
 
 def _cpu_per_gb(s: dict[str, float], counters: dict[str, Callable[[], int]]) -> float:
-    return s["cpu_us"] / max(1.0, _moved(s, counters)) * 1e3
+    """CPU seconds per GB; inf for a mode that moved nothing (its CPU was all waste)."""
+    moved = _moved(s, counters)
+    return s["cpu_us"] / moved * 1e3 if moved > 0 else math.inf
 
 
 def _half_width(ratios: list[float]) -> float:
-    """Half-width in percent of the 95% confidence interval of the mean ratio (normal
-    approximation: two standard errors); 0 with fewer than two blocks."""
+    """Half-width in percent of the 95% confidence interval of the mean ratio: two
+    standard errors, the normal approximation, fair for the 40-100 blocks of an
+    overhead measure (too narrow below ~20). 0 with fewer than two blocks."""
     if len(ratios) < 2:
         return 0.0
     return round(100 * 2 * statistics.stdev(ratios) / math.sqrt(len(ratios)), 2)
@@ -359,7 +383,8 @@ def _overhead_case(run: Run, n: int, transfer: str, seconds: float, load_share: 
     with daemons(run, n, f"ovh{n}") as group:
         admins = [d.admin() for d in group]
         addrs = [d.address for d in group]
-        moved = {"MBps": lambda: tier_bytes(admins)}
+        moved = {"MBps": lambda: written_bytes(group)}
+        counted0, wrote0 = tier_bytes(admins), written_bytes(group)
         # Quarter-second slices: the daemons' efficiency wanders by 7-8% from one half
         # second to the next, slowly (successive half seconds correlate at 0.5), so the
         # closer the slices of a block, the more of it they share: at 4 daemons the
@@ -372,6 +397,8 @@ def _overhead_case(run: Run, n: int, transfer: str, seconds: float, load_share: 
         fixed = _interleaved(run, group, seconds, lambda s: ior(
             addrs, "ovh", transfer, streams, s, rate_mbps=load), moved,
             slice_s=0.25, settle=0.04)
+        # The check that wchar measured what the daemons counted as written.
+        wchar_vs_counters = (written_bytes(group) - wrote0) / (tier_bytes(admins) - counted0)
     on_m, off_m = sat["on"]["MBps"], sat["off"]["MBps"]
     c_on, c_off = fixed["on"]["cpu_s_per_GB"], fixed["off"]["cpu_s_per_GB"]
     run.row("overhead", f"{n} daemon(s), {size}, QoS off", None, off_m,
@@ -383,7 +410,8 @@ def _overhead_case(run: Run, n: int, transfer: str, seconds: float, load_share: 
             throughput_overhead_pct=round(100 * (1 - on_m / off_m), 2),
             throughput_ci95_pct=sat["spread"]["MBps_pct"],
             cpu_overhead_pct=round(100 * (c_on / c_off - 1), 2),
-            cpu_ci95_pct=fixed["spread"]["cpu_pct"])
+            cpu_ci95_pct=fixed["spread"]["cpu_pct"],
+            wchar_vs_counters=round(wchar_vs_counters, 4))
 
 
 def fio_like_ior(directory: Path, seconds: float, cpus: set[int] | None,
