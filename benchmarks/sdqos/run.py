@@ -368,7 +368,7 @@ def _half_width(ratios: list[float]) -> float:
 def overhead(run: Run, seconds: float, load_share: float) -> None:
     """1 MiB requests at 1/2/4/8 daemons (the size parallel file systems move data in),
     and 64 KiB at one daemon, where the per-request cost shows most. QoS on (no limits)
-    and off (scheduler bypassed) alternate second by second in the same daemons.
+    and off (scheduler bypassed) alternate every quarter second in the same daemons.
 
     Two measures. Throughput as fast as the load goes (the servers' core saturated). And
     the daemons' CPU seconds per GB at a fixed offered load (``load_share`` of the QoS-off
