@@ -269,7 +269,10 @@ def test_daemon_reuses_its_message_buffers(daemon):
     for i in range(32):
         data.write("ram", f"w{i % 4}.dat", chunk * 4)
     per_mib = (_minor_faults(daemon.pid) - before) / (32 * 4)
-    assert per_mib < 16, f"{per_mib:.0f} minor page faults per MiB written"
+    # A buffer in fresh pages is 256 faults per MiB, and glibc's defaults took ~380;
+    # the heap's settings take a few, once 20 in a busy suite. A quarter of a fresh
+    # buffer per MiB tells the two apart without failing on that noise.
+    assert per_mib < 64, f"{per_mib:.0f} minor page faults per MiB written"
 
 
 def test_enforcement_switched_off_releases_waiting_requests_and_back_on_limits_again(daemon):

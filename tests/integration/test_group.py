@@ -27,12 +27,29 @@ def group(tmp_path):
 
 
 def _limits(ds, job: str) -> list[float]:
-    """The limit each daemon enforces for the job now (0 where it has no class)."""
-    out = []
-    for d in ds:
-        cls = [c for c in d.admin().stats(job=job).classes if c.tier == "ram"]
-        out.append(cls[0].limit_bps if cls else 0.0)
-    return out
+    """The limit each daemon enforces for the job (0 where it has no class), as one
+    state of the group: the daemons are read one after another, so a split round
+    (lower some, then raise others) can fall between two reads and a read can pair a
+    daemon's part from before the round with another's from after it, a state that
+    never existed. So read until two whole passes agree: nothing moved meanwhile."""
+    admins = [d.admin() for d in ds]
+    try:
+        def one_pass() -> list[float]:
+            out = []
+            for a in admins:
+                cls = [c for c in a.stats(job=job).classes if c.tier == "ram"]
+                out.append(cls[0].limit_bps if cls else 0.0)
+            return out
+        last = one_pass()
+        for _ in range(50):
+            now = one_pass()
+            if now == last:
+                return now
+            last = now
+        raise AssertionError(f"the parts never held still for two passes: {last}")
+    finally:
+        for a in admins:
+            a.close()
 
 
 def _writers(ds, job: str, which: list[int], stop: threading.Event) -> list[threading.Thread]:
