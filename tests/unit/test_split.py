@@ -97,3 +97,14 @@ def test_no_interleaving_of_the_two_phases_sums_above_one(seed):
     for mask in range(1 << len(raised)):
         total = held + sum(ups[d] if mask >> i & 1 else cur[d] for i, d in enumerate(raised))
         assert total <= 1.0 + 1e-9
+
+
+def test_a_daemon_leads_only_when_no_smaller_id_answered_lately():
+    from tokenbucket_daemon.core.split import leads
+    assert leads("g1", {}, 10.0, 0.75)                        # alone, or at start
+    assert leads("g0", {"g1": 10.0, "g2": 10.0}, 10.0, 0.75)
+    # g0 answered 0.5 s ago but not this round (a late answer under load): g1 waits.
+    assert not leads("g1", {"g0": 9.5, "g2": 10.0}, 10.0, 0.75)
+    # g0 silent for longer than the hold: g1 takes over.
+    assert leads("g1", {"g0": 9.0, "g2": 10.0}, 10.0, 0.75)
+    assert not leads("g2", {"g0": 9.0, "g1": 10.0}, 10.0, 0.75)

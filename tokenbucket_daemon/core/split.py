@@ -5,7 +5,8 @@ A policy with group scope gives a job one limit for the whole group of daemons
 the fractions of one (job, tier) sum to at most 1, so the job's total never
 exceeds its limit, and a change of the limit itself applies everywhere at once.
 
-The leader (the daemon with the smallest id among those that answer) gathers
+The leader (the daemon with the smallest id among those that answered lately:
+``leads``) gathers
 each daemon's measured demand and decides new fractions:
 
 * a daemon whose class is not throttled (no queue, served below its part) is
@@ -36,6 +37,15 @@ class Demand:
     arrival_bps: float = 0.0
     served_bps: float = 0.0
     queued_bytes: int = 0
+
+
+def leads(me: str, last_heard: dict[str, float], now: float, hold: float) -> bool:
+    """Whether daemon ``me`` should lead: no daemon with a smaller id has answered it
+    within the last ``hold`` seconds (``last_heard``: id -> time of its last answer).
+    Not just this round's answers: under load one exchange with the leader can time
+    out, and a second leader would take the leader's part for the even split (all it
+    can assume of a daemon it has not heard) and hand out more than the group has."""
+    return all(d >= me for d, t in last_heard.items() if now - t <= hold)
 
 
 def floor_fraction(daemons: int) -> float:

@@ -6,7 +6,8 @@ whole table (with tombstones) again every second, so a daemon that missed a push
 (restarting, partitioned) catches up within a second of coming back.
 
 Every ``peer_interval`` each daemon exchanges demand with its peers; the one with
-the smallest daemon_id among those that answered leads: it splits every
+the smallest daemon_id among those that answered in the last three rounds leads
+(so a leader that is gone is replaced after three rounds): it splits every
 group-scope limit (``core.split``), lowers fractions first and raises them only
 once the lowered daemons acknowledged. Two daemons that cannot see each other may
 both lead; each still only hands out what its own view of the group frees.
@@ -24,13 +25,17 @@ import grpc
 
 from tokenbucket_daemon.convert import policy_from_pb, policy_to_pb
 from tokenbucket_daemon.core.policy import Policy, Scope, Selector, Tag
-from tokenbucket_daemon.core.split import Demand, plan, raises_after, target_fractions
+from tokenbucket_daemon.core.split import Demand, leads, plan, raises_after, target_fractions
 from tokenbucket_daemon.errors import DaemonError, InvalidArgument
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
 from tokenbucket_daemon.server.service import Node
 
 log = logging.getLogger(__name__)
+
+# Rounds a daemon waits, after the last answer of a daemon with a smaller id, before it
+# takes the lead: one slow answer must not make two leaders (see core.split.leads).
+LEADER_HOLD = 3
 
 
 def _newer(ns: int, origin: str, than_ns: int, than_origin: str) -> bool:
@@ -199,6 +204,7 @@ class Splitter:
         # unreachable daemon is assumed to still enforce.
         self.known: dict[tuple[str, str], dict[str, float]] = {}
         self.ids: dict[str, str] = {}          # peer address -> daemon_id, once seen
+        self.heard: dict[str, float] = {}      # daemon_id -> when it last answered
 
     @property
     def group_size(self) -> int:
@@ -228,9 +234,11 @@ class Splitter:
         replies = dict(zip(self.stubs, await asyncio.gather(*(ask(a) for a in self.stubs)),
                            strict=True))
         answered = {a: r for a, r in replies.items() if r is not None}
+        now = time.monotonic()
         for a, r in answered.items():
             self.ids[a] = r.daemon_id
-        if node.daemon_id != min([node.daemon_id, *(r.daemon_id for r in answered.values())]):
+            self.heard[r.daemon_id] = now
+        if not leads(node.daemon_id, self.heard, now, LEADER_HOLD * self.period):
             return
         reports = {node.daemon_id: mine} | {r.daemon_id: r for r in answered.values()}
         await self.lead(reports, answered)
