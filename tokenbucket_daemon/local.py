@@ -82,16 +82,10 @@ class LocalDaemon:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process used so far (benchmarks), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def exact_cpu_seconds(pid: int) -> float:
-    """CPU time a process used so far, threads that have ended included, to the
-    nanosecond: the kernel's CPU clock of another process (clock id from its pid, as
-    glibc's clock_getcpuclockid builds it). ``cpu_seconds`` counts in 10 ms ticks,
-    too coarse for sub-second slices."""
+    """CPU time a process used so far (benchmarks), threads that have ended included,
+    to the nanosecond: the kernel's CPU clock of another process (clock id from its
+    pid, as glibc's clock_getcpuclockid builds it). /proc/PID/stat counts in 10 ms
+    ticks, too coarse for the sub-second slices of the overhead experiment."""
     return time.clock_gettime((~pid << 3) | 2)
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from tokenbucket_daemon.client import AdminClient
 from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
-from tokenbucket_daemon.local import LocalDaemon, exact_cpu_seconds, start_group
+from tokenbucket_daemon.local import LocalDaemon, cpu_seconds, start_group
 
 MB = 1e6
 KiB, MiB = 1024, 1 << 20
@@ -265,7 +265,7 @@ def written_bytes(group: list[LocalDaemon]) -> int:
 def cpu_us(group: list[LocalDaemon]) -> float:
     """CPU time the daemons used so far, in microseconds, to the nanosecond: in a
     quarter-second slice at 8 daemons, 10 ms ticks would be a third of one daemon's."""
-    return 1e6 * sum(exact_cpu_seconds(d.pid) for d in group)
+    return 1e6 * sum(cpu_seconds(d.pid) for d in group)
 
 
 Load = Callable[[float], list[subprocess.Popen[str]]]

@@ -409,3 +409,14 @@ def test_a_limit_set_on_a_class_that_took_the_fast_path_applies_to_its_next_requ
     s.set_policies(PolicyTable(), 1.0)
     r = req(A, MiB)
     assert s.submit_now(r, 1.0) and s.stats(1.0)[0].requests == 6
+
+
+def test_cancel_drops_a_queued_request_once_and_not_one_in_flight():
+    A = Tag("A")
+    s = sched(job("A", limit_bps=1e6, burst_bytes=64 * KiB), timer_slack=0)
+    first, second = req(A, 64 * KiB), req(A, 64 * KiB)
+    assert s.submit_now(first, 0.0) and not s.submit_now(second, 0.0)
+    assert not s.cancel(first, 0.0)          # in flight: it must complete instead
+    assert s.cancel(second, 0.0) and s.queued() == 0
+    assert not s.cancel(second, 0.0)
+    assert s.poll(1.0).dispatch == []

@@ -270,7 +270,7 @@ class Scheduler:
 
     def cancel(self, req: Request, now: float) -> bool:
         """Drop a queued request (its caller went away); False if not queued."""
-        cls = self._classes.get((req.tag.job, req.tier))
+        cls = req.home
         if cls is None or req not in cls.queue:
             return False
         cls.queue.remove(req)
