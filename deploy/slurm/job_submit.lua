@@ -1,8 +1,9 @@
 --[[
 job_submit.lua: turn the placement the SPANK plugin put into the job control
 environment (QOS_* variables, see qos_plugin/slurm/placement.py) into the job's
-time limit, nodes, comment and burst-buffer request. Jobs without a placement pass
-untouched; a malformed placement is refused with a line the user sees.
+time limit, nodes and comment. Jobs without a placement pass untouched; a malformed
+placement is refused with a line the user sees. Node-local tiers are prepared by the
+node Prolog/Epilog on each of the job's nodes (qos_plugin/slurm/staging.py).
 --]]
 
 local NO_VAL = 4294967294
@@ -50,13 +51,6 @@ local function pairs_of(text)
 end
 
 function slurm_job_submit(job_desc, part_list, submit_uid)
-	-- The qos burst-buffer request is ours alone: a user's own would name another
-	-- job's directories.
-	local bb = job_desc.burst_buffer or ""
-	if string.find(bb, "#BB_LUA qos", 1, true) then
-		return refuse("the qos burst buffer comes from --qos-* options only; "
-			.. "remove the #BB_LUA qos request")
-	end
 	local q = placement(job_desc)
 	if q == nil then
 		return slurm.SUCCESS
@@ -93,6 +87,13 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 			job_desc.time_limit = minutes
 		end
 	end
+	-- A time limit shorter than the prediction kills the job before it can finish.
+	if job_desc.time_limit ~= nil and job_desc.time_limit ~= NO_VAL
+			and job_desc.time_limit * 60 < makespan then
+		slurm.log_user("qos: warning: --time=%d min is below the predicted makespan of %d s; "
+			.. "the job will likely be killed before it ends (give --time of at least %d min)",
+			job_desc.time_limit, math.floor(makespan + 0.5), math.ceil(makespan / 60))
+	end
 
 	-- Nodes: what the placement was planned for.
 	if job_desc.min_nodes ~= nil and job_desc.min_nodes ~= NO_VAL and job_desc.min_nodes ~= nodes then
@@ -100,6 +101,11 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 	end
 	job_desc.min_nodes = nodes
 	job_desc.max_nodes = nodes
+	-- -N alone asks one CPU per node: with fewer nodes, that count could no longer be
+	-- placed (Reason=PartitionConfig). Keep explicit task counts; drop the implied one.
+	if job_desc.num_tasks == nil or job_desc.num_tasks == NO_VAL then
+		job_desc.min_cpus = nodes
+	end
 
 	local note = string.format("qos %s: %s region %s (%s), predicted %ds",
 		q.QOS_ID, q.QOS_WORKFLOW or "?", q.QOS_REGION or "?", q.QOS_RULE or "",
@@ -109,30 +115,6 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 	end
 	job_desc.comment = note
 
-	-- Node-local tiers come through the burst buffer (setup, stage-in/out, teardown).
-	local loc = q.QOS_LOCAL or ""
-	if loc ~= "" then
-		if submit_uid == 0 then
-			return refuse("root cannot use burst buffers, which node-local tiers ("
-				.. loc .. ") need; submit as a user or add --qos-exclude-tier=" .. loc)
-		end
-		local parts = {}
-		for t in string.gmatch(loc, "[^,]+") do
-			if dirs[t] == nil then
-				return refuse("node-local tier " .. t .. " has no directory in the placement; submit again")
-			end
-			table.insert(parts, t .. "=" .. dirs[t])
-		end
-		local req = "#BB_LUA qos id=" .. q.QOS_ID .. " dirs=" .. table.concat(parts, ",")
-			.. " in=" .. (q.QOS_IN_TIERS or "") .. " out=" .. (q.QOS_OUT_TIERS or "")
-		if q.QOS_STAGE_IN ~= nil and q.QOS_STAGE_IN ~= "" then
-			req = req .. " stage_in=" .. q.QOS_STAGE_IN
-		end
-		if q.QOS_STAGE_OUT ~= nil and q.QOS_STAGE_OUT ~= "" then
-			req = req .. " stage_out=" .. q.QOS_STAGE_OUT
-		end
-		job_desc.burst_buffer = req
-	end
 	return slurm.SUCCESS
 end
 

@@ -20,6 +20,7 @@
  *
  * All the logic is in the Python helper; this file only moves strings.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -37,12 +38,12 @@
 SPANK_PLUGIN(qos, 1);
 
 enum { OPT_DEADLINE, OPT_WORKFLOW, OPT_MAX_NODES, OPT_EXCLUDE, OPT_OBJECTIVE,
-       OPT_STAGE_IN, OPT_STAGE_OUT, N_OPTS };
+       OPT_STAGE_IN, OPT_STAGE_OUT, OPT_KEEP, N_OPTS };
 
 /* helper argument for each option, in the order of the enum */
 static const char *helper_flag[N_OPTS] = {
 	"--deadline", "--workflow", "--max-nodes", "--exclude-tier", "--objective",
-	"--stage-in", "--stage-out" };
+	"--stage-in", "--stage-out", "--keep" };
 static char *value[N_OPTS];
 
 static char *helper = NULL;
@@ -56,7 +57,8 @@ static int set_opt(int val, const char *optarg, int remote)
 	if (val < 0 || val >= N_OPTS)
 		return -1;
 	free(value[val]);
-	value[val] = strdup(optarg ? optarg : "");
+	/* a flag (--qos-keep) has no argument: "1" */
+	value[val] = strdup(optarg ? optarg : "1");
 	return value[val] ? 0 : -1;
 }
 
@@ -74,8 +76,10 @@ static struct spank_option options[] = {
 	  1, OPT_OBJECTIVE, set_opt },
 	{ "qos-stage-in", "path", "Input to stage into the job's node-local tiers",
 	  1, OPT_STAGE_IN, set_opt },
-	{ "qos-stage-out", "path", "Directory the job's node-local outputs are staged "
-	  "out to", 1, OPT_STAGE_OUT, set_opt },
+	{ "qos-stage-out", "path", "Directory the job's outputs (its last stages' "
+	  "directories) are staged out to when it ends", 1, OPT_STAGE_OUT, set_opt },
+	{ "qos-keep", NULL, "Keep the job's shared-tier directories after it ends "
+	  "(default: removed after the stage-out)", 0, OPT_KEEP, set_opt },
 	SPANK_OPTIONS_TABLE_END
 };
 
@@ -206,6 +210,20 @@ static void first_line(char *text)
 		*nl = '\0';
 }
 
+/* Refuse the submission with one line. Returning an error from a SPANK callback makes
+ * Slurm add its own second line ("spank: required plugin ... failed"); this only runs in
+ * the submitting command (sbatch, salloc, srun on the submit host), so it prints the
+ * reason and ends that command itself, as sbatch does for its own bad options. */
+static int refuse(const char *fmt, const char *msg)
+{
+	fprintf(stderr, "%s: error: ", program_invocation_short_name);
+	fprintf(stderr, fmt, msg);
+	fputc('\n', stderr);
+	fflush(stderr);
+	exit(1);
+	return -1;
+}
+
 static int unavailable(const char *why)
 {
 	if (fail_open) {
@@ -213,8 +231,7 @@ static int unavailable(const char *why)
 			   "on_unavailable=open)", why);
 		return 0;
 	}
-	slurm_error("qos: %s; submission refused (site policy: on_unavailable=closed)", why);
-	return -1;
+	return refuse("qos: %s; submission refused (site policy: on_unavailable=closed)", why);
 }
 
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
@@ -275,15 +292,20 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 				free(out);
 				return -1;
 			}
+			/* srun that makes its own allocation: its tasks get srun's environment,
+			 * not the job control one, so they would not see their placement. */
+			if (ctx == S_CTX_LOCAL) {
+				char name[256];
+				snprintf(name, sizeof name, "SLURM_SPANK_%s", line);
+				setenv(name, eq + 1, 1);
+			}
 		}
 		free(out);
 		return 0;
 	}
 	if (rc == 1 || rc == 3) {
 		first_line(out);
-		slurm_error("%s", out[0] ? out : "qos: the planner refused the request");
-		free(out);
-		return -1;
+		return refuse("%s", out[0] ? out : "qos: the planner refused the request");
 	}
 	char why[512];
 	if (rc < 0)

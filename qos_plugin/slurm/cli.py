@@ -6,8 +6,9 @@
 ``prolog``   PrologSlurmctld: create the job's shared-tier directories, reserve its
              bandwidth on the daemons
 ``epilog``   EpilogSlurmctld: release the job's reservations
-``bb HOOK``  burst_buffer.lua's hooks (setup, data_in, data_out, teardown): node-local
-             tier directories, stage-in and stage-out; prints ``ok`` or ``error: ...``
+``node-prolog``  slurmd's Prolog on each of the job's nodes: node-local tier
+             directories and stage-in
+``node-epilog``  slurmd's Epilog on each node: stage-out, remove the directories
 
 ``plan`` imports the standard library only; the others import gRPC when they run.
 """
@@ -48,14 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--objective")
     pl.add_argument("--stage-in")
     pl.add_argument("--stage-out")
+    pl.add_argument("--keep")
     pl.add_argument("--user", help="the submitting user (default: the caller)")
     sub.add_parser("prolog", help="PrologSlurmctld: directories and reservations")
     sub.add_parser("epilog", help="EpilogSlurmctld: release the reservations")
-    bb = sub.add_parser("bb", help="a burst_buffer.lua hook")
-    bb.add_argument("hook", choices=("setup", "data_in", "data_out", "teardown"))
-    bb.add_argument("job_id")
-    bb.add_argument("uid", nargs="?", type=int)
-    bb.add_argument("gid", nargs="?", type=int)
+    sub.add_parser("node-prolog", help="slurmd Prolog: node-local directories, stage-in")
+    sub.add_parser("node-epilog", help="slurmd Epilog: stage-out, remove the directories")
     return p
 
 
@@ -65,7 +64,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
 
     try:
         req = parse_request(a.workflow, a.deadline, a.max_nodes, a.exclude_tier,
-                            a.objective, a.stage_in, a.stage_out)
+                            a.objective, a.stage_in, a.stage_out, a.keep)
         try:
             site = load_site(a.site)
         except InputError as e:
@@ -113,13 +112,20 @@ def cmd_epilog(a: argparse.Namespace) -> int:
     return epilog(a.site, os.environ)
 
 
-def cmd_bb(a: argparse.Namespace) -> int:
-    from qos_plugin.slurm.staging import run_hook
+def cmd_node_prolog(a: argparse.Namespace) -> int:
+    from qos_plugin.slurm.staging import node_prolog
 
-    return run_hook(a.site, a.hook, a.job_id, a.uid, a.gid)
+    return node_prolog(a.site, dict(os.environ))
 
 
-COMMANDS = {"plan": cmd_plan, "prolog": cmd_prolog, "epilog": cmd_epilog, "bb": cmd_bb}
+def cmd_node_epilog(a: argparse.Namespace) -> int:
+    from qos_plugin.slurm.staging import node_epilog
+
+    return node_epilog(a.site, dict(os.environ))
+
+
+COMMANDS = {"plan": cmd_plan, "prolog": cmd_prolog, "epilog": cmd_epilog,
+            "node-prolog": cmd_node_prolog, "node-epilog": cmd_node_epilog}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,7 @@
-"""PrologSlurmctld and EpilogSlurmctld: a QoS job's shared-tier directories and its
-bandwidth reservations on the daemons, made at allocation and released at the end
-(Slurm runs EpilogSlurmctld for completed, failed and cancelled jobs alike).
+"""PrologSlurmctld and EpilogSlurmctld, on the controller: a QoS job's shared-tier
+directories, its stage-in to and stage-out from them, and its bandwidth reservations on
+the daemons, made at allocation and released at the end (Slurm runs EpilogSlurmctld for
+completed, failed and cancelled jobs alike, and for jobs whose node failed).
 
 The bandwidth comes from the model, not from the job: the placement reaches the prolog
 through the job's environment, which a user can write with a SPANK plugin of their
@@ -8,39 +9,71 @@ own, so the prolog finds the placement's row in the registry and recomputes its
 rates. What it reserved is recorded in ``<state_dir>/reservations/<job>.json`` for
 the epilog.
 
-A shared tier's reservation is split evenly over the daemons that serve it (files
-are striped over them); a node-local tier's rate is reserved per node on each of its
-daemons. When a daemon cannot be reached the site's ``on_unavailable`` decides:
-``open`` runs the job without that reservation (logged), ``closed`` fails the prolog
-(Slurm then requeues and holds the job).
+Only tiers enforced through daemons are reserved (a direct tier's bytes never reach a
+daemon). A shared tier's reservation is split evenly over the daemons that serve it
+(files are striped over them); a node-local tier's per-node rate goes to the daemon of
+each of the job's own nodes (``[nodes.NAME] daemon``). When a daemon cannot be reached
+the site's ``on_unavailable`` decides: ``open`` runs the job without that reservation
+(logged), ``closed`` fails the prolog (Slurm then requeues and holds the job).
+
+Shared-tier job directories are made in the tier's store as root and seen by the job
+through the qosfs mount; copies into and out of them run as the job's user through the
+controller's own mount. They are removed by the epilog after the stage-out unless the
+job asked to keep them (``--qos-keep``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pwd
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 from qos_plugin.errors import QosPluginError
 from qos_plugin.slurm.placement import PLACEMENT_ID, SPANK_PROLOG_PREFIX, Placement
 from qos_plugin.slurm.site import Site, load_site
-from qos_plugin.slurm.staging import make_job_dir
+from qos_plugin.slurm.staging import (
+    StagingRecord,
+    as_user,
+    cancel_job,
+    copy_contents,
+    make_job_dir,
+    remove_job_dir,
+)
 
 log = logging.getLogger(__name__)
 MiB = 1 << 20
 
 
-def reservations(site: Site, p: Placement) -> list[tuple[str, str, float]]:
-    """(daemon, tier, bytes/s) for each reservation the placement needs."""
+def reservations(site: Site, p: Placement,
+                 nodes: list[str] | None = None) -> list[tuple[str, str, float]]:
+    """(daemon, tier, bytes/s) for each reservation the placement needs on ``nodes``
+    (the job's nodes; node-local tiers are reserved on their daemons only)."""
     out = []
     for tier, mibps in p.bandwidth.items():
         t = site.tier(tier)
-        if not t.daemons or mibps <= 0:
+        if not t.enforced or mibps <= 0:
             continue
-        share = mibps * MiB if t.is_local else mibps * MiB / len(t.daemons)
-        out += [(d, tier, share) for d in t.daemons]
+        if t.is_local:
+            daemons = [site.node_daemons[n] for n in nodes or () if n in site.node_daemons]
+            out += [(d, tier, mibps * MiB) for d in daemons]
+        elif t.daemons:
+            out += [(d, tier, mibps * MiB / len(t.daemons)) for d in t.daemons]
     return out
+
+
+def job_nodes(env: Mapping[str, str]) -> list[str]:
+    """The job's node names, from Slurm's compressed list (``node[1-3]``)."""
+    text = env.get("SLURM_JOB_NODELIST", "")
+    if not text:
+        return []
+    p = subprocess.run(["scontrol", "show", "hostnames", text], capture_output=True,
+                       text=True, timeout=30)
+    if p.returncode:
+        raise QosPluginError(f"cannot expand the node list {text!r}: {p.stderr.strip()}")
+    return p.stdout.split()
 
 
 def trusted_bandwidth(site: Site, p: Placement) -> dict[str, float]:
@@ -72,23 +105,57 @@ def _job(env: Mapping[str, str]) -> tuple[str, Placement | None]:
     return job, Placement.from_env(env, SPANK_PROLOG_PREFIX)
 
 
-def _make_shared_dirs(site: Site, p: Placement, env: Mapping[str, str]) -> None:
-    """``<tier>/<user>/<id>`` on each shared tier, owned by the job's user. The
-    placement came through the job's environment, so it is checked like user input:
-    these run as root."""
+def _shared(site: Site, p: Placement, env: Mapping[str, str]) -> StagingRecord:
+    """The job's shared-tier directories (as the job sees them), checked like user input
+    since the placement came through the job's environment and these hooks run as root."""
     uid, gid = int(env.get("SLURM_JOB_UID", "-1")), int(env.get("SLURM_JOB_GID", "-1"))
-    user = env.get("SLURM_JOB_USER", "")
-    if uid < 0 or not user or not PLACEMENT_ID.fullmatch(p.id):
-        raise QosPluginError(f"no job user ({user!r}, uid {uid}) or a bad placement id "
-                             f"{p.id!r}")
+    try:
+        user = pwd.getpwuid(uid).pw_name if uid >= 0 else ""
+    except KeyError:
+        user = ""
+    if uid < 0 or gid < 0 or not user or not PLACEMENT_ID.fullmatch(p.id):
+        raise QosPluginError(f"no job user (uid {uid}) or a bad placement id {p.id!r}")
+    dirs = {}
     for tier, d in p.dirs.items():
         t = site.tier(tier)
         if t.is_local:
-            continue                  # the burst buffer's setup makes these, per node
-        path = t.path / user / p.id
-        if Path(d) != path:
-            raise QosPluginError(f"directory {d!r} on tier {tier}: it must be {path}")
-        make_job_dir(t.path, path, uid, gid, 0o755)
+            continue                  # the node prolog makes these, on each node
+        want = t.job_root / user / p.id
+        if Path(d) != want:
+            raise QosPluginError(f"directory {d!r} on tier {tier}: it must be {want}")
+        dirs[tier] = d
+    return StagingRecord(env.get("SLURM_JOB_ID", ""), uid, gid, p.id, dirs,
+                         [t for t in p.in_tiers if t in dirs],
+                         [t for t in p.out_tiers if t in dirs], p.stage_in, p.stage_out)
+
+
+def _stage_in_shared(rec: StagingRecord) -> None:
+    """The stage-in into the shared tiers of the stages that read it, as the user,
+    through the tiers' view on this host (the controller's qosfs mount)."""
+    if not rec.stage_in:
+        return
+    for tier in rec.in_tiers:
+        as_user(rec, ["cp", "-a", "--", rec.stage_in, rec.dirs[tier] + "/"])
+        log.info("job %s: staged %s into %s", rec.job, rec.stage_in, rec.dirs[tier])
+
+
+def _finish_shared(site: Site, rec: StagingRecord, keep: bool) -> None:
+    """Stage-out from the shared tiers of the last level, then remove the job's shared
+    directories unless it asked to keep them."""
+    if rec.stage_out:
+        for tier in rec.out_tiers:
+            try:
+                copy_contents(rec, rec.dirs[tier], rec.stage_out)
+                log.info("job %s: staged %s out to %s", rec.job, rec.dirs[tier],
+                         rec.stage_out)
+            except QosPluginError as e:
+                log.error("job %s: stage-out from %s: %s", rec.job, tier, e)
+    if keep:
+        log.info("job %s: keeping %s (--qos-keep)", rec.job, sorted(rec.dirs.values()))
+        return
+    for tier, d in rec.dirs.items():
+        t = site.tier(tier)
+        remove_job_dir(t.path, str(t.path / Path(d).parent.name / rec.id), rec.job)
 
 
 def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
@@ -102,19 +169,32 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
         if p is None:
             return 0
         site = load_site(site_path)
-        _make_shared_dirs(site, p, env)
+        shared = _shared(site, p, env)
         token = site.admin_token()
         rates = trusted_bandwidth(site, p)
+        nodes = job_nodes(env)
+        for tier, d in shared.dirs.items():
+            t = site.tier(tier)
+            make_job_dir(t.path, t.path / Path(d).parent.name / shared.id, shared.uid,
+                         shared.gid, 0o700)
     except (QosPluginError, OSError) as e:
         log.error("job %s: %s", job, e)
         return 1
+    try:
+        _stage_in_shared(shared)
+    except QosPluginError as e:
+        # The user's input, not the controller, failed: end the job with the reason
+        # instead of requeueing it forever.
+        log.error("job %s: shared stage-in: %s", job, e)
+        cancel_job(job, f"qos: stage-in failed: {e}")
+        return 0
     if rates != p.bandwidth:
         log.warning("job %s: the job's environment asked for %s; reserving the model's %s",
                     job, p.bandwidth, rates)
     p.bandwidth = rates
     done: set[str] = set()
     failed = False
-    for daemon, tier, bps in reservations(site, p):
+    for daemon, tier, bps in reservations(site, p, nodes):
         client = AdminClient(daemon, token)
         try:
             client.reserve(job, bps, tier=tier, user=env.get("SLURM_JOB_USER", ""),
@@ -129,7 +209,7 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
             client.close()
     rec = _record(site, job)
     rec.parent.mkdir(parents=True, exist_ok=True)
-    rec.write_text(json.dumps(sorted(done)))
+    rec.write_text(json.dumps({"daemons": sorted(done), "nodes": nodes}))
     if failed and site.on_unavailable == "closed":
         log.error("job %s: on_unavailable=closed, failing the prolog", job)
         _release(job, sorted(done), token)   # nothing stays behind a failed start
@@ -158,20 +238,24 @@ def _release(job: str, daemons: list[str], token: str | None) -> None:
 
 def epilog(site_path: str | None, env: Mapping[str, str]) -> int:
     """Release what the prolog reserved (its record), else what the placement would
-    have reserved on the daemons configured now. Never fails: Slurm cannot do better."""
+    have reserved on the daemons configured now; stage out of and remove the shared-tier
+    directories. Never fails: Slurm cannot do better."""
     job = env.get("SLURM_JOB_ID", "")
     try:
         site = load_site(site_path)
         rec = _record(site, job)
+        _, p = _job(env)
         if rec.exists():
-            daemons = list(json.loads(rec.read_text()))
+            daemons = list(json.loads(rec.read_text())["daemons"])
+        elif p is not None:
+            daemons = list(dict.fromkeys(d for d, _, _ in reservations(site, p,
+                                                                        job_nodes(env))))
         else:
-            _, p = _job(env)
-            if p is None:
-                return 0
-            daemons = list(dict.fromkeys(d for d, _, _ in reservations(site, p)))
+            return 0
         _release(job, daemons, site.admin_token())
         rec.unlink(missing_ok=True)
-    except (QosPluginError, OSError, ValueError) as e:
+        if p is not None:
+            _finish_shared(site, _shared(site, p, env), p.keep)
+    except (QosPluginError, OSError, ValueError, KeyError, TypeError) as e:
         log.error("job %s: epilog: %s", job, e)
     return 0

@@ -1,20 +1,33 @@
-"""A real single-node Slurm cluster on this machine, with our plugins and N daemons:
-what ``deploy/local/up`` and ``deploy/local/down`` run, and what the Slurm tests use.
+"""A real multi-node Slurm cluster on this machine, with our plugins, the storage
+daemons and qosfs: what ``deploy/local/up`` and ``deploy/local/down`` run, and what the
+Slurm tests and benchmarks use.
+
+The head is this host: munged, slurmctld and the shared tier's daemons (on loopback
+ports), and a qosfs mount of the shared tier (the controller's hooks copy through it, as
+on a login node). Each compute node ``node1..nodeN`` is a host of its own made from
+Linux namespaces (``qos_plugin.slurm.nodes``): its own hostname, mounts and cgroups, its
+own slurmd on a port of its own, its own qosfs mount of the shared tier, and its own
+node-local tiers (a tmpfs for ``ram``, a directory of its own for ``ssd``) at the same
+paths as on every other node. Jobs run in cgroups (``proctrack/cgroup``), so qosfs reads
+a process's job from the kernel.
 
 Everything lives under one directory (default ``/tmp/qos-local``)::
 
-    etc/     slurm.conf, plugstack.conf, job_submit.lua, burst_buffer.lua, site.toml,
-             munge.key, admin.token, one TOML per daemon
+    etc/     slurm.conf, cgroup.conf, plugstack.conf, job_submit.lua, site.toml,
+             munge.key, admin.token, one TOML per daemon, cluster.json
     bin/     qos-slurm-plan (the SPANK helper: system Python, standard library),
-             qos-slurm, qos-prolog, qos-epilog (root: the project's virtualenv)
+             qos-slurm, qos-prolog, qos-epilog, qos-node-prolog, qos-node-epilog (root)
     lib/     the installed qos_plugin package and qos_spank.so (readable by users)
     run/     pid files, the munge socket          log/   every daemon's log
-    tiers/   the shared tier and the disk node-local tier; the memory tier is on /dev/shm
+    qos/     what jobs see: pfs (the qosfs mount), ram and ssd (each node's own)
+    stores/  the shared tier's store behind the daemons (root only, mode 0700)
+    nodes/   each node's disk tier (root only from the host)
     registry/  the trained example workflow ("pipeline")
 
 Slurm 22.05 from Debian runs as root without systemd; SLURM_CONF points at etc/.
-Started in order munged, tokenbucketd x N, slurmctld, slurmd; ready when sinfo says
-the node is idle. Stopped by PID, in reverse order.
+Started in order munged, tokenbucketd x D, nodes (namespace, qosfs, slurmd), the head's
+qosfs, slurmctld; ready when sinfo says every node is idle. Stopped in reverse; removing
+a node kills every process in its cgroup, which drops its namespaces and mounts.
 """
 
 from __future__ import annotations
@@ -35,7 +48,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from qos_plugin.slurm.nodes import Node, NodeSpec
 from tokenbucket_daemon.local import free_ports
 
 log = logging.getLogger(__name__)
@@ -46,7 +61,10 @@ PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "libslurm-dev", "gcc
 # The example workflow's tiers: (name, kind, nominal read/write MiB/s, contention).
 TIERS = (("pfs", "shared", 100.0, 80.0, 0.5), ("ram", "node-local", 2000.0, 1500.0, 0.3),
          ("ssd", "node-local", 500.0, 300.0, 0.4))
-ORDER = ("slurmd", "slurmctld", "daemons", "munged")
+PYTHON = REPO / ".venv" / "bin" / "python"
+RAM_SIZE = "1g"                 # each node's memory tier
+NODE_MEMORY_MB = 2048
+SLURMD_TIMEOUT = 5
 
 
 class ClusterError(RuntimeError):
@@ -84,17 +102,18 @@ def missing_packages() -> list[str]:
 
 class LocalCluster:
     def __init__(self, root: Path = DEFAULT_DIR, daemons: int = 2,
-                 on_unavailable: str = "open", shm: Path = Path("/dev/shm")) -> None:
+                 on_unavailable: str = "open", nodes: int = 2) -> None:
         self.root = root.absolute()      # not resolved: a planted link must be seen
         self.n_daemons = daemons
+        self.n_nodes = nodes
         self.on_unavailable = on_unavailable
         self.etc, self.bin, self.lib = self.root / "etc", self.root / "bin", self.root / "lib"
         self.run, self.logs = self.root / "run", self.root / "log"
-        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:10]
-        self.shm_dir = shm / f"qos-local-{digest}"     # the same name in up and down
         self.slurm_conf = self.etc / "slurm.conf"
         self.site_conf = self.etc / "site.toml"
         self.plugstack = self.etc / "plugstack.conf"
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:10]
+        self.cgroup_prefix = f"qoslocal-{digest}"       # the same name in up and down
 
     # ------------------------------------------------------------------ paths
 
@@ -107,22 +126,42 @@ class LocalCluster:
         return env
 
     def tier_path(self, name: str) -> Path:
-        return self.shm_dir / name if name == "ram" else self.root / "tiers" / name
+        """Where jobs see tier ``name`` (the same path on every node)."""
+        return self.root / "qos" / name
+
+    def store_path(self, name: str) -> Path:
+        """Where the daemons keep an enforced tier (root only)."""
+        return self.root / "stores" / name
+
+    def node_names(self) -> list[str]:
+        return list(self._info()["nodes"])
 
     def daemon_addresses(self) -> list[str]:
-        info = json.loads((self.etc / "cluster.json").read_text())
-        return list(info["daemons"])
+        return list(self._info()["daemons"])
+
+    def _info(self) -> dict[str, Any]:
+        info: dict[str, Any] = json.loads((self.etc / "cluster.json").read_text())
+        return info
+
+    def node(self, name: str) -> Node:
+        if name not in self.node_names():
+            raise ClusterError(f"no node {name!r}; the nodes are {self.node_names()}")
+        return Node(NodeSpec(name, f"{self.cgroup_prefix}-{name}",
+                             tmpfs=[(self.tier_path("ram"), RAM_SIZE)],
+                             binds=[(self.root / "nodes" / name / "ssd",
+                                     self.tier_path("ssd"))]),
+                    self.run, self.logs)
 
     def running(self) -> dict[str, int]:
         return {k: v for k, v in _pids(self.run).items() if _alive(v)}
 
     # ------------------------------------------------------------------ up
 
-    def up(self, user: str | None = None, timeout: float = 60.0) -> float:
+    def up(self, user: str | None = None, timeout: float = 90.0) -> float:
         t0 = time.perf_counter()
         if os.geteuid() != 0:
             raise ClusterError("deploy/local must run as root (it starts slurmctld, slurmd "
-                               "and munged); run it with sudo")
+                               "and munged, and makes the nodes' namespaces); run it with sudo")
         if self.run.is_dir() and self.running():
             raise ClusterError(f"a local cluster is already running in {self.root} "
                                f"({', '.join(self.running())}); stop it with deploy/local/down "
@@ -135,22 +174,36 @@ class LocalCluster:
         if user:
             ensure_user(user)
         for d in (self.etc, self.bin, self.lib, self.run, self.logs, self.root / "state",
-                  self.root / "spool" / "slurmd", self.root / "state" / "slurmctld",
-                  self.root / "registry", self.root / "model", self.shm_dir):
+                  self.root / "state" / "slurmctld", self.root / "registry",
+                  self.root / "model", self.root / "stores", self.root / "nodes"):
             d.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)        # users read the site config, helper and library
         self.run.chmod(0o755)         # munge's socket directory must be 0755
+        # The stores and the nodes' disks are reachable by root only from the host: a
+        # user's process writes the shared tier through qosfs or not at all.
+        (self.root / "stores").chmod(0o700)
+        (self.root / "nodes").chmod(0o700)
         for name, *_ in TIERS:
             p = self.tier_path(name)
             p.mkdir(parents=True, exist_ok=True)
             p.chmod(0o755)
-        self.shm_dir.chmod(0o755)
+        for name, kind, *_ in TIERS:
+            if kind == "shared":
+                self.store_path(name).mkdir(exist_ok=True)
+                self.store_path(name).chmod(0o755)
+        names = [f"node{i + 1}" for i in range(self.n_nodes)]
+        for n in names:
+            d = self.root / "nodes" / n / "ssd"
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o755)
+            (self.root / "spool" / n).mkdir(parents=True, exist_ok=True)
 
-        ports = free_ports(2 + self.n_daemons)
-        ctld_port, slurmd_port, dports = ports[0], ports[1], ports[2:]
-        addrs = [f"127.0.0.1:{p}" for p in dports]
+        ports = free_ports(1 + self.n_nodes + self.n_daemons)
+        ctld_port, node_ports = ports[0], ports[1:1 + self.n_nodes]
+        addrs = [f"127.0.0.1:{p}" for p in ports[1 + self.n_nodes:]]
         (self.etc / "cluster.json").write_text(json.dumps(
-            {"daemons": addrs, "slurmctld_port": ctld_port, "slurmd_port": slurmd_port}))
+            {"daemons": addrs, "slurmctld_port": ctld_port,
+             "nodes": dict(zip(names, node_ports, strict=True))}))
 
         self._start_munge()
         self._write_token()
@@ -158,7 +211,10 @@ class LocalCluster:
         self._install_lib()
         self._write_site(addrs)
         self._train_example()
-        self._write_slurm(ctld_port, slurmd_port)
+        self._write_slurm(ctld_port, dict(zip(names, node_ports, strict=True)))
+        for wait in [self._start_node(n, addrs) for n in names]:
+            wait()
+        self._mount_head(addrs)
         self._start_slurm(timeout - (time.perf_counter() - t0))
         took = time.perf_counter() - t0
         (self.root / "env").write_text("".join(f"export {k}={v}\n" for k, v in self.env().items()))
@@ -200,10 +256,10 @@ class LocalCluster:
         return tok.read_text().strip()
 
     def _start_daemons(self, addrs: list[str]) -> None:
+        """The shared tier's daemons, all serving its one store (a parallel file
+        system's servers, files striped over them by qosfs)."""
         for i, addr in enumerate(addrs):
-            tiers = {"pfs": self.tier_path("pfs")}
-            if i == 0:                # the compute node's own daemon serves its local tiers
-                tiers |= {n: self.tier_path(n) for n, k, *_ in TIERS if k == "node-local"}
+            tiers = {n: self.store_path(n) for n, k, *_ in TIERS if k == "shared"}
             peers = ", ".join(f'"{a}"' for a in addrs if a != addr)
             state = self.root / "state" / f"tokenbucketd-{i}"
             state.mkdir(parents=True, exist_ok=True)
@@ -218,10 +274,9 @@ class LocalCluster:
 
     def start_daemon(self, i: int, wait: bool = True) -> int:
         """Start daemon ``i`` from its config (again, after stop_daemon)."""
-        py = REPO / ".venv" / "bin" / "python"
         conf = self.etc / f"tokenbucketd-{i}.toml"
         with open(self.logs / f"tokenbucketd-{i}.log", "ab") as logf:
-            proc = subprocess.Popen([str(py), "-m", "tokenbucket_daemon.server.app",
+            proc = subprocess.Popen([str(PYTHON), "-m", "tokenbucket_daemon.server.app",
                                      "--config", str(conf)], stdout=logf, stderr=logf,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     cwd=str(self.root))
@@ -245,6 +300,53 @@ class LocalCluster:
         _wait(lambda: _gone(pid), 15, f"tokenbucketd-{i} did not stop")
         (self.run / f"tokenbucketd-{i}.pid").unlink(missing_ok=True)
 
+    def _qosfs_argv(self, tier: str, addrs: list[str], log_name: str) -> list[str]:
+        return [str(PYTHON), "-m", "qosfs.cli", "mount", tier, str(self.tier_path(tier)),
+                "--daemons", ",".join(addrs), "--foreground",
+                "--log", str(self.logs / log_name)]
+
+    def _start_node(self, name: str, addrs: list[str]) -> Callable[[], None]:
+        """Make node ``name`` and start its programs; returns a wait for its mounts."""
+        node = self.node(name)
+        node.create()
+        shared = [n for n, k, *_ in TIERS if k == "shared"]
+        for tier in shared:
+            node.spawn(self._qosfs_argv(tier, addrs, f"qosfs-{tier}-{name}.log"),
+                       f"qosfs-{tier}-{name}.out")
+
+        def mounted() -> bool:
+            return all(node.run(["mountpoint", "-q", str(self.tier_path(t))]).returncode == 0
+                       for t in shared)
+
+        def wait() -> None:
+            _wait(mounted, 30, f"qosfs did not mount on {name} (see {self.logs})")
+            self.start_slurmd(name)
+        return wait
+
+    def start_slurmd(self, name: str) -> int:
+        """slurmd of node ``name``, inside the node (again, after it was killed)."""
+        env = {**os.environ, **self.env()}
+        p = self.node(name).spawn(["slurmd", "-D", "-N", name], f"slurmd-{name}.out", env=env)
+        (self.run / f"slurmd-proc-{name}.pid").write_text(str(p.pid))
+        return p.pid
+
+    def slurmd_pid(self, name: str) -> int | None:
+        """The pid of node ``name``'s slurmd (the one it wrote), if it runs."""
+        pid = _pids(self.run).get(f"slurmd-{name}")
+        return pid if pid is not None and _alive(pid) else None
+
+    def _mount_head(self, addrs: list[str]) -> None:
+        """The head's own view of the shared tiers (made after the nodes, so that their
+        namespaces do not inherit it)."""
+        for tier in [n for n, k, *_ in TIERS if k == "shared"]:
+            with open(self.logs / f"qosfs-{tier}-head.out", "ab") as logf:
+                p = subprocess.Popen(self._qosfs_argv(tier, addrs, f"qosfs-{tier}-head.log"),
+                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                     start_new_session=True)
+            (self.run / f"qosfs-{tier}-head.pid").write_text(str(p.pid))
+            _wait(lambda t=tier: os.path.ismount(self.tier_path(t)), 30,
+                  f"qosfs did not mount {tier} on the head (see {self.logs})")
+
     def _install_lib(self) -> None:
         """The package where users can read it, and the entry points Slurm runs."""
         dst = self.lib / "qos_plugin"
@@ -265,25 +367,29 @@ class LocalCluster:
             "# The SPANK plugin's planner helper: runs as the submitting user.\n"
             f"import sys\nsys.path.insert(0, {str(self.lib)!r})\n"
             "from qos_plugin.slurm.cli import main\nsys.exit(main())\n")
-        py = REPO / ".venv" / "bin" / "python"
         env = " ".join(f"{k}={v}" for k, v in self.env().items())
         for name, args in (("qos-slurm", '"$@"'), ("qos-prolog", "prolog"),
-                           ("qos-epilog", "epilog")):
+                           ("qos-epilog", "epilog"), ("qos-node-prolog", "node-prolog"),
+                           ("qos-node-epilog", "node-epilog")):
             (self.bin / name).write_text(
                 f"#!/bin/sh\nexport {env} PATH=/usr/sbin:/usr/bin:/sbin:/bin\n"
-                f"exec {py} -I -m qos_plugin.slurm.cli --site {self.site_conf} {args}\n")
+                f"exec {PYTHON} -I -m qos_plugin.slurm.cli --site {self.site_conf} {args}\n")
         for f in self.bin.iterdir():
             f.chmod(0o755)
 
     def _write_site(self, addrs: list[str]) -> None:
         lines = [f'registry = "{self.root / "registry"}"',
-                 f'on_unavailable = "{self.on_unavailable}"', "max_nodes = 1",
+                 f'on_unavailable = "{self.on_unavailable}"', f"max_nodes = {self.n_nodes}",
                  f'admin_token_file = "{self.etc / "admin.token"}"',
                  f'state_dir = "{self.root / "state" / "qos"}"', ""]
         for name, kind, *_ in TIERS:
-            served = addrs if kind == "shared" else addrs[:1]
-            lines += [f"[tiers.{name}]", f'kind = "{kind}"', f'path = "{self.tier_path(name)}"',
-                      "daemons = [" + ", ".join(f'"{a}"' for a in served) + "]", ""]
+            lines += [f"[tiers.{name}]", f'kind = "{kind}"']
+            if kind == "shared":
+                lines += ['enforce = "daemons"', f'path = "{self.store_path(name)}"',
+                          f'mount = "{self.tier_path(name)}"',
+                          "daemons = [" + ", ".join(f'"{a}"' for a in addrs) + "]", ""]
+            else:
+                lines += ['enforce = "direct"', f'path = "{self.tier_path(name)}"', ""]
         self.site_conf.write_text("\n".join(lines))
         self.site_conf.chmod(0o644)
 
@@ -298,62 +404,70 @@ class LocalCluster:
         wf = pipeline([(n, k) for n, k, *_ in TIERS],
                       {n: TierModel(r, w, c) for n, _, r, w, c in TIERS}, scale=10.0)
         wf.move_mibps = 200.0
-        files = write_pipeline(wf, self.root / "model", [1, 2, 4])
+        counts = list(range(1, self.n_nodes + 1))
+        files = write_pipeline(wf, self.root / "model", counts)
         rc = qos_plan(["train", "pipeline", "--template", str(files["template"]),
                        "--costs", str(files["costs"]), "--io-data", str(files["io"]),
-                       "--nodes", "1,2,4", "--registry", str(reg)])
+                       "--nodes", ",".join(map(str, counts)), "--registry", str(reg)])
         if rc:
             raise ClusterError("training the example workflow failed")
         for p in [reg, *reg.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
 
-    def _write_slurm(self, ctld_port: int, slurmd_port: int) -> None:
+    def _write_slurm(self, ctld_port: int, node_ports: dict[str, int]) -> None:
         cpus = os.cpu_count() or 1
-        mem = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.9)
         r = self.root
+        nodes = "".join(f"NodeName={n} NodeAddr=127.0.0.1 NodeHostname={n} Port={p} "
+                        f"CPUs={cpus} RealMemory={NODE_MEMORY_MB} State=UNKNOWN\n"
+                        for n, p in node_ports.items())
         conf = f"""# generated by deploy/local/up
 ClusterName=qoslocal
 SlurmctldHost=localhost
 SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.run / 'munge.socket.2'}
 StateSaveLocation={r / 'state' / 'slurmctld'}
-SlurmdSpoolDir={r / 'spool' / 'slurmd'}
+SlurmdSpoolDir={r / 'spool' / '%n'}
 SlurmctldPidFile={self.run / 'slurmctld.pid'}
-SlurmdPidFile={self.run / 'slurmd.pid'}
+SlurmdPidFile={self.run / 'slurmd-%n.pid'}
 SlurmctldLogFile={self.logs / 'slurmctld.log'}
-SlurmdLogFile={self.logs / 'slurmd.log'}
-ProctrackType=proctrack/linuxproc
+SlurmdLogFile={self.logs / 'slurmd-%n.log'}
+# Jobs in cgroups: qosfs reads a process's job from /proc/<pid>/cgroup.
+ProctrackType=proctrack/cgroup
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-# bf_interval: burst-buffer jobs are started by the backfill pass (default every 30 s)
-SchedulerParameters=batch_sched_delay=0,bf_interval=1
+SchedulerParameters=batch_sched_delay=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
+# Every node is this machine: its resources are what this file says.
+SlurmdParameters=config_overrides
 ReturnToService=2
+# A node whose slurmd is gone is declared down (and its jobs failed) within seconds.
+SlurmdTimeout={SLURMD_TIMEOUT}
 MpiDefault=none
 MailProg=/bin/true
 PlugStackConfig={self.plugstack}
 JobSubmitPlugins=lua
-BurstBufferType=burst_buffer/lua
+# Node-local tiers are prepared on each of the job's nodes at allocation, before the
+# batch script starts anywhere, and cleaned up there when it ends.
+PrologFlags=Alloc
+Prolog={self.bin / 'qos-node-prolog'}
+Epilog={self.bin / 'qos-node-epilog'}
 PrologSlurmctld={self.bin / 'qos-prolog'}
 EpilogSlurmctld={self.bin / 'qos-epilog'}
-NodeName=localhost CPUs={cpus} RealMemory={mem} State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+{nodes}PartitionName=debug Nodes={','.join(node_ports)} Default=YES MaxTime=INFINITE State=UP
 """
         self.slurm_conf.write_text(conf)
+        (self.etc / "cgroup.conf").write_text(
+            "# generated by deploy/local/up: each node mounts its own freezer hierarchy\n"
+            "CgroupPlugin=cgroup/v1\nCgroupAutomount=no\nCgroupMountpoint=/sys/fs/cgroup\n"
+            "ConstrainCores=no\nConstrainRAMSpace=no\nConstrainDevices=no\n")
         self.write_plugstack()
         shutil.copy(REPO / "deploy" / "slurm" / "job_submit.lua", self.etc / "job_submit.lua")
-        bb = (REPO / "deploy" / "slurm" / "burst_buffer.lua.in").read_text()
-        bb = (bb.replace("@QOS_SLURM@", str(self.bin / "qos-slurm"))
-              .replace("@QOS_SITE@", str(self.site_conf))
-              .replace("@QOS_STATE@", str(self.root / "state" / "qos")))
-        (self.etc / "burst_buffer.lua").write_text(bb)
         for f in self.etc.iterdir():
             if f.suffix in (".conf", ".lua", ".toml"):
                 f.chmod(0o644)
@@ -369,41 +483,60 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 
     def _start_slurm(self, budget: float) -> None:
         env = {**os.environ, **self.env()}
-        for cmd in (["slurmctld"], ["slurmd", "-N", "localhost"]):
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if p.returncode:
-                raise ClusterError(f"{cmd[0]} did not start: {p.stderr.strip()} "
-                                   f"(see {self.logs / (cmd[0] + '.log')})")
+        p = subprocess.run(["slurmctld"], env=env, capture_output=True, text=True)
+        if p.returncode:
+            raise ClusterError(f"slurmctld did not start: {p.stderr.strip()} "
+                               f"(see {self.logs / 'slurmctld.log'})")
+        self.wait_idle(max(10.0, budget))
+
+    def wait_idle(self, timeout: float = 60.0, nodes: list[str] | None = None) -> None:
+        """Until every node (or those named) is idle."""
+        env = {**os.environ, **self.env()}
+        want = set(nodes or self.node_names())
 
         def idle() -> bool:
-            p = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True,
-                               text=True)
-            return p.returncode == 0 and p.stdout.strip() == "idle"
-        _wait(idle, max(5.0, budget), f"the node did not become idle (see {self.logs})")
+            p = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], env=env,
+                               capture_output=True, text=True)
+            states = dict(line.split() for line in p.stdout.splitlines() if line.strip())
+            return p.returncode == 0 and all(states.get(n) == "idle" for n in want)
+        _wait(idle, timeout, f"nodes {sorted(want)} did not become idle (see {self.logs})")
 
     # ------------------------------------------------------------------ down
 
     def down(self, purge: bool = False) -> list[str]:
         stopped = []
         pids = _pids(self.run)
-        groups = {"slurmd": ["slurmd"], "slurmctld": ["slurmctld"],
-                  "daemons": sorted(k for k in pids if k.startswith("tokenbucketd")),
-                  "munged": ["munged"]}
-        for g in ORDER:
-            names = [n for n in groups[g] if n in pids and _alive(pids[n])]
-            for n in names:
+
+        def stop(names: list[str]) -> None:
+            live = [n for n in names if n in pids and _alive(pids[n])]
+            for n in live:
                 os.kill(pids[n], signal.SIGTERM)
             deadline = time.monotonic() + 15
-            for n in names:
+            for n in live:
                 while not _gone(pids[n]) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 if _alive(pids[n]):
                     os.kill(pids[n], signal.SIGKILL)
                 stopped.append(n)
-            for n in groups[g]:
+            for n in names:
                 (self.run / f"{n}.pid").unlink(missing_ok=True)
+
+        stop(["slurmctld"])
+        nodes = [f.name[len("node-"):-len(".pid")] for f in self.run.glob("node-*.pid")] \
+            if self.run.is_dir() else []
+        for name in nodes:
+            Node(NodeSpec(name, f"{self.cgroup_prefix}-{name}"), self.run, self.logs).remove()
+            stopped.append(name)
+        for name in nodes:
+            for f in self.run.glob(f"slurmd*-{name}.pid"):
+                f.unlink(missing_ok=True)
+        stop(sorted(k for k in pids if k.startswith("qosfs-")))
+        for name, kind, *_ in TIERS:
+            if kind == "shared" and os.path.ismount(self.tier_path(name)):
+                subprocess.run(["umount", "-l", str(self.tier_path(name))], capture_output=True)
+        stop(sorted(k for k in pids if k.startswith("tokenbucketd")))
+        stop(["munged"])
         if purge:
-            shutil.rmtree(self.shm_dir, ignore_errors=True)
             shutil.rmtree(self.root, ignore_errors=True)
         return stopped
 
@@ -452,7 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the cluster")
     up.add_argument("--dir", type=Path, default=DEFAULT_DIR)
-    up.add_argument("--daemons", type=int, default=2, help="tokenbucketd daemons (default 2)")
+    up.add_argument("--nodes", type=int, default=2, help="compute nodes (default 2)")
+    up.add_argument("--daemons", type=int, default=2,
+                    help="tokenbucketd daemons of the shared tier (default 2)")
     up.add_argument("--user", default="qosuser",
                     help="a non-root user to submit jobs as, created if missing (default "
                     "qosuser; '' for none)")
@@ -468,7 +603,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command == "up":
             if a.daemons < 1:
                 raise ClusterError(f"--daemons {a.daemons}: give 1 or more")
-            c = LocalCluster(a.dir, a.daemons, a.on_unavailable)
+            if not 1 <= a.nodes <= 16:
+                raise ClusterError(f"--nodes {a.nodes}: give 1 to 16")
+            c = LocalCluster(a.dir, a.daemons, a.on_unavailable, a.nodes)
             try:
                 took = c.up(a.user or None)
             except BaseException:
@@ -476,7 +613,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"local cluster ready in {took:.1f} s: {a.dir}\n"
                   f"  source {c.root / 'env'}   # SLURM_CONF, QOS_SITE_CONFIG, qosctl's daemon\n"
-                  f"  daemons: {' '.join(c.daemon_addresses())}\n"
+                  f"  nodes: {' '.join(c.node_names())}; daemons: "
+                  f"{' '.join(c.daemon_addresses())}\n"
                   f"  try: sbatch --qos-workflow=pipeline --qos-deadline=5:00 job.sh\n"
                   f"  stop: deploy/local/down --dir {a.dir}")
         else:

@@ -18,9 +18,11 @@ and to the job (``SLURM_SPANK_QOS_*``). Pure: strings in, strings out.
                    tier's rate per node
 ``QOS_STAGE_IN``   declared input to stage into the node-local tiers (optional)
 ``QOS_STAGE_OUT``  where the node-local outputs go when the job ends (optional)
-``QOS_IN_TIERS``   node-local tiers of the stages that read the workflow's input (the
-                   stage-in goes there), ``QOS_OUT_TIERS`` those of the last level's
-                   stages (the stage-out comes from there)
+``QOS_IN_TIERS``   tiers of the stages that read the workflow's input (the stage-in goes
+                   there), ``QOS_OUT_TIERS`` those of the last level's stages (the
+                   stage-out comes from there)
+``QOS_KEEP``       ``1``: keep the shared-tier job directories after the job
+                   (``--qos-keep``); otherwise the epilog removes them after stage-out
 ``QOS_DIR_<T>``    the directory on tier T (one per tier, for job scripts)
 ``QOS_STAGE_<S>``  ``tier:directory`` of stage S (one per stage, for job scripts)
 =================  ===================================================================
@@ -79,6 +81,7 @@ class Placement:
     stage_out: str = ""
     in_tiers: list[str] = field(default_factory=list)
     out_tiers: list[str] = field(default_factory=list)
+    keep: bool = False
 
     def to_env(self) -> dict[str, str]:
         env = {"QOS_ID": self.id, "QOS_WORKFLOW": self.workflow, "QOS_NODES": str(self.nodes),
@@ -93,6 +96,8 @@ class Placement:
             env["QOS_STAGE_IN"] = self.stage_in
         if self.stage_out:
             env["QOS_STAGE_OUT"] = self.stage_out
+        if self.keep:
+            env["QOS_KEEP"] = "1"
         for t, d in self.dirs.items():
             env[f"QOS_DIR_{env_name(t)}"] = d
         for s, t in self.stages.items():
@@ -124,7 +129,8 @@ class Placement:
                        deadline=float(deadline) if deadline else None,
                        stage_in=get("QOS_STAGE_IN", ""), stage_out=get("QOS_STAGE_OUT", ""),
                        in_tiers=[t for t in get("QOS_IN_TIERS", "").split(",") if t],
-                       out_tiers=[t for t in get("QOS_OUT_TIERS", "").split(",") if t])
+                       out_tiers=[t for t in get("QOS_OUT_TIERS", "").split(",") if t],
+                       keep=get("QOS_KEEP", "") == "1")
         except ValueError as e:
             raise InputError("job environment", f"malformed placement ({e})",
                              "submit the job again") from None

@@ -44,6 +44,7 @@ class Request:
     objective: str = "frugal"
     stage_in: str = ""
     stage_out: str = ""
+    keep: bool = False
 
 
 def _tiers(text: str) -> tuple[str, ...]:
@@ -57,7 +58,7 @@ def _tiers(text: str) -> tuple[str, ...]:
 def parse_request(workflow: str | None, deadline: str | None = None,
                   max_nodes: str | None = None, exclude: str | None = None,
                   objective: str | None = None, stage_in: str | None = None,
-                  stage_out: str | None = None) -> Request:
+                  stage_out: str | None = None, keep: str | None = None) -> Request:
     """The ``--qos-*`` option values as sbatch got them (strings), checked."""
     if not workflow:
         raise InputError("--qos-workflow", "missing", "name the workflow model the job runs "
@@ -75,8 +76,15 @@ def parse_request(workflow: str | None, deadline: str | None = None,
                                  or "," in path):
             raise InputError(opt, f"{path!r} is not an absolute path without blanks or commas",
                              "give the full path of a file or directory")
+    # Checked now, as the submitting user: found missing at the job's start, it would
+    # only end the job after it waited in the queue.
+    if stage_in is not None and not os.access(stage_in, os.R_OK):
+        raise InputError("--qos-stage-in", f"{stage_in!r} does not exist or you cannot read it",
+                         "give a file or directory you can read")
+    if keep not in (None, "", "1", "yes", "true"):
+        raise InputError("--qos-keep", f"{keep!r} takes no value", "write --qos-keep alone")
     return Request(workflow, deadline, nodes, _tiers(exclude) if exclude else (),
-                   objective or "frugal", stage_in or "", stage_out or "")
+                   objective or "frugal", stage_in or "", stage_out or "", keep is not None)
 
 
 def load_model(site: Site, ref: str) -> TrainedModel:
@@ -178,18 +186,18 @@ def plan(site: Site, req: Request, user: str, placement_id: str | None = None) -
     ch = ans.choice
     pid = placement_id or new_id()
     used = list(dict.fromkeys(ch.tiers.values()))
-    dirs = {t: str(site.tier(t).path / user / pid) for t in used}
+    dirs = {t: str(site.tier(t).job_root / user / pid) for t in used}
     bandwidth = tier_rates(site, ans.bandwidth)
     local = [t for t in used if site.tier(t).is_local]
     reads_input = [s for s in model.stages
                    if "initial_data" in model.workflow[s].get("predecessors", {})]
     last = max(model.stage_levels.values())
-    in_tiers = [t for t in dict.fromkeys(ch.tiers[s] for s in reads_input) if t in local]
-    out_tiers = [t for t in dict.fromkeys(ch.tiers[s] for s in model.stages
-                                          if model.stage_levels[s] == last) if t in local]
+    in_tiers = list(dict.fromkeys(ch.tiers[s] for s in reads_input))
+    out_tiers = list(dict.fromkeys(ch.tiers[s] for s in model.stages
+                                   if model.stage_levels[s] == last))
     return Placement(id=pid, workflow=f"{model.name}@{model.version}", nodes=ch.nodes,
                      makespan=ch.makespan, region=ch.region.id, rule=rule_text(ch.region.rule),
                      stages=dict(ch.tiers), dirs=dirs,
                      local=local, bandwidth=bandwidth, deadline=c.deadline,
                      stage_in=req.stage_in, stage_out=req.stage_out,
-                     in_tiers=in_tiers, out_tiers=out_tiers)
+                     in_tiers=in_tiers, out_tiers=out_tiers, keep=req.keep)

@@ -12,10 +12,24 @@ state_dir = "/var/lib/qos-plugin"   # per-job staging records and the hooks' log
 
 [tiers.pfs]
 kind = "shared"             # or "node-local"
-path = "/lustre/qos"        # job directories are created under it
+enforce = "daemons"         # its I/O goes through the daemons (default for shared tiers)
+path = "/srv/qos/pfs"       # where the data lives: the store behind the daemons (root only)
+mount = "/qos/pfs"          # what jobs see: the qosfs mount of every compute node
 daemons = ["10.0.0.1:50051", "10.0.0.2:50051"]       # tokenbucketd serving the tier
 capacity = "100TiB"         # optional: the most the tier may hold (default: free space)
+
+[tiers.ram]
+kind = "node-local"
+enforce = "direct"          # used at kernel speed (default for node-local tiers)
+path = "/dev/shm/qos"       # the same path on every node, each node's own storage
+
+[nodes.node1]               # a node's own daemon, for node-local tiers with
+daemon = "10.0.1.1:50051"   # enforce = "daemons" (their reservations go there)
 ```
+
+A job's directory on a tier is ``<job root>/<user>/<id>``: under ``mount`` for a tier
+enforced through daemons (created in ``path``, the store, by the controller's prolog),
+under ``path`` for a tier used directly.
 
 Standard library only: the sbatch helper loads it as the submitting user.
 """
@@ -25,7 +39,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +48,7 @@ from qos_plugin.errors import InputError
 ENV_SITE = "QOS_SITE_CONFIG"
 DEFAULT_SITE = Path("/etc/qos-plugin/site.toml")
 KINDS = ("shared", "node-local")
+ENFORCE = ("daemons", "direct")
 MODES = ("open", "closed")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*", re.IGNORECASE)
 _TIER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
@@ -56,10 +71,21 @@ class SiteTier:
     path: Path
     daemons: tuple[str, ...]
     capacity: int | None = None
+    enforce: str = "direct"
+    mount: Path | None = None
 
     @property
     def is_local(self) -> bool:
         return self.kind == "node-local"
+
+    @property
+    def enforced(self) -> bool:
+        return self.enforce == "daemons"
+
+    @property
+    def job_root(self) -> Path:
+        """Where jobs see the tier: the qosfs mount when enforced, else the tier itself."""
+        return self.mount if self.mount is not None else self.path
 
 
 @dataclass(frozen=True)
@@ -71,6 +97,7 @@ class Site:
     max_nodes: int | None = None
     admin_token_file: Path | None = None
     state_dir: Path = Path("/var/lib/qos-plugin")
+    node_daemons: dict[str, str] = field(default_factory=dict)
 
     def tier(self, name: str) -> SiteTier:
         if name not in self.tiers:
@@ -121,7 +148,7 @@ def _get(raw: dict[str, Any], key: str, kind: type, source: str, default: Any = 
 def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
     src = str(source)
     known = {"registry", "on_unavailable", "max_nodes", "admin_token_file", "state_dir",
-             "tiers"}
+             "tiers", "nodes"}
     extra = sorted(set(raw) - known)
     if extra:
         raise InputError(src, f"unknown key {extra[0]!r}",
@@ -144,10 +171,11 @@ def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
         if not _TIER_NAME.fullmatch(name) or not isinstance(t, dict):
             raise InputError(where, f"{name!r} is not a tier table with a valid name",
                              "name tiers with letters, digits, '_' or '-'")
-        extra = sorted(set(t) - {"kind", "path", "daemons", "capacity"})
+        keys = {"kind", "path", "daemons", "capacity", "enforce", "mount"}
+        extra = sorted(set(t) - keys)
         if extra:
             raise InputError(where, f"unknown key {extra[0]!r}",
-                             "known keys: capacity, daemons, kind, path")
+                             f"known keys: {', '.join(sorted(keys))}")
         kind = _get(t, "kind", str, where)
         if kind not in KINDS:
             raise InputError(where, f"kind = {kind!r}", 'use "shared" or "node-local"')
@@ -159,8 +187,34 @@ def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
             raise InputError(where, f"daemons = {daemons!r}", 'list "host:port" strings')
         cap = t.get("capacity")
         capacity = parse_size(str(cap), f"{where} capacity") if cap is not None else None
-        tiers[name] = SiteTier(name, kind, Path(path), tuple(daemons), capacity)
+        enforce = _get(t, "enforce", str, where, "direct" if kind == "node-local" else
+                       ("daemons" if t.get("mount") else "direct"))
+        if enforce not in ENFORCE:
+            raise InputError(where, f"enforce = {enforce!r}", 'use "daemons" or "direct"')
+        mount = _get(t, "mount", str, where)
+        if mount is not None and not Path(mount).is_absolute():
+            raise InputError(where, f"mount = {mount!r}", "give the absolute path jobs see")
+        if enforce == "daemons" and kind == "shared" and (not mount or not daemons):
+            raise InputError(where, "enforce = \"daemons\" needs mount and daemons",
+                             "add the qosfs mount point jobs see and the tier's daemons, "
+                             "or set enforce = \"direct\"")
+        if enforce == "daemons" and kind == "node-local" and not mount:
+            raise InputError(where, "enforce = \"daemons\" needs mount",
+                             "add the qosfs mount point jobs see on every node")
+        tiers[name] = SiteTier(name, kind, Path(path), tuple(daemons), capacity, enforce,
+                               Path(mount) if mount else None)
     if not tiers:
         raise InputError(src, "no tiers", "declare at least one [tiers.NAME] table")
+    nodes: dict[str, str] = {}
+    for node, n in _get(raw, "nodes", dict, src, {}).items():
+        where = f"{src} [nodes.{node}]"
+        if not isinstance(n, dict) or set(n) - {"daemon"}:
+            raise InputError(where, f"{n!r} is not a table with a daemon key",
+                             'write daemon = "host:port"')
+        d = _get(n, "daemon", str, where)
+        if d is not None:
+            if ":" not in d:
+                raise InputError(where, f"daemon = {d!r}", 'write "host:port"')
+            nodes[node] = d
     return Site(source, Path(registry), tiers, mode, max_nodes,
-                Path(token) if token else None, Path(state))
+                Path(token) if token else None, Path(state), nodes)

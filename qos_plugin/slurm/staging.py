@@ -1,18 +1,15 @@
-"""The burst-buffer hooks: a job's node-local tier directories, its stage-in and
-stage-out, and their teardown (also when the job fails or is cancelled).
+"""Node-local tiers on each of a job's nodes: the job's directories, its stage-in and
+stage-out, and their removal (also when the job fails or is cancelled).
 
-burst_buffer.lua calls ``qos-slurm bb HOOK JOBID [UID GID]`` and shows the user the
-``error: ...`` line when a hook fails. The job's parameters travel in its burst
-buffer request, set by job_submit.lua from the placement::
-
-    #BB_LUA qos id=q0123456789ab dirs=ram=/tiers/ram/alice/q0123456789ab in=ram out=ram
-            stage_in=/home/alice/input stage_out=/home/alice/results
-
-A user can write that line too, so nothing in it is trusted: every directory must
-be exactly ``<tier path>/<job user>/<id>`` on a configured node-local tier.
-Copies run as the job's user, so staging never reads or writes what the user could
-not. Setup records the checked request in ``<state_dir>/bb/<job>.json``; the later
-hooks work from that record only.
+Run by slurmd on every node of the job, as root, in that node's own namespaces: the
+node Prolog at allocation (``PrologFlags=Alloc``: before the batch script starts on any
+node) and the node Epilog when the job ends. Both read the placement from the job's
+environment (``SPANK_QOS_*``), which a user can write with a SPANK plugin of their own,
+so nothing in it is trusted: every directory must be exactly ``<tier>/<job user>/<id>``
+on a configured node-local tier, and every copy runs as the job's user with the user's
+groups, so staging never reads or writes what the user could not. The prolog records
+the checked request in ``<state_dir>/nodes/<host>/<job>.json``; the epilog works from
+that record only.
 """
 
 from __future__ import annotations
@@ -22,17 +19,20 @@ import logging
 import os
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qos_plugin.errors import InputError, QosPluginError
-from qos_plugin.slurm.placement import PLACEMENT_ID, env_name
+from qos_plugin.slurm.placement import PLACEMENT_ID, SPANK_PROLOG_PREFIX, Placement
 from qos_plugin.slurm.site import Site, load_site
 
 log = logging.getLogger(__name__)
-BB_TAG = "#BB_LUA qos"
+
+
+REQUEST = "the job's placement"
 
 
 @dataclass
@@ -48,55 +48,46 @@ class StagingRecord:
     stage_out: str = ""
 
 
-def parse_bb(text: str) -> dict[str, str]:
-    """The key=value words after ``#BB_LUA qos`` (the first such line)."""
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith(BB_TAG + " ") or line == BB_TAG:
-            out = {}
-            for word in line[len(BB_TAG):].split():
-                k, sep, v = word.partition("=")
-                if not sep:
-                    raise InputError("burst buffer request", f"{word!r} is not key=value",
-                                     "submit with --qos-* options, not by hand")
-                out[k] = v
-            return out
-    raise InputError("burst buffer request", "no '#BB_LUA qos' line",
-                     "submit with --qos-* options, not by hand")
+def words_of(p: Placement, site: Site) -> dict[str, str]:
+    """The node-local part of a placement, in the words :func:`check_request` checks."""
+    local = [t for t in p.dirs if t in site.tiers and site.tiers[t].is_local]
+    return {"id": p.id, "dirs": ",".join(f"{t}={p.dirs[t]}" for t in local),
+            "in": ",".join(p.in_tiers), "out": ",".join(p.out_tiers),
+            "stage_in": p.stage_in, "stage_out": p.stage_out}
 
 
 def check_request(site: Site, job: str, user: str, uid: int, gid: int,
                   words: dict[str, str]) -> StagingRecord:
     pid = words.get("id", "")
     if not PLACEMENT_ID.fullmatch(pid):
-        raise InputError("burst buffer request", f"id {pid!r} is not a placement id",
+        raise InputError(REQUEST, f"id {pid!r} is not a placement id",
                          "submit with --qos-* options")
     dirs: dict[str, str] = {}
     for item in filter(None, words.get("dirs", "").split(",")):
         tier, _, d = item.partition("=")
         t = site.tier(tier)
         if not t.is_local:
-            raise InputError("burst buffer request", f"tier {tier!r} is not node-local",
+            raise InputError(REQUEST, f"tier {tier!r} is not node-local",
                              "only node-local tiers are staged")
-        want = t.path / user / pid
+        want = t.job_root / user / pid
         if Path(d) != want:
-            raise InputError("burst buffer request", f"directory {d!r} on tier {tier}",
+            raise InputError(REQUEST, f"directory {d!r} on tier {tier}",
                              f"it must be {want}")
         dirs[tier] = d
     if not dirs:
-        raise InputError("burst buffer request", "no node-local tier directories",
+        raise InputError(REQUEST, "no node-local tier directories",
                          "submit with --qos-* options")
 
     def tiers(key: str) -> list[str]:
         names = [t for t in words.get(key, "").split(",") if t]
         bad = [t for t in names if t not in dirs]
         if bad:
-            raise InputError("burst buffer request", f"{key} tier {bad[0]!r} has no directory",
+            raise InputError(REQUEST, f"{key} tier {bad[0]!r} has no directory",
                              "submit with --qos-* options")
         return names
     for key in ("stage_in", "stage_out"):
         if words.get(key) and not os.path.isabs(words[key]):
-            raise InputError("burst buffer request", f"{key} {words[key]!r} is not absolute",
+            raise InputError(REQUEST, f"{key} {words[key]!r} is not absolute",
                              "give the full path")
     return StagingRecord(job, uid, gid, pid, dirs, tiers("in"), tiers("out"),
                          words.get("stage_in", ""), words.get("stage_out", ""))
@@ -132,17 +123,13 @@ def make_job_dir(root: Path, path: Path, uid: int, gid: int, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def _record_path(site: Site, job: str) -> Path:
-    return site.state_dir / "bb" / f"{job}.json"
+def _record_path(site: Site, job: str, host: str | None = None) -> Path:
+    return site.state_dir / "nodes" / (host or socket.gethostname()) / f"{job}.json"
 
 
-def _env_path(site: Site, job: str) -> Path:
-    return site.state_dir / "bb" / f"{job}.env"
-
-
-def load_record(site: Site, job: str) -> StagingRecord | None:
+def load_record(site: Site, job: str, host: str | None = None) -> StagingRecord | None:
     try:
-        return StagingRecord(**json.loads(_record_path(site, job).read_text()))
+        return StagingRecord(**json.loads(_record_path(site, job, host).read_text()))
     except FileNotFoundError:
         return None
 
@@ -175,7 +162,7 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
-def _as_user(rec: StagingRecord, argv: list[str]) -> str:
+def as_user(rec: StagingRecord, argv: list[str]) -> str:
     """Run ``argv`` as the job's user (with the user's groups); its stdout."""
     try:
         groups = os.getgrouplist(pwd.getpwuid(rec.uid).pw_name, rec.gid)
@@ -189,21 +176,21 @@ def _as_user(rec: StagingRecord, argv: list[str]) -> str:
 
 
 def setup(site: Site, job: str, uid: int, gid: int, user: str | None,
-          bb: str) -> StagingRecord:
-    """``uid`` and ``gid`` come from slurmctld. ``user`` None (what the hook passes)
-    takes the name from the uid, never from the job's text: a comment or job name can
-    imitate any scontrol field."""
+          words: dict[str, str]) -> StagingRecord:
+    """Check the request, the space it needs, and make the job's directories on this
+    node. ``uid`` and ``gid`` come from slurmd; ``user`` None takes the name from the
+    uid, never from the job's text."""
     if user is None:
         try:
             user = pwd.getpwuid(uid).pw_name
         except KeyError:
             raise QosPluginError(f"uid {uid} has no user name on this host") from None
-    rec = check_request(site, job, user, uid, gid, parse_bb(bb))
+    rec = check_request(site, job, user, uid, gid, words)
     need = 0
     if rec.stage_in:
         # Measured as the user: root must not tell the user what exists or how big.
         try:
-            out = _as_user(rec, ["find", rec.stage_in, "-type", "f", "-printf", "%s\n"])
+            out = as_user(rec, ["find", rec.stage_in, "-type", "f", "-printf", "%s\n"])
             need = sum(int(x) for x in out.split())
         except (QosPluginError, ValueError):
             raise InputError("--qos-stage-in", f"{rec.stage_in!r} does not exist or {user} "
@@ -213,20 +200,17 @@ def setup(site: Site, job: str, uid: int, gid: int, user: str | None,
         free = free_bytes(site, tier)
         if need > free:
             cap = site.tiers[tier].capacity
-            raise QosPluginError(f"tier {tier} is out of space: the stage-in needs "
-                                 f"{_size(need)}, {_size(free)} free"
-                                 + (f" (capacity {_size(cap)})" if cap else "")
-                                 + f"; exclude it with --qos-exclude-tier={tier} or stage less")
+            raise InputError(f"tier {tier}", f"out of space on {socket.gethostname()}: the "
+                             f"stage-in needs {_size(need)}, {_size(free)} free"
+                             + (f" (capacity {_size(cap)})" if cap else ""),
+                             f"exclude it with --qos-exclude-tier={tier} or stage less")
     # The record before the directories: a teardown after a failure below must find
     # what was made.
     rp = _record_path(site, job)
     rp.parent.mkdir(parents=True, exist_ok=True)
     rp.write_text(json.dumps(asdict(rec)))
     for tier, d in rec.dirs.items():
-        make_job_dir(site.tier(tier).path, Path(d), uid, gid, 0o700)
-    # What paths() hands to the job (burst_buffer.lua copies it; it must not block).
-    _env_path(site, job).write_text("".join(f"QOS_DIR_{env_name(t)}={d}\n"
-                                            for t, d in rec.dirs.items()))
+        make_job_dir(site.tier(tier).job_root, Path(d), uid, gid, 0o700)
     log.info("job %s: node-local directories %s", job, rec.dirs)
     return rec
 
@@ -235,17 +219,38 @@ def data_in(site: Site, rec: StagingRecord) -> None:
     if not rec.stage_in:
         return
     for tier in rec.in_tiers:
-        _as_user(rec, ["cp", "-a", "--", rec.stage_in, rec.dirs[tier] + "/"])
+        as_user(rec, ["cp", "-a", "--", rec.stage_in, rec.dirs[tier] + "/"])
         log.info("job %s: staged %s into %s", rec.job, rec.stage_in, rec.dirs[tier])
+
+
+def copy_contents(rec: StagingRecord, src: str, dest: str) -> None:
+    """Copy what ``src`` holds into ``dest`` (made if missing), as the job's user.
+    ``dest`` keeps its own mode and owner: ``cp -a src/. dest`` would give it the job
+    directory's 0700."""
+    as_user(rec, ["mkdir", "-p", "--", dest])
+    as_user(rec, ["find", src, "-mindepth", "1", "-maxdepth", "1", "-exec",
+                   "cp", "-a", "-t", dest, "--", "{}", "+"])
 
 
 def data_out(site: Site, rec: StagingRecord) -> None:
     if not rec.stage_out:
         return
     for tier in rec.out_tiers:
-        _as_user(rec, ["mkdir", "-p", "--", rec.stage_out])
-        _as_user(rec, ["cp", "-a", "--", rec.dirs[tier] + "/.", rec.stage_out + "/"])
+        copy_contents(rec, rec.dirs[tier], rec.stage_out)
         log.info("job %s: staged %s out to %s", rec.job, rec.dirs[tier], rec.stage_out)
+
+
+def remove_job_dir(root: Path, d: str, job: str) -> bool:
+    """Delete a job directory as root, only if it is ``<root>/<user>/<placement id>``."""
+    path = Path(d)
+    # Checked when made; checked again because this deletes as root.
+    if path.parent.parent != root or not PLACEMENT_ID.fullmatch(path.name) \
+            or path.resolve().parent.parent != root.resolve():
+        log.error("job %s: refusing to remove %s (not under %s)", job, d, root)
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    log.info("job %s: removed %s", job, d)
+    return True
 
 
 def teardown(site: Site, job: str) -> None:
@@ -254,42 +259,69 @@ def teardown(site: Site, job: str) -> None:
         log.info("job %s: nothing to tear down", job)
         return
     for tier, d in rec.dirs.items():
-        root = site.tier(tier).path.resolve()
-        path = Path(d)
-        # Checked at setup; checked again because this deletes as root.
-        if path.resolve().parent.parent != root or not PLACEMENT_ID.fullmatch(path.name):
-            log.error("job %s: refusing to remove %s (not under %s)", job, d, root)
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        log.info("job %s: removed %s", job, d)
+        remove_job_dir(site.tier(tier).job_root, d, job)
     _record_path(site, job).unlink(missing_ok=True)
-    _env_path(site, job).unlink(missing_ok=True)
 
 
-def run_hook(site_path: str | None, hook: str, job: str, uid: int | None,
-             gid: int | None) -> int:
-    """One hook; prints ``ok`` or ``error: <one line>`` for burst_buffer.lua."""
+def cancel_job(job: str, why: str) -> None:
+    """End a job whose staging failed through the user's doing, with the reason in its
+    record, without failing the prolog: a failed prolog drains the node."""
+    note = why.replace("\n", " ")[:900]
+    subprocess.run(["scontrol", "update", f"JobId={job}", f"AdminComment={note}"],
+                   capture_output=True, text=True, timeout=30)
+    subprocess.run(["scancel", job], capture_output=True, text=True, timeout=30)
+
+
+def node_prolog(site_path: str | None, env: dict[str, str]) -> int:
+    """slurmd's Prolog on each of the job's nodes: directories and stage-in. Exit 1 only
+    for a fault of the node (Slurm drains it); a fault of the request cancels the job."""
+    job = env.get("SLURM_JOB_ID", "")
+    try:
+        p = Placement.from_env(env, SPANK_PROLOG_PREFIX)
+    except InputError as e:
+        log.error("job %s: %s", job, e)
+        cancel_job(job, f"qos: {e}")
+        return 0
+    if p is None:
+        return 0
     try:
         site = load_site(site_path)
-        if hook == "setup":
-            from qos_plugin.slurm.slurmapi import slurm_client
-
-            if uid is None or gid is None:
-                raise QosPluginError("setup needs the job's uid and gid from slurmctld")
-            info = slurm_client().job(job)
-            if info is None:
-                raise QosPluginError(f"job {job} is unknown to Slurm")
-            setup(site, job, uid, gid, None, info.burst_buffer)
-        elif hook == "teardown":
-            teardown(site, job)
-        else:
-            rec = load_record(site, job)
-            if rec is None:
-                raise QosPluginError(f"job {job} has no staging record; setup did not run")
-            (data_in if hook == "data_in" else data_out)(site, rec)
+        words = words_of(p, site)
+        if not words["dirs"]:
+            return 0
+        uid, gid = int(env.get("SLURM_JOB_UID", "-1")), int(env.get("SLURM_JOB_GID", "-1"))
+        if uid < 0 or gid < 0:
+            raise QosPluginError(f"job {job}: slurmd gave no SLURM_JOB_UID/GID")
+        rec = setup(site, job, uid, gid, None, words)
+        data_in(site, rec)
+    except InputError as e:
+        log.error("job %s: node prolog: %s", job, e)
+        try:
+            teardown(load_site(site_path), job)
+        except (QosPluginError, OSError):
+            pass
+        cancel_job(job, f"qos: {e}")
+        return 0
     except (QosPluginError, OSError) as e:
-        log.error("job %s: bb %s: %s", job, hook, e)
-        print(f"error: qos {hook}: {e}")
+        log.error("job %s: node prolog: %s", job, e)
         return 1
-    print("ok")
+    return 0
+
+
+def node_epilog(site_path: str | None, env: dict[str, str]) -> int:
+    """slurmd's Epilog on each node: stage-out, then remove the job's directories. Never
+    fails: a failed epilog drains the node, and the job is over either way."""
+    job = env.get("SLURM_JOB_ID", "")
+    try:
+        site = load_site(site_path)
+        rec = load_record(site, job)
+        if rec is None:
+            return 0
+        try:
+            data_out(site, rec)
+        except QosPluginError as e:
+            log.error("job %s: stage-out on %s: %s", job, socket.gethostname(), e)
+        teardown(site, job)
+    except (QosPluginError, OSError) as e:
+        log.error("job %s: node epilog: %s", job, e)
     return 0
