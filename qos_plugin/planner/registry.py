@@ -109,10 +109,13 @@ class Registry:
                              f"models there: {known}; train one with 'qos-plan train {name} "
                              "...'")
         if ver:
-            if not ver.isdigit() or int(ver) not in have:
+            # NAME@1 and NAME@v1 both name version 1, as the file v1.json and the
+            # placement's QOS_WORKFLOW (name@1) do; ASCII digits only.
+            digits = ver[1:] if ver[:1] in ("v", "V") else ver
+            if not (digits.isascii() and digits.isdigit()) or int(digits) not in have:
                 raise InputError(f"model {ref!r}", f"no version {ver!r}",
                                  f"versions of {name}: {', '.join(map(str, have))}")
-            return self.root / name / f"v{int(ver)}.json"
+            return self.root / name / f"v{int(digits)}.json"
         return self.root / name / f"v{have[-1]}.json"
 
     def load(self, ref: str) -> TrainedModel:
