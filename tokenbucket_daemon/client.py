@@ -2,6 +2,8 @@
 
     data = DataClient("127.0.0.1:50051", Tag(job="42", user="ana"))
     data.write("tmpfs", "run/out.dat", b"..." * 1000)
+    as_ana = DataClient("127.0.0.1:50051", Tag(job="42", user="ana"),
+                        caller=Caller(uid=1000, gid=1000, groups=(1000,)))
     admin = AdminClient("127.0.0.1:50051", token=open(token_file).read().strip())
     admin.set_policy(Policy(Selector(Kind.JOB, "42"), limit_bps=200 * MiB))
 """
@@ -13,7 +15,8 @@ from typing import Any
 
 import grpc
 
-from tokenbucket_daemon.convert import policy_from_pb, policy_to_pb
+from tokenbucket_daemon.caller import Caller
+from tokenbucket_daemon.convert import caller_to_pb, policy_from_pb, policy_to_pb
 from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
@@ -35,15 +38,22 @@ def is_address(text: str) -> bool:
 
 
 class DataClient:
+    """Data-plane calls tagged with ``tag``; with a ``caller``, the daemon serves them
+    with that uid/gid/groups (without, as the daemon's own user)."""
+
     def __init__(self, address: str, tag: Tag | None = None,
-                 chan: grpc.Channel | None = None) -> None:
+                 chan: grpc.Channel | None = None, caller: Caller | None = None) -> None:
         self.address = address
         self.tag = tag or Tag()
+        self.caller = caller
         self._chan = chan or channel(address)
         self.stub = rpc.DataPlaneStub(self._chan)
 
     def _pbtag(self) -> pb.JobTag:
-        return pb.JobTag(job_id=self.tag.job, user=self.tag.user, account=self.tag.account)
+        t = pb.JobTag(job_id=self.tag.job, user=self.tag.user, account=self.tag.account)
+        if self.caller is not None:
+            t.caller.CopyFrom(caller_to_pb(self.caller))
+        return t
 
     def write_chunks(self, tier: str, path: str, chunks: Iterable[bytes], offset: int = 0,
                      fsync: bool = False) -> int:
@@ -94,6 +104,18 @@ class DataClient:
 
     def unlink(self, tier: str, path: str) -> None:
         self.stub.Unlink(pb.UnlinkRequest(tag=self._pbtag(), tier=tier, path=path))
+
+    def create(self, tier: str, path: str, mode: int = 0o644, exclusive: bool = False) -> None:
+        self.stub.Create(pb.CreateRequest(tag=self._pbtag(), tier=tier, path=path, mode=mode,
+                                          exclusive=exclusive))
+
+    def setattr(self, tier: str, path: str, *, mode: int | None = None,
+                uid: int | None = None, gid: int | None = None,
+                atime_ns: int | None = None, mtime_ns: int | None = None) -> pb.StatReply:
+        """chmod/chown/utimens as this client's caller; returns the attributes after."""
+        req = pb.SetattrRequest(tag=self._pbtag(), tier=tier, path=path, mode=mode, uid=uid,
+                                gid=gid, atime_ns=atime_ns, mtime_ns=mtime_ns)
+        return self.stub.Setattr(req).stat
 
     def close(self) -> None:
         self._chan.close()
@@ -154,5 +176,5 @@ class AdminClient:
         self._chan.close()
 
 
-__all__ = ["CHANNEL_OPTIONS", "AdminClient", "DataClient", "Kind", "Policy", "Selector", "Tag",
-           "channel", "is_address"]
+__all__ = ["CHANNEL_OPTIONS", "AdminClient", "Caller", "DataClient", "Kind", "Policy",
+           "Selector", "Tag", "channel", "is_address"]

@@ -1,7 +1,8 @@
-"""Policies between the core's dataclasses and the wire's messages."""
+"""Policies and callers between the core's dataclasses and the wire's messages."""
 
 from __future__ import annotations
 
+from tokenbucket_daemon.caller import Caller
 from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
 from tokenbucket_daemon.errors import InvalidArgument
 from tokenbucket_daemon.proto import qos_pb2 as pb
@@ -28,3 +29,15 @@ def policy_to_pb(p: Policy) -> pb.Policy:
                      tier=p.tier, limit_bps=p.limit_bps, reservation_bps=p.reservation_bps,
                      weight=p.weight, burst_bytes=p.burst_bytes, updated_ns=p.updated_ns,
                      origin=p.origin, scope=int(p.scope))  # type: ignore[arg-type]
+
+
+def caller_from_pb(tag: pb.JobTag) -> Caller | None:
+    """The tag's caller, checked, or None when the tag carries none."""
+    if not tag.HasField("caller"):
+        return None
+    c = tag.caller
+    return Caller(c.uid, c.gid, tuple(c.groups)).checked()
+
+
+def caller_to_pb(c: Caller) -> pb.Caller:
+    return pb.Caller(uid=c.uid, gid=c.gid, groups=list(c.groups))

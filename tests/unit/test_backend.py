@@ -182,7 +182,8 @@ def test_stat_fields(tier, root):
     st = tier.stat("f")
     real = os.stat(root / "f")
     assert st == {"size": 3, "mode": real.st_mode, "mtime_ns": real.st_mtime_ns,
-                  "is_dir": False, "nlink": 1}
+                  "is_dir": False, "nlink": 1, "uid": real.st_uid, "gid": real.st_gid,
+                  "atime_ns": real.st_atime_ns, "ctime_ns": real.st_ctime_ns}
     assert stat.S_ISREG(st["mode"])
     tier.mkdir("d")
     assert tier.stat("d")["is_dir"] is True
@@ -232,11 +233,14 @@ def test_readdir_sorted(tier):
     tier.mkdir("beta")
     rows = tier.readdir("")
     assert [r[0] for r in rows] == sorted(["zeta", "alpha", "Mid", "beta"])
-    assert ("alpha", False, 2) in rows
+    assert ("alpha", False, 2) in [r[:3] for r in rows]
+    alpha = os.stat(tier.root / "alpha")
+    assert rows[[r.name for r in rows].index("alpha")][3:] == (
+        alpha.st_mode, alpha.st_uid, alpha.st_gid, alpha.st_mtime_ns)
     assert [r for r in rows if r[0] == "beta"][0][1] is True
     assert tier.readdir(".") == rows
     tier.pwrite("beta/inner", 0, b"x")
-    assert tier.readdir("beta") == [("inner", False, 1)]
+    assert [r[:3] for r in tier.readdir("beta")] == [("inner", False, 1)]
     raises(FailedPrecondition, "alpha", tier.readdir, "alpha")
     raises(NotFound, "nope", tier.readdir, "nope")
 
@@ -416,7 +420,7 @@ def test_symlinks_inside_root_are_followed(tier, root):
     assert tier.stat("rel")["is_dir"] is True
     assert [r[0] for r in tier.readdir("abs")] == ["f", "g"]
     # readdir does not follow entries: a link shows as a link.
-    assert ("rel", False, len("data/real")) in tier.readdir("")
+    assert ("rel", False, len("data/real")) in [r[:3] for r in tier.readdir("")]
 
 
 def test_symlink_loop(tier, root):
@@ -450,3 +454,50 @@ def test_filesystem_type_picks_the_longest_mount_prefix(tmp_path):
     # Both are mounts inside "/": the deeper mount point wins.
     assert TierBackend("m", "/dev/shm").in_memory
     assert backend_mod.filesystem_type(Path("/proc/no/such/mount")) == "proc"
+
+
+# ---- attributes -----------------------------------------------------------------
+
+def test_setattr_changes_mode_owner_and_times_and_returns_them(tier, root):
+    tier.create("f", mode=0o644)
+    st = tier.setattr("f", mode=0o600)
+    assert stat.S_IMODE(st["mode"]) == 0o600 == stat.S_IMODE((root / "f").stat().st_mode)
+    st = tier.setattr("f", atime_ns=1_000_000_123, mtime_ns=2_000_000_456)
+    real = (root / "f").stat()
+    assert (st["atime_ns"], st["mtime_ns"]) == (1_000_000_123, 2_000_000_456)
+    assert (real.st_atime_ns, real.st_mtime_ns) == (1_000_000_123, 2_000_000_456)
+    # One time alone leaves the other as it is; "now" is the clock's.
+    st = tier.setattr("f", mtime_now=True)
+    assert st["atime_ns"] == 1_000_000_123 and st["mtime_ns"] > 2_000_000_456
+    if os.geteuid() == 0:
+        st = tier.setattr("f", uid=65534, gid=65534)
+        assert ((root / "f").stat().st_uid, st["gid"]) == (65534, 65534)
+    tier.mkdir("d")
+    assert tier.setattr("d", mode=0o1777)["is_dir"] is True
+    assert stat.S_IMODE((root / "d").stat().st_mode) == 0o1777
+    assert stat.S_IMODE(tier.setattr("", mode=0o755)["mode"]) == 0o755
+
+
+def test_setid_bits_are_never_set(tier, root):
+    tier.create("f")
+    assert stat.S_IMODE(tier.setattr("f", mode=0o7755)["mode"]) == 0o755
+    tier.create("g", mode=0o6755)
+    assert stat.S_IMODE((root / "g").stat().st_mode) & 0o7000 == 0
+    tier.mkdir("d", mode=0o3777)
+    assert stat.S_IMODE((root / "d").stat().st_mode) & 0o7000 == 0o1000
+    tier.mkdir("p/q", mode=0o2755, parents=True)
+    for p in ("p", "p/q"):
+        assert stat.S_IMODE((root / p).stat().st_mode) & 0o6000 == 0, p
+    assert stat.S_IMODE(tier.setattr("d", mode=0o7777)["mode"]) == 0o1777
+
+
+def test_setattr_bad_input_and_escapes(tier, root, outside):
+    tier.create("f")
+    raises(InvalidArgument, "0o10000", tier.setattr, "f", mode=0o10000)
+    raises(InvalidArgument, 0xFFFFFFFF, tier.setattr, "f", uid=0xFFFFFFFF)
+    raises(InvalidArgument, 5, tier.setattr, "f", atime_ns=5, atime_now=True)
+    raises(NotFound, "nope", tier.setattr, "nope", mode=0o600)
+    os.symlink(outside / "secret", root / "out")
+    before = (outside / "secret").stat().st_mode
+    raises(PermissionDenied, "out", tier.setattr, "out", mode=0o777)
+    assert (outside / "secret").stat().st_mode == before

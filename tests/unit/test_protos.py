@@ -30,6 +30,7 @@ SERVICES = {
         "Truncate": ("TruncateRequest", "TruncateReply", False, False),
         "Fsync": ("FsyncRequest", "FsyncReply", False, False),
         "Statfs": ("StatfsRequest", "StatfsReply", False, False),
+        "Setattr": ("SetattrRequest", "SetattrReply", False, False),
     },
     "AdminService": {
         "SetPolicy": ("SetPolicyRequest", "Policy", False, False),
@@ -164,6 +165,15 @@ def test_request_messages_round_trip() -> None:
 
     # Untagged is the default: an empty JobTag costs nothing on the wire.
     assert qos_pb2.JobTag().SerializeToString() == b""
+    # A caller is told apart from none, also when every id of it is 0 (root).
+    root = qos_pb2.JobTag(caller=qos_pb2.Caller(uid=0, gid=0))
+    back_root = qos_pb2.JobTag.FromString(root.SerializeToString())
+    assert back_root.HasField("caller") and not qos_pb2.JobTag().HasField("caller")
+    assert back_root.caller.uid == 0 and list(back_root.caller.groups) == []
+    # Setattr's fields are optional: mode 0 and "no mode" differ on the wire.
+    zero = qos_pb2.SetattrRequest(path="f", mode=0)
+    back_zero = qos_pb2.SetattrRequest.FromString(zero.SerializeToString())
+    assert back_zero.HasField("mode") and not back_zero.HasField("uid")
 
 
 def test_every_rpc_message_field_and_enum_value_is_commented(tmp_path: Path) -> None:

@@ -8,14 +8,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JobTag(_message.Message):
-    __slots__ = ("job_id", "user", "account")
+    __slots__ = ("job_id", "user", "account", "caller")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     user: str
     account: str
-    def __init__(self, job_id: _Optional[str] = ..., user: _Optional[str] = ..., account: _Optional[str] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, job_id: _Optional[str] = ..., user: _Optional[str] = ..., account: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
+
+class Caller(_message.Message):
+    __slots__ = ("uid", "gid", "groups")
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    uid: int
+    gid: int
+    groups: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., groups: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class WriteChunk(_message.Message):
     __slots__ = ("tag", "tier", "path", "offset", "data", "fsync")
@@ -74,18 +86,26 @@ class StatRequest(_message.Message):
     def __init__(self, tag: _Optional[_Union[JobTag, _Mapping]] = ..., tier: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class StatReply(_message.Message):
-    __slots__ = ("size", "mode", "mtime_ns", "is_dir", "nlink")
+    __slots__ = ("size", "mode", "mtime_ns", "is_dir", "nlink", "uid", "gid", "atime_ns", "ctime_ns")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     IS_DIR_FIELD_NUMBER: _ClassVar[int]
     NLINK_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NS_FIELD_NUMBER: _ClassVar[int]
+    CTIME_NS_FIELD_NUMBER: _ClassVar[int]
     size: int
     mode: int
     mtime_ns: int
     is_dir: bool
     nlink: int
-    def __init__(self, size: _Optional[int] = ..., mode: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., is_dir: _Optional[bool] = ..., nlink: _Optional[int] = ...) -> None: ...
+    uid: int
+    gid: int
+    atime_ns: int
+    ctime_ns: int
+    def __init__(self, size: _Optional[int] = ..., mode: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., is_dir: _Optional[bool] = ..., nlink: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., atime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ...) -> None: ...
 
 class CreateRequest(_message.Message):
     __slots__ = ("tag", "tier", "path", "mode", "exclusive")
@@ -166,14 +186,22 @@ class ReaddirRequest(_message.Message):
     def __init__(self, tag: _Optional[_Union[JobTag, _Mapping]] = ..., tier: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class DirEntry(_message.Message):
-    __slots__ = ("name", "is_dir", "size")
+    __slots__ = ("name", "is_dir", "size", "mode", "uid", "gid", "mtime_ns")
     NAME_FIELD_NUMBER: _ClassVar[int]
     IS_DIR_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     name: str
     is_dir: bool
     size: int
-    def __init__(self, name: _Optional[str] = ..., is_dir: _Optional[bool] = ..., size: _Optional[int] = ...) -> None: ...
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    def __init__(self, name: _Optional[str] = ..., is_dir: _Optional[bool] = ..., size: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
 
 class ReaddirReply(_message.Message):
     __slots__ = ("entries",)
@@ -248,6 +276,36 @@ class StatfsReply(_message.Message):
     free_files: int
     name_max: int
     def __init__(self, total_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., total_files: _Optional[int] = ..., free_files: _Optional[int] = ..., name_max: _Optional[int] = ...) -> None: ...
+
+class SetattrRequest(_message.Message):
+    __slots__ = ("tag", "tier", "path", "mode", "uid", "gid", "atime_ns", "mtime_ns", "atime_now", "mtime_now")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NOW_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NOW_FIELD_NUMBER: _ClassVar[int]
+    tag: JobTag
+    tier: str
+    path: str
+    mode: int
+    uid: int
+    gid: int
+    atime_ns: int
+    mtime_ns: int
+    atime_now: bool
+    mtime_now: bool
+    def __init__(self, tag: _Optional[_Union[JobTag, _Mapping]] = ..., tier: _Optional[str] = ..., path: _Optional[str] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., atime_now: _Optional[bool] = ..., mtime_now: _Optional[bool] = ...) -> None: ...
+
+class SetattrReply(_message.Message):
+    __slots__ = ("stat",)
+    STAT_FIELD_NUMBER: _ClassVar[int]
+    stat: StatReply
+    def __init__(self, stat: _Optional[_Union[StatReply, _Mapping]] = ...) -> None: ...
 
 class Selector(_message.Message):
     __slots__ = ("kind", "value")

@@ -33,7 +33,10 @@ class DataPlaneStub:
     File operations on the daemon's storage tiers. Reads and writes are charged their size
     in bytes against the class's token bucket; metadata operations are charged a small fixed
     cost. Every request carries a JobTag (see the header for the status codes every rpc may
-    return on a bad tier, a bad path, a full queue or a file system error).
+    return on a bad tier, a bad path, a full queue or a file system error); a tag with a
+    caller is served with the caller's permissions (EACCES and EPERM are PERMISSION_DENIED
+    with `qos-errno`). The data path never sets the setuid or setgid bit: Create, Mkdir
+    and Setattr drop them (and a file's sticky bit); Write creates files 0644.
     """
 
     def __init__(self, channel):
@@ -102,6 +105,11 @@ class DataPlaneStub:
                 request_serializer=qos_dot_v1_dot_qos__pb2.StatfsRequest.SerializeToString,
                 response_deserializer=qos_dot_v1_dot_qos__pb2.StatfsReply.FromString,
                 _registered_method=True)
+        self.Setattr = channel.unary_unary(
+                '/qos.v1.DataPlane/Setattr',
+                request_serializer=qos_dot_v1_dot_qos__pb2.SetattrRequest.SerializeToString,
+                response_deserializer=qos_dot_v1_dot_qos__pb2.SetattrReply.FromString,
+                _registered_method=True)
 
 
 class DataPlaneServicer:
@@ -112,13 +120,17 @@ class DataPlaneServicer:
     File operations on the daemon's storage tiers. Reads and writes are charged their size
     in bytes against the class's token bucket; metadata operations are charged a small fixed
     cost. Every request carries a JobTag (see the header for the status codes every rpc may
-    return on a bad tier, a bad path, a full queue or a file system error).
+    return on a bad tier, a bad path, a full queue or a file system error); a tag with a
+    caller is served with the caller's permissions (EACCES and EPERM are PERMISSION_DENIED
+    with `qos-errno`). The data path never sets the setuid or setgid bit: Create, Mkdir
+    and Setattr drop them (and a file's sticky bit); Write creates files 0644.
     """
 
     def Write(self, request_iterator, context):
         """Writes a stream of chunks to one file. The first chunk names the file (tag, tier,
         path, offset); the data of all chunks is written back to back starting at that offset.
-        The file is created (mode 0644) if it does not exist; its parent directory must exist.
+        The file is created (mode 0644, owned by the caller) if it does not exist; its parent
+        directory must exist. Permissions are checked when the stream opens the file.
         The single reply is sent only after every byte reached the tier (write(2) returned;
         durable on stable storage only if some chunk set `fsync`). On error the reply is the
         status alone and a prefix of the data may have been written.
@@ -151,8 +163,9 @@ class DataPlaneServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Create(self, request, context):
-        """Creates an empty regular file. Without `exclusive`, an existing file is left as it is
-        (neither truncated nor re-moded) and the call succeeds with created = false.
+        """Creates an empty regular file, owned by the caller. Without `exclusive`, an existing
+        file is left as it is (neither truncated nor re-moded) and the call succeeds with
+        created = false. The setuid, setgid and sticky bits of `mode` are dropped.
         Bad input: INVALID_ARGUMENT for an empty path or mode bits outside 07777;
         ALREADY_EXISTS with `exclusive` if the path exists; NOT_FOUND if the parent directory
         is missing; FAILED_PRECONDITION if the path is a directory.
@@ -172,7 +185,8 @@ class DataPlaneServicer:
 
     def Mkdir(self, request, context):
         """Creates a directory, and with `parents` every missing ancestor (like mkdir -p, where an
-        existing directory is not an error and gives created = false).
+        existing directory is not an error and gives created = false), owned by the caller.
+        The setuid and setgid bits of `mode` are dropped; the sticky bit is kept.
         Bad input: INVALID_ARGUMENT for an empty path or mode bits outside 07777;
         ALREADY_EXISTS without `parents` if the path exists; NOT_FOUND without `parents` if
         the parent is missing; FAILED_PRECONDITION if an ancestor is a file.
@@ -232,6 +246,21 @@ class DataPlaneServicer:
         """Capacity of a tier's file system (statvfs(2) of the tier root), for `df` on a
         client mount. Not charged against any bucket.
         Bad input: NOT_FOUND for a tier this daemon does not serve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Setattr(self, request, context):
+        """Changes a file's or directory's mode, owner, group or times (chmod, chown, utimensat),
+        as the caller, so POSIX rules apply: only the owner (or root) changes the mode or
+        times; only root gives a file away; the owner may change the group to one of its own
+        groups; anyone with write permission may set both times to now. Fields left unset
+        are not changed; the owner changes first, then the mode, then the times. The setuid
+        and setgid bits of `mode` are dropped (and the sticky bit of a file's).
+        Bad input: INVALID_ARGUMENT for mode bits outside 07777, a uid or gid of 4294967295,
+        or a time given both as a value and as now; PERMISSION_DENIED (qos-errno EPERM) when
+        the rules above refuse; NOT_FOUND if the path does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -300,6 +329,11 @@ def add_DataPlaneServicer_to_server(servicer, server):
                     request_deserializer=qos_dot_v1_dot_qos__pb2.StatfsRequest.FromString,
                     response_serializer=qos_dot_v1_dot_qos__pb2.StatfsReply.SerializeToString,
             ),
+            'Setattr': grpc.unary_unary_rpc_method_handler(
+                    servicer.Setattr,
+                    request_deserializer=qos_dot_v1_dot_qos__pb2.SetattrRequest.FromString,
+                    response_serializer=qos_dot_v1_dot_qos__pb2.SetattrReply.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'qos.v1.DataPlane', rpc_method_handlers)
@@ -316,7 +350,10 @@ class DataPlane:
     File operations on the daemon's storage tiers. Reads and writes are charged their size
     in bytes against the class's token bucket; metadata operations are charged a small fixed
     cost. Every request carries a JobTag (see the header for the status codes every rpc may
-    return on a bad tier, a bad path, a full queue or a file system error).
+    return on a bad tier, a bad path, a full queue or a file system error); a tag with a
+    caller is served with the caller's permissions (EACCES and EPERM are PERMISSION_DENIED
+    with `qos-errno`). The data path never sets the setuid or setgid bit: Create, Mkdir
+    and Setattr drop them (and a file's sticky bit); Write creates files 0644.
     """
 
     @staticmethod
@@ -633,6 +670,33 @@ class DataPlane:
             '/qos.v1.DataPlane/Statfs',
             qos_dot_v1_dot_qos__pb2.StatfsRequest.SerializeToString,
             qos_dot_v1_dot_qos__pb2.StatfsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Setattr(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qos.v1.DataPlane/Setattr',
+            qos_dot_v1_dot_qos__pb2.SetattrRequest.SerializeToString,
+            qos_dot_v1_dot_qos__pb2.SetattrReply.FromString,
             options,
             channel_credentials,
             insecure,

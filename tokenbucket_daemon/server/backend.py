@@ -8,12 +8,20 @@ symlink is only followed when its target stays inside the root, and a component
 swapped for a symlink between our check and our use makes the open fail instead
 of escaping. Every call is blocking; the gRPC server runs them in a thread pool.
 
+The walk starts from a descriptor of the root opened once, when the backend is made, so
+the host path above the root (often reachable by root only) is never looked up again,
+and it goes on with ``O_PATH`` descriptors, which need search permission on each
+directory but not read permission, as path lookup does. The daemon may run these calls
+with a caller's file system identity (:mod:`tokenbucket_daemon.server.fsid`): then the
+kernel checks that caller's permissions and new entries belong to the caller.
+
 Every ``OSError`` leaves this module as a :class:`~tokenbucket_daemon.errors.DaemonError`
 subclass whose message names the tier-relative path, never the host path.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -21,7 +29,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from stat import S_ISDIR
+from stat import S_ISDIR, S_ISLNK
 from types import TracebackType
 from typing import NamedTuple, Self
 
@@ -48,10 +56,18 @@ READ_STEP = 8 << 20
 # A chunk is allocated whole before the read; refuse sizes that could exhaust memory.
 MAX_CHUNK_SIZE = 64 << 20
 MAX_MODE = 0o7777
+# Never set through the data path: a setuid or setgid program written by a user would
+# run as that user's victims, or as root on a node that executes from the tier.
+SETID_BITS = 0o6000
+# The sticky bit means something on directories only (restricted deletion).
+STICKY = 0o1000
 
-# Intermediate components must be real directories; O_NOFOLLOW makes a symlink
-# fail (ELOOP, EMLINK on BSD) so we can inspect and resolve it ourselves.
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+# Intermediate components must be real directories; O_NOFOLLOW with O_DIRECTORY makes a
+# symlink fail (ENOTDIR with O_PATH, ELOOP otherwise) so we can inspect and resolve it
+# ourselves. O_PATH: walking needs search permission only, as path lookup does.
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+# A directory opened to be listed or synced (O_PATH descriptors can do neither).
+_LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 # Python opens descriptors non-inheritable by default (PEP 446), so no O_CLOEXEC.
 _NOFOLLOW = os.O_NOFOLLOW
 _SYMLINK_ERRNOS = {errno.ELOOP, errno.EMLINK, errno.ENOTDIR}
@@ -63,8 +79,10 @@ _ERRNO_MAP: dict[int, tuple[type[DaemonError], str]] = {
                                         "fix the path"),
     errno.EISDIR: (FailedPrecondition, "the path is a directory; name a file instead"),
     errno.ENOTEMPTY: (FailedPrecondition, "remove the directory's entries first"),
-    errno.EACCES: (PermissionDenied, "check the tier's permissions for the daemon's user"),
-    errno.EPERM: (PermissionDenied, "check the tier's permissions for the daemon's user"),
+    errno.EACCES: (PermissionDenied, "the caller lacks permission; check the owner and "
+                                     "mode of the path and its directories"),
+    errno.EPERM: (PermissionDenied, "only the owner (or root) may do this; check the "
+                                    "path's owner"),
     errno.ENOSPC: (ResourceExhausted, "free space on the tier or use another tier"),
 }
 if hasattr(errno, "EDQUOT"):
@@ -72,11 +90,69 @@ if hasattr(errno, "EDQUOT"):
 
 
 class DirEntry(NamedTuple):
-    """One ``readdir`` row; a plain tuple ``(name, is_dir, size)`` to callers."""
+    """One ``readdir`` row: the entry's lstat, as Stat gives it."""
 
     name: str
     is_dir: bool
     size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+
+
+def _stat_dict(st: os.stat_result) -> dict[str, int | bool]:
+    return {"size": st.st_size, "mode": st.st_mode, "mtime_ns": st.st_mtime_ns,
+            "is_dir": S_ISDIR(st.st_mode), "nlink": st.st_nlink, "uid": st.st_uid,
+            "gid": st.st_gid, "atime_ns": st.st_atime_ns, "ctime_ns": st.st_ctime_ns}
+
+
+def _sync_dir(dir_fd: int) -> None:
+    """fsync a directory held by an O_PATH descriptor (which fsync refuses)."""
+    fd = os.open(".", _LIST_FLAGS, dir_fd=dir_fd)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dir_for_sync(dir_fd: int) -> int | None:
+    """A descriptor of this directory that fsync accepts, or None when the caller may not
+    read it (a write-only drop box: its new entries are then as durable as the file
+    system makes them by itself)."""
+    try:
+        return os.open(".", _LIST_FLAGS, dir_fd=dir_fd)
+    except PermissionError:
+        logger.debug("directory not readable by the caller; its entry is not fsynced")
+        return None
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+# utimensat(2)'s markers: "now" (write permission suffices) and "leave as it is".
+_UTIME_NOW = (1 << 30) - 1
+_UTIME_OMIT = (1 << 30) - 2
+_AT_FDCWD = -100
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _timespec(ns: int | None, now: bool) -> _Timespec:
+    if now:
+        return _Timespec(0, _UTIME_NOW)
+    if ns is None:
+        return _Timespec(0, _UTIME_OMIT)
+    sec, nsec = divmod(ns, 1_000_000_000)
+    return _Timespec(sec, nsec)
+
+
+def _utimens(path: str, atime: _Timespec, mtime: _Timespec) -> None:
+    """utimensat(2) with UTIME_NOW/UTIME_OMIT, which os.utime cannot express."""
+    times = (_Timespec * 2)(atime, mtime)
+    if _libc.utimensat(_AT_FDCWD, os.fsencode(path), times, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _map_oserror(tier: str, op: str, value: object, exc: OSError) -> DaemonError:
@@ -117,6 +193,11 @@ def _check_mode(mode: object) -> int:
         raise InvalidArgument("mode has bits beyond 0o7777", oct(mode),
                               "pass permission bits only, e.g. 0o644")
     return mode
+
+
+def _safe_mode(mode: int, is_dir: bool) -> int:
+    """``mode`` without the bits the data path never sets."""
+    return mode & ~(SETID_BITS if is_dir else SETID_BITS | STICKY)
 
 
 def _write_all(fd: int, offset: int, data: bytes | bytearray | memoryview) -> int:
@@ -322,6 +403,24 @@ class TierBackend:
         self._name = name
         self._root = real
         self._root_parts = [p for p in real.parts if p != "/"]
+        # Opened as the daemon, once: callers need no access to the host path above the
+        # root. A root replaced while the daemon runs is seen only after a restart.
+        try:
+            self._root_fd: int | None = os.open(real, _DIR_FLAGS)
+        except OSError as exc:
+            raise InvalidArgument(f"root of tier {name!r} cannot be opened "
+                                  f"({os.strerror(exc.errno or 0)})", str(root),
+                                  "check the directory's permissions") from exc
+
+    def close(self) -> None:
+        """Close the root's descriptor; the backend is unusable afterwards."""
+        fd, self._root_fd = self._root_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        if getattr(self, "_root_fd", None) is not None:
+            self.close()
 
     @property
     def name(self) -> str:
@@ -361,13 +460,10 @@ class TierBackend:
         return [p for p in path.split("/") if p not in ("", ".")]
 
     def _open_root(self) -> int:
-        try:
-            return os.open(self._root, _DIR_FLAGS)
-        except OSError as exc:
-            logger.error("tier %s: cannot open root %s: %s", self._name, self._root, exc)
-            raise FailedPrecondition(
-                f"root of tier {self._name!r} is not accessible ({os.strerror(exc.errno or 0)})",
-                None, "check the tier's directory on this node") from exc
+        if self._root_fd is None:
+            raise FailedPrecondition(f"tier {self._name!r} is closed", None,
+                                     "restart the daemon")
+        return self._root_fd
 
     @staticmethod
     def _readlink(dir_fd: int, name: str) -> str | None:
@@ -385,7 +481,8 @@ class TierBackend:
 
         The last element of the chain is the directory holding the final component;
         the name is None when the path denotes that directory itself (the root, or a
-        symlink to a directory). The caller closes every descriptor of the chain.
+        symlink to a directory). Every descriptor is O_PATH; the first is the root's,
+        which the backend keeps, and the caller closes the others (``_close_chain``).
         Raises OSError for the caller to map, or PermissionDenied on an escape.
         """
         queue = deque(self._split(path))
@@ -442,9 +539,13 @@ class TierBackend:
                 queue.extendleft(reversed(parts))
             return fds, None
         except BaseException:
-            for fd in fds:
-                os.close(fd)
+            self._close_chain(fds)
             raise
+
+    @staticmethod
+    def _close_chain(fds: list[int]) -> None:
+        for fd in fds[1:]:        # fds[0] is the root's, kept open
+            os.close(fd)
 
     @contextmanager
     def _at(self, op: str, path: str, *, follow_last: bool = True, make_parents: bool = False,
@@ -455,8 +556,7 @@ class TierBackend:
             try:
                 yield fds[-1], name
             finally:
-                for fd in fds:
-                    os.close(fd)
+                self._close_chain(fds)
 
     def _refuse_root(self, op: str, path: str) -> InvalidArgument:
         return InvalidArgument(f"{op} cannot act on the root of tier {self._name!r}", path,
@@ -501,7 +601,7 @@ class TierBackend:
                     os.fsync(fd)
                     if created:
                         # A new file is durable only once its directory entry is.
-                        os.fsync(dir_fd)
+                        _sync_dir(dir_fd)
             finally:
                 os.close(fd)
         return n
@@ -512,7 +612,7 @@ class TierBackend:
         with self._at("open_for_write", path) as (dir_fd, name):
             fd, created = self._open_or_create(dir_fd, name, 0o644)
             try:
-                parent = os.dup(dir_fd) if created else None
+                parent = _dir_for_sync(dir_fd) if created else None
             except OSError:
                 os.close(fd)
                 raise
@@ -563,7 +663,7 @@ class TierBackend:
         """Flush a file or directory (the root included) to the device."""
         with self._at("fsync", path) as (dir_fd, name):
             if name is None:
-                os.fsync(dir_fd)
+                _sync_dir(dir_fd)
                 return
             # O_RDONLY works for directories as well as files, and fsync needs no more.
             fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
@@ -577,23 +677,24 @@ class TierBackend:
     def statfs(self) -> dict[str, int]:
         """Capacity of the file system holding the tier (statvfs of the root)."""
         with _mapped(self._name, "statfs", ""):
-            v = os.statvfs(self._root)
+            v = os.statvfs(self._open_root())
         return {"total_bytes": v.f_blocks * v.f_frsize, "free_bytes": v.f_bavail * v.f_frsize,
                 "total_files": v.f_files, "free_files": v.f_favail, "name_max": v.f_namemax}
 
     def stat(self, path: str) -> dict[str, int | bool]:
-        """size, mode, mtime_ns, is_dir, nlink of a file or directory (following symlinks)."""
+        """size, mode, mtime_ns, is_dir, nlink, uid, gid, atime_ns, ctime_ns of a file or
+        directory (symlinks inside the tier followed)."""
         with self._at("stat", path) as (dir_fd, name):
             if name is None:
                 st = os.stat(dir_fd)
             else:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        return {"size": st.st_size, "mode": st.st_mode, "mtime_ns": st.st_mtime_ns,
-                "is_dir": S_ISDIR(st.st_mode), "nlink": st.st_nlink}
+        return _stat_dict(st)
 
     def create(self, path: str, mode: int = 0o644, exclusive: bool = False) -> None:
-        """Create an empty file, or leave an existing one as is unless ``exclusive``."""
-        mode = _check_mode(mode)
+        """Create an empty file, or leave an existing one as is unless ``exclusive``.
+        The setuid, setgid and sticky bits of ``mode`` are dropped."""
+        mode = _safe_mode(_check_mode(mode), is_dir=False)
         # An exclusive create must fail on any existing entry, a symlink included,
         # as O_CREAT|O_EXCL does; so the last component is not followed then.
         with self._at("create", path, follow_last=not exclusive) as (dir_fd, name):
@@ -611,8 +712,11 @@ class TierBackend:
             os.unlink(name, dir_fd=dir_fd)
 
     def mkdir(self, path: str, mode: int = 0o755, parents: bool = False) -> None:
-        """Make a directory; ``parents`` makes missing parents too. An existing one fails."""
-        mode = _check_mode(mode)
+        """Make a directory; ``parents`` makes missing parents too. An existing one fails.
+        The setuid and setgid bits of ``mode`` are dropped (a directory made inside a
+        setgid directory still inherits its setgid bit from the kernel, as the site set
+        it there)."""
+        mode = _safe_mode(_check_mode(mode), is_dir=True)
         with self._at("mkdir", path, follow_last=False, make_parents=parents,
                       dir_mode=mode) as (dir_fd, name):
             if name is None:
@@ -626,27 +730,27 @@ class TierBackend:
                 raise self._refuse_root("rmdir", path)
             os.rmdir(name, dir_fd=dir_fd)
 
-    def readdir(self, path: str) -> list[tuple[str, bool, int]]:
-        """``(name, is_dir, size)`` of each entry, sorted by name.
+    def readdir(self, path: str) -> list[DirEntry]:
+        """The entries of a directory, sorted by name.
 
         Entries are not followed: a symlink shows as itself (not a directory, its
         size the target's length), so listing reveals nothing beyond the tier.
         """
-        rows: list[tuple[str, bool, int]] = []
+        rows: list[DirEntry] = []
         with self._at("readdir", path) as (dir_fd, name):
-            fd = dir_fd if name is None else os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            # Listing needs a readable descriptor: read permission, as ls needs.
+            fd = os.open("." if name is None else name, _LIST_FLAGS, dir_fd=dir_fd)
             try:
                 for entry in os.listdir(fd):
                     try:
                         st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
                     except FileNotFoundError:
                         continue  # removed while we listed
-                    rows.append(DirEntry(entry, S_ISDIR(st.st_mode),
-                                         st.st_size))
+                    rows.append(DirEntry(entry, S_ISDIR(st.st_mode), st.st_size,
+                                         st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns))
             finally:
-                if fd != dir_fd:
-                    os.close(fd)
-        rows.sort(key=lambda row: row[0])
+                os.close(fd)
+        rows.sort(key=lambda row: row.name)
         return rows
 
     def rename(self, src: str, dst: str) -> None:
@@ -659,3 +763,49 @@ class TierBackend:
                 raise self._refuse_root("rename", dst)
             with _mapped(self._name, "rename", (src, dst)):
                 os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+
+    def setattr(self, path: str, mode: int | None = None, uid: int | None = None,
+                gid: int | None = None, atime_ns: int | None = None,
+                mtime_ns: int | None = None, atime_now: bool = False,
+                mtime_now: bool = False) -> dict[str, int | bool]:
+        """chown, then chmod, then utimensat of a file or directory; None leaves a field
+        as it is. Returns the attributes after the change, as :meth:`stat` does.
+
+        The kernel decides who may do what, for the file system identity this runs with:
+        the owner changes mode and times, root the owner, the owner the group to one of
+        its own groups; write permission suffices to set times to now.
+        """
+        if mode is not None:
+            mode = _check_mode(mode)
+        for what, value in (("uid", uid), ("gid", gid)):
+            if value is not None and not 0 <= _check_int(what, value) < 0xFFFFFFFF:
+                raise InvalidArgument(f"{what} out of range", value,
+                                      f"pass a {what} below 4294967295")
+        for what, ns, now in (("atime", atime_ns, atime_now), ("mtime", mtime_ns, mtime_now)):
+            if ns is not None:
+                _check_int(f"{what}_ns", ns, allow_negative=True)
+                if now:
+                    raise InvalidArgument(f"{what} given both as a time and as now", ns,
+                                          "pass one of them")
+        with self._at("setattr", path) as (dir_fd, name):
+            # One O_PATH descriptor of the entry itself, and every change through it:
+            # a symlink planted after the walk is refused, never followed out of the tier.
+            fd = (os.open(name, os.O_PATH | _NOFOLLOW, dir_fd=dir_fd) if name is not None
+                  else os.open(".", os.O_PATH | os.O_DIRECTORY, dir_fd=dir_fd))
+            try:
+                st = os.stat(fd)
+                if S_ISLNK(st.st_mode):
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                # The magic link names exactly this inode; the kernel lets a process
+                # follow its own descriptors' links whatever its fsuid.
+                proc = f"/proc/self/fd/{fd}"
+                if uid is not None or gid is not None:
+                    os.chown(proc, -1 if uid is None else uid, -1 if gid is None else gid)
+                if mode is not None:
+                    os.chmod(proc, _safe_mode(mode, is_dir=S_ISDIR(st.st_mode)))
+                if atime_ns is not None or mtime_ns is not None or atime_now or mtime_now:
+                    _utimens(proc, _timespec(atime_ns, atime_now),
+                             _timespec(mtime_ns, mtime_now))
+                return _stat_dict(os.stat(fd))
+            finally:
+                os.close(fd)

@@ -1,5 +1,13 @@
 """gRPC servicers: thin adapters from the wire to the gate, the backend and the
-policy table. Every DaemonError becomes its status code with a one-line message."""
+policy table. Every DaemonError becomes its status code with a one-line message.
+
+A data-plane request whose tag carries a caller has every file system call it makes run
+with the caller's file system identity (``Node.run``/``Node.io`` with ``caller``), on the
+I/O thread or, for inline memory tiers, on the event loop, switched back before anything
+else runs there. Without a caller the daemon acts as its own user, as it always did: what
+legacy clients (qos-ior, the client library's default) get until DataPlane callers are
+authenticated.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +23,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from tokenbucket_daemon.convert import policy_from_pb, policy_to_pb
+from tokenbucket_daemon.caller import Caller
+from tokenbucket_daemon.convert import caller_from_pb, policy_from_pb, policy_to_pb
 from tokenbucket_daemon.core.policy import Kind, Policy, PolicyTable, Selector, Tag
 from tokenbucket_daemon.errors import (
     DaemonError,
@@ -27,6 +36,7 @@ from tokenbucket_daemon.errors import (
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
 from tokenbucket_daemon.server.backend import TierBackend, TierWriter
+from tokenbucket_daemon.server.fsid import FsIdentity
 from tokenbucket_daemon.server.gate import Gate
 from tokenbucket_daemon.server.iopool import IoPool
 from tokenbucket_daemon.server.store import PolicyStore
@@ -60,6 +70,13 @@ def _tag(t: pb.JobTag) -> Tag:
     return Tag(t.job_id, t.user, t.account)
 
 
+def _stat_pb(st: dict[str, int | bool]) -> pb.StatReply:
+    return pb.StatReply(size=int(st["size"]), mode=int(st["mode"]),
+                        mtime_ns=int(st["mtime_ns"]), is_dir=bool(st["is_dir"]),
+                        nlink=int(st["nlink"]), uid=int(st["uid"]), gid=int(st["gid"]),
+                        atime_ns=int(st["atime_ns"]), ctime_ns=int(st["ctime_ns"]))
+
+
 class TierCounters:
     def __init__(self) -> None:
         self.bytes_read = 0
@@ -81,6 +98,7 @@ class Node:
         self.tombstones: dict[tuple[Selector, str], int] = {}
         self.max_request = max_request
         self.pool = IoPool(workers)
+        self.fsid = FsIdentity()          # acts as a request's caller on any thread
         self.inline: set[str] = set()     # tiers whose I/O runs on the event loop
         self.version = 0                  # bumped by every policy change, here or merged
         self.counters = {name: TierCounters() for name in tiers}
@@ -94,15 +112,18 @@ class Node:
                            f"use one of {', '.join(sorted(self.tiers))}")
         return t
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.pool.run(fn, *args)
+    async def run(self, fn: Callable[..., T], *args: Any, caller: Caller | None = None) -> T:
+        """Run ``fn`` in the I/O pool, as ``caller`` (None: as the daemon)."""
+        return await self.pool.run(self.fsid.run, caller, fn, *args)
 
-    async def io(self, tier: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` for ``tier``: on the loop for in-memory tiers (``inline``), where a
-        64 KiB write costs less than the hand-off to a thread, else in the I/O pool."""
+    async def io(self, tier: str, fn: Callable[..., T], *args: Any,
+                 caller: Caller | None = None) -> T:
+        """Run ``fn`` for ``tier`` as ``caller``: on the loop for in-memory tiers
+        (``inline``), where a 64 KiB write costs less than the hand-off to a thread, else
+        in the I/O pool."""
         if tier in self.inline:
-            return fn(*args)
-        return await self.pool.run(fn, *args)
+            return self.fsid.run(caller, fn, *args)
+        return await self.pool.run(self.fsid.run, caller, fn, *args)
 
     # -- policies -------------------------------------------------------------------
 
@@ -145,10 +166,12 @@ class DataPlane(rpc.DataPlaneServicer):
         try:
             first = True
             tag, tier_name, sync, inline = Tag(), "", False, False
+            caller: Caller | None = None
             async for chunk in request_iterator:
                 if first:
                     first = False
                     tag, tier_name = _tag(chunk.tag), chunk.tier
+                    caller = caller_from_pb(chunk.tag)
                     tier = node.tier(tier_name)
                     # A memory tier writes on the loop: nothing to overlap, so in turn.
                     inline = tier_name in node.inline
@@ -158,7 +181,9 @@ class DataPlane(rpc.DataPlaneServicer):
                     # In a thread even on a memory tier: an open can block (a FIFO
                     # someone made in the tier waits for a reader) and must not stop the
                     # loop. Closing a regular file cannot, so it runs inline there.
-                    writer = await node.run(tier.open_for_write, chunk.path, chunk.offset)
+                    # As the caller: permissions are checked here, at the open.
+                    writer = await node.run(tier.open_for_write, chunk.path, chunk.offset,
+                                            caller=caller)
                 size = len(chunk.data)
                 if size > node.max_request:
                     raise InvalidArgument(f"chunk larger than {node.max_request} bytes", size,
@@ -167,7 +192,7 @@ class DataPlane(rpc.DataPlaneServicer):
                 if size:
                     assert writer is not None
                     write = self._write_one(writer, writer.claim(size), chunk.data, tag,
-                                            tier_name)
+                                            tier_name, caller)
                     if inline:
                         total += await write
                         continue
@@ -180,7 +205,7 @@ class DataPlane(rpc.DataPlaneServicer):
             while pending:
                 total += await pending.popleft()
             if sync:
-                await node.run(writer.fsync)
+                await node.run(writer.fsync, caller=caller)
             return pb.WriteReply(bytes_written=total)
         except DaemonError as e:
             await _abort(context, e)
@@ -194,11 +219,13 @@ class DataPlane(rpc.DataPlaneServicer):
                 await node.io(tier_name, writer.close)
 
     async def _write_one(self, writer: TierWriter, offset: int, data: bytes, tag: Tag,
-                         tier_name: str) -> int:
+                         tier_name: str, caller: Caller | None) -> int:
         node = self.node
         slot = await node.gate.acquire(tag, tier_name, "write", len(data))
         try:
-            n = await node.io(tier_name, writer.write_at, offset, data)
+            # As the caller too: a write by anyone but root clears the file's setuid and
+            # setgid bits (the kernel's rule), and a write as root would not.
+            n = await node.io(tier_name, writer.write_at, offset, data, caller=caller)
         finally:
             node.gate.release(slot)
         c = node.counters[tier_name]
@@ -211,17 +238,18 @@ class DataPlane(rpc.DataPlaneServicer):
         node = self.node
         try:
             tier = node.tier(request.tier)
+            caller = caller_from_pb(request.tag)
             chunk = request.chunk_size or MiB
             if chunk < 0 or chunk > node.max_request:
                 raise InvalidArgument(f"chunk_size must be between 1 and {node.max_request}",
                                       request.chunk_size, "ask for 1 MiB chunks")
             if request.offset < 0:
                 raise InvalidArgument("offset must be >= 0", request.offset, "read from 0")
-            size = int((await node.run(tier.stat, request.path))["size"])
+            size = int((await node.run(tier.stat, request.path, caller=caller))["size"])
             # Charge what will really be read, so the last short chunk costs its size.
             end = size if request.length <= 0 else min(size, request.offset + request.length)
             reader = await node.run(tier.read_chunks, request.path, request.offset,
-                                    max(0, end - request.offset), chunk)
+                                    max(0, end - request.offset), chunk, caller=caller)
         except DaemonError as e:
             await _abort(context, e)
             return
@@ -230,7 +258,7 @@ class DataPlane(rpc.DataPlaneServicer):
         try:
             while offset < end:
                 async with node.gate.admit(tag, request.tier, "read", min(chunk, end - offset)):
-                    data = await node.io(request.tier, next, it, None)
+                    data = await node.io(request.tier, next, it, None, caller=caller)
                 if not data:
                     break
                 c = node.counters[request.tier]
@@ -245,15 +273,13 @@ class DataPlane(rpc.DataPlaneServicer):
 
     async def _meta(self, request: Any, fn: Callable[[TierBackend], T]) -> T:
         tier = self.node.tier(request.tier)
+        caller = caller_from_pb(request.tag)
         async with self.node.gate.admit(_tag(request.tag), request.tier, "meta", 0):
-            return await self.node.run(fn, tier)
+            return await self.node.run(fn, tier, caller=caller)
 
     @_status
     async def Stat(self, request: pb.StatRequest, context: Any) -> pb.StatReply:
-        st = await self._meta(request, lambda t: t.stat(request.path))
-        return pb.StatReply(size=int(st["size"]), mode=int(st["mode"]),
-                            mtime_ns=int(st["mtime_ns"]), is_dir=bool(st["is_dir"]),
-                            nlink=int(st["nlink"]))
+        return _stat_pb(await self._meta(request, lambda t: t.stat(request.path)))
 
     @_status
     async def Create(self, request: pb.CreateRequest, context: Any) -> pb.CreateReply:
@@ -280,8 +306,9 @@ class DataPlane(rpc.DataPlaneServicer):
     @_status
     async def Readdir(self, request: pb.ReaddirRequest, context: Any) -> pb.ReaddirReply:
         entries = await self._meta(request, lambda t: t.readdir(request.path))
-        return pb.ReaddirReply(entries=[pb.DirEntry(name=n, is_dir=d, size=s)
-                                        for n, d, s in entries])
+        return pb.ReaddirReply(entries=[
+            pb.DirEntry(name=e.name, is_dir=e.is_dir, size=e.size, mode=e.mode, uid=e.uid,
+                        gid=e.gid, mtime_ns=e.mtime_ns) for e in entries])
 
     @_status
     async def Rename(self, request: pb.RenameRequest, context: Any) -> pb.RenameReply:
@@ -301,7 +328,20 @@ class DataPlane(rpc.DataPlaneServicer):
     @_status
     async def Statfs(self, request: pb.StatfsRequest, context: Any) -> pb.StatfsReply:
         tier = self.node.tier(request.tier)
-        return pb.StatfsReply(**await self.node.run(tier.statfs))
+        caller = caller_from_pb(request.tag)
+        return pb.StatfsReply(**await self.node.run(tier.statfs, caller=caller))
+
+    @_status
+    async def Setattr(self, request: pb.SetattrRequest, context: Any) -> pb.SetattrReply:
+        r = request
+
+        def opt(name: str) -> int | None:
+            return int(getattr(r, name)) if r.HasField(name) else None
+        st = await self._meta(r, lambda t: t.setattr(
+            r.path, mode=opt("mode"), uid=opt("uid"), gid=opt("gid"),
+            atime_ns=opt("atime_ns"), mtime_ns=opt("mtime_ns"), atime_now=r.atime_now,
+            mtime_now=r.mtime_now))
+        return pb.SetattrReply(stat=_stat_pb(st))
 
 
 # --------------------------------------------------------------------------- admin
