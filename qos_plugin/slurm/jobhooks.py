@@ -31,7 +31,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from qos_plugin.errors import QosPluginError
+from qos_plugin.errors import InputError, QosPluginError
 from qos_plugin.slurm.placement import PLACEMENT_ID, SPANK_PROLOG_PREFIX, Placement
 from qos_plugin.slurm.site import Site, load_site
 from qos_plugin.slurm.staging import (
@@ -87,12 +87,14 @@ def trusted_bandwidth(site: Site, p: Placement) -> dict[str, float]:
     try:
         want = [model.tier_names.index(p.stages[s]) for s in model.stages]
     except (KeyError, ValueError):
-        raise QosPluginError(f"the job's stages {p.stages} are not a placement of "
-                             f"{p.workflow}") from None
+        raise InputError("the job's placement", f"stages {p.stages} are not a placement "
+                         f"of {p.workflow}", "submit the job again with --qos-* options") \
+            from None
     rows = [r for r in range(len(model))
             if model.nodes[r] == p.nodes and list(model.placement[r]) == want]
     if not rows:
-        raise QosPluginError(f"{p.workflow} has no placement {p.stages} on {p.nodes} nodes")
+        raise InputError("the job's placement", f"{p.workflow} has no placement {p.stages} "
+                         f"on {p.nodes} nodes", "submit the job again with --qos-* options")
     return tier_rates(site, bandwidth(model, rows[0]))
 
 
@@ -177,6 +179,12 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
             t = site.tier(tier)
             make_job_dir(t.path, t.path / Path(d).parent.name / shared.id, shared.uid,
                          shared.gid, 0o700)
+    except InputError as e:
+        # A placement this cluster cannot hold (a forged one, or a tier the site has
+        # dropped since): end the job with the reason instead of requeueing it forever.
+        log.error("job %s: %s", job, e)
+        cancel_job(job, f"qos: {e}")
+        return 0
     except (QosPluginError, OSError) as e:
         log.error("job %s: %s", job, e)
         return 1

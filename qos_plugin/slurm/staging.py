@@ -52,7 +52,8 @@ def words_of(p: Placement, site: Site) -> dict[str, str]:
     """The node-local part of a placement, in the words :func:`check_request` checks."""
     local = [t for t in p.dirs if t in site.tiers and site.tiers[t].is_local]
     return {"id": p.id, "dirs": ",".join(f"{t}={p.dirs[t]}" for t in local),
-            "in": ",".join(p.in_tiers), "out": ",".join(p.out_tiers),
+            "in": ",".join(t for t in p.in_tiers if t in local),
+            "out": ",".join(t for t in p.out_tiers if t in local),
             "stage_in": p.stage_in, "stage_out": p.stage_out}
 
 
@@ -286,6 +287,10 @@ def node_prolog(site_path: str | None, env: dict[str, str]) -> int:
         return 0
     try:
         site = load_site(site_path)
+    except QosPluginError as e:
+        log.error("job %s: node prolog: %s", job, e)
+        return 1
+    try:
         words = words_of(p, site)
         if not words["dirs"]:
             return 0
@@ -297,7 +302,7 @@ def node_prolog(site_path: str | None, env: dict[str, str]) -> int:
     except InputError as e:
         log.error("job %s: node prolog: %s", job, e)
         try:
-            teardown(load_site(site_path), job)
+            teardown(site, job)
         except (QosPluginError, OSError):
             pass
         cancel_job(job, f"qos: {e}")

@@ -1,5 +1,6 @@
-"""A real single-node Slurm with our plugins and two daemons, started once for the
-session by deploy/local/up (which installs the Debian packages when missing) and
+"""A real multi-node Slurm (a head and three compute nodes made from namespaces) with
+our plugins, two daemons for the shared tier and qosfs on every node, started once for
+the session by deploy/local/up (which installs the Debian packages when missing) and
 stopped by deploy/local/down. Needs root; never skipped."""
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from tokenbucket_daemon.client import AdminClient
 
 REPO = Path(__file__).resolve().parents[2]
 USER = "qosuser"
+OTHER = "qosother"
+NODES = 3
 DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
@@ -104,6 +107,40 @@ class Cluster:
                                str(self.root / "etc" / "admin.token"), *args],
                               capture_output=True, text=True, timeout=30)
 
+    def on_node(self, node: str, argv: list[str], user: str | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``argv`` inside compute node ``node`` (its mounts and hostname), outside any
+        job, as ``user`` (root when None)."""
+        if user:
+            argv = ["runuser", "-u", user, "--", *argv]
+        return self.local.node(node).run(argv, timeout=timeout)
+
+    def job_bytes(self, job_id: str, tier: str = "pfs") -> tuple[int, int]:
+        """(bytes written, bytes read) of the job's class on every daemon, summed."""
+        w = r = 0
+        for addr in self.local.daemon_addresses():
+            c = AdminClient(addr, self.token)
+            try:
+                for k in c.stats(job=job_id).classes:
+                    if k.tag == job_id and k.tier == tier:
+                        w, r = w + k.bytes_written, r + k.bytes_read
+            finally:
+                c.close()
+        return w, r
+
+    def class_bytes(self) -> dict[str, int]:
+        """Bytes written per class tag on the shared tier, summed over the daemons."""
+        out: dict[str, int] = {}
+        for addr in self.local.daemon_addresses():
+            c = AdminClient(addr, self.token)
+            try:
+                for k in c.stats().classes:
+                    if k.tier == "pfs":
+                        out[k.tag] = out.get(k.tag, 0) + k.bytes_written
+            finally:
+                c.close()
+        return out
+
     def site_text(self) -> str:
         return self.local.site_conf.read_text()
 
@@ -119,10 +156,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(f"/tmp/qos-test-{os.getpid()}")
     t0 = time.perf_counter()
     p = subprocess.run([str(REPO / "deploy" / "local" / "up"), "--dir", str(root),
-                        "--daemons", "2", "--user", USER], capture_output=True, text=True,
-                       timeout=600)
+                        "--nodes", str(NODES), "--daemons", "2", "--user", USER],
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, f"deploy/local/up failed:\n{p.stdout}\n{p.stderr}"
     print(f"deploy/local/up: {time.perf_counter() - t0:.1f} s")
+    from qos_plugin.slurm.localcluster import ensure_user
+    ensure_user(OTHER)
     try:
         yield Cluster(root)
     finally:

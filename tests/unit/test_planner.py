@@ -55,6 +55,10 @@ def test_versions_and_list(reg, capsys):
     r = Registry(reg)
     assert r.versions("hand") == [1, 2]
     assert r.load("hand").version == 2 and r.load("hand@1").version == 1
+    assert r.load("hand@v1").version == 1 and r.load("hand@V2").version == 2
+    for bad in ("hand@\u0661", "hand@vv1", "hand@v"):
+        with pytest.raises(InputError, match="no version"):
+            r.load(bad)
     code, out, _ = run(capsys, "list", "--registry", str(reg), "--json")
     assert code == 0
     [item] = json.loads(out)

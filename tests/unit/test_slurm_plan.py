@@ -28,7 +28,7 @@ from qos_plugin.slurm.plan import (
     plan,
 )
 from qos_plugin.slurm.site import Site, load_site
-from qos_plugin.slurm.staging import check_request, parse_bb
+from qos_plugin.slurm.staging import check_request, words_of
 
 # (name, kind, read MiB/s, write MiB/s, latency) as localcluster.TIERS, our own names.
 TIERS = (("lustre", "shared", 100.0, 80.0, 0.5), ("tmpfs", "node-local", 2000.0, 1500.0, 0.3),
@@ -64,7 +64,7 @@ def model(registry) -> TrainedModel:
 
 
 def site_toml(tmp_path: Path, registry: Path, tiers=("lustre", "tmpfs", "nvme"),
-              extra: str = "") -> Path:
+              extra: str = "", tail: str = "") -> Path:
     kinds = {n: k for n, k, *_ in TIERS} | {"scratch": "shared"}
     daemons = {"lustre": '["io1:50051", "io2:50051", "io3:50051"]',
                "tmpfs": '["node1:50051"]', "nvme": '["node1:50051", "node2:50051"]',
@@ -73,8 +73,13 @@ def site_toml(tmp_path: Path, registry: Path, tiers=("lustre", "tmpfs", "nvme"),
     for t in tiers:
         text += (f'[tiers.{t}]\nkind = "{kinds[t]}"\npath = "{tmp_path / "tiers" / t}"\n'
                  f"daemons = {daemons[t]}\n")
+        # Shared tiers through qosfs; tmpfs through its nodes' daemons; the rest direct.
+        if t == "lustre":
+            text += f'mount = "{tmp_path / "tiers" / t}"\n'
+        if t == "tmpfs":
+            text += f'enforce = "daemons"\nmount = "{tmp_path / "tiers" / t}"\n'
     p = tmp_path / "site.toml"
-    p.write_text(text)
+    p.write_text(text + tail)
     return p
 
 
@@ -103,8 +108,8 @@ def infeasible(site: Site, **kw) -> str:
 # --- parse_request ------------------------------------------------------------------
 
 def test_parse_request_defaults_and_cleaning():
-    r = parse_request("pipeline", "10:00", "4", " nvme , tmpfs ", None, "/home/a/in", None)
-    assert r == Request("pipeline", "10:00", 4, ("nvme", "tmpfs"), "frugal", "/home/a/in", "")
+    r = parse_request("pipeline", "10:00", "4", " nvme , tmpfs ", None, "/usr/share", None)
+    assert r == Request("pipeline", "10:00", 4, ("nvme", "tmpfs"), "frugal", "/usr/share", "")
     assert parse_request("pipeline", objective="fastest").objective == "fastest"
 
 
@@ -124,6 +129,8 @@ def test_parse_request_defaults_and_cleaning():
     ({"stage_in": "data/in"}, "--qos-stage-in", "is not an absolute path"),
     ({"stage_in": "/home/a/my data"}, "--qos-stage-in", "without blanks or commas"),
     ({"stage_out": "/home/a/x,y"}, "--qos-stage-out", "without blanks or commas"),
+    ({"stage_in": "/nonexistent/in"}, "--qos-stage-in", "does not exist or you cannot read"),
+    ({"keep": "no"}, "--qos-keep", "takes no value"),
 ])
 def test_parse_request_refuses_bad_options(kw, option, needle):
     kw.setdefault("workflow", "pipeline")
@@ -154,10 +161,10 @@ def test_new_ids_are_fresh_placement_ids(site):
     assert re.fullmatch(r"q[0-9a-f]{12}", p.id) and p.id in next(iter(p.dirs.values()))
 
 
-def test_placement_travels_to_the_prolog_and_the_burst_buffer(site):
-    """to_env -> SPANK_ prefix -> from_env, and the line job_submit.lua writes from it
-    passes staging's checks for the same user (and not for another)."""
-    p = plan(site, req(deadline="0:45", stage_in="/home/alice/in", stage_out="/home/alice/o"),
+def test_placement_travels_to_the_prolog_and_the_node_hooks(site):
+    """to_env -> SPANK_ prefix -> from_env, and the node-local part the node prolog takes
+    from it passes staging's checks for the same user (and not for another)."""
+    p = plan(site, req(deadline="0:45", stage_in="/usr/share", stage_out="/home/alice/o"),
              "alice", PID)
     assert p.local, "a 45 s deadline needs a node-local tier"
     env = {"SPANK_" + k: v for k, v in p.to_env().items()}
@@ -165,13 +172,11 @@ def test_placement_travels_to_the_prolog_and_the_burst_buffer(site):
     assert back is not None and back.makespan == pytest.approx(p.makespan, abs=0.05)
     assert (back.stages, back.dirs, back.local, back.in_tiers, back.out_tiers, back.deadline) == \
         (p.stages, p.dirs, p.local, p.in_tiers, p.out_tiers, 45.0)
-    line = (f"#BB_LUA qos id={p.id} dirs=" + ",".join(f"{t}={p.dirs[t]}" for t in p.local)
-            + f" in={','.join(p.in_tiers)} out={','.join(p.out_tiers)}"
-            + f" stage_in={p.stage_in} stage_out={p.stage_out}")
-    rec = check_request(site, "5", "alice", 1001, 1001, parse_bb(line))
-    assert rec.dirs == {t: p.dirs[t] for t in p.local} and rec.stage_in == "/home/alice/in"
+    words = words_of(back, site)
+    rec = check_request(site, "5", "alice", 1001, 1001, words)
+    assert rec.dirs == {t: p.dirs[t] for t in p.local} and rec.stage_in == "/usr/share"
     with pytest.raises(InputError, match="it must be"):
-        check_request(site, "5", "bob", 1002, 1002, parse_bb(line))
+        check_request(site, "5", "bob", 1002, 1002, words)
 
 
 def plans(site: Site, **kw):
@@ -188,13 +193,14 @@ def plans(site: Site, **kw):
     return out
 
 
-def test_in_and_out_tiers_are_the_node_local_tiers_of_the_first_and_last_stages(site):
+def test_in_and_out_tiers_are_the_tiers_of_the_first_and_last_stages(site):
     seen = set()
     for p in plans(site):
-        want_in = [t for t in dict.fromkeys(p.stages[s] for s in READS_INPUT) if t in LOCAL]
-        want_out = [t for t in dict.fromkeys(p.stages[s] for s in LAST) if t in LOCAL]
+        want_in = list(dict.fromkeys(p.stages[s] for s in READS_INPUT))
+        want_out = list(dict.fromkeys(p.stages[s] for s in LAST))
         assert p.in_tiers == want_in and p.out_tiers == want_out, p
-        seen.add((bool(p.in_tiers), bool(p.out_tiers), bool(p.local)))
+        seen.add((bool(set(p.in_tiers) & LOCAL), bool(set(p.out_tiers) & LOCAL),
+                  bool(p.local)))
     # The spread covers: all shared; local used but neither staged in nor out; staged in
     # only; staged in and out.
     assert {(False, False, False), (False, False, True), (True, False, True),
@@ -223,12 +229,18 @@ def test_bandwidth_is_the_total_for_shared_tiers_and_per_node_for_node_local(sit
     assert checked_multi_node
 
 
-def test_reservations_from_a_plan(site):
-    """Shared: the total split over its daemons; node-local: the per-node rate on each."""
+def test_reservations_from_a_plan(tmp_path, registry):
+    """Shared: the total split over its daemons; node-local (enforced): the per-node rate
+    on each of the job's nodes' daemons; a tier used directly: nothing."""
+    site = make_site(tmp_path, registry, tail=(
+        '[nodes.c1]\ndaemon = "c1:50051"\n[nodes.c2]\ndaemon = "c2:50051"\n'
+        '[nodes.c3]\ndaemon = "c3:50051"\n'))
     p = plan(site, req(objective="fastest"), "alice")          # 4 nodes, all tmpfs
     assert p.nodes == 4 and p.local == ["tmpfs"]
-    got = reservations(site, p)
-    assert ("node1:50051", "tmpfs", p.bandwidth["tmpfs"] * MiB) in got
+    got = reservations(site, p, ["c1", "c3"])
+    assert ("c1:50051", "tmpfs", p.bandwidth["tmpfs"] * MiB) in got
+    assert ("c3:50051", "tmpfs", p.bandwidth["tmpfs"] * MiB) in got
+    assert not [d for d, t, _ in got if d == "c2:50051"]
     # the stage-in from lustre is reserved too, split over lustre's daemons
     assert sorted(d for d, t, _ in got if t == "lustre") == ["io1:50051", "io2:50051",
                                                             "io3:50051"]
@@ -353,12 +365,12 @@ def run(capsys, *argv: str) -> tuple[int, list[str]]:
 def test_cli_plan_prints_the_placement(tmp_path, registry, capsys):
     conf = site_toml(tmp_path, registry)
     code, lines = run(capsys, "--site", str(conf), "plan", "--workflow", "pipeline",
-                      "--deadline", "0:45", "--user", "alice", "--stage-in", "/home/alice/in")
+                      "--deadline", "0:45", "--user", "alice", "--stage-in", "/usr/share")
     assert code == 0
     assert all(re.fullmatch(r"QOS_[A-Z0-9_]+=.*", ln) for ln in lines), lines
     env = dict(ln.split("=", 1) for ln in lines)
     p = Placement.from_env(env)
-    assert p is not None and p.deadline == 45.0 and p.stage_in == "/home/alice/in"
+    assert p is not None and p.deadline == 45.0 and p.stage_in == "/usr/share"
     assert all(d.startswith(str(tmp_path / "tiers")) and f"/alice/{p.id}" in d
                for d in p.dirs.values())
     for t, d in p.dirs.items():

@@ -24,7 +24,6 @@ from qos_plugin.slurm.slurmapi import (
     pyslurm_matches,
     slurm_client,
 )
-from qos_plugin.slurm.staging import parse_bb
 
 GOOD = """\
 registry = "/srv/models"
@@ -113,7 +112,7 @@ TIER = '[tiers.nvme]\nkind = "node-local"\npath = "/nvme"\n'
 @pytest.mark.parametrize("text, needles", [
     ('registry = "/r"\ncolour = "red"\n' + TIER, ["unknown key 'colour'", "known keys:"]),
     ('registry = "/r"\n' + TIER + 'capcity = "1TiB"\n',
-     ["[tiers.nvme]", "unknown key 'capcity'", "capacity, daemons, kind, path"]),
+     ["[tiers.nvme]", "unknown key 'capcity'", "capacity, daemons, enforce, kind, mount, path"]),
     (TIER, ["no registry", "add registry"]),
     ('registry = 5\n' + TIER, ["registry = 5 is not a str"]),
     ('registry = "/r"\n[tiers.nvme]\nkind = "local"\npath = "/nvme"\n',
@@ -259,18 +258,51 @@ def test_env_name_and_rule_text():
 
 # --- reservations: how a tier's bandwidth is split over its daemons ------------------
 
-def test_shared_tier_is_split_and_node_local_is_per_node_on_each_daemon():
+def test_shared_tier_is_split_and_node_local_goes_to_the_jobs_own_nodes():
     site = site_from_dict({"registry": "/r", "tiers": {
-        "lustre": {"kind": "shared", "path": "/l", "daemons": ["a:1", "b:1", "c:1", "d:1"]},
-        "nvme": {"kind": "node-local", "path": "/n", "daemons": ["n1:1", "n2:1"]},
-        "tmpfs": {"kind": "node-local", "path": "/t"},                  # no daemons
-        "burst": {"kind": "shared", "path": "/b", "daemons": ["e:1"]}}}, Path("/s"))
-    p = placement(bandwidth={"lustre": 400.0, "nvme": 100.0, "tmpfs": 50.0, "burst": 0.0})
-    got = reservations(site, p)
+        "lustre": {"kind": "shared", "path": "/l", "mount": "/q/l",
+                   "daemons": ["a:1", "b:1", "c:1", "d:1"]},
+        "nvme": {"kind": "node-local", "path": "/n", "enforce": "daemons", "mount": "/q/n"},
+        "tmpfs": {"kind": "node-local", "path": "/t"},                  # used directly
+        "scratch": {"kind": "shared", "path": "/s", "daemons": ["f:1"]},  # direct: no mount
+        "burst": {"kind": "shared", "path": "/b", "mount": "/q/b", "daemons": ["e:1"]}},
+        "nodes": {"n1": {"daemon": "n1:1"}, "n2": {"daemon": "n2:1"},
+                  "n3": {"daemon": "n3:1"}}}, Path("/s"))
+    assert site.tiers["lustre"].enforced and not site.tiers["tmpfs"].enforced
+    assert not site.tiers["scratch"].enforced and site.tiers["nvme"].enforced
+    assert site.tiers["lustre"].job_root == Path("/q/l") and \
+        site.tiers["tmpfs"].job_root == Path("/t")
+    p = placement(bandwidth={"lustre": 400.0, "nvme": 100.0, "tmpfs": 50.0, "burst": 0.0,
+                             "scratch": 10.0})
+    got = reservations(site, p, ["n1", "n3"])
     assert sorted(got) == sorted([("a:1", "lustre", 100 * MiB), ("b:1", "lustre", 100 * MiB),
                                   ("c:1", "lustre", 100 * MiB), ("d:1", "lustre", 100 * MiB),
-                                  ("n1:1", "nvme", 100 * MiB), ("n2:1", "nvme", 100 * MiB)])
+                                  ("n1:1", "nvme", 100 * MiB), ("n3:1", "nvme", 100 * MiB)])
     assert sum(b for _, t, b in got if t == "lustre") == 400 * MiB
+
+
+@pytest.mark.parametrize("tiers, needle", [
+    ({"p": {"kind": "shared", "path": "/p", "enforce": "daemons", "daemons": ["a:1"]}},
+     "needs mount and daemons"),
+    ({"p": {"kind": "shared", "path": "/p", "mount": "/q", "enforce": "daemons"}},
+     "needs mount and daemons"),
+    ({"p": {"kind": "node-local", "path": "/p", "enforce": "daemons"}}, "needs mount"),
+    ({"p": {"kind": "shared", "path": "/p", "enforce": "kernel"}}, "enforce = 'kernel'"),
+    ({"p": {"kind": "shared", "path": "/p", "mount": "rel", "daemons": ["a:1"]}},
+     "mount = 'rel'"),
+])
+def test_enforced_tiers_need_their_mount_and_daemons(tiers, needle):
+    with pytest.raises(InputError, match=needle):
+        site_from_dict({"registry": "/r", "tiers": tiers}, Path("/s"))
+
+
+def test_nodes_table_names_each_nodes_daemon():
+    base = {"registry": "/r", "tiers": {"p": {"kind": "shared", "path": "/p"}}}
+    for nodes, needle in (({"n1": {"daemon": "nohost"}}, "write \"host:port\""),
+                          ({"n1": {"daemon": "a:1", "x": 1}}, "a table with a daemon key"),
+                          ({"n1": "a:1"}, "a table with a daemon key")):
+        with pytest.raises(InputError, match=needle):
+            site_from_dict({**base, "nodes": nodes}, Path("/s"))
 
 
 def test_reservation_on_a_tier_the_site_lacks_is_an_input_error():
@@ -308,9 +340,7 @@ def test_job_from_fields_and_its_burst_buffer_request():
     assert (j.id, j.name, j.user, j.uid) == ("42", "my job", "alice", 1001)
     assert (j.state, j.reason, j.nodes, j.time_limit) == ("PENDING", "BurstBufferStageIn", 2,
                                                           "00:10:00")
-    words = parse_bb(j.burst_buffer)
-    assert words == {"id": "q0123456789ab", "dirs": "NVMe=/n/alice/q0123456789ab",
-                     "in": "NVMe", "out": "", "stage_in": "/home/alice/in"}
+    assert j.burst_buffer.startswith("#BB_LUA qos id=q0123456789ab dirs=NVMe=")
 
 
 def test_job_from_fields_nulls_and_gaps():
@@ -385,7 +415,7 @@ def test_pyslurm_backend_reads_jobs_and_nodes():
     assert j is not None
     # The hooks check directories named after the user: the name, not the uid.
     assert (j.id, j.user, j.uid, j.nodes, j.comment) == ("9", "root", 0, 2, "")
-    assert parse_bb(j.burst_buffer) == {"id": "q0123456789ab"}
+    assert j.burst_buffer == "#BB_LUA qos id=q0123456789ab"
     assert b.job("10") is None and b.job("11") is None
     assert [(n.name, n.state, n.cpus, n.partitions) for n in b.nodes()] == \
         [("n1", "idle", 8, ("debug",))]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -22,14 +23,15 @@ from qos_plugin.slurm.staging import (
     data_out,
     free_bytes,
     load_record,
-    parse_bb,
-    run_hook,
+    node_epilog,
+    node_prolog,
     setup,
     teardown,
 )
 
 PID = "q0123456789ab"
 NOBODY = 65534
+NOBODY_NAME = __import__("pwd").getpwuid(NOBODY).pw_name
 
 
 
@@ -74,30 +76,18 @@ def jobdir(site: Site, tier: str, user: str = "alice", pid: str = PID) -> str:
 
 
 def bb(site: Site, *, user="alice", tiers=("nvme", "tmpfs"), inn="nvme", out="tmpfs",
-       extra="") -> str:
+       extra="") -> dict[str, str]:
+    """The words a node hook checks (as staging.words_of makes them from a placement)."""
     dirs = ",".join(f"{t}={jobdir(site, t, user)}" for t in tiers)
-    return f"#!/bin/sh\n#SBATCH -N 1\n#BB_LUA qos id={PID} dirs={dirs} in={inn} out={out}{extra}\n"
+    words = {"id": PID, "dirs": dirs, "in": inn, "out": out}
+    words.update(w.split("=", 1) for w in extra.split())
+    return words
+
+
+HOST = socket.gethostname()
 
 
 # --- the request line ---------------------------------------------------------------
-
-def test_parse_bb_reads_the_first_qos_line_only():
-    text = ("#!/bin/sh\n#BB_LUA qosx id=nope\n  #BB_LUA qos id=q1 dirs=a=/x,b=/y in= out=b\n"
-            "#BB_LUA qos id=q2\n")
-    assert parse_bb(text) == {"id": "q1", "dirs": "a=/x,b=/y", "in": "", "out": "b"}
-    assert parse_bb("#BB_LUA qos") == {}
-
-
-@pytest.mark.parametrize("text, needle", [
-    ("#!/bin/sh\necho hi\n", "no '#BB_LUA qos' line"),
-    ("#BB_LUA qosx id=q1\n", "no '#BB_LUA qos' line"),
-    ("#BB_LUA qos id=q1 oops\n", "'oops' is not key=value"),
-])
-def test_parse_bb_refuses(text, needle):
-    with pytest.raises(InputError) as e:
-        parse_bb(text)
-    assert needle in str(e.value) and "\n" not in str(e.value)
-
 
 # --- check_request: nothing in the line is trusted -----------------------------------
 
@@ -106,7 +96,7 @@ def check(site: Site, words: dict[str, str], user: str = "alice") -> StagingReco
 
 
 def test_a_well_formed_request_becomes_a_record(site):
-    rec = check(site, parse_bb(bb(site, extra=" stage_in=/home/alice/in stage_out=/home/a/o")))
+    rec = check(site, bb(site, extra=" stage_in=/home/alice/in stage_out=/home/a/o"))
     assert rec == StagingRecord("17", 1001, 1001, PID,
                                 {"nvme": jobdir(site, "nvme"), "tmpfs": jobdir(site, "tmpfs")},
                                 ["nvme"], ["tmpfs"], "/home/alice/in", "/home/a/o")
@@ -161,9 +151,8 @@ def test_setup_makes_private_directories_and_records_the_request(site):
         assert (pst.st_uid, stat.S_IMODE(pst.st_mode)) == (0, 0o755)
     assert not (site.tiers["lustre"].path / "alice").exists()
     assert load_record(site, "17") == rec
-    assert json.loads((site.state_dir / "bb" / "17.json").read_text())["dirs"] == rec.dirs
-    assert (site.state_dir / "bb" / "17.env").read_text() == (
-        f"QOS_DIR_NVME={jobdir(site, 'nvme')}\nQOS_DIR_TMPFS={jobdir(site, 'tmpfs')}\n")
+    assert json.loads((site.state_dir / "nodes" / HOST / "17.json").read_text())["dirs"] \
+        == rec.dirs
 
 
 def test_setup_refuses_a_forged_request_before_touching_anything(site):
@@ -201,7 +190,6 @@ def test_stage_in_and_stage_out_copy_and_teardown_removes(site, base):
     teardown(site, "17")
     assert not Path(jobdir(site, "nvme")).exists() and not Path(jobdir(site, "tmpfs")).exists()
     assert load_record(site, "17") is None
-    assert not (site.state_dir / "bb" / "17.env").exists()
     assert (out / "result.txt").exists() and (src / "a.dat").exists()
     teardown(site, "17")                                  # nothing left: a no-op
 
@@ -240,10 +228,10 @@ def test_failed_stage_out_is_a_one_line_error(site, base):
 
 
 def write_record(site: Site, job: str, dirs: dict[str, str]) -> None:
-    (site.state_dir / "bb").mkdir(parents=True, exist_ok=True)
+    (site.state_dir / "nodes" / HOST).mkdir(parents=True, exist_ok=True)
     rec = {"job": job, "uid": 0, "gid": 0, "id": PID, "dirs": dirs, "in_tiers": [],
            "out_tiers": []}
-    (site.state_dir / "bb" / f"{job}.json").write_text(json.dumps(rec))
+    (site.state_dir / "nodes" / HOST / f"{job}.json").write_text(json.dumps(rec))
 
 
 @pytest.mark.parametrize("forged", [
@@ -299,10 +287,10 @@ def test_stage_in_larger_than_the_capacity_is_refused_with_the_reason(base):
     src.mkdir()
     (src / "a").write_bytes(b"x" * 3000)
     (src / "b").write_bytes(b"x" * 2000)
-    with pytest.raises(QosPluginError) as e:
+    with pytest.raises(InputError) as e:
         setup(site, "17", 0, 0, "alice", bb(site, extra=f" stage_in={src}"))
     msg = str(e.value)
-    assert "tier nvme is out of space" in msg and "needs 4.9 KiB, 4.0 KiB free" in msg
+    assert f"tier nvme: out of space on {HOST}" in msg and "needs 4.9 KiB, 4.0 KiB free" in msg
     assert "(capacity 4.0 KiB)" in msg and "--qos-exclude-tier=nvme" in msg
     assert not Path(jobdir(site, "nvme")).exists() and load_record(site, "17") is None
     # The same stage-in into a tier without the limit (and the small tier not an in
@@ -311,56 +299,71 @@ def test_stage_in_larger_than_the_capacity_is_refused_with_the_reason(base):
     assert rec.in_tiers == ["tmpfs"]
 
 
-# --- run_hook: what burst_buffer.lua reads -----------------------------------------
+# --- the node hooks: from the job's environment, as slurmd runs them ------------------
 
-def test_run_hook_prints_ok_or_one_error_line(site, base, capsys):
+def _env(site: Site, job: str = "17", **extra: str) -> dict[str, str]:
+    from qos_plugin.slurm.placement import Placement
+
+    p = Placement(id=PID, workflow="w@1", nodes=1, makespan=1.0, region=0, rule="",
+                  stages={"a": "nvme", "b": "lustre"},
+                  dirs={"nvme": jobdir(site, "nvme", "root"), "lustre": jobdir(site, "lustre", "root")},
+                  local=["nvme"], in_tiers=["nvme", "lustre"], out_tiers=["nvme"],
+                  stage_in=extra.pop("stage_in", ""), stage_out=extra.pop("stage_out", ""))
+    env = {f"SPANK_{k}": v for k, v in p.to_env().items()}
+    return {**env, "SLURM_JOB_ID": job, "SLURM_JOB_UID": "0", "SLURM_JOB_GID": "0", **extra}
+
+
+def test_node_prolog_and_epilog_stage_the_node_local_part_only(site, base, monkeypatch):
+    cancelled: list[tuple[str, str]] = []
+    monkeypatch.setattr("qos_plugin.slurm.staging.cancel_job",
+                        lambda job, why: cancelled.append((job, why)))
     conf = str(base / "site.toml")
-    assert run_hook(conf, "data_in", "17", None, None) == 1
-    assert capsys.readouterr().out == ("error: qos data_in: job 17 has no staging record; "
-                                       "setup did not run\n")
     src = base / "in.txt"
     src.write_text("input")
-    setup(site, "17", 0, 0, "alice", bb(site, extra=f" stage_in={src}"))
-    assert run_hook(conf, "data_in", "17", None, None) == 0
-    assert capsys.readouterr().out == "ok\n"
-    assert (Path(jobdir(site, "nvme")) / "in.txt").read_text() == "input"
-    assert run_hook(conf, "teardown", "17", None, None) == 0
-    assert capsys.readouterr().out == "ok\n" and not Path(jobdir(site, "nvme")).exists()
-    assert run_hook(str(base / "missing.toml"), "teardown", "17", None, None) == 1
-    out = capsys.readouterr().out
-    assert out.startswith("error: qos teardown: ") and "cannot read the site" in out
-    assert out.count("\n") == 1
+    out = base / "out"
+    assert node_prolog(conf, _env(site, stage_in=str(src), stage_out=str(out))) == 0
+    assert (Path(jobdir(site, "nvme", "root")) / "in.txt").read_text() == "input"
+    assert not Path(jobdir(site, "lustre", "root")).exists()       # the controller's part
+    (Path(jobdir(site, "nvme", "root")) / "result").write_text("r")
+    assert node_epilog(conf, {"SLURM_JOB_ID": "17"}) == 0
+    assert (out / "result").read_text() == "r" and (out / "in.txt").exists()
+    assert not Path(jobdir(site, "nvme", "root")).exists() and load_record(site, "17") is None
+    assert node_epilog(conf, {"SLURM_JOB_ID": "17"}) == 0      # nothing left: a no-op
+    # The request's fault (a missing input) cancels the job, the node stays in service.
+    assert node_prolog(conf, _env(site, "18", stage_in=str(base / "nothing"))) == 0
+    assert cancelled and cancelled[0][0] == "18" and "does not exist" in cancelled[0][1]
+    assert not Path(jobdir(site, "nvme", "root")).exists() and load_record(site, "18") is None
+    # A node fault (the site cannot be read) fails the prolog: Slurm drains the node.
+    assert node_prolog(str(base / "missing.toml"), _env(site, "19")) == 1
+    # A job without a placement is none of the hooks' business.
+    assert node_prolog(conf, {"SLURM_JOB_ID": "20"}) == 0
 
 
-# --- the prolog's shared-tier directories (the same rule, from the job's environment) --
+# --- the controller prolog's shared-tier directories (the same rule) -----------------
 
-def test_prolog_makes_only_the_exact_shared_tier_directory(site):
-    from qos_plugin.slurm.jobhooks import _make_shared_dirs
+def test_prolog_takes_only_the_exact_shared_tier_directory(site):
+    from qos_plugin.slurm.jobhooks import _shared
     from qos_plugin.slurm.placement import Placement
 
     def placement(pid=PID, lustre=None):
         return Placement(id=pid, workflow="w@1", nodes=1, makespan=1.0, region=0, rule="",
                          stages={"a": "lustre", "b": "nvme"},
-                         dirs={"lustre": lustre or jobdir(site, "lustre", pid=pid),
-                               "nvme": jobdir(site, "nvme", pid=pid)}, local=["nvme"])
+                         dirs={"lustre": lustre or jobdir(site, "lustre", NOBODY_NAME, pid),
+                               "nvme": jobdir(site, "nvme", NOBODY_NAME, pid)},
+                         local=["nvme"], in_tiers=["lustre"], out_tiers=["nvme"])
 
-    env = {"SLURM_JOB_UID": str(NOBODY), "SLURM_JOB_GID": str(NOBODY),
-           "SLURM_JOB_USER": "alice"}
-    _make_shared_dirs(site, placement(), env)
-    st = Path(jobdir(site, "lustre")).stat()
-    assert (st.st_uid, st.st_gid) == (NOBODY, NOBODY)
-    assert Path(jobdir(site, "lustre")).parent.stat().st_uid == 0
-    assert not Path(jobdir(site, "nvme")).exists()         # the burst buffer's job
+    env = {"SLURM_JOB_UID": str(NOBODY), "SLURM_JOB_GID": str(NOBODY), "SLURM_JOB_ID": "5"}
+    rec = _shared(site, placement(), env)
+    assert rec.dirs == {"lustre": jobdir(site, "lustre", NOBODY_NAME)}   # nodes do nvme
+    assert rec.in_tiers == ["lustre"] and rec.out_tiers == []
     lustre = site.tiers["lustre"].path
     for forged in (str(lustre), str(lustre / "bob" / PID), "/etc"):
         with pytest.raises(QosPluginError, match="it must be"):
-            _make_shared_dirs(site, placement(lustre=forged), env)
-    assert lustre.stat().st_uid == 0 and not (lustre / "bob").exists()
+            _shared(site, placement(lustre=forged), env)
     with pytest.raises(QosPluginError, match="bad placement id"):
-        _make_shared_dirs(site, placement(pid="q1", lustre=str(lustre / "alice" / "q1")), env)
-    for missing in ("SLURM_JOB_USER", "SLURM_JOB_UID"):
-        with pytest.raises(QosPluginError, match="no job user"):
-            _make_shared_dirs(site, placement(), {k: v for k, v in env.items() if k != missing})
+        _shared(site, placement(pid="q1", lustre=str(lustre / NOBODY_NAME / "q1")), env)
+    with pytest.raises(QosPluginError, match="no job user"):
+        _shared(site, placement(), {k: v for k, v in env.items() if k != "SLURM_JOB_UID"})
 
 
 def test_make_job_dir_never_follows_a_planted_link(tmp_path):

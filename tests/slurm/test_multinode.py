@@ -1,0 +1,258 @@
+"""The product on a multi-node cluster: jobs on nodes of their own, node-local tiers on the
+job's nodes, shared-tier I/O through qosfs and the daemons, identities from the kernel."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.slurm.conftest import DONE, OTHER, USER, Cluster
+
+MiB = 1 << 20
+# A placement on the shared tier only, on as many nodes as allowed.
+SHARED_ONLY = ("--qos-workflow=pipeline", "--qos-exclude-tier=ram,ssd")
+# On node-local memory, two nodes: each node has its own directory.
+LOCAL_TWO = ("--qos-workflow=pipeline", "--qos-objective=fastest", "--qos-max-nodes=2",
+             "--qos-exclude-tier=pfs,ssd")
+
+
+def _go(cluster: Cluster, name: str) -> Path:
+    return cluster.work / f"go-{name}-{time.monotonic_ns()}"
+
+
+def _wait_started(cluster: Cluster, go: Path) -> None:
+    cluster.wait_for(lambda: Path(f"{go}.running").exists(), timeout=60, what="the job script")
+
+
+def test_two_node_job_has_private_node_local_directories_and_stage_out_collects_both(
+        cluster: Cluster) -> None:
+    data = cluster.work / "mn-input"
+    data.mkdir()
+    (data / "seed.txt").write_text("seed\n")
+    for p in (data, data / "seed.txt"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    out = cluster.work / "mn-results"
+    script = cluster.script(
+        'srun -N2 --ntasks-per-node=1 bash -c \''
+        'd=$SLURM_SPANK_QOS_DIR_RAM; h=$(hostname); '
+        'echo "HOST $h $(cat $d/mn-input/seed.txt)"; '
+        'echo "from $h" > $d/out-$h.txt; sleep 2; '
+        'echo "SEES $h $(ls $d | tr "\\n" " ")"\'\n')
+    job = cluster.submit(*LOCAL_TWO, f"--qos-stage-in={data}", f"--qos-stage-out={out}",
+                         script=script)
+    info = cluster.wait(job, DONE, timeout=120)
+    text = cluster.output(job)
+    assert info.state == "COMPLETED", (info, text)
+    hosts = re.findall(r"^HOST (\S+) seed$", text, re.M)
+    assert sorted(hosts) == ["node1", "node2"], text
+    # Each node sees its own output and the staged input, never the other node's file.
+    for h in hosts:
+        seen = re.search(rf"^SEES {h} (.*)$", text, re.M)
+        assert seen is not None, text
+        names = seen.group(1).split()
+        assert f"out-{h}.txt" in names and "mn-input" in names, text
+        assert not [n for n in names if n.startswith("out-") and n != f"out-{h}.txt"], text
+    # The stage-out gathered both nodes' outputs, and kept the destination's mode.
+    cluster.wait_for(lambda: (out / "out-node1.txt").exists()
+                     and (out / "out-node2.txt").exists(), what="the stage-out of both")
+    assert (out / "out-node2.txt").read_text() == "from node2\n"
+    assert out.stat().st_mode & 0o777 != 0o700
+    assert out.stat().st_uid == pwd.getpwnam(USER).pw_uid
+    # The directories are gone on both nodes, and were never on the head.
+    ram = cluster.local.tier_path("ram") / USER
+    for node in ("node1", "node2"):
+        cluster.wait_for(lambda n=node: cluster.on_node(n, ["ls", "-A", str(ram)])
+                         .stdout.strip() == "", what=f"the epilog on {node}")
+    assert not (cluster.local.tier_path("ram") / USER).exists()
+
+
+def test_shared_tier_writes_are_counted_under_the_job_exactly(cluster: Cluster) -> None:
+    n_mib = 37
+    script = cluster.script(
+        f'dd if=/dev/zero of="$SLURM_SPANK_QOS_DIR_PFS/data" bs=1M count={n_mib} '
+        'status=none && echo WROTE\n'
+        'stat -c "OWNER %U %a" "$SLURM_SPANK_QOS_DIR_PFS/data"\n')
+    job = cluster.submit(*SHARED_ONLY, script=script)
+    info = cluster.wait(job, DONE, timeout=120)
+    text = cluster.output(job)
+    assert info.state == "COMPLETED" and "WROTE" in text, text
+    assert f"OWNER {USER} " in text, text
+    written, _ = cluster.job_bytes(job)
+    assert written == n_mib * MiB
+
+
+def test_group_limit_holds_dd_on_two_nodes_together(cluster: Cluster) -> None:
+    limit = 30e6
+    go = _go(cluster, "group")
+    script = cluster.script(
+        f'touch {go}.running; while [ ! -e {go} ]; do sleep 0.1; done\n'
+        'srun -N2 --ntasks-per-node=1 bash -c \'dd if=/dev/zero '
+        'of="$SLURM_SPANK_QOS_DIR_PFS/f-$(hostname)" bs=1M count=400 status=none\'\n')
+    job = cluster.submit(*SHARED_ONLY, "--qos-objective=fastest", "--qos-max-nodes=2",
+                         script=script)
+    cluster.wait(job, ("RUNNING",), timeout=60)
+    _wait_started(cluster, go)
+    assert cluster.job(job).nodes == 2
+    p = cluster.qosctl("policy", "set", f"job={job}", "--tier", "pfs", "--limit",
+                       f"{limit:.0f}", "--scope", "group")
+    assert p.returncode == 0, p.stderr
+    cluster.wait_for(lambda: all(any(q.selector.value == job for q in c)
+                                 for c in _policies(cluster)), what="the policy everywhere")
+    go.touch()
+    time.sleep(3)          # both nodes under way, the split settled
+    w0, t0 = cluster.job_bytes(job)[0], time.monotonic()
+    time.sleep(12)
+    w1, t1 = cluster.job_bytes(job)[0], time.monotonic()
+    rate = (w1 - w0) / (t1 - t0)
+    assert abs(rate - limit) / limit < 0.05, f"{rate / 1e6:.2f} MB/s against {limit / 1e6}"
+    subprocess_cancel(cluster, job)
+
+
+def test_store_is_root_only_and_the_mount_keeps_owners_and_modes(cluster: Cluster) -> None:
+    store = cluster.local.store_path("pfs")
+    mount = cluster.local.tier_path("pfs")
+    # Directly into the store: refused, whatever the path.
+    p = cluster.on_node("node1", ["touch", str(store / "planted")], user=USER)
+    assert p.returncode != 0 and "Permission denied" in p.stderr, p
+    # Through the mount, in directories the users own (as a site makes home dirs).
+    for u in (USER, OTHER):
+        d = store / u
+        d.mkdir(exist_ok=True)
+        pw = pwd.getpwnam(u)
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        d.chmod(0o755)
+    secret = mount / OTHER / "secret"
+    p = cluster.on_node("node2", ["sh", "-c", f"umask 077; echo hidden > {secret}"], user=OTHER)
+    assert p.returncode == 0, p
+    p = cluster.on_node("node1", ["cat", str(secret)], user=USER)
+    assert p.returncode != 0 and "Permission denied" in p.stderr, p
+    p = cluster.on_node("node1", ["rm", "-f", str(secret)], user=USER)
+    assert p.returncode != 0, p
+    mine = mount / USER / "mine"
+    p = cluster.on_node("node1", ["sh", "-c", f"echo x > {mine} && stat -c '%U %G %a' {mine}"],
+                        user=USER)
+    assert p.returncode == 0, p
+    pw = pwd.getpwnam(USER)
+    import grp
+    assert p.stdout.split() == [USER, grp.getgrgid(pw.pw_gid).gr_name, "644"], p
+    st = (store / USER / "mine").stat()
+    assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid)
+    # No setuid bit through the data path.
+    p = cluster.on_node("node1", ["chmod", "4755", str(mine)], user=USER)
+    assert not (store / USER / "mine").stat().st_mode & 0o6000
+
+
+def test_forged_job_id_outside_a_job_is_charged_to_the_user(cluster: Cluster) -> None:
+    go = _go(cluster, "forged")
+    script = cluster.script('echo "DIR $SLURM_SPANK_QOS_DIR_PFS"\n'
+                            f'touch {go}.running; while [ ! -e {go} ]; do sleep 0.1; done\n')
+    job = cluster.submit(*SHARED_ONLY, "--qos-keep", script=script)
+    cluster.wait(job, ("RUNNING",), timeout=60)
+    _wait_started(cluster, go)
+    m = re.search(r"^DIR (\S+)$", cluster.output(job), re.M)
+    assert m, cluster.output(job)
+    target = f"{m.group(1)}/forged"
+    before = cluster.job_bytes(job)[0]
+    p = cluster.on_node("node1", ["env", f"SLURM_JOB_ID={job}", "dd", "if=/dev/zero",
+                                  f"of={target}", "bs=1M", "count=5", "status=none"],
+                        user=USER)
+    assert p.returncode == 0, p
+    assert cluster.job_bytes(job)[0] == before
+    assert cluster.class_bytes().get(f"user:{USER}", 0) >= 5 * MiB
+    go.touch()
+    cluster.wait(job, DONE)
+
+
+def test_killed_slurmd_fails_the_job_and_the_other_node_cleans_up(cluster: Cluster) -> None:
+    go = _go(cluster, "nodefail")
+    script = cluster.script(
+        f'srun -N2 --ntasks-per-node=1 bash -c \'touch $SLURM_SPANK_QOS_DIR_RAM/here; '
+        f'touch {go}.running-$(hostname); sleep 300\'\n')
+    job = cluster.submit(*LOCAL_TWO, script=script)
+    cluster.wait(job, ("RUNNING",), timeout=60)
+    cluster.wait_for(lambda: all(Path(f"{go}.running-{n}").exists() for n in ("node1",
+                                                                               "node2")),
+                     timeout=60, what="both tasks")
+    assert cluster.reservations(job), "the job holds reservations on the shared tier"
+    ram = cluster.local.tier_path("ram") / USER
+    assert cluster.on_node("node1", ["ls", "-A", str(ram)]).stdout.strip()
+    pid = cluster.local.slurmd_pid("node2")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    try:
+        info = cluster.wait(job, DONE, timeout=120)
+        assert info.state in ("NODE_FAIL", "FAILED"), info
+        cluster.wait_for(lambda: not cluster.reservations(job), what="the release")
+        cluster.wait_for(lambda: cluster.on_node("node1", ["ls", "-A", str(ram)])
+                         .stdout.strip() == "", what="the directory removed on node1")
+    finally:
+        cluster.local.start_slurmd("node2")
+        cluster.local.wait_idle(120)
+
+
+def test_reserved_jobs_hold_their_floor_beside_an_unreserved_flood(cluster: Cluster) -> None:
+    floor = 15e6
+    go = _go(cluster, "floor")
+    writer = (f'touch {go}.running-$SLURM_JOB_ID; while [ ! -e {go} ]; do sleep 0.1; done\n'
+              'for i in $(seq {streams}); do dd if=/dev/zero of="$SLURM_SPANK_QOS_DIR_PFS/f$i" '
+              'bs=1M count=2000 status=none & done; wait\n')
+    reserved = [cluster.submit(*SHARED_ONLY, script=cluster.script(writer.format(streams=1)))
+                for _ in range(2)]
+    flood = cluster.submit(*SHARED_ONLY, script=cluster.script(writer.format(streams=6)))
+    jobs = [*reserved, flood]
+    for j in jobs:
+        cluster.wait(j, ("RUNNING",), timeout=60)
+        cluster.wait_for(lambda j=j: Path(f"{go}.running-{j}").exists(), timeout=60,
+                         what=f"job {j}")
+    # The administrator's reservation, per daemon (files are striped over both).
+    for j in reserved:
+        p = cluster.qosctl("reserve", j, f"{floor / 2:.0f}", "--tier", "pfs")
+        assert p.returncode == 0, p.stderr
+    flood_policy = [q for c in _policies(cluster) for q in c if q.selector.value == flood]
+    assert not any(q.reservation_bps for q in flood_policy)
+    cluster.wait_for(lambda: all(sum(1 for q in c if q.selector.value in reserved
+                                     and q.reservation_bps == floor / 2) == 2
+                                 for c in _policies(cluster)), what="the reservations")
+    go.touch()
+    time.sleep(3)
+    before = {j: cluster.job_bytes(j)[0] for j in jobs}
+    t0 = time.monotonic()
+    time.sleep(10)
+    rates = {j: (cluster.job_bytes(j)[0] - before[j]) / (time.monotonic() - t0) for j in jobs}
+    for j in jobs:
+        subprocess_cancel(cluster, j)
+    for j in reserved:
+        assert rates[j] >= 0.95 * floor, {k: round(v / 1e6, 1) for k, v in rates.items()}
+    assert rates[flood] > 0
+
+
+def _policies(cluster: Cluster) -> list[list]:
+    from tokenbucket_daemon.client import AdminClient
+
+    out = []
+    for addr in cluster.local.daemon_addresses():
+        c = AdminClient(addr, cluster.token)
+        try:
+            out.append(c.list_policies())
+        finally:
+            c.close()
+    return out
+
+
+def subprocess_cancel(cluster: Cluster, job: str) -> None:
+    import subprocess
+
+    subprocess.run(["scancel", job], env=cluster.env, check=False)
+    cluster.wait(job, DONE, timeout=60)
+
+
+@pytest.fixture(autouse=True)
+def _idle(cluster: Cluster) -> None:
+    """Each test starts on an idle cluster (a test may leave jobs ending)."""
+    cluster.local.wait_idle(120)
