@@ -1,11 +1,15 @@
-"""Slurm integration figures, on a real local cluster started by deploy/local/up.
+"""Slurm integration figures, on a real multi-node cluster started by deploy/local/up.
 
-  deploy       deploy/local/up to an idle node, and deploy/local/down (fresh directory
-               each time; the Debian packages already installed)
+  deploy       deploy/local/up --nodes 3 to three idle nodes, and deploy/local/down
+               (fresh directory each time; the Debian packages already installed)
   sbatch       the latency --qos-* adds to sbatch: plain `sbatch --hold` against the
                same with a placement (shared tier only, and with a node-local tier as a
                user), and the planner helper alone
-  first job    submit to COMPLETED for a QoS job without and with the burst buffer
+  first job    submit to COMPLETED for a QoS job on the shared tier and on a node-local
+               tier (the node prolog and epilog)
+  throughput   dd of one job (1 MiB blocks, conv=fsync) into its shared-tier directory
+               through qosfs and the daemons, against dd as root straight into the store
+               on the same disk; and into node-local tiers used directly (tmpfs, disk)
 
 Run as root:  .venv/bin/python benchmarks/slurm/run.py [--reps 20]
 Writes benchmarks/slurm/results.json and results.md.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -50,8 +55,8 @@ def deploy(reps: int) -> list[dict[str, Any]]:
     rows = []
     for i in range(reps):
         root = Path(f"/tmp/qos-bench-deploy-{os.getpid()}-{i}")
-        t_up, p = timed([str(REPO / "deploy/local/up"), "--dir", str(root), "--user", USER],
-                        dict(os.environ), REPO)
+        t_up, p = timed([str(REPO / "deploy/local/up"), "--dir", str(root), "--nodes", "3",
+                         "--user", USER], dict(os.environ), REPO)
         if p.returncode:
             raise SystemExit(f"deploy/local/up failed: {p.stderr}")
         t_down, p = timed([str(REPO / "deploy/local/down"), "--dir", str(root), "--purge"],
@@ -61,19 +66,74 @@ def deploy(reps: int) -> list[dict[str, Any]]:
     return rows
 
 
+_DD = re.compile(r"(\d+) bytes .* copied, ([\d.]+) s")
+
+
+def dd_rate(text: str) -> float:
+    """MB/s from dd's last line: its bytes over its seconds."""
+    m = _DD.findall(text)
+    if not m:
+        raise SystemExit(f"no dd summary in {text!r}")
+    n, secs = m[-1]
+    return int(n) / float(secs) / 1e6
+
+
+def throughput(c: LocalCluster, env: dict[str, str], work: Path, as_user: list[str],
+               mib: int, reps: int) -> dict[str, Any]:
+    dd = f"dd if=/dev/zero bs=1M count={mib} conv=fsync"
+    runs: dict[str, list[float]] = {}
+    jobs = {"shared tier through qosfs (job)": ("pfs", ["--qos-exclude-tier=ram,ssd"]),
+            "node-local tmpfs, direct (job)": ("ram", ["--qos-objective=fastest",
+                                                      "--qos-exclude-tier=ssd",
+                                                      "--qos-max-nodes=1"]),
+            "node-local disk, direct (job)": ("ssd", ["--qos-objective=fastest",
+                                                     "--qos-exclude-tier=ram",
+                                                     "--qos-max-nodes=1"])}
+    for name, (tier, opts) in jobs.items():
+        script = work / f"dd-{tier}.sh"
+        var = f"SLURM_SPANK_QOS_DIR_{tier.upper()}"
+        script.write_text(f"#!/bin/bash\nfor i in $(seq {reps}); do {dd} of=${var}/f 2>&1; "
+                          f"rm -f ${var}/f; done\n")
+        script.chmod(0o755)
+        out = work / f"dd-{tier}.out"
+        p = subprocess.run(as_user + ["sbatch", "--parsable", "-W", "-o", str(out),
+                                      "--qos-workflow=pipeline", *opts, str(script)],
+                           env=env, capture_output=True, text=True, cwd=work)
+        if p.returncode:
+            raise SystemExit(f"{name}: {p.stderr.strip()}")
+        text = out.read_text()
+        if tier not in text and "copied" not in text:
+            raise SystemExit(f"{name}: {text}")
+        runs[name] = [dd_rate(line) for line in text.splitlines() if "copied" in line]
+    raw = c.store_path("pfs") / "raw-dd"
+    runs["raw store, dd as root"] = []
+    for _ in range(reps):
+        p = subprocess.run(["sh", "-c", f"{dd} of={raw} 2>&1; rm -f {raw}"],
+                           capture_output=True, text=True)
+        runs["raw store, dd as root"].append(dd_rate(p.stdout))
+    med = {k: round(statistics.median(v), 1) for k, v in runs.items()}
+    for k, v in med.items():
+        print(f"  dd {k:36s} {v:8.1f} MB/s  {runs[k]}", flush=True)
+    return {"MBps": med, "runs": runs,
+            "qosfs_vs_raw": round(med["shared tier through qosfs (job)"]
+                                  / med["raw store, dd as root"], 3)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=20, help="sbatch calls per case")
     ap.add_argument("--deploys", type=int, default=3)
+    ap.add_argument("--dd-mib", type=int, default=512, help="MiB per dd run")
+    ap.add_argument("--dd-reps", type=int, default=3)
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (it starts Slurm)")
     results: dict[str, Any] = {"deploy": deploy(a.deploys)}
 
     root = Path(f"/tmp/qos-bench-{os.getpid()}")
-    subprocess.run([str(REPO / "deploy/local/up"), "--dir", str(root), "--user", USER],
-                   check=True, capture_output=True)
+    subprocess.run([str(REPO / "deploy/local/up"), "--dir", str(root), "--nodes", "3",
+                    "--user", USER], check=True, capture_output=True)
     c = LocalCluster(root)
     env = {**os.environ, **c.env()}
     work = root / "work"
@@ -120,7 +180,7 @@ def main() -> int:
         first = {}
         shared_job = base + [*qos, "--qos-exclude-tier=ram,ssd", str(script)]
         for name, argv in (("QoS job, shared tier (root)", shared_job),
-                           ("QoS job, node-local tier, burst buffer (user)",
+                           ("QoS job, node-local tier (user)",
                             as_user + base + [*qos, "--qos-deadline=5:00", str(script)])):
             t0 = time.perf_counter()
             p = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=work)
@@ -134,6 +194,7 @@ def main() -> int:
             first[name] = round(time.perf_counter() - t0, 2)
             print(f"  {name:42s} submit to completed {first[name]:.2f} s", flush=True)
         results["job_turnaround_s"] = first
+        results["throughput"] = throughput(c, env, work, as_user, a.dd_mib, a.dd_reps)
     finally:
         subprocess.run([str(REPO / "deploy/local/down"), "--dir", str(root), "--purge"],
                        capture_output=True)
@@ -149,6 +210,10 @@ def main() -> int:
         lines.append(f"| **added by --qos-\\***, {name} | **{v:.0f} ms** |")
     for name, v in first.items():
         lines.append(f"| {name}: submit to completed | {v:.2f} s |")
+    tp = results["throughput"]
+    for name, v in tp["MBps"].items():
+        lines.append(f"| dd {a.dd_mib} MiB, {name}, median of {a.dd_reps} | {v:.0f} MB/s |")
+    lines.append(f"| **qosfs against the raw store** | **{tp['qosfs_vs_raw']:.2f}** |")
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
