@@ -41,6 +41,7 @@ from qos_plugin.slurm.staging import (
     copy_contents,
     make_job_dir,
     remove_job_dir,
+    store_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def _finish_shared(site: Site, rec: StagingRecord, keep: bool) -> None:
         return
     for tier, d in rec.dirs.items():
         t = site.tier(tier)
-        remove_job_dir(t.path, str(t.path / Path(d).parent.name / rec.id), rec.job)
+        remove_job_dir(t.path, str(store_dir(t, d)), rec.job)
 
 
 def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
@@ -177,8 +178,7 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
         nodes = job_nodes(env)
         for tier, d in shared.dirs.items():
             t = site.tier(tier)
-            make_job_dir(t.path, t.path / Path(d).parent.name / shared.id, shared.uid,
-                         shared.gid, 0o700)
+            make_job_dir(t.path, store_dir(t, d), shared.uid, shared.gid, 0o700)
     except InputError as e:
         # A placement this cluster cannot hold (a forged one, or a tier the site has
         # dropped since): end the job with the reason instead of requeueing it forever.

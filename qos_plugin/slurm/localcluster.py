@@ -102,10 +102,13 @@ def missing_packages() -> list[str]:
 
 class LocalCluster:
     def __init__(self, root: Path = DEFAULT_DIR, daemons: int = 2,
-                 on_unavailable: str = "open", nodes: int = 2) -> None:
+                 on_unavailable: str = "open", nodes: int = 2,
+                 enforce_local: bool = False) -> None:
         self.root = root.absolute()      # not resolved: a planted link must be seen
         self.n_daemons = daemons
         self.n_nodes = nodes
+        # The disk tier ssd through a daemon of each node (and its qosfs), not directly.
+        self.enforce_local = enforce_local
         self.on_unavailable = on_unavailable
         self.etc, self.bin, self.lib = self.root / "etc", self.root / "bin", self.root / "lib"
         self.run, self.logs = self.root / "run", self.root / "log"
@@ -143,13 +146,19 @@ class LocalCluster:
         info: dict[str, Any] = json.loads((self.etc / "cluster.json").read_text())
         return info
 
+    def node_daemons(self) -> dict[str, str]:
+        """Each node's own daemon (``--enforce-local``), else none."""
+        return dict(self._info().get("node_daemons", {}))
+
     def node(self, name: str) -> Node:
         if name not in self.node_names():
             raise ClusterError(f"no node {name!r}; the nodes are {self.node_names()}")
+        disk = self.root / "nodes" / name / "ssd"
+        # Enforced: the node's disk is the store behind its daemon, root only, at the same
+        # path on every node; jobs see it through qosfs. Direct: jobs see the disk itself.
+        where = self.store_path("ssd") if self.node_daemons() else self.tier_path("ssd")
         return Node(NodeSpec(name, f"{self.cgroup_prefix}-{name}",
-                             tmpfs=[(self.tier_path("ram"), RAM_SIZE)],
-                             binds=[(self.root / "nodes" / name / "ssd",
-                                     self.tier_path("ssd"))]),
+                             tmpfs=[(self.tier_path("ram"), RAM_SIZE)], binds=[(disk, where)]),
                     self.run, self.logs)
 
     def running(self) -> dict[str, int]:
@@ -198,18 +207,24 @@ class LocalCluster:
             d.chmod(0o755)
             (self.root / "spool" / n).mkdir(parents=True, exist_ok=True)
 
-        ports = free_ports(1 + self.n_nodes + self.n_daemons)
+        n_local = self.n_nodes if self.enforce_local else 0
+        ports = free_ports(1 + self.n_nodes + self.n_daemons + n_local)
         ctld_port, node_ports = ports[0], ports[1:1 + self.n_nodes]
-        addrs = [f"127.0.0.1:{p}" for p in ports[1 + self.n_nodes:]]
+        addrs = [f"127.0.0.1:{p}" for p in ports[1 + self.n_nodes:1 + self.n_nodes
+                                                 + self.n_daemons]]
+        local = {n: f"127.0.0.1:{p}" for n, p in
+                 zip(names, ports[1 + self.n_nodes + self.n_daemons:], strict=False)}
+        if self.enforce_local:
+            self.store_path("ssd").mkdir(exist_ok=True)
         (self.etc / "cluster.json").write_text(json.dumps(
-            {"daemons": addrs, "slurmctld_port": ctld_port,
+            {"daemons": addrs, "slurmctld_port": ctld_port, "node_daemons": local,
              "nodes": dict(zip(names, node_ports, strict=True))}))
 
         self._start_munge()
         self._write_token()
         self._start_daemons(addrs)
         self._install_lib()
-        self._write_site(addrs)
+        self._write_site(addrs, local)
         self._train_example()
         self._write_slurm(ctld_port, dict(zip(names, node_ports, strict=True)))
         for wait in [self._start_node(n, addrs) for n in names]:
@@ -300,6 +315,23 @@ class LocalCluster:
         _wait(lambda: _gone(pid), 15, f"tokenbucketd-{i} did not stop")
         (self.run / f"tokenbucketd-{i}.pid").unlink(missing_ok=True)
 
+    def _node_daemon(self, node: Node, addr: str) -> None:
+        """The daemon of ``node``'s enforced node-local tiers, inside the node (it must
+        see the node's own store)."""
+        state = self.root / "state" / f"tokenbucketd-{node.name}"
+        state.mkdir(parents=True, exist_ok=True)
+        conf = self.etc / f"tokenbucketd-{node.name}.toml"
+        conf.write_text(f'daemon_id = "{node.name}"\nlisten = "{addr}"\n'
+                        f'state_dir = "{state}"\n'
+                        f'admin_token_file = "{self.etc / "admin.token"}"\n'
+                        f'[tiers]\nssd = "{self.store_path("ssd")}"\n')
+        p = node.spawn([str(PYTHON), "-m", "tokenbucket_daemon.server.app", "--config",
+                        str(conf)], f"tokenbucketd-{node.name}.log")
+        del p          # it lives in the node's cgroup: removing the node stops it
+        host, port = addr.rsplit(":", 1)
+        _wait(lambda: _port_open(host, int(port)), 20,
+              f"the daemon of {node.name} did not listen on {addr} (see {self.logs})")
+
     def _qosfs_argv(self, tier: str, addrs: list[str], log_name: str) -> list[str]:
         return [str(PYTHON), "-m", "qosfs.cli", "mount", tier, str(self.tier_path(tier)),
                 "--daemons", ",".join(addrs), "--foreground",
@@ -309,14 +341,18 @@ class LocalCluster:
         """Make node ``name`` and start its programs; returns a wait for its mounts."""
         node = self.node(name)
         node.create()
-        shared = [n for n, k, *_ in TIERS if k == "shared"]
-        for tier in shared:
-            node.spawn(self._qosfs_argv(tier, addrs, f"qosfs-{tier}-{name}.log"),
+        mounts = {n: addrs for n, k, *_ in TIERS if k == "shared"}
+        own = self.node_daemons().get(name)
+        if own:
+            self._node_daemon(node, own)
+            mounts["ssd"] = [own]
+        for tier, via in mounts.items():
+            node.spawn(self._qosfs_argv(tier, via, f"qosfs-{tier}-{name}.log"),
                        f"qosfs-{tier}-{name}.out")
 
         def mounted() -> bool:
             return all(node.run(["mountpoint", "-q", str(self.tier_path(t))]).returncode == 0
-                       for t in shared)
+                       for t in mounts)
 
         def wait() -> None:
             _wait(mounted, 30, f"qosfs did not mount on {name} (see {self.logs})")
@@ -377,7 +413,7 @@ class LocalCluster:
         for f in self.bin.iterdir():
             f.chmod(0o755)
 
-    def _write_site(self, addrs: list[str]) -> None:
+    def _write_site(self, addrs: list[str], local: dict[str, str]) -> None:
         lines = [f'registry = "{self.root / "registry"}"',
                  f'on_unavailable = "{self.on_unavailable}"', f"max_nodes = {self.n_nodes}",
                  f'admin_token_file = "{self.etc / "admin.token"}"',
@@ -388,8 +424,13 @@ class LocalCluster:
                 lines += ['enforce = "daemons"', f'path = "{self.store_path(name)}"',
                           f'mount = "{self.tier_path(name)}"',
                           "daemons = [" + ", ".join(f'"{a}"' for a in addrs) + "]", ""]
+            elif name == "ssd" and local:
+                lines += ['enforce = "daemons"', f'path = "{self.store_path(name)}"',
+                          f'mount = "{self.tier_path(name)}"', ""]
             else:
                 lines += ['enforce = "direct"', f'path = "{self.tier_path(name)}"', ""]
+        for node, addr in local.items():
+            lines += [f"[nodes.{node}]", f'daemon = "{addr}"', ""]
         self.site_conf.write_text("\n".join(lines))
         self.site_conf.chmod(0o644)
 
@@ -591,6 +632,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--user", default="qosuser",
                     help="a non-root user to submit jobs as, created if missing (default "
                     "qosuser; '' for none)")
+    up.add_argument("--enforce-local", action="store_true",
+                    help="serve the node-local disk tier ssd through a daemon on each node "
+                    "(and qosfs) instead of directly")
     up.add_argument("--on-unavailable", choices=("open", "closed"), default="open",
                     help="planner or daemon unreachable: run jobs anyway (open, default) or "
                     "refuse them (closed)")
@@ -605,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ClusterError(f"--daemons {a.daemons}: give 1 or more")
             if not 1 <= a.nodes <= 16:
                 raise ClusterError(f"--nodes {a.nodes}: give 1 to 16")
-            c = LocalCluster(a.dir, a.daemons, a.on_unavailable, a.nodes)
+            c = LocalCluster(a.dir, a.daemons, a.on_unavailable, a.nodes, a.enforce_local)
             try:
                 took = c.up(a.user or None)
             except BaseException:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from qos_plugin.errors import InputError, QosPluginError
 from qos_plugin.slurm.placement import PLACEMENT_ID, SPANK_PROLOG_PREFIX, Placement
-from qos_plugin.slurm.site import Site, load_site
+from qos_plugin.slurm.site import Site, SiteTier, load_site
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,8 @@ def setup(site: Site, job: str, uid: int, gid: int, user: str | None,
     rp.parent.mkdir(parents=True, exist_ok=True)
     rp.write_text(json.dumps(asdict(rec)))
     for tier, d in rec.dirs.items():
-        make_job_dir(site.tier(tier).job_root, Path(d), uid, gid, 0o700)
+        t = site.tier(tier)
+        make_job_dir(t.path, store_dir(t, d), uid, gid, 0o700)
     log.info("job %s: node-local directories %s", job, rec.dirs)
     return rec
 
@@ -241,6 +242,13 @@ def data_out(site: Site, rec: StagingRecord) -> None:
         log.info("job %s: staged %s out to %s", rec.job, rec.dirs[tier], rec.stage_out)
 
 
+def store_dir(t: SiteTier, job_dir: str) -> Path:
+    """Where a job directory the job sees as ``<job root>/<user>/<id>`` is kept: the same
+    for a tier used directly, in the store behind the daemons for an enforced one."""
+    d = Path(job_dir)
+    return t.path / d.parent.name / d.name
+
+
 def remove_job_dir(root: Path, d: str, job: str) -> bool:
     """Delete a job directory as root, only if it is ``<root>/<user>/<placement id>``."""
     path = Path(d)
@@ -260,7 +268,8 @@ def teardown(site: Site, job: str) -> None:
         log.info("job %s: nothing to tear down", job)
         return
     for tier, d in rec.dirs.items():
-        remove_job_dir(site.tier(tier).job_root, d, job)
+        t = site.tier(tier)
+        remove_job_dir(t.path, str(store_dir(t, d)), job)
     _record_path(site, job).unlink(missing_ok=True)
 
 
