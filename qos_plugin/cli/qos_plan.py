@@ -2,9 +2,10 @@
 
     qos-plan costs     --template T --io-data W --profile P --nodes 2,5,10 --out costs.csv
     qos-plan makespan  --template T --costs C --nodes 2,5,10 --out makespan.csv
-    qos-plan regions   --makespan M --out-dir D
+    qos-plan regions   --makespan M --out-dir D [--select separated|constrained|...]
     qos-plan rank      --makespan M --regions D/config_regions.csv --nodes 10 [--json]
     qos-plan train     NAME --template T (--costs C | --io-data W --profile P) --nodes 2,5,10
+                       [--select separated|constrained]
     qos-plan list
     qos-plan query     NAME [--deadline 20:00] [--max-nodes 5] [--tiers a,b]
                        [--exclude-tier x] [--down-tier y] [--objective fastest|frugal] [--json]
@@ -87,15 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="makespan CSV to write")
     tiers_opt(m)
 
+    def select_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--select", default="separated",
+                        choices=["separated", "constrained", "pass_only", "weighted"],
+                        help="how regions are chosen: separated (default: the most accurate "
+                             "regions whose neighbours are all distinct), or a "
+                             "cross-validated alpha: constrained (the published QoSFlow "
+                             "run), pass_only, weighted")
+
     r = sub.add_parser("regions", help="group placements into regions (CART)",
                        description="Partition the configurations into regions of similar "
                                    "makespan; write regions.json, config_regions.csv and "
                                    "regions.png to the output directory.")
     r.add_argument("--makespan", required=True, help="makespan CSV from 'qos-plan makespan'")
     r.add_argument("--out-dir", required=True, help="directory for the results")
-    r.add_argument("--select", default="constrained",
-                   choices=["constrained", "pass_only", "weighted"],
-                   help="how alpha is chosen (default: constrained)")
+    select_opt(r)
+    r.add_argument("--lookahead", type=int, default=2,
+                   help="separated: tree levels a region may be cut down at once (2)")
     r.add_argument("--min-leaf", type=int, default=8, help="rows per leaf, final tree (8)")
     r.add_argument("--cv-min-leaf", type=int, default=3,
                    help="rows per leaf in cross-validation trees (3)")
@@ -103,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--repeats", type=int, default=5, help="repeats of K-fold (5)")
     r.add_argument("--seed", type=int, default=42, help="random seed (42)")
     r.add_argument("--g-delta", type=float, default=0.10,
-                   help="relative gap that makes neighbouring regions distinct (0.10); "
-                        "0 for the fixed --g-min threshold")
+                   help="relative gap that makes neighbouring regions distinct (0.10): "
+                        "between their medians, and in the adaptive Hedges' g threshold; "
+                        "0 for the fixed --g-min threshold (and no gap)")
     r.add_argument("--g-min", type=float, default=0.30, help="fixed Hedges' g threshold")
 
     k = sub.add_parser("rank", help="pairwise concordance of FSF, LTL, Hybrid and QoSFlow",
@@ -132,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "gives the I/O volumes behind bandwidth figures")
     t.add_argument("--profile", help="storage profile CSV (IOR schema)")
     t.add_argument("--nodes", required=True, type=_nodes, help="node counts, e.g. 2,5,10")
+    select_opt(t)
     tiers_opt(t)
     registry_opt(t)
 
@@ -265,9 +276,11 @@ def cmd_regions(a: argparse.Namespace) -> int:
     table = load_config_table(a.makespan)
     settings = CartSettings(min_samples_leaf=a.min_leaf, cv_min_samples_leaf=a.cv_min_leaf,
                             folds=a.folds, repeats=a.repeats, seed=a.seed, select=a.select,
-                            g_min=a.g_min, g_delta=a.g_delta if a.g_delta > 0 else None)
+                            lookahead=a.lookahead, g_min=a.g_min,
+                            g_delta=a.g_delta if a.g_delta > 0 else None)
     fit, regions, _, paths = run_regions(table, a.out_dir, settings)
-    print(f"{len(regions)} regions from {len(table)} configurations (alpha={fit.alpha:.6g})")
+    how = f"alpha={fit.alpha:.6g}" if fit.alpha is not None else "every neighbour separated"
+    print(f"{len(regions)} regions from {len(table)} configurations ({a.select}, {how})")
     for r in regions:
         print(f"  region {r.id:2d}  n={r.stats.size:4d}  median {r.stats.median:10.1f} s  "
               f"{r.rule_text()}")
@@ -399,8 +412,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from qos_plugin.model.makespan import MakespanModel
 
     table = MakespanModel(template, costs, tiers).evaluate(a.nodes)
-    settings = CartSettings()
-    progress = Progress("train: regions")
+    settings = CartSettings(select=a.select)
+    progress = Progress("train: regions (cross-validation)")
     configs, regions, labels = fit_table_regions(table, settings, progress)
     progress.finish()
     volumes = stage_volumes(io, template.stage_names) if io is not None else None

@@ -1,17 +1,23 @@
 """Regions: an interpretable partition of the configuration space (CART).
 
 Features are the tier of each stage (one-hot) and the node count; the target is
-the makespan. A regression tree is grown once over all node counts and pruned by
-cost complexity. The pruning strength alpha is chosen by repeated K-fold
-cross-validation over the tree's pruning path, scoring each candidate on
-validation MAE and on the separation of its leaves (see :mod:`separation`):
+the makespan. A regression tree is grown once over all node counts; its regions
+are the nodes of one pruning of it, numbered by median makespan. Which pruning:
 
-* ``constrained`` (default): among alphas whose median MAE is within
-  ``mae_budget`` of the best, the highest median separation;
-* ``pass_only``: the highest median separation;
-* ``weighted``: the best blend ``(1-w) * sep_norm + w * (1 - mae_norm)``.
+* ``separated`` (default, :mod:`growth`): the lowest-error pruning, grown
+  best-first, whose neighbouring regions are all separated (medians at least the
+  relative gap apart and Hedges' g over the threshold).
+* the published QoSFlow selections: the pruning strength alpha is chosen by
+  repeated K-fold cross-validation over the tree's pruning path, scoring each
+  candidate on validation MAE and on the separation of its leaves (see
+  :mod:`separation`, :mod:`crossval`), and the tree refit on all rows at that
+  alpha:
 
-The refit tree's leaves, numbered by median makespan, are the regions.
+  - ``constrained`` (the published run): among alphas whose median MAE is
+    within ``mae_budget`` of the best, the highest median separation;
+  - ``pass_only``: the highest median separation;
+  - ``weighted``: the best blend ``(1-w) * sep_norm + w * (1 - mae_norm)``.
+
 scikit-learn is imported here only; the exported regions are plain data.
 """
 
@@ -27,22 +33,29 @@ import numpy as np
 
 from qos_plugin.errors import InputError
 from qos_plugin.model.configtable import ConfigTable
-from qos_plugin.model.separation import Threshold, separation
+from qos_plugin.model.crossval import FoldJob, FoldScores, run_folds
+from qos_plugin.model.growth import GrowthStep, SeparatedGrowth
+from qos_plugin.model.pruning import TreeArrays, weakest_links
+from qos_plugin.model.separation import Threshold
 
 log = logging.getLogger(__name__)
 
-SELECT_MODES = ("constrained", "pass_only", "weighted")
+SELECT_MODES = ("separated", "constrained", "pass_only", "weighted")
+PUBLISHED = "constrained"
 
 
 @dataclass(frozen=True)
 class CartSettings:
-    """Tree and cross-validation settings.
+    """Tree, selection and cross-validation settings.
 
-    The defaults are those of the published QoSFlow 1kgenome run, read off its
-    own records: its cross-validation trees had leaves of 3 rows (its alpha grid
-    is exactly that tree's pruning path) and its final tree leaves of 8 rows (it
-    has 18 leaves at the chosen alpha); significance is the adaptive threshold
-    and the score the mean effect (its per-fold scores are reproduced exactly).
+    The tree and the significance test are those of the published QoSFlow
+    1kgenome run, read off its own records: final tree leaves of 8 rows, the
+    adaptive threshold ``clip(g_delta / pooled MAD-CV, 0, 1)``. The default
+    selection is ``separated``, with the same relative gap ``g_delta`` between
+    neighbouring medians. ``select="constrained"`` is the published run: its
+    cross-validation trees had leaves of 3 rows (its alpha grid is exactly that
+    tree's pruning path), its score the mean effect, and at the chosen alpha its
+    final tree has the published 18 leaves.
     """
 
     min_samples_leaf: int = 8            # final tree
@@ -59,13 +72,14 @@ class CartSettings:
     g_spread: str = "mad"
     score: str = "avg_effect"
     n_min_pair: int | None = None        # defaults to min_samples_leaf
-    select: str = "constrained"
+    select: str = "separated"
+    lookahead: int = 2                   # levels a region may be cut down at once
     mae_budget: float = 0.02
     mae_weight: float = 0.30
 
     def __post_init__(self) -> None:
         if self.select not in SELECT_MODES:
-            raise InputError("--select", f"unknown alpha choice {self.select!r}",
+            raise InputError("--select", f"unknown region selection {self.select!r}",
                              f"use one of: {', '.join(SELECT_MODES)}")
         for opt, v in (("--min-leaf", self.min_samples_leaf),
                        ("--cv-min-leaf", self.cv_min_samples_leaf)):
@@ -75,10 +89,17 @@ class CartSettings:
             raise InputError("--folds", f"{self.folds} folds", "give at least 2")
         if self.repeats < 1:
             raise InputError("--repeats", f"{self.repeats} repeats", "give at least 1")
+        if self.lookahead < 1:
+            raise InputError("--lookahead", f"{self.lookahead} levels", "give at least 1")
 
     @property
     def threshold(self) -> Threshold:
         return Threshold(self.g_min, self.g_delta, self.g_spread)
+
+    @property
+    def gap(self) -> float:
+        """Relative gap between neighbouring medians that separated regions need."""
+        return self.g_delta if self.g_delta is not None else 0.0
 
     @property
     def cv_leaf(self) -> int:
@@ -123,106 +144,13 @@ def _tree(settings: CartSettings, seed: int, alpha: float, leaf: int) -> Any:
 
 
 def alpha_grid(X: np.ndarray, y: np.ndarray, settings: CartSettings) -> np.ndarray:
-    """Distinct, non-negative alphas of the full tree's pruning path."""
+    """Distinct, non-negative alphas of the full tree's pruning path (scikit-learn's
+    ``cost_complexity_pruning_path``, without fitting the tree twice)."""
     tree = _tree(settings, settings.seed, 0.0, settings.cv_leaf).fit(X, y)
-    path = tree.cost_complexity_pruning_path(X, y)
-    alphas = np.asarray(path.ccp_alphas, dtype=float)
+    events = weakest_links(TreeArrays(tree))
+    alphas = np.array([0.0] + [a for a, _ in events], dtype=float)
     alphas = np.where(np.isfinite(alphas), np.maximum(alphas, 0.0), 0.0)
     return np.unique(alphas)
-
-
-class PrunedPath:
-    """Minimal cost-complexity pruning of a fitted tree, replayed for any alpha.
-
-    The weakest-link sequence is computed once with scikit-learn's arithmetic
-    (same operation order, same tie-breaking), so the tree for a given alpha (the
-    prefix of the sequence up to the first link weaker than alpha) is exactly the
-    tree scikit-learn would fit with that ``ccp_alpha``.
-    """
-
-    def __init__(self, tree: Any, leaves: np.ndarray) -> None:
-        t = tree.tree_
-        self.value = np.asarray(t.value).reshape(t.node_count, -1)[:, 0]
-        self.leaves = np.asarray(leaves)
-        self.events = _weakest_links(t)
-        self._members = _subtree_leaves(t)
-        self._applied = 0
-        self._rep = np.arange(t.node_count)
-
-    def at(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        """(leaf of each sample, prediction) for ``alpha``; alphas must not decrease."""
-        if alpha <= 0.0:   # scikit-learn does not prune at all for ccp_alpha == 0
-            return self.leaves, self.value[self.leaves]
-        while self._applied < len(self.events) and not self.events[self._applied][0] > alpha:
-            node = self.events[self._applied][1]
-            self._rep[self._members[node]] = node
-            self._applied += 1
-        leaf = self._rep[self.leaves]
-        return leaf, self.value[leaf]
-
-
-def _subtree_leaves(t: Any) -> list[np.ndarray]:
-    left, right = t.children_left, t.children_right
-    out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * t.node_count
-    for node in range(t.node_count - 1, -1, -1):   # children have larger ids
-        if left[node] == -1:
-            out[node] = np.array([node], dtype=np.int64)
-        else:
-            out[node] = np.concatenate([out[left[node]], out[right[node]]])
-    return out
-
-
-def _weakest_links(t: Any) -> list[tuple[float, int]]:
-    n = int(t.node_count)
-    left = [int(v) for v in t.children_left]
-    right = [int(v) for v in t.children_right]
-    w = [float(v) for v in t.weighted_n_node_samples]
-    imp = [float(v) for v in t.impurity]
-    total = w[0]
-    r_node = [w[i] * imp[i] / total for i in range(n)]
-    parent = [-1] * n
-    for i in range(n):
-        if left[i] != -1:
-            parent[left[i]] = parent[right[i]] = i
-    is_leaf = [left[i] == -1 for i in range(n)]
-    r_branch = [0.0] * n
-    n_leaves = [0] * n
-    for leaf in range(n):
-        if not is_leaf[leaf]:
-            continue
-        r_branch[leaf] = r_node[leaf]
-        idx = leaf
-        while idx != 0:
-            p = parent[idx]
-            r_branch[p] += r_node[leaf]
-            n_leaves[p] += 1
-            idx = p
-    candidate = [not x for x in is_leaf]
-    events: list[tuple[float, int]] = []
-    while candidate[0]:
-        best, best_i = float(np.finfo(np.float64).max), -1
-        for i in range(n):
-            if candidate[i]:
-                a = (r_node[i] - r_branch[i]) / (n_leaves[i] - 1)
-                if a < best:
-                    best, best_i = a, i
-        events.append((best, best_i))
-        stack = [best_i]
-        while stack:
-            k = stack.pop()
-            candidate[k] = False
-            if left[k] != -1:
-                stack += [left[k], right[k]]
-        pruned_leaves = n_leaves[best_i] - 1
-        n_leaves[best_i] = 0
-        diff = r_node[best_i] - r_branch[best_i]
-        r_branch[best_i] = r_node[best_i]
-        idx = parent[best_i]
-        while idx != -1:
-            n_leaves[idx] -= pruned_leaves
-            r_branch[idx] += diff
-            idx = parent[idx]
-    return events
 
 
 @dataclass(frozen=True)
@@ -237,70 +165,70 @@ class AlphaScore:
 class CvResult:
     chosen_alpha: float
     scores: list[AlphaScore]
-    folds: list[dict[str, Any]] = field(default_factory=list)  # per (repeat, alpha, fold)
+    folds: list[FoldScores] = field(default_factory=list)   # per (repeat, fold), all alphas
+
+
+def fold_jobs(n: int, settings: CartSettings) -> list[FoldJob]:
+    """The (repeat, fold) splits: K-fold shuffled with seed + 137 * repeat."""
+    from sklearn.model_selection import KFold
+
+    jobs = []
+    for r in range(settings.repeats):
+        rep_seed = settings.seed + 137 * r
+        splits = KFold(n_splits=settings.folds, shuffle=True,
+                       random_state=rep_seed).split(np.zeros((n, 1)))
+        jobs += [FoldJob(r, f, rep_seed + f, tr, va) for f, (tr, va) in enumerate(splits)]
+    return jobs
 
 
 def cross_validate(X: np.ndarray, y: np.ndarray, settings: CartSettings,
-                   progress: Callable[[int, int], None] | None = None) -> CvResult:
-    """Repeated K-fold over the pruning path; returns the chosen alpha."""
-    from sklearn.model_selection import KFold
+                   progress: Callable[[int, int], None] | None = None,
+                   workers: int | None = None) -> CvResult:
+    """Repeated K-fold over the pruning path; returns the chosen alpha.
 
-    alphas = alpha_grid(X, y, settings)
+    Each fold's tree is fitted once and every alpha is a prefix of its pruning
+    sequence; all alphas of a fold are scored together (:mod:`crossval`).
+    """
     if y.size < settings.folds:
         raise InputError("regions", f"{y.size} configurations for {settings.folds} folds",
                          "give more configurations or fewer --folds")
-    per_alpha_sep: dict[int, list[float]] = {i: [] for i in range(alphas.size)}
-    per_alpha_mae: dict[int, list[float]] = {i: [] for i in range(alphas.size)}
-    per_alpha_leaves: dict[int, list[float]] = {i: [] for i in range(alphas.size)}
-    records: list[dict[str, Any]] = []
-    steps = settings.repeats * alphas.size
-    done = 0
-    for r in range(settings.repeats):
-        rep_seed = settings.seed + 137 * r
-        splits = list(KFold(n_splits=settings.folds, shuffle=True,
-                            random_state=rep_seed).split(X))
-        # One full tree per fold; every alpha's tree is a prefix of its
-        # weakest-link pruning sequence (as scikit-learn prunes it).
-        pruned = []
-        for f, (tr, va) in enumerate(splits):
-            full = _tree(settings, rep_seed + f, 0.0, settings.cv_leaf).fit(X[tr], y[tr])
-            pruned.append(PrunedPath(full, full.apply(X[va])))
-        for ai, alpha in enumerate(alphas):
-            seps: list[float] = []
-            leaves: list[int] = []
-            abs_err = 0.0
-            for f, (_, va) in enumerate(splits):
-                leaf, pred = pruned[f].at(float(alpha))
-                sep = separation(y[va], leaf, settings.threshold, settings.pair_minimum,
-                                 settings.score)
-                err = np.abs(pred - y[va])
-                abs_err += float(err.sum())
-                if not sep.skipped:
-                    seps.append(sep.score)
-                    leaves.append(sep.n_leaves)
-                records.append(dict(repeat=r, alpha=float(alpha), fold=f, n_val=int(va.size),
-                                    leaves=sep.n_leaves, pairs=sep.pairs,
-                                    separation=sep.score, mae=float(err.mean())))
-            finite = [s for s in seps if not math.isnan(s)]
-            per_alpha_sep[ai].append(float(np.median(finite)) if finite else math.nan)
-            per_alpha_mae[ai].append(abs_err / y.size)
-            per_alpha_leaves[ai].append(float(np.mean(leaves)) if leaves else math.nan)
-            done += 1
-            if progress is not None:
-                progress(done, steps)
-    scores = [AlphaScore(float(a), _nanmedian(per_alpha_sep[i]), _nanmedian(per_alpha_mae[i]),
-                         _nanmean(per_alpha_leaves[i])) for i, a in enumerate(alphas)]
-    return CvResult(choose_alpha(scores, settings), scores, records)
+    alphas = alpha_grid(X, y, settings)
+    folds = run_folds(X, y, fold_jobs(y.size, settings), alphas,
+                      lambda seed: _tree(settings, seed, 0.0, settings.cv_leaf),
+                      settings.threshold, settings.pair_minimum, settings.score,
+                      settings.g_spread, progress, workers)
+    R, A = settings.repeats, alphas.size
+    sep = np.full((R, A), np.nan)
+    mae = np.zeros((R, A))
+    leaves = np.full((R, A), np.nan)
+    for r in range(R):
+        mine = [f for f in folds if f.repeat == r]
+        seps = np.stack([f.separation for f in mine])              # (folds, A)
+        sep[r] = _median_finite(seps)
+        mae[r] = np.sum([f.abs_err for f in mine], axis=0) / y.size
+        counted = np.stack([f.leaves > 1 for f in mine])
+        with np.errstate(invalid="ignore"):
+            leaves[r] = np.where(counted.any(axis=0),
+                                 (np.stack([f.leaves for f in mine]) * counted).sum(axis=0)
+                                 / counted.sum(axis=0), np.nan)
+    scores = [AlphaScore(float(a), float(_median_finite(sep[:, i:i + 1])[0]),
+                         float(_median_finite(mae[:, i:i + 1])[0]),
+                         float(np.nanmean(leaves[:, i])) if np.isfinite(leaves[:, i]).any()
+                         else math.nan)
+              for i, a in enumerate(alphas)]
+    return CvResult(choose_alpha(scores, settings), scores, folds)
 
 
-def _nanmedian(v: list[float]) -> float:
-    f = [x for x in v if not math.isnan(x)]
-    return float(np.median(f)) if f else math.nan
-
-
-def _nanmean(v: list[float]) -> float:
-    f = [x for x in v if not math.isnan(x)]
-    return float(np.mean(f)) if f else math.nan
+def _median_finite(v: np.ndarray) -> np.ndarray:
+    """Median over axis 0 of the finite values; NaN where there are none."""
+    finite = np.isfinite(v)
+    k = finite.sum(axis=0)
+    srt = np.sort(np.where(finite, v, np.inf), axis=0)
+    lo = np.take_along_axis(srt, (np.maximum(k - 1, 0) // 2)[None, :], axis=0)[0]
+    hi = np.take_along_axis(srt, np.minimum(k // 2, v.shape[0] - 1)[None, :], axis=0)[0]
+    with np.errstate(invalid="ignore"):
+        out: np.ndarray = np.where(k > 0, (lo + hi) / 2.0, np.nan)
+    return out
 
 
 def _desc(x: float) -> float:
@@ -337,17 +265,20 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class RegionFit:
-    """The refit tree, reduced to plain data."""
+    """The chosen regions, reduced to plain data."""
 
     labels: np.ndarray                   # (R,) region of each row, 0 = lowest median
-    alpha: float
-    cv: CvResult
     leaf_bounds: dict[int, list[str]]    # region -> split conditions on its path
+    select: str
+    alpha: float | None = None           # cross-validated selections only
+    cv: CvResult | None = None
+    growth: list[GrowthStep] = field(default_factory=list)  # separated selection only
 
 
 def fit_regions(table: ConfigTable, settings: CartSettings | None = None,
                 progress: Callable[[int, int], None] | None = None) -> RegionFit:
-    """Choose alpha by cross-validation, refit on all rows, number leaves by median."""
+    """Regions of ``table``: separated growth (default) or a cross-validated alpha
+    refit on all rows; regions are numbered by median makespan."""
     settings = settings or CartSettings()
     if len(table) < 2 * settings.min_samples_leaf:
         raise InputError("regions", f"only {len(table)} configurations",
@@ -355,39 +286,49 @@ def fit_regions(table: ConfigTable, settings: CartSettings | None = None,
                          "(twice --min-leaf)")
     d = design_matrix(table)
     y = table.total.astype(float)
+    if settings.select == "separated":
+        tree = _tree(settings, settings.seed, 0.0, settings.min_samples_leaf).fit(d.X, y)
+        grown = SeparatedGrowth(tree, d.X, y, settings.threshold, settings.gap,
+                                settings.lookahead).grow()
+        node_of_row = np.empty(y.size, dtype=np.int64)
+        for node, rows in grown.rows.items():
+            node_of_row[rows] = node
+        labels, bounds = _number_by_median(tree, d.features, node_of_row, y)
+        log.info("separated growth gives %d regions", len(bounds))
+        return RegionFit(labels, bounds, settings.select, growth=grown.steps)
     cv = cross_validate(d.X, y, settings, progress)
     tree = _tree(settings, settings.seed, cv.chosen_alpha, settings.min_samples_leaf).fit(d.X, y)
-    leaves = tree.apply(d.X)
-    ids = np.unique(leaves)
-    medians = np.array([np.median(y[leaves == i]) for i in ids])
-    order = ids[np.argsort(medians, kind="stable")]
-    leaf_to_region = {int(leaf): k for k, leaf in enumerate(order)}
-    labels = np.array([leaf_to_region[int(v)] for v in leaves], dtype=np.int64)
-    bounds = {leaf_to_region[int(leaf)]: conds
-              for leaf, conds in _leaf_paths(tree, d.features).items()
-              if int(leaf) in leaf_to_region}
-    log.info("alpha=%.6g gives %d regions", cv.chosen_alpha, len(order))
-    return RegionFit(labels, cv.chosen_alpha, cv, bounds)
+    labels, bounds = _number_by_median(tree, d.features, tree.apply(d.X), y)
+    log.info("alpha=%.6g gives %d regions", cv.chosen_alpha, len(bounds))
+    return RegionFit(labels, bounds, settings.select, cv.chosen_alpha, cv)
 
 
-def _leaf_paths(tree: Any, features: list[str]) -> dict[int, list[str]]:
-    """Conditions from the root to each leaf, in the domain's words."""
+def _number_by_median(tree: Any, features: list[str], node_of_row: np.ndarray,
+                      y: np.ndarray) -> tuple[np.ndarray, dict[int, list[str]]]:
+    """Region labels (0 = lowest median; ties by node id) and each region's path."""
+    ids, inv = np.unique(node_of_row, return_inverse=True)
+    medians = np.array([np.median(y[inv == k]) for k in range(ids.size)])
+    order = np.argsort(medians, kind="stable")
+    rank = np.empty(ids.size, dtype=np.int64)
+    rank[order] = np.arange(ids.size)
+    paths = node_paths(tree, features)
+    return rank[inv], {int(rank[k]): paths[int(node)] for k, node in enumerate(ids)}
+
+
+def node_paths(tree: Any, features: list[str]) -> dict[int, list[str]]:
+    """Conditions from the root to every node, in the domain's words."""
     t = tree.tree_
-    out: dict[int, list[str]] = {}
-
-    def walk(node: int, conds: list[str]) -> None:
+    out: dict[int, list[str]] = {0: []}
+    for node in range(int(t.node_count)):   # parents come before their children
         left, right = int(t.children_left[node]), int(t.children_right[node])
-        if left == right:  # a leaf
-            out[node] = conds
-            return
+        if left == -1:
+            continue
         name, thr = features[int(t.feature[node])], float(t.threshold[node])
         if name == "nodes":
-            walk(left, conds + [f"nodes <= {thr:g}"])
-            walk(right, conds + [f"nodes > {thr:g}"])
+            out[left] = out[node] + [f"nodes <= {thr:g}"]
+            out[right] = out[node] + [f"nodes > {thr:g}"]
         else:
             stage, tier = name.split("=", 1)
-            walk(left, conds + [f"{stage} != {tier}"])
-            walk(right, conds + [f"{stage} == {tier}"])
-
-    walk(0, [])
+            out[left] = out[node] + [f"{stage} != {tier}"]
+            out[right] = out[node] + [f"{stage} == {tier}"]
     return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from qos_plugin.model.costs import CostRow, CostTable, stage_in_name, stage_out_name
 from qos_plugin.model.iodata import IoData, IoRecord
-from qos_plugin.model.template import Stage, WorkflowTemplate
+from qos_plugin.model.template import INITIAL_DATA, Stage, WorkflowTemplate
 from qos_plugin.model.tiers import TierSet, move_name
 
 COPY_TASKS = (1, 2, 4, 8, 16)
@@ -141,3 +141,30 @@ def chain_workflow(n_stages: int, tiers: TierSet, tier_models: dict[str, TierMod
         stages.append(Stage(f"s{i:02d}", float(level), nt, nt, preds, (f"s{i:02d}_out.*",)))
         io[f"s{i:02d}"] = StageIO({p: 40.0 + 7 * i for p in preds}, 25.0 + 5 * (i % 4))
     return SyntheticWorkflow(WorkflowTemplate(name, tuple(stages)), io, tiers, tier_models)
+
+
+def dag_workflow(name: str, stages: Sequence[tuple[str, int, int, Mapping[str, float], float]],
+                 tiers: TierSet, tier_models: dict[str, TierModel]) -> SyntheticWorkflow:
+    """A workflow from ``(stage, level, tasks, {predecessor: MiB read per task}, MiB
+    written per task)``; ``initial_data`` as a predecessor reads the input."""
+    built: list[Stage] = []
+    io: dict[str, StageIO] = {}
+    for stage, level, tasks, reads, write in stages:
+        preds = {p: ("input.*",) if p == INITIAL_DATA else (f"{p}_out.*",) for p in reads}
+        built.append(Stage(stage, float(level), tasks, tasks, preds, (f"{stage}_out.*",)))
+        io[stage] = StageIO(dict(reads), write)
+    return SyntheticWorkflow(WorkflowTemplate(name, tuple(built)), io, tiers, tier_models)
+
+
+def fan_workflow(branches: int, tiers: TierSet, tier_models: dict[str, TierModel],
+                 name: str = "fan") -> SyntheticWorkflow:
+    """Fan-out/fan-in: a split stage reads the input, ``branches`` parallel stages
+    each read part of its output (larger parts for later branches), a merge stage
+    reads them all."""
+    spec: list[tuple[str, int, int, Mapping[str, float], float]] = [
+        ("split", 1, 4, {INITIAL_DATA: 2000.0}, 400.0)]
+    for b in range(branches):
+        spec.append((f"b{b}", 2, 8 * (1 + b % 2), {"split": 300.0 + 150 * b},
+                     100.0 + 80 * (b % 3)))
+    spec.append(("merge", 3, 2, {f"b{b}": 200.0 for b in range(branches)}, 50.0))
+    return dag_workflow(name, spec, tiers, tier_models)

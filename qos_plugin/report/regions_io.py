@@ -23,9 +23,11 @@ def regions_document(table: ConfigTable, fit: RegionFit, regions: list[Region],
         "format": REGIONS_FORMAT,
         "stages": list(table.stages),
         "nodes": sorted({int(n) for n in table.nodes}),
+        "select": fit.select,
         "alpha": fit.alpha,
         "settings": asdict(settings),
-        "cross_validation": [vars(s) for s in fit.cv.scores],
+        "growth": [asdict(s) for s in fit.growth],
+        "cross_validation": [vars(s) for s in fit.cv.scores] if fit.cv is not None else [],
         "regions": [r.to_json(table) for r in regions],
     }
 
