@@ -7,10 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import grp
 import logging
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -24,22 +22,6 @@ from tokenbucket_daemon.client import is_address
 from tokenbucket_daemon.units import parse_size
 
 log = logging.getLogger(__name__)
-
-
-def _owner(text: str) -> tuple[int, int]:
-    user, _, group = text.partition(":")
-    try:
-        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except KeyError:
-        raise UsageError(f"--owner: no such user {user!r}; give a user name or uid") from None
-    if not group:
-        return pw.pw_uid, pw.pw_gid
-    try:
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise UsageError(f"--owner: no such group {group!r}; give a group name or gid") \
-            from None
-    return pw.pw_uid, gid
 
 
 def _daemons(text: str) -> list[str]:
@@ -69,7 +51,10 @@ def build_spec(ns: argparse.Namespace) -> MountSpec:
         stripe = parse_size(ns.stripe_size)
     except ValueError as e:
         raise UsageError(f"--stripe-size: {e}") from None
-    uid, gid = _owner(ns.owner) if ns.owner else (os.getuid(), os.getgid())
+    if ns.owner:
+        # It made one user the owner of every file, root's included: a hole, not a view.
+        raise UsageError("--owner was removed: files show their real owners from the "
+                         "stores; drop the option")
     attr_timeout = float(ns.attr_timeout)
     if attr_timeout < 0:
         raise UsageError(f"--attr-timeout must be >= 0 seconds, got {ns.attr_timeout!r}")
@@ -91,9 +76,10 @@ def build_spec(ns: argparse.Namespace) -> MountSpec:
     check_mountpoint(ns.mountpoint)
     timeout = _positive("--timeout", ns.timeout)
     return MountSpec(ns.tier, os.path.abspath(ns.mountpoint), daemons,
-                     Options(stripe_size=stripe, uid=uid, gid=gid, attr_timeout=attr_timeout,
+                     Options(stripe_size=stripe, attr_timeout=attr_timeout,
                              writeback_cache=ns.writeback_cache, write_window=window),
-                     Timeouts(meta=timeout / 8, data=timeout), read_ahead=read_ahead)
+                     Timeouts(meta=timeout / 8, data=timeout), read_ahead=read_ahead,
+                     trust_environ=ns.trust_environ)
 
 
 def _mount(ns: argparse.Namespace) -> int:
@@ -161,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--daemons", required=True, help="host:port of the tier's daemons, "
                    "comma-separated, in the same order on every node")
     m.add_argument("--stripe-size", default="1MiB", help="bytes per stripe (default 1MiB)")
-    m.add_argument("--owner", default="", help="USER[:GROUP] shown as every file's owner "
-                   "(default: who runs qosfs)")
+    m.add_argument("--owner", default="", help=argparse.SUPPRESS)     # removed; refused
+    m.add_argument("--trust-environ", action="store_true",
+                   help="UNSAFE: charge a process outside any Slurm job cgroup to the job "
+                        "its SLURM_JOB_ID names; any process can set its environment, so "
+                        "any user can then charge its I/O to any job (default: the "
+                        "user's class, user:NAME)")
     m.add_argument("--attr-timeout", default="1", help="seconds the kernel caches attributes")
     m.add_argument("--timeout", default="120", help="seconds one read or write may take "
                    "(waiting for tokens included) before the program gets ETIMEDOUT")

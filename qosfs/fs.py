@@ -3,6 +3,11 @@
 Inodes are kept as paths relative to the tier root (the daemons know files by path). A
 file handle carries the identity of the process that opened or created it: pyfuse3's read
 and write handlers do not get the caller's pid, so attribution happens at open and create.
+
+Every request goes out with its caller's credentials (the FUSE request's uid and gid, the
+process's groups), and the daemons act as the caller: the stores keep real owners and
+modes, which qosfs shows, and the kernel checks permissions twice, here against the
+attributes qosfs reports (``default_permissions``) and on the daemon against the store.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ T = TypeVar("T")
 ROOT = pyfuse3.ROOT_INODE
 # Names qosfs itself creates for a moment while it probes which daemons share a store.
 PROBE_PREFIX = ".qosfs-probe-"
+# pyfuse3 hands setattr a time of "now" (utimensat's UTIME_NOW, as touch sends) as the
+# clock's value; both times equal and this close to our clock are taken as "now" again, so
+# the daemon applies the kernel's rule for it (write permission suffices), not the
+# owner-only rule for explicit times. The kernel has already checked explicit times.
+_NOW_WINDOW_NS = 1_000_000_000
 
 
 @dataclass
@@ -43,14 +53,13 @@ class Handle:
 @dataclass
 class DirHandle:
     inode: int
+    who: Identity                 # readdir gets no request context: the opener lists
     entries: list[pb.DirEntry] | None = None
 
 
 @dataclass
 class Options:
     stripe_size: int = 1 << 20
-    uid: int = 0                  # owner shown for every file (the store keeps none)
-    gid: int = 0
     attr_timeout: float = 1.0
     # The kernel's writeback cache merges small writes but paces every writer on the
     # mount alike (one flusher, one dirty limit per mount): off, so each job keeps its rate.
@@ -169,9 +178,9 @@ class QosFS(pyfuse3.Operations):
                 raise r
         return first
 
-    async def _stat(self, path: str) -> tuple[pb.StatReply, int]:
+    async def _stat(self, path: str, who: Identity | None) -> tuple[pb.StatReply, int]:
         """The authoritative stat and the file's size (the largest over the stores)."""
-        replies = await asyncio.gather(*(self.client.stat(d, path) for d in self.reps),
+        replies = await asyncio.gather(*(self.client.stat(d, path, who) for d in self.reps),
                                        return_exceptions=True)
         first = replies[0]
         if isinstance(first, RemoteError):
@@ -193,19 +202,24 @@ class QosFS(pyfuse3.Operations):
         a.st_mode = st.mode
         a.st_nlink = st.nlink or 1
         a.st_size = size
-        a.st_uid, a.st_gid = self.options.uid, self.options.gid
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = st.mtime_ns
+        # The authoritative store's owner and group: with default_permissions the kernel
+        # checks every caller against them.
+        a.st_uid, a.st_gid = st.uid, st.gid
+        a.st_mtime_ns = st.mtime_ns
+        a.st_atime_ns = st.atime_ns or st.mtime_ns
+        a.st_ctime_ns = st.ctime_ns or st.mtime_ns
         a.st_blksize = self.options.stripe_size
         a.st_blocks = (size + 511) // 512
         a.attr_timeout = a.entry_timeout = self.options.attr_timeout
         return a
 
-    async def _entry(self, path: str, count: bool) -> pyfuse3.EntryAttributes:
-        st, size = await self._stat(path)
+    async def _entry(self, path: str, count: bool,
+                     who: Identity | None) -> pyfuse3.EntryAttributes:
+        st, size = await self._stat(path, who)
         return self._attrs(self._inode(path, count), st, size)
 
     def _who(self, ctx: pyfuse3.RequestContext) -> Identity:
-        return self.resolver.resolve(ctx.pid, ctx.uid, time.monotonic())
+        return self.resolver.resolve(ctx.pid, ctx.uid, ctx.gid, time.monotonic())
 
     def _new_fh(self, h: Handle | DirHandle) -> int:
         fh, self._next_fh = self._next_fh, self._next_fh + 1
@@ -224,54 +238,88 @@ class QosFS(pyfuse3.Operations):
         path = self._child(parent_inode, name)
         if _is_probe(path):
             raise pyfuse3.FUSEError(errno.ENOENT)
-        return await self._entry(path, count=True)
+        return await self._entry(path, count=True, who=self._who(ctx))
 
     async def getattr(self, inode: int,
                       ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
         path = self._path_of(inode)
         await self._drain(inode)
-        st, size = await self._stat(path)
+        who = self._who(ctx) if ctx is not None else None
+        try:
+            st, size = await self._stat(path, who)
+        except pyfuse3.FUSEError as e:
+            if e.errno != errno.EACCES or who is None:
+                raise
+            # getattr names an inode the caller already holds (an open file, its working
+            # directory), reached through the kernel's own permission checks; POSIX lets
+            # fstat work whatever the path's directories allow now.
+            st, size = await self._stat(path, None)
         return self._attrs(inode, st, size)
 
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self._path_of(inode)
+        who = self._who(ctx)
         if fields.update_size:
             await self._drain(inode)
             # Every store cuts (or sparsely extends) its copy, so no stale stripe shows up
             # again when the file grows back.
-            await self._each_rep(lambda d: self.client.truncate(d, path, attr.st_size))
-        # The stores keep no owner, and mode and times only as the daemon set them: other
-        # changes are accepted and not kept (like vfat's "quiet"), so cp -p and tar work.
+            await self._each_rep(lambda d: self.client.truncate(d, path, attr.st_size, who))
+        change: dict[str, int] = {}
+        if fields.update_mode:
+            change["mode"] = attr.st_mode & 0o7777
+        if fields.update_uid:
+            change["uid"] = attr.st_uid
+        if fields.update_gid:
+            change["gid"] = attr.st_gid
+        now = False
+        if fields.update_atime and fields.update_mtime \
+                and attr.st_atime_ns == attr.st_mtime_ns \
+                and abs(attr.st_mtime_ns - time.time_ns()) < _NOW_WINDOW_NS:
+            now = True
+        else:
+            if fields.update_atime:
+                change["atime_ns"] = attr.st_atime_ns
+            if fields.update_mtime:
+                change["mtime_ns"] = attr.st_mtime_ns
+        if change or now:
+            # Every store: each holds its own copy's owner and mode, which it checks. The
+            # authoritative store decides; the others may hold no stripe of the file.
+            await self._each_rep(lambda d: self.client.setattr(d, path, who, now=now,
+                                                               **change))
         return await self.getattr(inode, ctx)
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self._child(parent_inode, name)
+        who = self._who(ctx)
         try:
-            await self.client.mkdir(self.reps[0], path, mode & 0o7777)
+            await self.client.mkdir(self.reps[0], path, who, mode & 0o7777)
         except RemoteError as e:
             raise _fuse(e) from None
-        # The other stores need the directory before a stripe can land in it.
+        # The other stores need the directory before a stripe can land in it; made by the
+        # same caller with the same mode, each store checks what the first one does.
         for d in self.reps[1:]:
             try:
-                await self.client.mkdir(d, path, mode & 0o7777, parents=True)
+                await self.client.mkdir(d, path, who, mode & 0o7777, parents=True)
             except RemoteError as e:
                 log.warning("mkdir %r on daemon %s failed (stripes will create it): %s",
                             path, d, e)
-        return await self._entry(path, count=True)
+        return await self._entry(path, count=True, who=who)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         path = self._child(parent_inode, name)
-        await self._each_rep(lambda d: self.client.rmdir(d, path))
+        who = self._who(ctx)
+        await self._each_rep(lambda d: self.client.rmdir(d, path, who))
         self._gone(path)
 
     async def unlink(self, parent_inode: int, name: bytes,
                      ctx: pyfuse3.RequestContext) -> None:
         path = self._child(parent_inode, name)
+        who = self._who(ctx)
         await self._drain_under(path)     # a late write would bring the file back
-        await self._each_rep(lambda d: self.client.unlink(d, path))
+        await self._each_rep(lambda d: self.client.unlink(d, path, who))
         self._gone(path)
 
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
@@ -282,28 +330,29 @@ class QosFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EINVAL)
         src = self._child(parent_inode_old, name_old)
         dst = self._child(parent_inode_new, name_new)
+        who = self._who(ctx)
         await self._drain_under(src)      # writes in flight name the old path
         try:
-            await self.client.rename(self.reps[0], src, dst)
+            await self.client.rename(self.reps[0], src, dst, who)
         except RemoteError as e:
             raise _fuse(e) from None
         self._moved(src, dst)         # the authoritative store has renamed: follow it
         for d in self.reps[1:]:
             try:
-                await self.client.rename(d, src, dst)
+                await self.client.rename(d, src, dst, who)
             except RemoteError as e:
                 if e.errno != errno.ENOENT:
                     raise _fuse(e) from None
                 # This store held no stripe of src, but may of a file dst replaced.
                 try:
-                    await self.client.unlink(d, dst)
+                    await self.client.unlink(d, dst, who)
                 except RemoteError as e2:
                     if e2.errno not in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR):
                         raise _fuse(e2) from None
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         self._path_of(inode)
-        return self._new_fh(DirHandle(inode))
+        return self._new_fh(DirHandle(inode, self._who(ctx)))
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         h = self._handles.get(fh)
@@ -312,7 +361,7 @@ class QosFS(pyfuse3.Operations):
         dir_path = self._path_of(h.inode)
         if h.entries is None or start_id == 0:
             try:
-                entries = await self.client.readdir(self.reps[0], dir_path)
+                entries = await self.client.readdir(self.reps[0], dir_path, h.who)
             except RemoteError as e:
                 raise _fuse(e) from None
             h.entries = [e for e in entries if not e.name.startswith(PROBE_PREFIX)]
@@ -321,10 +370,13 @@ class QosFS(pyfuse3.Operations):
             path = f"{dir_path}/{ent.name}" if dir_path else ent.name
             a = pyfuse3.EntryAttributes()
             a.st_ino = self._inode(path, count=False)
-            a.st_mode = (stat.S_IFDIR | 0o755) if ent.is_dir else (stat.S_IFREG | 0o644)
+            a.st_mode = ent.mode or ((stat.S_IFDIR | 0o755) if ent.is_dir
+                                     else (stat.S_IFREG | 0o644))
+            a.st_uid, a.st_gid = ent.uid, ent.gid
             a.st_size = ent.size
-            # A listing comes from one store and lacks mode and times: the kernel must not
-            # cache it, so stat() asks again.
+            a.st_mtime_ns = a.st_atime_ns = a.st_ctime_ns = ent.mtime_ns
+            # A listing comes from one store and lacks the other stores' sizes: the kernel
+            # must not cache it, so stat() asks again.
             a.attr_timeout = a.entry_timeout = 0
             if not pyfuse3.readdir_reply(token, os.fsencode(ent.name), a, i + 1):
                 return
@@ -334,8 +386,9 @@ class QosFS(pyfuse3.Operations):
         self._handles.pop(fh, None)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        who = self._who(ctx)
         try:
-            replies = await asyncio.gather(*(self.client.statfs(d) for d in self.reps))
+            replies = await asyncio.gather(*(self.client.statfs(d, who) for d in self.reps))
         except RemoteError as e:
             raise _fuse(e) from None
         s = pyfuse3.StatvfsData()
@@ -354,7 +407,7 @@ class QosFS(pyfuse3.Operations):
         who = self._who(ctx)
         if flags & os.O_TRUNC:
             await self._drain(inode)
-            await self._each_rep(lambda d: self.client.truncate(d, path, 0))
+            await self._each_rep(lambda d: self.client.truncate(d, path, 0, who))
         log.debug("open %r by pid %s as job %s (%s)", path, ctx.pid, who.job, who.source)
         # No page cache kept across opens: another node's writes are seen at open, and
         # every read is counted by the daemons.
@@ -372,9 +425,18 @@ class QosFS(pyfuse3.Operations):
                                      bool(flags & os.O_EXCL), who)
         except RemoteError as e:
             raise _fuse(e) from None
+        # On every store at once, with the same owner and mode: a store that first met the
+        # file with a stripe would make it as whoever wrote that stripe, in a directory
+        # that writer may not be allowed to create in.
+        rest = await asyncio.gather(*(self.client.create(d, path, mode & 0o7777, False, who)
+                                      for d in self.reps[1:]), return_exceptions=True)
+        for d, r in zip(self.reps[1:], rest, strict=True):
+            if isinstance(r, BaseException):
+                log.warning("create %r on daemon %s failed (its stripes will create it): "
+                            "%s", path, d, r)
         if flags & os.O_TRUNC:
-            await self._each_rep(lambda d: self.client.truncate(d, path, 0))
-        attrs = await self._entry(path, count=True)
+            await self._each_rep(lambda d: self.client.truncate(d, path, 0, who))
+        attrs = await self._entry(path, count=True, who=who)
         return pyfuse3.FileInfo(fh=self._new_fh(self._handle(attrs.st_ino, who)),
                                 keep_cache=False), attrs
 
@@ -393,7 +455,7 @@ class QosFS(pyfuse3.Operations):
         if all(len(data) == p.length for p, data in parts):
             return b"".join(data for _, data in parts) if len(parts) > 1 else parts[0][1]
         # Something came back short: end of file, or a hole in a store's sparse copy.
-        _, file_size = await self._stat(path)
+        _, file_size = await self._stat(path, h.who)
         return assemble(off, size, parts, file_size)
 
     async def _read_piece(self, path: str, who: Identity, p: Piece) -> bytes:
@@ -467,7 +529,7 @@ class QosFS(pyfuse3.Operations):
         # joined, or its mkdir failed): make it and write again.
         parent = path.rpartition("/")[0]
         if parent:
-            await self.client.mkdir(p.daemon, parent, parents=True)
+            await self.client.mkdir(p.daemon, parent, who, parents=True)
         return await self.client.write(p.daemon, path, p.offset, data, who)
 
     async def flush(self, fh: int) -> None:

@@ -34,6 +34,9 @@ class MountSpec:
     timeouts: Timeouts
     job_cache_ttl: float = 5.0
     read_ahead: int = 4 << 20      # bytes the kernel reads ahead per file (0: its default)
+    # SLURM_JOB_ID in a process's environment names its job when no job cgroup does.
+    # Unsafe: any process can set its environment (qosfs mount --trust-environ).
+    trust_environ: bool = False
 
 
 def check_mountpoint(path: str) -> None:
@@ -79,7 +82,7 @@ async def probe(client: TierClient) -> list[list[int]]:
     n = len(client.addresses)
     for d in range(n):
         try:
-            await client.stat(d, "")
+            await client.stat(d, "", None)
         except RemoteError as e:
             hint = ("start it or leave it out of --daemons" if e.errno in (errno.EIO,
                     errno.ETIMEDOUT) else f"check that it serves tier {client.tier!r}")
@@ -97,14 +100,14 @@ async def probe(client: TierClient) -> list[list[int]]:
                 if j in placed:
                     continue
                 try:
-                    await client.stat(j, name)
+                    await client.stat(j, name, None)
                     sees[i][j] = True
                     placed.add(j)
                 except RemoteError as e:
                     if e.errno != errno.ENOENT:
                         raise
         finally:
-            await client.unlink(i, name)
+            await client.unlink(i, name, None)
     return store_groups(sees)
 
 
@@ -115,10 +118,16 @@ async def serve(spec: MountSpec, ready: asyncio.Future[None] | None = None) -> N
         groups = await probe(client)
         log.info("tier %s: %d daemon(s), stores %s, stripe %d B", spec.tier,
                  len(spec.daemons), groups, spec.options.stripe_size)
-        fs = QosFS(client, groups, JobResolver(Procfs(), ttl=spec.job_cache_ttl),
-                   spec.options)
+        resolver = JobResolver(Procfs(), ttl=spec.job_cache_ttl,
+                               trust_environ=spec.trust_environ)
+        if spec.trust_environ:
+            log.warning("--trust-environ: a process outside a job cgroup is charged to the "
+                        "job its SLURM_JOB_ID names, which any process can set")
+        fs = QosFS(client, groups, resolver, spec.options)
         opts = set(pyfuse3.default_options)
-        opts |= {f"fsname=qosfs:{spec.tier}", "subtype=qosfs"}
+        # The kernel checks every access against the owners and modes qosfs reports (the
+        # daemons check again, acting as the caller, against the stores).
+        opts |= {f"fsname=qosfs:{spec.tier}", "subtype=qosfs", "default_permissions"}
         if os.geteuid() == 0:
             opts.add("allow_other")     # a root mount serves every user's programs
         pyfuse3.init(fs, spec.mountpoint, opts)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pwd
 
+from qosfs.jobid import groups_from_status
+
 
 class Procfs:
     def __init__(self, root: str = "/proc") -> None:
@@ -30,6 +32,10 @@ class Procfs:
 
     def environ(self, pid: int) -> bytes | None:
         return self._read(pid, "environ")
+
+    def groups(self, pid: int) -> tuple[int, ...] | None:
+        raw = self._read(pid, "status")
+        return groups_from_status(raw.decode("ascii", "replace")) if raw is not None else None
 
     def user_name(self, uid: int) -> str:
         try:

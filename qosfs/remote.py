@@ -19,6 +19,7 @@ import grpc
 from qosfs.errors import RemoteError
 from qosfs.jobid import Identity
 from tokenbucket_daemon.client import CHANNEL_OPTIONS
+from tokenbucket_daemon.convert import caller_to_pb
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
 
@@ -81,9 +82,14 @@ class TierClient:
 
     @staticmethod
     def _tag(who: Identity | None) -> pb.JobTag:
+        """The request's tag; with the caller's credentials, so the daemon acts as the
+        calling process. None: qosfs's own calls (the mount's probe), as the daemon."""
         if who is None:
             return pb.JobTag()
-        return pb.JobTag(job_id=who.job, user=who.user, account=who.account)
+        tag = pb.JobTag(job_id=who.job, user=who.user, account=who.account)
+        if who.caller is not None:
+            tag.caller.CopyFrom(caller_to_pb(who.caller))
+        return tag
 
     async def _call(self, d: int, what: str, fn: Callable[[], Awaitable[T]],
                     deadline: float) -> T:
@@ -100,7 +106,9 @@ class TierClient:
                         pause = min(pause * 2, _RETRY_PAUSE[1])
                         continue
                     code = errno.ETIMEDOUT    # programs do not expect EAGAIN from files
-                level = logging.DEBUG if code in (errno.ENOENT, errno.EEXIST) else logging.WARNING
+                # What programs meet every day (a missing file, a denied one) is not news.
+                level = (logging.DEBUG if code in (errno.ENOENT, errno.EEXIST, errno.EACCES,
+                                                   errno.EPERM) else logging.WARNING)
                 log.log(level, "daemon %s (%s): %s failed: %s %s", d, self.addresses[d], what,
                         e.code().name, e.details())
                 raise RemoteError(code, f"{what} on daemon {self.addresses[d]}: "
@@ -113,9 +121,10 @@ class TierClient:
                           asyncio.get_running_loop().time() + t)
 
     # -- metadata --------------------------------------------------------------------
-    async def stat(self, d: int, path: str) -> pb.StatReply:
+    async def stat(self, d: int, path: str, who: Identity | None) -> pb.StatReply:
         r: pb.StatReply = await self._meta(d, f"stat {path!r}", "Stat",
-                                           pb.StatRequest(tier=self.tier, path=path))
+                                           pb.StatRequest(tag=self._tag(who), tier=self.tier,
+                                                          path=path))
         return r
 
     async def create(self, d: int, path: str, mode: int, exclusive: bool,
@@ -124,39 +133,55 @@ class TierClient:
                          pb.CreateRequest(tag=self._tag(who), tier=self.tier, path=path,
                                           mode=mode, exclusive=exclusive))
 
-    async def unlink(self, d: int, path: str) -> None:
+    async def unlink(self, d: int, path: str, who: Identity | None) -> None:
         await self._meta(d, f"unlink {path!r}", "Unlink",
-                         pb.UnlinkRequest(tier=self.tier, path=path))
+                         pb.UnlinkRequest(tag=self._tag(who), tier=self.tier, path=path))
 
-    async def mkdir(self, d: int, path: str, mode: int = 0, parents: bool = False) -> None:
+    async def mkdir(self, d: int, path: str, who: Identity | None, mode: int = 0,
+                    parents: bool = False) -> None:
         await self._meta(d, f"mkdir {path!r}", "Mkdir",
-                         pb.MkdirRequest(tier=self.tier, path=path, mode=mode,
-                                         parents=parents))
+                         pb.MkdirRequest(tag=self._tag(who), tier=self.tier, path=path,
+                                         mode=mode, parents=parents))
 
-    async def rmdir(self, d: int, path: str) -> None:
+    async def rmdir(self, d: int, path: str, who: Identity | None) -> None:
         await self._meta(d, f"rmdir {path!r}", "Rmdir",
-                         pb.RmdirRequest(tier=self.tier, path=path))
+                         pb.RmdirRequest(tag=self._tag(who), tier=self.tier, path=path))
 
-    async def readdir(self, d: int, path: str) -> list[pb.DirEntry]:
+    async def readdir(self, d: int, path: str, who: Identity | None) -> list[pb.DirEntry]:
         r = await self._meta(d, f"readdir {path!r}", "Readdir",
-                             pb.ReaddirRequest(tier=self.tier, path=path))
+                             pb.ReaddirRequest(tag=self._tag(who), tier=self.tier, path=path))
         return list(r.entries)
 
-    async def rename(self, d: int, src: str, dst: str) -> None:
+    async def rename(self, d: int, src: str, dst: str, who: Identity | None) -> None:
         await self._meta(d, f"rename {src!r} to {dst!r}", "Rename",
-                         pb.RenameRequest(tier=self.tier, src=src, dst=dst))
+                         pb.RenameRequest(tag=self._tag(who), tier=self.tier, src=src,
+                                          dst=dst))
 
-    async def truncate(self, d: int, path: str, size: int) -> None:
+    async def truncate(self, d: int, path: str, size: int, who: Identity | None) -> None:
         await self._meta(d, f"truncate {path!r}", "Truncate",
-                         pb.TruncateRequest(tier=self.tier, path=path, size=size))
+                         pb.TruncateRequest(tag=self._tag(who), tier=self.tier, path=path,
+                                            size=size))
+
+    async def setattr(self, d: int, path: str, who: Identity | None, *,
+                      mode: int | None = None, uid: int | None = None,
+                      gid: int | None = None, atime_ns: int | None = None,
+                      mtime_ns: int | None = None, now: bool = False) -> pb.StatReply:
+        """chmod/chown/utimens as ``who``; ``now`` sets both times to now (touch)."""
+        req = pb.SetattrRequest(tag=self._tag(who), tier=self.tier, path=path, mode=mode,
+                                uid=uid, gid=gid, atime_ns=atime_ns, mtime_ns=mtime_ns,
+                                atime_now=now, mtime_now=now)
+        r = await self._meta(d, f"setattr {path!r}", "Setattr", req)
+        st: pb.StatReply = r.stat
+        return st
 
     async def fsync(self, d: int, path: str, who: Identity | None) -> None:
         await self._meta(d, f"fsync {path!r}", "Fsync",
                          pb.FsyncRequest(tag=self._tag(who), tier=self.tier, path=path))
 
-    async def statfs(self, d: int) -> pb.StatfsReply:
+    async def statfs(self, d: int, who: Identity | None) -> pb.StatfsReply:
         r: pb.StatfsReply = await self._meta(d, "statfs", "Statfs",
-                                             pb.StatfsRequest(tier=self.tier))
+                                             pb.StatfsRequest(tag=self._tag(who),
+                                                              tier=self.tier))
         return r
 
     # -- data ------------------------------------------------------------------------

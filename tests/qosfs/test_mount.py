@@ -183,6 +183,7 @@ def test_each_file_handle_is_tagged_with_its_opener_job(clean: Daemons, tmp_path
     mib = 1024 * 1024
     with mount(clean) as m:
         mnt = m.mountpoint
+        # Outside a job cgroup the environment names no job (anyone can set it): the user's.
         r = sh(f"SLURM_JOB_ID=9101 dd if=/dev/zero of={mnt}/j1 bs=1M count=3 conv=fsync "
                f"status=none && env -u SLURM_JOB_ID dd if=/dev/zero of={mnt}/u bs=1M "
                f"count=2 conv=fsync status=none")
@@ -201,11 +202,16 @@ def test_each_file_handle_is_tagged_with_its_opener_job(clean: Daemons, tmp_path
         finally:
             for p in (cg, cg.parent, cg.parent.parent):
                 p.rmdir()
+    # A site that trusts the environment (--trust-environ, unsafe) gets the named job.
+    with mount(clean, "mnt", "--trust-environ") as m:
+        r = sh(f"SLURM_JOB_ID=9101 dd if=/dev/zero of={m.mountpoint}/j3 bs=1M count=4 "
+               f"conv=fsync status=none")
+        assert r.returncode == 0, r.stderr
     after = job_bytes(clean)
     grew = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    assert grew.get("9101") == 3 * mib
+    assert grew.get("9101") == 4 * mib
     assert grew.get("9202") == 1 * mib
-    assert grew.get("user:root") == 2 * mib
+    assert grew.get("user:root") == 5 * mib
 
 
 def test_daemon_killed_mid_write_errors_then_recovers_without_losing_acked_data(
@@ -300,7 +306,7 @@ def test_read_ahead_is_set_and_sequential_reads_match(clean: Daemons) -> None:
     (["--stripe-size", "lots"], 2, "--stripe-size"),
     (["--daemons", "nohostport"], 2, "bad address 'nohostport'"),
     (["--timeout", "-3"], 2, "--timeout must be a positive"),
-    (["--owner", "no-such-user-xyz"], 2, "no such user"),
+    (["--owner", "qosuser"], 2, "--owner was removed"),
     (["--daemons", "127.0.0.1:1"], 1, "cannot be used"),
 ])
 def test_bad_mount_input_is_refused_and_mounts_nothing(clean: Daemons, args: list[str],
