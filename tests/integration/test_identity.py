@@ -143,6 +143,16 @@ def test_files_belong_to_their_caller_and_permissions_are_the_kernels(
             grpc.StatusCode.PERMISSION_DENIED, "EACCES")
         assert refused(as_bo.create, tier, "qosuser/bo2.dat") == (
             grpc.StatusCode.PERMISSION_DENIED, "EACCES")
+        # Nor write, truncate or fsync a file it may only read (the stream's open decides).
+        assert refused(as_bo.write, tier, "qosuser/w.dat", b"no", offset=5)[1] == "EACCES"
+        assert refused(as_bo.stub.Truncate, pb.TruncateRequest(
+            tag=as_bo._pbtag(), tier=tier, path="qosuser/w.dat", size=0))[1] == "EACCES"
+        assert (root / "qosuser" / "w.dat").stat().st_size == 3_000_000
+        # Its owner fsyncs a file it can write but not read.
+        as_ana.setattr(tier, "qosuser/w.dat", mode=0o200)
+        as_ana.stub.Fsync(pb.FsyncRequest(tag=as_ana._pbtag(), tier=tier, path="qosuser/w.dat"))
+        assert refused(as_ana.read, tier, "qosuser/w.dat")[1] == "EACCES"
+        as_ana.setattr(tier, "qosuser/w.dat", mode=0o644)
         as_ana.setattr(tier, "qosuser/sub", mode=0o700)
         assert refused(as_bo.readdir, tier, "qosuser/sub")[1] == "EACCES"
         assert refused(as_bo.stat, tier, "qosuser/sub/x")[1] == "EACCES"

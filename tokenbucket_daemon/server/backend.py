@@ -665,8 +665,13 @@ class TierBackend:
             if name is None:
                 _sync_dir(dir_fd)
                 return
-            # O_RDONLY works for directories as well as files, and fsync needs no more.
-            fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+            # O_RDONLY works for directories as well as files, and fsync needs no more;
+            # a caller may hold a file it can write but not read (mode 0200), and
+            # fsync(2) on its descriptor works for it: so then O_WRONLY.
+            try:
+                fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+            except PermissionError:
+                fd = os.open(name, os.O_WRONLY | _NOFOLLOW, dir_fd=dir_fd)
             try:
                 os.fsync(fd)
             finally:
