@@ -273,16 +273,13 @@ class QosFS(pyfuse3.Operations):
             change["uid"] = attr.st_uid
         if fields.update_gid:
             change["gid"] = attr.st_gid
-        now = False
-        if fields.update_atime and fields.update_mtime \
-                and attr.st_atime_ns == attr.st_mtime_ns \
-                and abs(attr.st_mtime_ns - time.time_ns()) < _NOW_WINDOW_NS:
-            now = True
-        else:
-            if fields.update_atime:
-                change["atime_ns"] = attr.st_atime_ns
-            if fields.update_mtime:
-                change["mtime_ns"] = attr.st_mtime_ns
+        now = bool(fields.update_atime and fields.update_mtime
+                   and attr.st_atime_ns == attr.st_mtime_ns
+                   and abs(attr.st_mtime_ns - time.time_ns()) < _NOW_WINDOW_NS)
+        if fields.update_atime and not now:
+            change["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime and not now:
+            change["mtime_ns"] = attr.st_mtime_ns
         if change or now:
             # Every store: each holds its own copy's owner and mode, which it checks. The
             # authoritative store decides; the others may hold no stripe of the file.
