@@ -18,10 +18,13 @@ with the placement it would give.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from typing import Any
 
 from qos_plugin.errors import InputError
-from qos_plugin.planner.trained import RegionInfo, TrainedModel
+from qos_plugin.planner.trained import DIGITS, RegionInfo, TrainedModel
 
 OBJECTIVES = ("fastest", "frugal")
 # Constraint names as the user typed them, in the order binding is decided.
@@ -92,45 +95,71 @@ Rows = list[int]
 def _masks(model: TrainedModel, c: Constraints) -> dict[str, list[bool]]:
     masks: dict[str, list[bool]] = {}
     if c.max_nodes is not None:
-        masks["max_nodes"] = [n <= c.max_nodes for n in model.nodes]
+        cap = c.max_nodes
+        masks["max_nodes"] = [n <= cap for n in model.nodes]
     names = model.tier_names
     for name, allowed in (("tiers", c.tiers),
                           ("exclude", None if not c.exclude else set(names) - c.exclude),
                           ("down", None if not c.down else set(names) - c.down)):
         if allowed is not None:
-            ok = {i for i, t in enumerate(names) if t in allowed}
-            masks[name] = [all(t in ok for t in p) for p in model.placement]
+            # A placement is a string of tier digits: it keeps to the allowed tiers
+            # when stripping their digits leaves nothing.
+            digits = "".join(DIGITS[i] for i, t in enumerate(names) if t in allowed)
+            masks[name] = [not code.strip(digits) if digits else False
+                           for code in model.placement.codes]
     if c.deadline is not None:
-        masks["deadline"] = [t <= c.deadline for t in model.total]
+        deadline = c.deadline
+        masks["deadline"] = [t <= deadline for t in model.total]
     return masks
 
 
 def _rows(model: TrainedModel, masks: dict[str, list[bool]], skip: str = "") -> Rows:
-    """Rows that pass every mask but ``skip``."""
+    """Rows that pass every mask but ``skip``, in row order."""
     use = [m for name, m in masks.items() if name != skip]
-    return [r for r in range(len(model)) if all(m[r] for m in use)]
+    every = range(len(model))
+    if not use:
+        return list(every)
+    return list(compress(every, use[0] if len(use) == 1 else map(all, zip(*use, strict=True))))
+
+
+def _keys(model: TrainedModel, objective: str) -> list[tuple[Any, ...]]:
+    """Each row's sort key for the objective (unique: the row index comes last)."""
+    memo = f"keys:{objective}"
+    if memo not in model.memo:
+        rows = range(len(model))
+        if objective == "fastest":
+            model.memo[memo] = list(zip(model.total, model.nodes, rows, strict=True))
+        else:
+            counts = [list(map(str.count, model.placement.codes,
+                               repeat(DIGITS[model.tier_names.index(t)])))
+                      for t in model.local_tiers]
+            model.memo[memo] = list(zip(model.nodes, *counts, model.total, rows, strict=True))
+    keys: list[tuple[Any, ...]] = model.memo[memo]
+    return keys
 
 
 def rank_rows(model: TrainedModel, rows: Rows, objective: str) -> Rows:
     """``rows`` ordered best first for the objective (ties: earlier row first)."""
-    if objective == "fastest":
-        return sorted(rows, key=lambda r: (model.total[r], model.nodes[r], r))
-    local = [model.tier_names.index(t) for t in model.local_tiers]
-    return sorted(rows, key=lambda r: (model.nodes[r],
-                                       *(model.placement[r].count(t) for t in local),
-                                       model.total[r], r))
+    return sorted(rows, key=_keys(model, objective).__getitem__)
+
+
+def _top(model: TrainedModel, rows: Rows, objective: str, k: int) -> Rows:
+    """The ``k`` best of ``rows``, best first: the head of :func:`rank_rows`."""
+    # The keys end with the row, so comparing keys alone gives the order and the row.
+    return [key[-1] for key in heapq.nsmallest(k, map(_keys(model, objective).__getitem__,
+                                                         rows))]
 
 
 def choice(model: TrainedModel, row: int) -> Choice:
     names = model.tier_names
-    return Choice(row, model.nodes[row],
-                  {s: names[model.placement[row][j]] for j, s in enumerate(model.stages)},
+    tiers = model.placement[row]
+    return Choice(row, model.nodes[row], {s: names[tiers[j]] for j, s in enumerate(model.stages)},
                   model.total[row], model.regions[model.region[row]],
                   model.paths[model.path[row]])
 
 
 def _best(model: TrainedModel, rows: Rows, objective: str) -> Choice:
-    return choice(model, rank_rows(model, rows, objective)[0])
+    return choice(model, _top(model, rows, objective, 1)[0])
 
 
 def answer(model: TrainedModel, c: Constraints) -> Answer:
@@ -141,7 +170,7 @@ def answer(model: TrainedModel, c: Constraints) -> Answer:
     ok = [r for r in hard if masks["deadline"][r]] if "deadline" in masks else hard
     out = Answer(feasible=bool(ok), constraints=c, candidates=len(hard))
     if ok:
-        ranked = rank_rows(model, ok, c.objective)
+        ranked = _top(model, ok, c.objective, 2)
         out.choice = choice(model, ranked[0])
         if len(ranked) > 1:
             out.runner_up = choice(model, ranked[1])

@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from qos_plugin.errors import InputError
 from qos_plugin.model.configtable import ConfigTable, from_makespan
 from qos_plugin.model.makespan import MakespanTable
 from qos_plugin.model.regions import CartSettings, fit_regions
 from qos_plugin.model.rules import Region, build_regions, relabel
 from qos_plugin.model.template import template_to_dict
-from qos_plugin.planner.trained import RegionInfo, TrainedModel
+from qos_plugin.planner.trained import DIGITS, Phases, Placements, RegionInfo, TrainedModel
 
 
 def file_fingerprint(path: str | Path) -> dict[str, Any]:
@@ -43,10 +44,19 @@ def build_model(name: str, version: int, table: MakespanTable, configs: ConfigTa
     decl = {s: i for i, s in enumerate(tmpl.stage_names)}
     order = [decl[s] for s in configs.stages]
     L = len(tmpl.levels)
-    phases = np.empty((len(table), 3 * L))
-    phases[:, 0::3] = table.level_in
-    phases[:, 1::3] = table.level_exec
-    phases[:, 2::3] = table.level_out
+    # Per level the distinct (in, exec, out) triples, and each row's index into them.
+    tables: list[list[list[float]]] = []
+    index: list[list[int]] = []
+    for k in range(L):
+        triples = np.stack([table.level_in[:, k], table.level_exec[:, k],
+                            table.level_out[:, k]], axis=1)
+        distinct, ix = np.unique(triples, axis=0, return_inverse=True)
+        tables.append(distinct.tolist())
+        index.append(ix.reshape(-1).tolist())
+    if len(table.tiers.names) > len(DIGITS):
+        raise InputError("tiers", f"{len(table.tiers.names)} tiers",
+                         f"a model holds at most {len(DIGITS)}")
+    digits = np.array(list(DIGITS))[table.config[:, order]]
     paths, path_idx = np.unique(np.asarray(table.critical_paths(), dtype=object),
                                 return_inverse=True)
     infos = {r.id: RegionInfo(r.id, dict(r.rule), r.critical, r.flexible, r.stats.median,
@@ -61,6 +71,7 @@ def build_model(name: str, version: int, table: MakespanTable, configs: ConfigTa
         stage_levels={s.name: s.level for s in tmpl.stages},
         volumes=volumes,
         nodes=[int(v) for v in table.nodes], total=[float(v) for v in table.total],
-        placement=table.config[:, order].astype(np.int64).tolist(),
+        placement=Placements(["".join(row) for row in digits.tolist()]),
         region=[int(v) for v in labels], path=[int(v) for v in path_idx.reshape(-1)],
-        phases=phases.tolist(), paths=[str(p) for p in paths], regions=infos)
+        phases=Phases(tables, list(index)), paths=[str(p) for p in paths],
+        regions=infos)

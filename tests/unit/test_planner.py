@@ -14,6 +14,7 @@ from qos_plugin.model.costs import save_costs
 from qos_plugin.model.template import template_to_dict
 from qos_plugin.planner.registry import Registry, default_registry
 from qos_plugin.planner.timespec import format_duration, parse_duration
+from qos_plugin.planner.trained import pack, unpack
 from tests.unit.handmade import TEMPLATE, cost_table
 
 TIERS = "pfs:shared,nvme:node-local,ram:node-local,bb:node-local"
@@ -121,14 +122,47 @@ def test_corrupt_and_foreign_models(reg, tmp_path, capsys):
     (bad / "future").mkdir()
     (bad / "future" / "v1.json").write_text(json.dumps(dict(doc, format="qos-model/9")))
     code, _, err = run(capsys, "query", "future", "--registry", str(bad))
-    assert code == 1 and "model format 'qos-model/9', this qos-plan reads 'qos-model/1'" in err
-    doc["rows"]["total"] = doc["rows"]["total"][:-1]
-    (bad / "cut").mkdir()
-    (bad / "cut" / "v1.json").write_text(json.dumps(doc))
-    code, _, err = run(capsys, "query", "cut", "--registry", str(bad))
-    assert code == 1 and "model is inconsistent" in err
+    assert code == 1 and "model format 'qos-model/9', this qos-plan reads 'qos-model/1' " \
+        "and 'qos-model/2'" in err
+    rows = doc["rows"]
+    cut = dict(rows, total=pack(list(unpack(rows["total"], rows["count"]))[:-1], "d"))
+    wrong_tier = dict(rows, placement=["9" * len(rows["placement"][0])] + rows["placement"][1:])
+    no_region = dict(rows, region=pack([99] * rows["count"]))
+    for name, damaged, needle in [("cut", cut, "model is incomplete or damaged"),
+                                  ("tier", wrong_tier, "rows.placement is not 5 tier digits"),
+                                  ("region", no_region, "names a region that does not exist"),
+                                  ("text", dict(rows, nodes="2,4"), "incomplete or damaged")]:
+        (bad / name).mkdir()
+        (bad / name / "v1.json").write_text(json.dumps(dict(doc, rows=damaged)))
+        code, _, err = run(capsys, "query", name, "--registry", str(bad))
+        assert code == 1 and needle in err, err
     code, out, _ = run(capsys, "list", "--registry", str(bad))
     assert code == 0 and "UNREADABLE" in out
+
+
+def test_format_1_models_are_still_read(reg, tmp_path, capsys):
+    """A model written before the compact format (a JSON list per column, a list per
+    row) answers exactly as its compact form does."""
+    model = Registry(reg).load("hand")
+    doc = model.to_json()
+    doc["format"] = "qos-model/1"
+    doc["rows"] = {"nodes": list(model.nodes), "total": list(model.total),
+                   "placement": [model.placement[r] for r in range(len(model))],
+                   "region": list(model.region), "path": list(model.path),
+                   "phases": [model.phases[r] for r in range(len(model))]}
+    del doc["phases"]
+    old = tmp_path / "old"
+    (old / "hand").mkdir(parents=True)
+    (old / "hand" / "v1.json").write_text(json.dumps(doc))
+    for args in ([], ["--objective", "frugal", "--deadline", "1:00"], ["--down-tier", "ram"],
+                 ["--max-nodes", "1"]):
+        answers = []
+        for where in (reg, old):
+            code, out, _ = run(capsys, "query", "hand", "--registry", str(where), "--json",
+                               *args)
+            answers.append((code, {k: v for k, v in json.loads(out).items()
+                                   if k != "version"}))
+        assert answers[0] == answers[1]
 
 
 def test_infeasible_names_the_binding_constraint(reg, capsys):
