@@ -85,7 +85,8 @@ class Cluster:
         raise AssertionError(f"timed out waiting for {what}")
 
     def output(self, job_id: str) -> str:
-        return (self.work / f"slurm-{job_id}.out").read_text()
+        p = self.work / f"slurm-{job_id}.out"
+        return p.read_text() if p.exists() else f"(no output file {p})"
 
     def reservations(self, job_id: str,
                      daemons: list[int] | None = None) -> list[tuple[str, str, float]]:

@@ -120,32 +120,33 @@ def test_store_is_root_only_and_the_mount_keeps_owners_and_modes(cluster: Cluste
     # Directly into the store: refused, whatever the path.
     p = cluster.on_node("node1", ["touch", str(store / "planted")], user=USER)
     assert p.returncode != 0 and "Permission denied" in p.stderr, p
-    # Through the mount, in directories the users own (as a site makes home dirs).
+    # Through the mount, in directories the users own (as a site makes home dirs; not
+    # <store>/<user>, which is root's: job directories are made under it).
     for u in (USER, OTHER):
-        d = store / u
+        d = store / f"home-{u}"
         d.mkdir(exist_ok=True)
         pw = pwd.getpwnam(u)
         os.chown(d, pw.pw_uid, pw.pw_gid)
         d.chmod(0o755)
-    secret = mount / OTHER / "secret"
+    secret = mount / f"home-{OTHER}" / "secret"
     p = cluster.on_node("node2", ["sh", "-c", f"umask 077; echo hidden > {secret}"], user=OTHER)
     assert p.returncode == 0, p
     p = cluster.on_node("node1", ["cat", str(secret)], user=USER)
     assert p.returncode != 0 and "Permission denied" in p.stderr, p
     p = cluster.on_node("node1", ["rm", "-f", str(secret)], user=USER)
     assert p.returncode != 0, p
-    mine = mount / USER / "mine"
+    mine = mount / f"home-{USER}" / "mine"
     p = cluster.on_node("node1", ["sh", "-c", f"echo x > {mine} && stat -c '%U %G %a' {mine}"],
                         user=USER)
     assert p.returncode == 0, p
     pw = pwd.getpwnam(USER)
     import grp
     assert p.stdout.split() == [USER, grp.getgrgid(pw.pw_gid).gr_name, "644"], p
-    st = (store / USER / "mine").stat()
+    st = (store / f"home-{USER}" / "mine").stat()
     assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid)
     # No setuid bit through the data path.
     p = cluster.on_node("node1", ["chmod", "4755", str(mine)], user=USER)
-    assert not (store / USER / "mine").stat().st_mode & 0o6000
+    assert not (store / f"home-{USER}" / "mine").stat().st_mode & 0o6000
 
 
 def test_forged_job_id_outside_a_job_is_charged_to_the_user(cluster: Cluster) -> None:

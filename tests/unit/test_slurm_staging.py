@@ -306,7 +306,8 @@ def _env(site: Site, job: str = "17", **extra: str) -> dict[str, str]:
 
     p = Placement(id=PID, workflow="w@1", nodes=1, makespan=1.0, region=0, rule="",
                   stages={"a": "nvme", "b": "lustre"},
-                  dirs={"nvme": jobdir(site, "nvme", "root"), "lustre": jobdir(site, "lustre", "root")},
+                  dirs={"nvme": jobdir(site, "nvme", "root"),
+                        "lustre": jobdir(site, "lustre", "root")},
                   local=["nvme"], in_tiers=["nvme", "lustre"], out_tiers=["nvme"],
                   stage_in=extra.pop("stage_in", ""), stage_out=extra.pop("stage_out", ""))
     env = {f"SPANK_{k}": v for k, v in p.to_env().items()}
