@@ -489,6 +489,9 @@ SlurmdParameters=config_overrides
 ReturnToService=2
 # A node whose slurmd is gone is declared down (and its jobs failed) within seconds.
 SlurmdTimeout={SLURMD_TIMEOUT}
+# ... and such a job ends failed instead of being requeued: its placement, directories
+# and reservations were made for one start.
+JobRequeue=0
 MpiDefault=none
 MailProg=/bin/true
 PlugStackConfig={self.plugstack}
