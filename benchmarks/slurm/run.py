@@ -78,17 +78,19 @@ def dd_rate(text: str) -> float:
     return int(n) / float(secs) / 1e6
 
 
-def throughput(c: LocalCluster, env: dict[str, str], work: Path, as_user: list[str],
-               mib: int, reps: int) -> dict[str, Any]:
-    dd = f"dd if=/dev/zero bs=1M count={mib} conv=fsync"
+DD = "dd if=/dev/zero bs=1M count={mib} conv=fsync"
+# (tier, --qos-* options) of a job whose placement puts its data there
+SHARED = ("pfs", ["--qos-exclude-tier=ram,ssd"])
+RAM = ("ram", ["--qos-objective=fastest", "--qos-exclude-tier=ssd", "--qos-max-nodes=1"])
+SSD = ("ssd", ["--qos-objective=fastest", "--qos-exclude-tier=ram", "--qos-max-nodes=1"])
+
+
+def dd_jobs(env: dict[str, str], work: Path, as_user: list[str], mib: int, reps: int,
+            jobs: dict[str, tuple[str, list[str]]]) -> dict[str, list[float]]:
+    """MB/s of each of ``reps`` dd runs inside one job per case, into the job's directory
+    on the case's tier."""
     runs: dict[str, list[float]] = {}
-    jobs = {"shared tier through qosfs (job)": ("pfs", ["--qos-exclude-tier=ram,ssd"]),
-            "node-local tmpfs, direct (job)": ("ram", ["--qos-objective=fastest",
-                                                      "--qos-exclude-tier=ssd",
-                                                      "--qos-max-nodes=1"]),
-            "node-local disk, direct (job)": ("ssd", ["--qos-objective=fastest",
-                                                     "--qos-exclude-tier=ram",
-                                                     "--qos-max-nodes=1"])}
+    dd = DD.format(mib=mib)
     for name, (tier, opts) in jobs.items():
         script = work / f"dd-{tier}.sh"
         var = f"SLURM_SPANK_QOS_DIR_{tier.upper()}"
@@ -101,22 +103,44 @@ def throughput(c: LocalCluster, env: dict[str, str], work: Path, as_user: list[s
                            env=env, capture_output=True, text=True, cwd=work)
         if p.returncode:
             raise SystemExit(f"{name}: {p.stderr.strip()}")
-        text = out.read_text()
-        if tier not in text and "copied" not in text:
-            raise SystemExit(f"{name}: {text}")
-        runs[name] = [dd_rate(line) for line in text.splitlines() if "copied" in line]
-    raw = c.store_path("pfs") / "raw-dd"
-    runs["raw store, dd as root"] = []
+        runs[name] = [dd_rate(line) for line in out.read_text().splitlines()
+                      if "copied" in line]
+        if len(runs[name]) != reps:
+            raise SystemExit(f"{name}: {out.read_text()}")
+        print(f"  dd {name:44s} {statistics.median(runs[name]):8.1f} MB/s  {runs[name]}",
+              flush=True)
+    return runs
+
+
+def raw_dd(path: Path, mib: int, reps: int) -> list[float]:
+    out = []
     for _ in range(reps):
-        p = subprocess.run(["sh", "-c", f"{dd} of={raw} 2>&1; rm -f {raw}"],
+        p = subprocess.run(["sh", "-c", f"{DD.format(mib=mib)} of={path} 2>&1; rm -f {path}"],
                            capture_output=True, text=True)
-        runs["raw store, dd as root"].append(dd_rate(p.stdout))
-    med = {k: round(statistics.median(v), 1) for k, v in runs.items()}
-    for k, v in med.items():
-        print(f"  dd {k:36s} {v:8.1f} MB/s  {runs[k]}", flush=True)
-    return {"MBps": med, "runs": runs,
-            "qosfs_vs_raw": round(med["shared tier through qosfs (job)"]
-                                  / med["raw store, dd as root"], 3)}
+        out.append(dd_rate(p.stdout))
+    print(f"  dd {'raw store, dd as root':44s} {statistics.median(out):8.1f} MB/s  {out}",
+          flush=True)
+    return out
+
+
+def enforced_local(mib: int, reps: int) -> dict[str, list[float]]:
+    """A one-node cluster whose disk tier goes through the node's own daemon: what
+    enforcing a node-local tier would cost a job."""
+    root = Path(f"/tmp/qos-bench-local-{os.getpid()}")
+    subprocess.run([str(REPO / "deploy/local/up"), "--dir", str(root), "--nodes", "1",
+                    "--enforce-local", "--user", USER], check=True, capture_output=True)
+    try:
+        c = LocalCluster(root)
+        env = {**os.environ, **c.env()}
+        work = root / "work"
+        work.mkdir(mode=0o1777)
+        work.chmod(0o1777)
+        as_user = ["runuser", "-u", USER, "--", "env", f"SLURM_CONF={env['SLURM_CONF']}"]
+        return dd_jobs(env, work, as_user, mib, reps,
+                       {"node-local disk through its node's daemon (job)": SSD})
+    finally:
+        subprocess.run([str(REPO / "deploy/local/down"), "--dir", str(root), "--purge"],
+                       capture_output=True)
 
 
 def main() -> int:
@@ -194,10 +218,23 @@ def main() -> int:
             first[name] = round(time.perf_counter() - t0, 2)
             print(f"  {name:42s} submit to completed {first[name]:.2f} s", flush=True)
         results["job_turnaround_s"] = first
-        results["throughput"] = throughput(c, env, work, as_user, a.dd_mib, a.dd_reps)
+        runs = dd_jobs(env, work, as_user, a.dd_mib, a.dd_reps,
+                       {"shared tier through qosfs (job)": SHARED,
+                        "node-local tmpfs, direct (job)": RAM,
+                        "node-local disk, direct (job)": SSD})
+        runs["raw store, dd as root"] = raw_dd(c.store_path("pfs") / "raw-dd", a.dd_mib,
+                                               a.dd_reps)
     finally:
         subprocess.run([str(REPO / "deploy/local/down"), "--dir", str(root), "--purge"],
                        capture_output=True)
+    runs |= enforced_local(a.dd_mib, a.dd_reps)
+    med = {k: round(statistics.median(v), 1) for k, v in runs.items()}
+    results["throughput"] = {
+        "MBps": med, "runs": runs,
+        "qosfs_vs_raw": round(med["shared tier through qosfs (job)"]
+                              / med["raw store, dd as root"], 3),
+        "enforced_vs_direct_disk": round(med["node-local disk through its node's daemon (job)"]
+                                         / med["node-local disk, direct (job)"], 3)}
     (HERE / "results.json").write_text(json.dumps(results, indent=1))
     ups = [r["up_s"] for r in results["deploy"]]
     downs = [r["down_s"] for r in results["deploy"]]
@@ -214,6 +251,8 @@ def main() -> int:
     for name, v in tp["MBps"].items():
         lines.append(f"| dd {a.dd_mib} MiB, {name}, median of {a.dd_reps} | {v:.0f} MB/s |")
     lines.append(f"| **qosfs against the raw store** | **{tp['qosfs_vs_raw']:.2f}** |")
+    lines.append(f"| **node-local disk: through its daemon against direct** | "
+                 f"**{tp['enforced_vs_direct_disk']:.2f}** |")
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

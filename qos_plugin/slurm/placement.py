@@ -13,7 +13,7 @@ and to the job (``SLURM_SPANK_QOS_*``). Pure: strings in, strings out.
 ``QOS_REGION``     the placement's region, ``QOS_RULE`` its rule in one line
 ``QOS_STAGES``     ``stage=tier,...``
 ``QOS_DIRS``       ``tier=directory,...`` for every tier the placement uses
-``QOS_LOCAL``      the node-local tiers used (they need a burst buffer), comma separated
+``QOS_LOCAL``      the node-local tiers used (the node prolog prepares them), comma separated
 ``QOS_BANDWIDTH``  ``tier=MiB/s,...`` to reserve: a shared tier's total, a node-local
                    tier's rate per node
 ``QOS_STAGE_IN``   declared input to stage into the node-local tiers (optional)
