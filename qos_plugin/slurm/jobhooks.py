@@ -219,9 +219,13 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
     rec.parent.mkdir(parents=True, exist_ok=True)
     rec.write_text(json.dumps({"daemons": sorted(done), "nodes": nodes}))
     if failed and site.on_unavailable == "closed":
-        log.error("job %s: on_unavailable=closed, failing the prolog", job)
-        _release(job, sorted(done), token)   # nothing stays behind a failed start
-        return 1
+        # Nothing stays behind a start that did not happen; the job ends with the reason
+        # (a failed PrologSlurmctld would requeue it, to fail again while the daemon is
+        # down, and tell the user nothing).
+        log.error("job %s: on_unavailable=closed, ending the job", job)
+        _release(job, sorted(done), token)
+        cancel_job(job, "qos: a storage daemon could not reserve the job's bandwidth "
+                        "(on_unavailable=closed); submit again when the daemons are back")
     return 0
 
 
