@@ -36,9 +36,9 @@ from qos_plugin.slurm.placement import PLACEMENT_ID, SPANK_PROLOG_PREFIX, Placem
 from qos_plugin.slurm.site import Site, load_site
 from qos_plugin.slurm.staging import (
     StagingRecord,
-    as_user,
     cancel_job,
     copy_contents,
+    data_in,
     make_job_dir,
     remove_job_dir,
     store_dir,
@@ -132,16 +132,6 @@ def _shared(site: Site, p: Placement, env: Mapping[str, str]) -> StagingRecord:
                          [t for t in p.out_tiers if t in dirs], p.stage_in, p.stage_out)
 
 
-def _stage_in_shared(rec: StagingRecord) -> None:
-    """The stage-in into the shared tiers of the stages that read it, as the user,
-    through the tiers' view on this host (the controller's qosfs mount)."""
-    if not rec.stage_in:
-        return
-    for tier in rec.in_tiers:
-        as_user(rec, ["cp", "-a", "--", rec.stage_in, rec.dirs[tier] + "/"])
-        log.info("job %s: staged %s into %s", rec.job, rec.stage_in, rec.dirs[tier])
-
-
 def _finish_shared(site: Site, rec: StagingRecord, keep: bool) -> None:
     """Stage-out from the shared tiers of the last level, then remove the job's shared
     directories unless it asked to keep them."""
@@ -189,7 +179,9 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
         log.error("job %s: %s", job, e)
         return 1
     try:
-        _stage_in_shared(shared)
+        # Into the shared tiers of the input stages, as the user, through this host's
+        # qosfs mount (the same copy the node prolog makes into node-local tiers).
+        data_in(site, shared)
     except QosPluginError as e:
         # The user's input, not the controller, failed: end the job with the reason
         # instead of requeueing it forever.

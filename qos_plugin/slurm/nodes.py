@@ -134,9 +134,10 @@ class Node:
         return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs), "nsenter", "-t",
                 str(pid), "--uts", "--mount", "--cgroup", "--", *argv]
 
-    def run(self, argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    def run(self, argv: Sequence[str],
+            timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(argv), capture_output=True, text=True,
-                              **kw)  # type: ignore[call-overload, no-any-return]
+                              timeout=timeout)
 
     def spawn(self, argv: Sequence[str], log_name: str,
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
