@@ -37,6 +37,13 @@ class Progress:
                               f"{end if tty else chr(10)}")
             self.stream.flush()
 
+    def stage(self, what: str) -> None:
+        """Say which step starts, once the whole run has taken more than ``delay``."""
+        if time.monotonic() - self.start >= self.delay:
+            self._shown = True
+            self.stream.write(f"{self.label}: {what} ({time.monotonic() - self.start:.1f} s)\n")
+            self.stream.flush()
+
     def finish(self, note: str = "") -> None:
         if self._shown:
             elapsed = time.monotonic() - self.start

@@ -411,11 +411,13 @@ def cmd_train(a: argparse.Namespace) -> int:
     from qos_plugin.model.iodata import stage_volumes
     from qos_plugin.model.makespan import MakespanModel
 
+    progress = Progress(f"train {a.name}")
     table = MakespanModel(template, costs, tiers).evaluate(a.nodes)
     settings = CartSettings(select=a.select)
-    progress = Progress("train: regions (cross-validation)")
-    configs, regions, labels = fit_table_regions(table, settings, progress)
-    progress.finish()
+    progress.stage(f"{len(table):,} placements evaluated; regions ({a.select})")
+    folds = Progress(f"train {a.name}: cross-validation folds")
+    configs, regions, labels = fit_table_regions(table, settings, folds)
+    progress.stage(f"{len(regions)} regions; writing the model")
     volumes = stage_volumes(io, template.stage_names) if io is not None else None
     provenance = {"workflow": template.name, "inputs": inputs, "nodes": list(a.nodes),
                   "tiers": [f"{t.name}:{t.kind}" for t in tiers],
@@ -425,6 +427,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     model = build_model(a.name, registry.next_version(a.name), table, configs, regions, labels,
                         volumes, provenance, created)
     path = registry.save(model)
+    progress.finish()
     print(f"trained {model.name} v{model.version}: {len(model)} placements "
           f"(N in {','.join(map(str, model.node_counts))}), {len(model.regions)} regions "
           f"-> {path}")

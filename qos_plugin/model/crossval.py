@@ -28,7 +28,7 @@ from qos_plugin.model.pruning import PrunedPath
 from qos_plugin.model.separation import Threshold
 
 # Validation rows x alphas evaluated per block; bounds the memory of one fold.
-BLOCK = 2_000_000
+BLOCK = 500_000
 
 
 @dataclass(frozen=True)
