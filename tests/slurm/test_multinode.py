@@ -110,6 +110,7 @@ def test_group_limit_holds_dd_on_two_nodes_together(cluster: Cluster) -> None:
     time.sleep(12)
     w1, t1 = cluster.job_bytes(job)[0], time.monotonic()
     rate = (w1 - w0) / (t1 - t0)
+    print(f"group limit {limit / 1e6} MB/s, two nodes together {rate / 1e6:.2f} MB/s")
     assert abs(rate - limit) / limit < 0.05, f"{rate / 1e6:.2f} MB/s against {limit / 1e6}"
     subprocess_cancel(cluster, job)
 
