@@ -19,6 +19,7 @@ from qosfs.layout import Layout
 from qosfs.mount import MountSpec, check_mountpoint, run
 from qosfs.remote import Timeouts
 from tokenbucket_daemon.client import is_address
+from tokenbucket_daemon.tls import Tls, TlsError, from_env
 from tokenbucket_daemon.units import parse_size
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,26 @@ def build_spec(ns: argparse.Namespace) -> MountSpec:
         raise UsageError(f"bad tier name {ns.tier!r}; give the name the daemons serve it as")
     check_mountpoint(ns.mountpoint)
     timeout = _positive("--timeout", ns.timeout)
+    tls = _tls(ns)
     return MountSpec(ns.tier, os.path.abspath(ns.mountpoint), daemons,
                      Options(stripe_size=stripe, attr_timeout=attr_timeout,
                              writeback_cache=ns.writeback_cache, write_window=window),
                      Timeouts(meta=timeout / 8, data=timeout), read_ahead=read_ahead,
-                     trust_environ=ns.trust_environ)
+                     trust_environ=ns.trust_environ, tls=tls)
+
+
+def _tls(ns: argparse.Namespace) -> Tls | None:
+    """The node agent's identity: --ca/--cert/--key, else QOS_TLS_*; none is plaintext,
+    which only an insecure daemon accepts."""
+    given = [ns.ca, ns.cert, ns.key]
+    try:
+        if any(given):
+            if not all(given):
+                raise UsageError("--ca, --cert and --key go together; give all three")
+            return Tls.from_files(ns.ca, ns.cert, ns.key)
+        return from_env()
+    except TlsError as e:
+        raise UsageError(str(e)) from None
 
 
 def _mount(ns: argparse.Namespace) -> int:
@@ -148,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                    "comma-separated, in the same order on every node")
     m.add_argument("--stripe-size", default="1MiB", help="bytes per stripe (default 1MiB)")
     m.add_argument("--owner", default="", help=argparse.SUPPRESS)     # removed; refused
+    m.add_argument("--ca", default="", help="CA of the daemons (default $QOS_TLS_CA)")
+    m.add_argument("--cert", default="", help="this node agent's certificate, role agent "
+                   "(default $QOS_TLS_CERT)")
+    m.add_argument("--key", default="", help="its key, readable by root only "
+                   "(default $QOS_TLS_KEY)")
     m.add_argument("--trust-environ", action="store_true",
                    help="UNSAFE: charge a process outside any Slurm job cgroup to the job "
                         "its SLURM_JOB_ID names; any process can set its environment, so "

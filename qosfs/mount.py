@@ -21,6 +21,7 @@ from qosfs.layout import store_groups
 from qosfs.procfs import Procfs
 from qosfs.remote import TierClient, Timeouts
 from tokenbucket_daemon.heap import keep_buffers_in_heap
+from tokenbucket_daemon.tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class MountSpec:
     # SLURM_JOB_ID in a process's environment names its job when no job cgroup does.
     # Unsafe: any process can set its environment (qosfs mount --trust-environ).
     trust_environ: bool = False
+    tls: Tls | None = None         # the node agent's identity (None: plaintext)
 
 
 def check_mountpoint(path: str) -> None:
@@ -113,7 +115,7 @@ async def probe(client: TierClient) -> list[list[int]]:
 
 async def serve(spec: MountSpec, ready: asyncio.Future[None] | None = None) -> None:
     """Mount and serve until unmounted or SIGTERM/SIGINT; sets ``ready`` once mounted."""
-    client = TierClient(spec.tier, spec.daemons, spec.timeouts)
+    client = TierClient(spec.tier, spec.daemons, spec.timeouts, spec.tls)
     try:
         groups = await probe(client)
         log.info("tier %s: %d daemon(s), stores %s, stripe %d B", spec.tier,

@@ -22,6 +22,7 @@ from tokenbucket_daemon.client import CHANNEL_OPTIONS
 from tokenbucket_daemon.convert import caller_to_pb
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+from tokenbucket_daemon.tls import Tls, secure_channel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,10 +72,13 @@ class Timeouts:
 class TierClient:
     """The daemons serving ``tier``, in the order given (index = daemon number)."""
 
-    def __init__(self, tier: str, addresses: list[str], timeouts: Timeouts | None = None) -> None:
+    def __init__(self, tier: str, addresses: list[str], timeouts: Timeouts | None = None,
+                 tls: Tls | None = None) -> None:
         self.tier, self.addresses = tier, list(addresses)
         self.timeouts = timeouts or Timeouts()
-        self._channels = [grpc.aio.insecure_channel(a, options=_OPTIONS) for a in addresses]
+        # The node agent's certificate (role agent): the daemons serve DataPlane to it
+        # alone, and take the caller it names in each request from it alone.
+        self._channels = [secure_channel(a, tls, _OPTIONS, aio=True) for a in addresses]
         self._stubs = [rpc.DataPlaneStub(c) for c in self._channels]
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 
@@ -20,6 +20,7 @@ from tokenbucket_daemon.convert import caller_to_pb, policy_from_pb, policy_to_p
 from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+from tokenbucket_daemon.tls import Tls, from_env, secure_channel
 
 MiB = 1 << 20
 # Room for the daemon's largest request (64 MiB by default) in either direction.
@@ -27,8 +28,18 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 80 * MiB),
                    ("grpc.max_send_message_length", 80 * MiB)]
 
 
-def channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+FROM_ENV = "env"
+TlsChoice = Tls | None | Literal["env"]
+
+
+def channel(address: str, tls: TlsChoice = FROM_ENV) -> grpc.Channel:
+    """A channel with this identity: ``"env"`` (the default) takes it from ``QOS_TLS_*``
+    (plaintext when none is set), None is plaintext."""
+    chosen = from_env() if tls == FROM_ENV else tls
+    ch = secure_channel(address, chosen if isinstance(chosen, Tls) else None,
+                        CHANNEL_OPTIONS)
+    assert isinstance(ch, grpc.Channel)
+    return ch
 
 
 def is_address(text: str) -> bool:
@@ -42,11 +53,12 @@ class DataClient:
     with that uid/gid/groups (without, as the daemon's own user)."""
 
     def __init__(self, address: str, tag: Tag | None = None,
-                 chan: grpc.Channel | None = None, caller: Caller | None = None) -> None:
+                 chan: grpc.Channel | None = None, caller: Caller | None = None,
+                 tls: TlsChoice = FROM_ENV) -> None:
         self.address = address
         self.tag = tag or Tag()
         self.caller = caller
-        self._chan = chan or channel(address)
+        self._chan = chan or channel(address, tls)
         self.stub = rpc.DataPlaneStub(self._chan)
 
     def _pbtag(self) -> pb.JobTag:
@@ -123,10 +135,10 @@ class DataClient:
 
 class AdminClient:
     def __init__(self, address: str, token: str | None = None,
-                 chan: grpc.Channel | None = None) -> None:
+                 chan: grpc.Channel | None = None, tls: TlsChoice = FROM_ENV) -> None:
         self.address = address
         self._md = [("authorization", f"Bearer {token}")] if token else []
-        self._chan = chan or channel(address)
+        self._chan = chan or channel(address, tls)
         self.stub = rpc.AdminServiceStub(self._chan)
 
     def _call(self, name: str, req: Any) -> Any:

@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tokenbucket_daemon.client import AdminClient
+from tokenbucket_daemon.pki import Authority
+from tokenbucket_daemon.tls import env_of
 
 MiB = 1 << 20
 
 
+_PKI: list[Authority] = []
+
+
+def local_pki() -> Authority:
+    """This process's CA for the daemons it starts, made once. Its clients (in-process and
+    the programs it starts) get a certificate with roles agent and admin through
+    ``QOS_TLS_*``, so tests and benchmarks call every service as a node agent and an
+    administrator would; tests of the roles issue narrower ones."""
+    if not _PKI:
+        where = Path(tempfile.mkdtemp(prefix="qos-pki-"))
+        atexit.register(shutil.rmtree, where, True)
+        ca = Authority(where)
+        client = ca.issue(("agent", "admin"), "tests")
+        os.environ.update(env_of(client.ca, client.cert, client.key))
+        _PKI.append(ca)
+    return _PKI[0]
+
+
 class LocalDaemon:
-    """One daemon with its own config, state and tier directories under ``base``."""
+    """One daemon with its own config, state and tier directories under ``base``, its
+    own certificate (role daemon) from :func:`local_pki`; ``tls=False`` starts it
+    plaintext (``insecure = true``)."""
 
     def __init__(self, base: Path, name: str, tiers: dict[str, Path] | None = None,
                  peers: list[str] | None = None, port: int = 0, token: str = "local-admin",
                  qos: bool = True, max_request: int = 4 * MiB,
-                 cpus: set[int] | None = None, metrics_port: int = 0) -> None:
+                 cpus: set[int] | None = None, metrics_port: int = 0,
+                 tls: bool = True) -> None:
         self.base, self.name, self.token = base, name, token
         self.cpus = cpus     # pin the daemon to these CPUs (benchmarks); None = any
         base.mkdir(parents=True, exist_ok=True)
@@ -36,11 +62,19 @@ class LocalDaemon:
         tok.chmod(0o600)
         peer_list = ", ".join(f'"{p}"' for p in peers or [])
         tier_lines = "".join(f'{n} = "{p}"\n' for n, p in tiers.items())
+        if tls:
+            ident = local_pki().issue(("daemon",), name, ("127.0.0.1", "localhost"),
+                                     stem=f"daemon-{name}-{os.getpid()}-{id(self)}")
+            tls_lines = (f'[tls]\nca = "{ident.ca}"\ncert = "{ident.cert}"\n'
+                         f'key = "{ident.key}"\n')
+        else:
+            tls_lines = ""
         (base / "d.toml").write_text(
             f'daemon_id = "{name}"\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n'
             f'admin_token_file = "token"\npeers = [{peer_list}]\n'
             f'qos = {"true" if qos else "false"}\nmetrics_port = {metrics_port}\n'
-            f'[tiers]\n{tier_lines}[scheduler]\nmax_request = {max_request}\n')
+            + ("" if tls else "insecure = true\n")
+            + f'{tls_lines}[tiers]\n{tier_lines}[scheduler]\nmax_request = {max_request}\n')
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.banner = ""     # the daemon's "listening on ..." line

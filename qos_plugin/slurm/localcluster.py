@@ -52,6 +52,8 @@ from typing import Any
 
 from qos_plugin.slurm.nodes import Node, NodeSpec
 from tokenbucket_daemon.local import free_ports
+from tokenbucket_daemon.pki import Authority, Issued
+from tokenbucket_daemon.tls import Tls, env_of
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +128,43 @@ class LocalCluster:
                "QOS_TOKEN_FILE": str(self.etc / "admin.token")}
         if (self.etc / "cluster.json").exists():
             env["QOS_DAEMON"] = self.daemon_addresses()[0]      # qosctl's default
+        # The administrator's certificate (qosctl, the controller's hooks): root only.
+        admin = self.identity("admin")
+        env |= env_of(admin.ca, admin.cert, admin.key)
         return env
+
+    @property
+    def pki(self) -> Path:
+        return self.etc / "pki"
+
+    def identity(self, stem: str) -> Issued:
+        """The files of identity ``stem`` (``admin``, ``agent-node1``, ``daemon-d0``...)."""
+        return Issued(self.pki / "ca.pem", self.pki / f"{stem}.pem", self.pki / f"{stem}.key")
+
+    def admin_tls(self) -> Tls:
+        i = self.identity("admin")
+        return Tls.from_files(i.ca, i.cert, i.key)
+
+    def _make_pki(self, names: list[str], n_daemons: int) -> None:
+        """A CA and every identity of the cluster: a certificate per daemon (role daemon,
+        for the addresses it is reached at), per node agent (qosfs of each node and of
+        the head: role agent) and for the administrator (role admin). Keys are root's
+        alone, so a user on a node can call no service."""
+        ca = Authority(self.pki)
+        self.pki.chmod(0o755)
+        hosts = ("127.0.0.1", "localhost")
+        for i in range(n_daemons):
+            ca.issue(("daemon",), f"d{i}", hosts, stem=f"daemon-d{i}")
+        for n in names:
+            ca.issue(("agent",), n, stem=f"agent-{n}")
+            if self.enforce_local:
+                ca.issue(("daemon",), n, hosts, stem=f"daemon-{n}")
+        ca.issue(("agent",), "head", stem="agent-head")
+        ca.issue(("admin",), "admin", stem="admin")
+
+    def _tls_toml(self, stem: str) -> str:
+        i = self.identity(stem)
+        return f'[tls]\nca = "{i.ca}"\ncert = "{i.cert}"\nkey = "{i.key}"\n'
 
     def tier_path(self, name: str) -> Path:
         """Where jobs see tier ``name`` (the same path on every node)."""
@@ -220,6 +258,7 @@ class LocalCluster:
             {"daemons": addrs, "slurmctld_port": ctld_port, "node_daemons": local,
              "nodes": dict(zip(names, node_ports, strict=True))}))
 
+        self._make_pki(names, self.n_daemons)
         self._start_munge()
         self._write_token()
         self._start_daemons(addrs)
@@ -282,7 +321,8 @@ class LocalCluster:
             conf.write_text(
                 f'daemon_id = "d{i}"\nlisten = "{addr}"\nstate_dir = "{state}"\n'
                 f'admin_token_file = "{self.etc / "admin.token"}"\npeers = [{peers}]\n'
-                "[tiers]\n" + "".join(f'{n} = "{p}"\n' for n, p in tiers.items()))
+                + self._tls_toml(f"daemon-d{i}")
+                + "[tiers]\n" + "".join(f'{n} = "{p}"\n' for n, p in tiers.items()))
             self.start_daemon(i, wait=False)
         for i in range(len(addrs)):
             self.wait_daemon(i)
@@ -324,7 +364,8 @@ class LocalCluster:
         conf.write_text(f'daemon_id = "{node.name}"\nlisten = "{addr}"\n'
                         f'state_dir = "{state}"\n'
                         f'admin_token_file = "{self.etc / "admin.token"}"\n'
-                        f'[tiers]\nssd = "{self.store_path("ssd")}"\n')
+                        + self._tls_toml(f"daemon-{node.name}")
+                        + f'[tiers]\nssd = "{self.store_path("ssd")}"\n')
         p = node.spawn([str(PYTHON), "-m", "tokenbucket_daemon.server.app", "--config",
                         str(conf)], f"tokenbucketd-{node.name}.log")
         del p          # it lives in the node's cgroup: removing the node stops it
@@ -332,9 +373,12 @@ class LocalCluster:
         _wait(lambda: _port_open(host, int(port)), 20,
               f"the daemon of {node.name} did not listen on {addr} (see {self.logs})")
 
-    def _qosfs_argv(self, tier: str, addrs: list[str], log_name: str) -> list[str]:
+    def _qosfs_argv(self, tier: str, addrs: list[str], log_name: str,
+                    agent: str) -> list[str]:
+        i = self.identity(f"agent-{agent}")
         return [str(PYTHON), "-m", "qosfs.cli", "mount", tier, str(self.tier_path(tier)),
                 "--daemons", ",".join(addrs), "--foreground",
+                "--ca", str(i.ca), "--cert", str(i.cert), "--key", str(i.key),
                 "--log", str(self.logs / log_name)]
 
     def _start_node(self, name: str, addrs: list[str]) -> Callable[[], None]:
@@ -347,7 +391,7 @@ class LocalCluster:
             self._node_daemon(node, own)
             mounts["ssd"] = [own]
         for tier, via in mounts.items():
-            node.spawn(self._qosfs_argv(tier, via, f"qosfs-{tier}-{name}.log"),
+            node.spawn(self._qosfs_argv(tier, via, f"qosfs-{tier}-{name}.log", name),
                        f"qosfs-{tier}-{name}.out")
 
         def mounted() -> bool:
@@ -376,7 +420,8 @@ class LocalCluster:
         namespaces do not inherit it)."""
         for tier in [n for n, k, *_ in TIERS if k == "shared"]:
             with open(self.logs / f"qosfs-{tier}-head.out", "ab") as logf:
-                p = subprocess.Popen(self._qosfs_argv(tier, addrs, f"qosfs-{tier}-head.log"),
+                p = subprocess.Popen(self._qosfs_argv(tier, addrs, f"qosfs-{tier}-head.log",
+                                                      "head"),
                                      stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                      start_new_session=True)
             (self.run / f"qosfs-{tier}-head.pid").write_text(str(p.pid))

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tokenbucket_daemon.client import DataClient
+from tokenbucket_daemon.client import DataClient, channel
 from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
 from tokenbucket_daemon.local import LocalDaemon, start_group
 from tokenbucket_daemon.proto import qos_pb2 as pb
@@ -152,7 +152,7 @@ def test_bad_input_gets_its_status_code_and_changes_nothing(daemon, tmp_path):
 
 
 def test_health_reflection_and_graceful_stop(daemon):
-    chan = grpc.insecure_channel(daemon.address)
+    chan = channel(daemon.address)      # with the tests' certificate (QOS_TLS_*)
     h = health_pb2_grpc.HealthStub(chan)
     for svc in ("", "qos.v1.DataPlane", "qos.v1.AdminService", "qos.v1.PeerService"):
         assert h.Check(health_pb2.HealthCheckRequest(service=svc)).status == \

@@ -114,10 +114,15 @@ def test_bad_peer_messages_and_scopes_get_invalid_argument_and_change_nothing(gr
     import grpc
 
     from tokenbucket_daemon.client import channel
+    from tokenbucket_daemon.local import local_pki
     from tokenbucket_daemon.proto import qos_pb2 as pb
     from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+    from tokenbucket_daemon.tls import Tls
+
     d = group[0]
-    peer = rpc.PeerServiceStub(channel(d.address))
+    # A daemon's certificate: PeerService is for daemons only (tests/security/test_auth).
+    i = local_pki().issue(("daemon",), "probe")
+    peer = rpc.PeerServiceStub(channel(d.address, Tls.from_files(i.ca, i.cert, i.key)))
     bad_calls = [
         (peer.ExchangeDemand, pb.DemandReport(daemon_id="")),
         (peer.ExchangeDemand, pb.DemandReport(daemon_id="x", jobs=[

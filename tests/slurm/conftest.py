@@ -94,7 +94,7 @@ class Cluster:
         out = []
         addrs = self.local.daemon_addresses()
         for addr in [addrs[i] for i in daemons] if daemons is not None else addrs:
-            c = AdminClient(addr, self.token)
+            c = AdminClient(addr, self.token, tls=self.local.admin_tls())
             try:
                 out += [(addr, p.tier, p.reservation_bps) for p in c.list_policies()
                         if p.selector.value == job_id and p.reservation_bps > 0]
@@ -106,7 +106,7 @@ class Cluster:
         return subprocess.run([str(REPO / ".venv" / "bin" / "qosctl"), "--daemon",
                                self.local.daemon_addresses()[daemon], "--token-file",
                                str(self.root / "etc" / "admin.token"), *args],
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=30, env=self.env)
 
     def on_node(self, node: str, argv: list[str], user: str | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -120,7 +120,7 @@ class Cluster:
         """(bytes written, bytes read) of the job's class on every daemon, summed."""
         w = r = 0
         for addr in self.local.daemon_addresses():
-            c = AdminClient(addr, self.token)
+            c = AdminClient(addr, self.token, tls=self.local.admin_tls())
             try:
                 for k in c.stats(job=job_id).classes:
                     if k.tag == job_id and k.tier == tier:
@@ -133,7 +133,7 @@ class Cluster:
         """Bytes written per class tag on the shared tier, summed over the daemons."""
         out: dict[str, int] = {}
         for addr in self.local.daemon_addresses():
-            c = AdminClient(addr, self.token)
+            c = AdminClient(addr, self.token, tls=self.local.admin_tls())
             try:
                 for k in c.stats().classes:
                     if k.tier == "pfs":

@@ -15,6 +15,7 @@ import pytest
 
 from tests.slurm.conftest import DONE, REPO, USER, Cluster
 from tokenbucket_daemon.client import AdminClient
+from tokenbucket_daemon.tls import Tls
 
 MiB = 1 << 20
 
@@ -33,8 +34,8 @@ def local_cluster() -> Iterator[Cluster]:
                        capture_output=True, text=True, timeout=120)
 
 
-def _class_bytes(addr: str, token: str, job: str) -> int:
-    c = AdminClient(addr, token)
+def _class_bytes(addr: str, token: str, job: str, tls: Tls) -> int:
+    c = AdminClient(addr, token, tls=tls)
     try:
         return sum(k.bytes_written for k in c.stats(job=job).classes
                    if k.tag == job and k.tier == "ssd")
@@ -42,8 +43,8 @@ def _class_bytes(addr: str, token: str, job: str) -> int:
         c.close()
 
 
-def _reserved(addr: str, token: str, job: str) -> list[str]:
-    c = AdminClient(addr, token)
+def _reserved(addr: str, token: str, job: str, tls: Tls) -> list[str]:
+    c = AdminClient(addr, token, tls=tls)
     try:
         return [p.tier for p in c.list_policies()
                 if p.selector.value == job and p.reservation_bps > 0]
@@ -53,6 +54,7 @@ def _reserved(addr: str, token: str, job: str) -> list[str]:
 
 def test_node_local_tier_through_the_nodes_own_daemon(local_cluster: Cluster) -> None:
     c = local_cluster
+    tls = c.local.admin_tls()
     own = c.local.node_daemons()
     assert set(own) == {"node1", "node2"}
     go = c.work / f"go-local-{time.monotonic_ns()}"
@@ -67,16 +69,16 @@ def test_node_local_tier_through_the_nodes_own_daemon(local_cluster: Cluster) ->
     node = c.job(job).fields["NodeList"]
     other = ({"node1", "node2"} - {node}).pop()
     # The ssd reservation is on the job's node's daemon, not the other node's.
-    assert "ssd" in _reserved(own[node], c.token, job)
-    assert "ssd" not in _reserved(own[other], c.token, job)
+    assert "ssd" in _reserved(own[node], c.token, job, tls)
+    assert "ssd" not in _reserved(own[other], c.token, job, tls)
     go.touch()
     info = c.wait(job, DONE, timeout=120)
     out = c.output(job)
     assert info.state == "COMPLETED", out
     assert f"OWNER {USER}" in out and re.search(rf"^{node}$", out, re.M), out
-    assert _class_bytes(own[node], c.token, job) == 9 * MiB
-    assert _class_bytes(own[other], c.token, job) == 0
-    c.wait_for(lambda: not _reserved(own[node], c.token, job), what="the release")
+    assert _class_bytes(own[node], c.token, job, tls) == 9 * MiB
+    assert _class_bytes(own[other], c.token, job, tls) == 0
+    c.wait_for(lambda: not _reserved(own[node], c.token, job, tls), what="the release")
     # The store behind the node's daemon is root's: a user on the node cannot reach it.
     p = c.on_node(node, ["touch", str(c.local.store_path("ssd") / "planted")], user=USER)
     assert p.returncode != 0 and "Permission denied" in p.stderr, p

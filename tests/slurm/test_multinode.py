@@ -244,7 +244,7 @@ def _policies(cluster: Cluster) -> list[list]:
 
     out = []
     for addr in cluster.local.daemon_addresses():
-        c = AdminClient(addr, cluster.token)
+        c = AdminClient(addr, cluster.token, tls=cluster.local.admin_tls())
         try:
             out.append(c.list_policies())
         finally:

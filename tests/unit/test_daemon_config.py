@@ -44,7 +44,7 @@ def test_bad_config_is_one_line_and_creates_nothing(base, raw, needle):
 
 def test_admin_token_file_must_be_private_and_non_empty(base):
     cfg = config_from_dict({"state_dir": "s", "tiers": {"ram": "ram"},
-                            "admin_token_file": "tok"}, base=base)
+                            "admin_token_file": "tok", "insecure": True}, base=base)
     tok = base / "tok"
     tok.write_text("sekrit\n")
     tok.chmod(0o644)
@@ -79,7 +79,8 @@ def test_qos_ior_refuses_bad_sizes(capsys):
 
 def test_group_size_counts_this_daemon_and_its_peers(base):
     cfg = config_from_dict({"state_dir": "s", "tiers": {"ram": "ram"},
-                            "peers": ["h1:1", "h2:1", "h3:1"]}, base=base, source="d.toml")
+                            "peers": ["h1:1", "h2:1", "h3:1"], "insecure": True}, base=base,
+                           source="d.toml")
     assert cfg.scheduler.group_size == 4
 
 

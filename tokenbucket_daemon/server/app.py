@@ -18,6 +18,7 @@ from tokenbucket_daemon.errors import DaemonError
 from tokenbucket_daemon.heap import keep_buffers_in_heap
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+from tokenbucket_daemon.server.auth import RoleInterceptor
 from tokenbucket_daemon.server.backend import TierBackend
 from tokenbucket_daemon.server.config import DaemonConfig, load_config
 from tokenbucket_daemon.server.gate import Gate
@@ -25,6 +26,7 @@ from tokenbucket_daemon.server.metrics import start_metrics
 from tokenbucket_daemon.server.peer import PeerService, Replicator, Splitter
 from tokenbucket_daemon.server.service import AdminService, DataPlane, Node
 from tokenbucket_daemon.server.store import PolicyStore
+from tokenbucket_daemon.tls import Tls
 
 log = logging.getLogger(__name__)
 SERVICES = ("qos.v1.DataPlane", "qos.v1.AdminService", "qos.v1.PeerService")
@@ -37,6 +39,8 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     gate = Gate(cfg.scheduler, policies, enabled=cfg.qos)
     tiers = {name: TierBackend(name, path) for name, path in cfg.tiers.items()}
     node = Node(cfg.daemon_id, tiers, gate, store, policies, cfg.scheduler.max_request)
+    tls = Tls.from_files(*cfg.tls) if cfg.tls else None
+    node.tls = tls
     if cfg.inline_memory_tiers:
         node.inline = {name for name, t in tiers.items() if t.in_memory}
     for p in dead:
@@ -45,8 +49,12 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     # Headroom over the largest request for the message envelope; anything larger is
     # refused by gRPC itself with RESOURCE_EXHAUSTED before it is buffered.
     limit = cfg.scheduler.max_request + 64 * 1024
+    # Without TLS (insecure = true, said in so many words) there is no certificate to
+    # read roles from: every caller may do everything, as a lone test daemon allows.
+    interceptors = [RoleInterceptor()] if tls else []
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", limit)])
+                                      ("grpc.max_send_message_length", limit)],
+                             interceptors=interceptors)
     rpc.add_DataPlaneServicer_to_server(DataPlane(node), server)
     rpc.add_AdminServiceServicer_to_server(AdminService(node, token), server)
     peers = PeerService(node, cfg.peers)
@@ -55,7 +63,8 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     reflection.enable_server_reflection(
         (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(cfg.listen)
+    port = (server.add_secure_port(cfg.listen, tls.server_credentials()) if tls
+            else server.add_insecure_port(cfg.listen))
     if port == 0:
         raise DaemonError("cannot listen", cfg.listen, "pick a free port")
     await server.start()
@@ -73,6 +82,7 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     print(f"tokenbucketd {cfg.daemon_id} listening on {host}:{port}"
           + (f" metrics :{metrics_port}" if metrics_port else "")
           + f" tiers {','.join(sorted(tiers))} qos {'on' if cfg.qos else 'off'}"
+          + (" tls" if tls else " INSECURE")
           + (f" inline-io {','.join(sorted(node.inline))}" if node.inline else ""), flush=True)
     if ready is not None:
         ready(port)

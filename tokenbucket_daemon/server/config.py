@@ -11,6 +11,13 @@ qos = true                          # false: requests bypass the scheduler (over
 peer_interval = 0.25                # seconds between group-limit splits (0.05..1)
 inline_memory_tiers = true          # tmpfs/ramfs tiers: reads and writes on the event loop
                                     # (other tiers always use the I/O threads)
+insecure = false                    # true: plaintext, every caller has every right (tests
+                                    # of a lone daemon only); otherwise [tls] is required
+
+[tls]                               # mutual TLS: this daemon's identity and the CA of its
+ca = "/etc/tokenbucketd/ca.pem"     # callers (see tokenbucket_daemon/pki.py for the roles
+cert = "/etc/tokenbucketd/d0.pem"   # a caller's certificate must carry)
+key = "/etc/tokenbucketd/d0.key"
 
 [tiers]
 tmpfs = "/dev/shm/qos"
@@ -52,6 +59,8 @@ class DaemonConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     peer_interval: float = 0.25
     inline_memory_tiers: bool = True
+    tls: tuple[Path, Path, Path] | None = None     # (ca, cert, key)
+    insecure: bool = False
 
     def admin_token(self) -> str | None:
         """The admin credential, from a file only its owner may read."""
@@ -73,6 +82,26 @@ class DaemonConfig:
         return token
 
 
+def _tls(raw: Any, insecure: Any, base: Path, source: str) -> tuple[Path, Path, Path] | None:
+    """The [tls] files; secure by default: without them the daemon does not start unless
+    the config says ``insecure = true`` in so many words."""
+    if raw is None:
+        if insecure is True:
+            return None
+        raise InvalidArgument(f"{source}: no [tls]", None,
+                              "give the daemon its certificate (ca, cert, key), or set "
+                              "insecure = true for a lone test daemon")
+    if not isinstance(raw, dict) or set(raw) != {"ca", "cert", "key"}:
+        raise InvalidArgument(f"{source}: [tls] needs exactly ca, cert and key",
+                              sorted(raw) if isinstance(raw, dict) else raw,
+                              "write the three file paths")
+    if insecure is True:
+        raise InvalidArgument(f"{source}: both [tls] and insecure = true", None,
+                              "choose one; remove insecure")
+    ca, cert, key = ((base / str(raw[k])).resolve() for k in ("ca", "cert", "key"))
+    return ca, cert, key
+
+
 def load_config(path: str | Path) -> DaemonConfig:
     p = Path(path)
     try:
@@ -88,7 +117,8 @@ def load_config(path: str | Path) -> DaemonConfig:
 def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
                      source: str = "config") -> DaemonConfig:
     known = {"daemon_id", "listen", "state_dir", "admin_token_file", "metrics_port", "peers",
-             "qos", "tiers", "scheduler", "peer_interval", "inline_memory_tiers"}
+             "qos", "tiers", "scheduler", "peer_interval", "inline_memory_tiers", "tls",
+             "insecure"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidArgument(f"{source}: unknown key", unknown[0],
@@ -125,10 +155,11 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
     if not isinstance(interval, (int, float)) or not 0.05 <= interval <= 1.0:
         raise InvalidArgument(f"{source}: peer_interval must be 0.05 to 1 seconds", interval,
                               "group limits are re-split every peer_interval; use 0.25")
-    for key in ("qos", "inline_memory_tiers"):
+    for key in ("qos", "inline_memory_tiers", "insecure"):
         if not isinstance(raw.get(key, True), bool):
             raise InvalidArgument(f"{source}: {key} must be true or false", raw[key],
                                   f"write {key} = true (no quotes)")
+    tls = _tls(raw.get("tls"), raw.get("insecure", False), base, source)
     tok = raw.get("admin_token_file")
     cfg = DaemonConfig(
         tiers=resolved, state_dir=(base / str(raw["state_dir"])).resolve(),
@@ -138,6 +169,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
         metrics_port=int(raw.get("metrics_port", 0)), peers=peers,
         qos=raw.get("qos", True), scheduler=sched,
         peer_interval=float(interval),
-        inline_memory_tiers=raw.get("inline_memory_tiers", True))
+        inline_memory_tiers=raw.get("inline_memory_tiers", True),
+        tls=tls, insecure=raw.get("insecure", False))
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     return cfg

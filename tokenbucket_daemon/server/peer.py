@@ -30,6 +30,7 @@ from tokenbucket_daemon.errors import DaemonError, InvalidArgument
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
 from tokenbucket_daemon.server.service import Node
+from tokenbucket_daemon.tls import secure_channel
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,8 @@ class Replicator:
         self.period = period
         self.resync = resync
         self.changed = asyncio.Event()
-        self._channels = {a: grpc.aio.insecure_channel(a) for a in peers}
+        # Peers are reached with this daemon's own certificate (role daemon).
+        self._channels = {a: secure_channel(a, node.tls, [], aio=True) for a in peers}
         self.stubs = {a: rpc.PeerServiceStub(c) for a, c in self._channels.items()}
         self._synced: dict[str, int] = {}      # peer -> node.version it acknowledged
 

@@ -40,6 +40,7 @@ from tokenbucket_daemon.server.fsid import FsIdentity
 from tokenbucket_daemon.server.gate import Gate
 from tokenbucket_daemon.server.iopool import IoPool
 from tokenbucket_daemon.server.store import PolicyStore
+from tokenbucket_daemon.tls import Tls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,6 +92,7 @@ class Node:
                  store: PolicyStore, policies: PolicyTable, max_request: int,
                  workers: int = 4) -> None:
         self.daemon_id = daemon_id
+        self.tls: Tls | None = None     # this daemon's identity, for its calls to peers
         self.tiers = tiers
         self.gate = gate
         self.store = store
