@@ -263,3 +263,27 @@ def subprocess_cancel(cluster: Cluster, job: str) -> None:
 def _idle(cluster: Cluster) -> None:
     """Each test starts on an idle cluster (a test may leave jobs ending)."""
     cluster.local.wait_idle(120)
+
+
+def test_a_user_on_a_compute_node_can_call_no_service(cluster: Cluster) -> None:
+    """The daemons serve only certificates of the cluster's CA, whose keys are root's: a
+    user's process on a node has none, and one it makes itself is refused too."""
+    pki = cluster.root / "etc" / "pki"
+    for key in sorted(pki.glob("*.key")):
+        p = cluster.on_node("node1", ["cat", str(key)], user=USER)
+        assert p.returncode != 0 and "Permission denied" in p.stderr, key
+    own = f"/tmp/mine-{time.monotonic_ns()}"
+    p = cluster.on_node("node1", ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                                  "ec_paramgen_curve:P-256", "-nodes", "-subj",
+                                  "/CN=agent,admin,daemon:me", "-days", "1", "-keyout",
+                                  f"{own}.key", "-out", f"{own}.pem"], user=USER)
+    assert p.returncode == 0, p.stderr
+    for addr in cluster.local.daemon_addresses():
+        for extra in ([], ["-cert", f"{own}.pem", "-key", f"{own}.key"]):
+            p = cluster.on_node("node1", [
+                "sh", "-c", f"sleep 1 | openssl s_client -connect {addr} -alpn h2 -quiet "
+                f"-CAfile {pki / 'ca.pem'} {' '.join(extra)}"], user=USER, timeout=30)
+            # The handshake ends without a session: no gRPC call of any service can follow.
+            assert p.returncode != 0, (addr, extra, p.stdout, p.stderr)
+    os.unlink(f"{own}.key")
+    os.unlink(f"{own}.pem")
