@@ -14,8 +14,10 @@ from tokenbucket_daemon.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     PermissionDenied,
     ResourceExhausted,
+    Unavailable,
 )
 from tokenbucket_daemon.server import backend as backend_mod
 from tokenbucket_daemon.server.backend import TierBackend
@@ -273,7 +275,10 @@ def test_rmdir(tier, root):
     (errno.ENOTDIR, FailedPrecondition), (errno.EISDIR, FailedPrecondition),
     (errno.ENOTEMPTY, FailedPrecondition), (errno.EACCES, PermissionDenied),
     (errno.EPERM, PermissionDenied), (errno.ENOSPC, ResourceExhausted),
-    (errno.EDQUOT, ResourceExhausted), (errno.EIO, DaemonError),
+    (errno.EDQUOT, ResourceExhausted), (errno.EIO, Unavailable),
+    (errno.ENAMETOOLONG, InvalidArgument), (errno.ELOOP, FailedPrecondition),
+    (errno.EFBIG, OutOfRange), (errno.EMFILE, ResourceExhausted),
+    (errno.EROFS, PermissionDenied), (errno.ECHRNG, FailedPrecondition),
 ])
 def test_errno_mapping(tier, root, monkeypatch, code, cls):
     tier.pwrite("f", 0, b"x")
@@ -286,10 +291,10 @@ def test_errno_mapping(tier, root, monkeypatch, code, cls):
     assert_no_host_path(msg, root)
 
 
-def test_unknown_errno_is_a_daemon_error(tier):
+def test_einval_from_the_kernel_is_invalid_argument(tier):
     tier.mkdir("d")
-    # Renaming a directory into itself is EINVAL: not in the map, so the root class.
-    raises(DaemonError, ("d", "d/e"), tier.rename, "d", "d/e")
+    # Renaming a directory into itself is EINVAL: once INTERNAL, now the caller's error.
+    raises(InvalidArgument, ("d", "d/e"), tier.rename, "d", "d/e")
 
 
 # ---- argument checks ------------------------------------------------------------

@@ -49,6 +49,12 @@ class SchedulerConfig:
     burst_seconds: float = 0.1
     max_request: int = 64 * MiB      # larger requests are refused, not queued
     meta_cost: int = 4096            # bytes charged for a metadata operation
+    # Tokens a read or write costs at least: a message costs the daemon CPU whatever it
+    # carries, and a stream of empty chunks once cost 5 s of CPU in 5 s, charged nothing.
+    min_charge: int = 4096
+    # Live classes at most (one per job and tier); a new one beyond it evicts idle
+    # classes first, and is refused (RESOURCE_EXHAUSTED) when every class is busy.
+    max_classes: int = 4096
     idle_evict: float = 60.0         # seconds an idle class is kept
     group_size: int = 1              # daemons a group-scope limit is split over
     # A request that finds its limit's bucket short, with no request of its class
@@ -73,6 +79,12 @@ class SchedulerConfig:
         if self.queue_limit < 1:
             raise InvalidArgument("queue_limit must be at least 1", self.queue_limit,
                                   "set queue_limit = 4096 in the [scheduler] section")
+        if not 0 <= self.min_charge <= self.max_request:
+            raise InvalidArgument("min_charge must be between 0 and max_request bytes",
+                                  self.min_charge, "set min_charge = 4096 in [scheduler]")
+        if self.max_classes < 1:
+            raise InvalidArgument("max_classes must be at least 1", self.max_classes,
+                                  "set max_classes = 4096 in the [scheduler] section")
 
 
 ClassKey = tuple[str, str]   # (job, tier); job "" = the default class
@@ -167,6 +179,7 @@ class Scheduler:
         self._rid = itertools.count(1)
         self._vtime = 0.0
         self.in_flight = 0
+        self.refused_classes = 0     # new classes refused at max_classes
 
     # -- events in ---------------------------------------------------------------
 
@@ -189,7 +202,8 @@ class Scheduler:
             # reservation while nothing waits anywhere (so its own queue is empty too):
             # inline, as this is every request of a daemon without policies, and the
             # general path costs twice as much (QoS on against off is an issue figure).
-            cost = float(req.size) if req.op != "meta" else float(self.config.meta_cost)
+            cost = (float(max(req.size, self.config.min_charge)) if req.op != "meta"
+                    else float(self.config.meta_cost))
             req.arrival = req.hold = now
             req.cost = cost
             req.rid = next(self._rid)
@@ -238,7 +252,7 @@ class Scheduler:
             cls.p_tag = max(cls.p_tag, self._vtime)
             cls.r_next = max(cls.r_next, now)
         req.arrival = now
-        req.cost = float(req.size if req.op != "meta" else cfg.meta_cost)
+        req.cost = float(max(req.size, cfg.min_charge) if req.op != "meta" else cfg.meta_cost)
         req.rid = next(self._rid)
         req.home = cls
         req.hold = now
@@ -383,6 +397,8 @@ class Scheduler:
         key = (tag.job, tier)
         cls = self._classes.get(key)
         if cls is None:
+            if len(self._classes) >= self.config.max_classes:
+                self._make_room(now)
             policy = self.policies.resolve(tag, tier)
             cls = _Class(key, tag, policy, TokenBucket(UNLIMITED, 0.0, now),
                          next(self._order), idle_since=now, r_next=now)
@@ -411,6 +427,22 @@ class Scheduler:
                 if not c.busy and now - c.idle_since >= self.config.idle_evict]
         for k in idle:
             del self._classes[k]
+
+    def _make_room(self, now: float) -> None:
+        """Evict idle classes, longest idle first, so a new one fits; a sixteenth of the
+        cap at once, so a flood of new jobs pays this sweep once per many classes.
+        ResourceExhausted when every class is busy."""
+        cap = self.config.max_classes
+        idle = sorted((c for c in self._classes.values() if not c.busy),
+                      key=lambda c: c.idle_since)
+        for c in idle[:max(1, len(self._classes) - cap + 1, cap // 16)]:
+            del self._classes[c.key]
+        if len(self._classes) >= cap:
+            self.refused_classes += 1
+            raise ResourceExhausted(f"too many classes ({cap} jobs and tiers with requests "
+                                    "in progress)", None,
+                                    "retry later, or raise max_classes in [scheduler]",
+                                    "EAGAIN")
 
     # -- reading -------------------------------------------------------------------
 

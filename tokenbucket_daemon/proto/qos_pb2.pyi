@@ -176,14 +176,18 @@ class RmdirReply(_message.Message):
     def __init__(self) -> None: ...
 
 class ReaddirRequest(_message.Message):
-    __slots__ = ("tag", "tier", "path")
+    __slots__ = ("tag", "tier", "path", "page_token", "max_entries")
     TAG_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     tag: JobTag
     tier: str
     path: str
-    def __init__(self, tag: _Optional[_Union[JobTag, _Mapping]] = ..., tier: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+    page_token: str
+    max_entries: int
+    def __init__(self, tag: _Optional[_Union[JobTag, _Mapping]] = ..., tier: _Optional[str] = ..., path: _Optional[str] = ..., page_token: _Optional[str] = ..., max_entries: _Optional[int] = ...) -> None: ...
 
 class DirEntry(_message.Message):
     __slots__ = ("name", "is_dir", "size", "mode", "uid", "gid", "mtime_ns")
@@ -204,10 +208,12 @@ class DirEntry(_message.Message):
     def __init__(self, name: _Optional[str] = ..., is_dir: _Optional[bool] = ..., size: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
 
 class ReaddirReply(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "next_page_token")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RenameRequest(_message.Message):
     __slots__ = ("tag", "tier", "src", "dst")
@@ -420,12 +426,14 @@ class ReleaseReply(_message.Message):
     def __init__(self, released: _Optional[int] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
-    __slots__ = ("job_id", "tier")
+    __slots__ = ("job_id", "tier", "max_classes")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLASSES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tier: str
-    def __init__(self, job_id: _Optional[str] = ..., tier: _Optional[str] = ...) -> None: ...
+    max_classes: int
+    def __init__(self, job_id: _Optional[str] = ..., tier: _Optional[str] = ..., max_classes: _Optional[int] = ...) -> None: ...
 
 class WatchStatsRequest(_message.Message):
     __slots__ = ("interval_ms", "job_id")
@@ -450,18 +458,22 @@ class SetEnforcementReply(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., released: _Optional[int] = ...) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("time_ns", "daemon_id", "classes", "tiers", "enforcing")
+    __slots__ = ("time_ns", "daemon_id", "classes", "tiers", "enforcing", "truncated", "total_classes")
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     DAEMON_ID_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     TIERS_FIELD_NUMBER: _ClassVar[int]
     ENFORCING_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CLASSES_FIELD_NUMBER: _ClassVar[int]
     time_ns: int
     daemon_id: str
     classes: _containers.RepeatedCompositeFieldContainer[ClassStats]
     tiers: _containers.RepeatedCompositeFieldContainer[TierStats]
     enforcing: bool
-    def __init__(self, time_ns: _Optional[int] = ..., daemon_id: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., enforcing: _Optional[bool] = ...) -> None: ...
+    truncated: bool
+    total_classes: int
+    def __init__(self, time_ns: _Optional[int] = ..., daemon_id: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ClassStats, _Mapping]]] = ..., tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., enforcing: _Optional[bool] = ..., truncated: _Optional[bool] = ..., total_classes: _Optional[int] = ...) -> None: ...
 
 class ClassStats(_message.Message):
     __slots__ = ("tag", "tier", "selector", "bytes_read", "bytes_written", "requests", "queued", "in_flight", "wait_seconds_total", "rate_bps", "tokens", "limit_bps", "reservation_bps", "weight", "rejected")

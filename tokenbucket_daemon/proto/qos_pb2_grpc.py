@@ -31,7 +31,8 @@ class DataPlaneStub:
     ---------------------------------------------------------------------------------------
 
     File operations on the daemon's storage tiers. Reads and writes are charged their size
-    in bytes against the class's token bucket; metadata operations are charged a small fixed
+    in bytes against the class's token bucket, at least the daemon's min_charge (4 KiB) per
+    message, an empty Write chunk included; metadata operations are charged a small fixed
     cost. Every request carries a JobTag (see the header for the status codes every rpc may
     return on a bad tier, a bad path, a full queue or a file system error); a tag with a
     caller is served with the caller's permissions (EACCES and EPERM are PERMISSION_DENIED
@@ -118,7 +119,8 @@ class DataPlaneServicer:
     ---------------------------------------------------------------------------------------
 
     File operations on the daemon's storage tiers. Reads and writes are charged their size
-    in bytes against the class's token bucket; metadata operations are charged a small fixed
+    in bytes against the class's token bucket, at least the daemon's min_charge (4 KiB) per
+    message, an empty Write chunk included; metadata operations are charged a small fixed
     cost. Every request carries a JobTag (see the header for the status codes every rpc may
     return on a bad tier, a bad path, a full queue or a file system error); a tag with a
     caller is served with the caller's permissions (EACCES and EPERM are PERMISSION_DENIED
@@ -206,9 +208,11 @@ class DataPlaneServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Readdir(self, request, context):
-        """Lists a directory ("" = the tier root).
+        """Lists a directory ("" = the tier root), one page per call: a reply holds at most
+        max_entries entries and about 1 MiB; call again with its next_page_token until that
+        is "".
         Bad input: NOT_FOUND if it does not exist; FAILED_PRECONDITION if it is not a
-        directory.
+        directory; INVALID_ARGUMENT for a page_token longer than a name (255).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -348,7 +352,8 @@ class DataPlane:
     ---------------------------------------------------------------------------------------
 
     File operations on the daemon's storage tiers. Reads and writes are charged their size
-    in bytes against the class's token bucket; metadata operations are charged a small fixed
+    in bytes against the class's token bucket, at least the daemon's min_charge (4 KiB) per
+    message, an empty Write chunk included; metadata operations are charged a small fixed
     cost. Every request carries a JobTag (see the header for the status codes every rpc may
     return on a bad tier, a bad path, a full queue or a file system error); a tag with a
     caller is served with the caller's permissions (EACCES and EPERM are PERMISSION_DENIED
@@ -836,7 +841,8 @@ class AdminServiceServicer:
     def GetStats(self, request, context):
         """A snapshot of this daemon's classes and tiers, optionally filtered. A job with no
         class on this daemon gives an empty class list, not an error.
-        An unknown tier filter gives an empty tier list.
+        An unknown tier filter gives an empty tier list. At most max_classes classes are
+        sent (truncated says when more matched), so the reply stays a bounded message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

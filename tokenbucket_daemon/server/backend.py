@@ -16,11 +16,21 @@ with a caller's file system identity (:mod:`tokenbucket_daemon.server.fsid`): th
 kernel checks that caller's permissions and new entries belong to the caller.
 
 Every ``OSError`` leaves this module as a :class:`~tokenbucket_daemon.errors.DaemonError`
-subclass whose message names the tier-relative path, never the host path.
+subclass whose message names the tier-relative path, never the host path; the errno picks
+the class from :data:`tokenbucket_daemon.errors.ERRNO_STATUS`, the one table of them.
+
+Inputs are bounded before any system call: a path of at most :data:`PATH_MAX` bytes,
+each name at most :data:`NAME_MAX`, at most ``max_depth`` directories deep, symlinks
+followed included (ENAMETOOLONG otherwise), so one request holds a bounded number of
+descriptors. Only regular files and directories are served: a FIFO, device or socket in
+a tier is refused (FAILED_PRECONDITION, ``qos-errno`` EOPNOTSUPP) before it is opened for
+reading or writing, since opening a FIFO waits for its other end and would hold an I/O
+thread forever.
 """
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
 import logging
@@ -29,23 +39,24 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from stat import S_ISDIR, S_ISLNK
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 from types import TracebackType
 from typing import NamedTuple, Self
 
 from tokenbucket_daemon.errors import (
-    AlreadyExists,
     DaemonError,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
+    OutOfRange,
     PermissionDenied,
-    ResourceExhausted,
+    errno_error,
+    is_expected_errno,
 )
+from tokenbucket_daemon.server.logbound import bounded
 
 __all__ = ["ChunkReader", "DirEntry", "TierBackend", "TierWriter"]
 
-logger = logging.getLogger(__name__)
+logger = bounded(logging.getLogger(__name__))
 
 # Same limit as Linux's MAXSYMLINKS: deep enough for any sane layout, and it ends
 # symlink loops with a clear error instead of spinning.
@@ -56,6 +67,15 @@ READ_STEP = 8 << 20
 # A chunk is allocated whole before the read; refuse sizes that could exhaust memory.
 MAX_CHUNK_SIZE = 64 << 20
 MAX_MODE = 0o7777
+# Linux's limits for one path and one name, in bytes: what the kernel would refuse
+# anyway, refused before a 3 MB name is copied into every system call and log line.
+PATH_MAX = 4096
+NAME_MAX = 255
+# Directories a path may go down from the tier root, symlinks followed included: each
+# level holds a descriptor while the walk goes on.
+MAX_DEPTH = 256
+# off_t is signed 64-bit: larger offsets do not reach the kernel (Python would raise).
+MAX_OFFSET = (1 << 63) - 1
 # Never set through the data path: a setuid or setgid program written by a user would
 # run as that user's victims, or as root on a node that executes from the tier.
 SETID_BITS = 0o6000
@@ -72,21 +92,8 @@ _LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 _NOFOLLOW = os.O_NOFOLLOW
 _SYMLINK_ERRNOS = {errno.ELOOP, errno.EMLINK, errno.ENOTDIR}
 
-_ERRNO_MAP: dict[int, tuple[type[DaemonError], str]] = {
-    errno.ENOENT: (NotFound, "check the path; parent directories must already exist"),
-    errno.EEXIST: (AlreadyExists, "choose another name or remove the existing entry first"),
-    errno.ENOTDIR: (FailedPrecondition, "a component of the path is not a directory; "
-                                        "fix the path"),
-    errno.EISDIR: (FailedPrecondition, "the path is a directory; name a file instead"),
-    errno.ENOTEMPTY: (FailedPrecondition, "remove the directory's entries first"),
-    errno.EACCES: (PermissionDenied, "the caller lacks permission; check the owner and "
-                                     "mode of the path and its directories"),
-    errno.EPERM: (PermissionDenied, "only the owner (or root) may do this; check the "
-                                    "path's owner"),
-    errno.ENOSPC: (ResourceExhausted, "free space on the tier or use another tier"),
-}
-if hasattr(errno, "EDQUOT"):
-    _ERRNO_MAP[errno.EDQUOT] = (ResourceExhausted, "free quota on the tier or use another tier")
+_FILE_KINDS = {0o010000: "a FIFO", 0o020000: "a character device", 0o060000: "a block device",
+               0o140000: "a socket"}
 
 
 class DirEntry(NamedTuple):
@@ -160,12 +167,12 @@ def _map_oserror(tier: str, op: str, value: object, exc: OSError) -> DaemonError
 
     ``exc.filename`` is deliberately not used: it may hold a host path.
     """
-    cls, hint = _ERRNO_MAP.get(exc.errno or 0, (DaemonError, "see the daemon's log"))
+    cls, hint = errno_error(exc.errno)
     reason = os.strerror(exc.errno) if exc.errno else "unknown error"
-    if cls is DaemonError:
-        # Unexpected errnos are worth an operator's attention; mapped ones are the
-        # caller's business and would only add noise.
-        logger.error("tier %s: %s %r failed: %s", tier, op, value, exc)
+    if not is_expected_errno(exc.errno):
+        # Unexpected errnos are worth an operator's attention; the table's are the
+        # caller's business and would only add noise. Bounded: the path is the caller's.
+        logger.warning("tier %s: %s %r failed: %s", tier, op, value, reason)
     return cls(f"{op} in tier {tier!r} failed ({reason})", value, hint,
                errno.errorcode.get(exc.errno or 0, ""))
 
@@ -184,7 +191,17 @@ def _check_int(what: str, value: object, *, allow_negative: bool = False) -> int
         raise InvalidArgument(f"{what} must be an integer", value, f"pass {what} as an int")
     if value < 0 and not allow_negative:
         raise InvalidArgument(f"{what} must not be negative", value, f"pass {what} >= 0")
+    if abs(value) > MAX_OFFSET:
+        raise OutOfRange(f"{what} is beyond a file's largest offset", value,
+                              f"pass {what} below 2**63", "EFBIG")
     return value
+
+
+def _check_end(offset: int, size: int) -> None:
+    """Refuse a write whose last byte would be past the largest offset (EFBIG)."""
+    if offset + size > MAX_OFFSET:
+        raise OutOfRange("write ends beyond a file's largest offset", offset + size,
+                              "write below 2**63 bytes", "EFBIG")
 
 
 def _check_mode(mode: object) -> int:
@@ -287,6 +304,7 @@ class TierWriter(_Descriptor):
         caller can order writes that then run concurrently."""
         self._check_open("write")
         offset = self._offset
+        _check_end(offset, size)
         self._offset += size
         return offset
 
@@ -295,6 +313,7 @@ class TierWriter(_Descriptor):
         for disjoint ranges (``pwrite`` takes the offset, not the descriptor's position)."""
         self._check_open("write")
         data = _check_data(data)
+        _check_end(offset, len(data))
         with _mapped(self._tier, "write", self._path):
             return _write_all(self._fd, offset, data)
 
@@ -390,7 +409,7 @@ class TierBackend:
     New files and directories get ``mode`` minus the daemon's umask, as POSIX does.
     """
 
-    def __init__(self, name: str, root: str | Path) -> None:
+    def __init__(self, name: str, root: str | Path, max_depth: int = MAX_DEPTH) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgument("tier name must be a non-empty string", name,
                                   "name the tier, e.g. 'nvme'")
@@ -402,6 +421,7 @@ class TierBackend:
                                   str(root), "create it or fix the tier's root")
         self._name = name
         self._root = real
+        self.max_depth = max_depth
         self._root_parts = [p for p in real.parts if p != "/"]
         # Opened as the daemon, once: callers need no access to the host path above the
         # root. A root replaced while the daemon runs is seen only after a restart.
@@ -451,13 +471,26 @@ class TierBackend:
         if not isinstance(path, str):
             raise InvalidArgument("path must be a string", path,
                                   "pass a tier-relative path as str")
+        # A character is at least one byte: a path this long is too long before encoding.
+        if len(path) > PATH_MAX or len(os.fsencode(path)) > PATH_MAX:
+            raise InvalidArgument(f"path longer than {PATH_MAX} bytes", path,
+                                  "shorten the path", "ENAMETOOLONG")
         if "\0" in path:
             raise InvalidArgument("path contains a NUL byte", path, "remove the NUL byte")
+        parts = path.split("/")
         # '..' is refused even when it would stay inside: lexical checks cannot see
         # symlinks, and no legitimate caller needs it.
-        if path.startswith("/") or ".." in path.split("/"):
+        if path.startswith("/") or ".." in parts:
             raise self._escape(path)
-        return [p for p in path.split("/") if p not in ("", ".")]
+        parts = [p for p in parts if p not in ("", ".")]
+        for p in parts:
+            if len(p) > NAME_MAX or len(os.fsencode(p)) > NAME_MAX:
+                raise InvalidArgument(f"a name in the path is longer than {NAME_MAX} bytes",
+                                      p, "shorten the name", "ENAMETOOLONG")
+        if len(parts) > self.max_depth:
+            raise InvalidArgument(f"path deeper than {self.max_depth} directories",
+                                  len(parts), "use a shallower layout", "ENAMETOOLONG")
+        return parts
 
     def _open_root(self) -> int:
         if self._root_fd is None:
@@ -506,6 +539,8 @@ class TierBackend:
                     if target is None:
                         return fds, part
                 else:
+                    if len(fds) > self.max_depth:
+                        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
                     try:
                         fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
                         continue
@@ -537,6 +572,9 @@ class TierBackend:
                         os.close(fd)
                     del fds[1:]
                 queue.extendleft(reversed(parts))
+                # Links may lead deeper than any path given: the bound holds for the walk.
+                if len(fds) - 1 + len(queue) > self.max_depth + MAX_SYMLINK_HOPS:
+                    raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
             return fds, None
         except BaseException:
             self._close_chain(fds)
@@ -562,27 +600,49 @@ class TierBackend:
         return InvalidArgument(f"{op} cannot act on the root of tier {self._name!r}", path,
                                "name an entry inside the tier")
 
-    @staticmethod
-    def _open_file(dir_fd: int, name: str | None, flags: int) -> int:
-        if name is None:
-            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+    def _open_served(self, dir_fd: int, name: str, flags: int, *, dirs: bool = False) -> int:
+        """Open ``name`` with ``flags`` if it is a regular file (or, with ``dirs``, a
+        directory), without ever opening anything else: an ``O_PATH`` descriptor of the
+        entry is checked first and then reopened through ``/proc/self/fd``, which opens
+        that very inode, so nothing swapped in between is opened either. (A FIFO opened
+        for reading waits for a writer: four such reads held every I/O thread.)"""
         # The final component was resolved already; O_NOFOLLOW catches a symlink
         # planted there since.
-        return os.open(name, flags | _NOFOLLOW, dir_fd=dir_fd)
+        pfd = os.open(name, os.O_PATH | _NOFOLLOW, dir_fd=dir_fd)
+        try:
+            mode = os.fstat(pfd).st_mode
+            if S_ISLNK(mode):
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+            if S_ISDIR(mode) and not dirs:
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not S_ISREG(mode) and not S_ISDIR(mode):
+                kind = _FILE_KINDS.get(mode & 0o170000, "not a regular file")
+                raise FailedPrecondition(f"{kind} in tier {self._name!r} is not served",
+                                         name, "the daemon serves regular files and "
+                                               "directories only", "EOPNOTSUPP")
+            # The kernel lets a process reopen its own descriptors whatever its fsuid, and
+            # checks the caller's permission for ``flags`` on the inode as open does.
+            return os.open(f"/proc/self/fd/{pfd}", flags)
+        finally:
+            os.close(pfd)
 
-    @staticmethod
-    def _open_or_create(dir_fd: int, name: str | None, mode: int) -> tuple[int, bool]:
+    def _open_file(self, dir_fd: int, name: str | None, flags: int) -> int:
+        if name is None:
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+        return self._open_served(dir_fd, name, flags)
+
+    def _open_or_create(self, dir_fd: int, name: str | None, mode: int) -> tuple[int, bool]:
         """Open for writing, creating if missing; also say whether we created it."""
         if name is None:
             raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-        flags = os.O_WRONLY | _NOFOLLOW
         while True:
             try:
-                return os.open(name, flags, dir_fd=dir_fd), False
+                return self._open_served(dir_fd, name, os.O_WRONLY), False
             except FileNotFoundError:
                 pass
             try:
-                return os.open(name, flags | os.O_CREAT | os.O_EXCL, mode, dir_fd=dir_fd), True
+                return os.open(name, os.O_WRONLY | _NOFOLLOW | os.O_CREAT | os.O_EXCL, mode,
+                               dir_fd=dir_fd), True
             except FileExistsError:
                 continue  # created concurrently between the two opens: open theirs
 
@@ -669,9 +729,9 @@ class TierBackend:
             # a caller may hold a file it can write but not read (mode 0200), and
             # fsync(2) on its descriptor works for it: so then O_WRONLY.
             try:
-                fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+                fd = self._open_served(dir_fd, name, os.O_RDONLY, dirs=True)
             except PermissionError:
-                fd = os.open(name, os.O_WRONLY | _NOFOLLOW, dir_fd=dir_fd)
+                fd = self._open_served(dir_fd, name, os.O_WRONLY, dirs=True)
             try:
                 os.fsync(fd)
             finally:
@@ -696,9 +756,10 @@ class TierBackend:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         return _stat_dict(st)
 
-    def create(self, path: str, mode: int = 0o644, exclusive: bool = False) -> None:
-        """Create an empty file, or leave an existing one as is unless ``exclusive``.
-        The setuid, setgid and sticky bits of ``mode`` are dropped."""
+    def create(self, path: str, mode: int = 0o644, exclusive: bool = False) -> bool:
+        """Create an empty file, or leave an existing one as is unless ``exclusive``;
+        True when this call created it. The setuid, setgid and sticky bits of ``mode``
+        are dropped. An existing entry must be a regular file the caller may write."""
         mode = _safe_mode(_check_mode(mode), is_dir=False)
         # An exclusive create must fail on any existing entry, a symlink included,
         # as O_CREAT|O_EXCL does; so the last component is not followed then.
@@ -706,8 +767,17 @@ class TierBackend:
             if name is None:
                 code = errno.EEXIST if exclusive else errno.EISDIR
                 raise OSError(code, os.strerror(code))
-            flags = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | (os.O_EXCL if exclusive else 0)
-            os.close(os.open(name, flags, mode, dir_fd=dir_fd))
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+            try:
+                os.close(os.open(name, flags, mode, dir_fd=dir_fd))
+                return True
+            except FileExistsError:
+                if exclusive:
+                    raise
+            # Opened for writing as before (the caller must be allowed to), but never a
+            # FIFO or device: their open could block or act.
+            os.close(self._open_served(dir_fd, name, os.O_WRONLY))
+            return False
 
     def unlink(self, path: str) -> None:
         """Remove a file or symlink (never its target)."""
@@ -736,27 +806,62 @@ class TierBackend:
             os.rmdir(name, dir_fd=dir_fd)
 
     def readdir(self, path: str) -> list[DirEntry]:
-        """The entries of a directory, sorted by name.
+        """The entries of a directory, sorted by name (every page of :meth:`readdir_page`).
 
         Entries are not followed: a symlink shows as itself (not a directory, its
         size the target's length), so listing reveals nothing beyond the tier.
         """
         rows: list[DirEntry] = []
+        after = ""
+        while True:
+            page, after = self.readdir_page(path, after)
+            rows += page
+            if not after:
+                return rows
+
+    def readdir_page(self, path: str, after: str = "", max_entries: int = 4096,
+                     max_bytes: int = 1 << 20) -> tuple[list[DirEntry], str]:
+        """The entries of a directory whose names sort after ``after`` ("" = from the
+        first), at most ``max_entries`` and about ``max_bytes`` of names and attributes,
+        sorted by name; and the name to continue after ("" = that was the last page).
+
+        A listing of 30,000 long names is larger than a gRPC message: pages keep each
+        reply bounded. The name is the bookmark, so entries made or removed between
+        pages neither repeat nor shift the others. Names that are not UTF-8 cannot be
+        sent (protobuf strings) nor named back, so they are left out and logged.
+        """
+        max_entries = max(1, min(_check_int("max_entries", max_entries), 1 << 16))
+        if not isinstance(after, str) or len(after) > NAME_MAX:
+            raise InvalidArgument("page token is not a name of this directory", after,
+                                  "pass the next_page_token of the previous page")
+        rows: list[DirEntry] = []
         with self._at("readdir", path) as (dir_fd, name):
             # Listing needs a readable descriptor: read permission, as ls needs.
             fd = os.open("." if name is None else name, _LIST_FLAGS, dir_fd=dir_fd)
             try:
-                for entry in os.listdir(fd):
+                names = sorted(os.listdir(fd))
+                used = 0
+                for i in range(bisect.bisect_right(names, after) if after else 0,
+                               len(names)):
+                    entry = names[i]
+                    if rows and (len(rows) >= max_entries or used >= max_bytes):
+                        return rows, rows[-1].name
+                    try:
+                        size = len(entry.encode("utf-8"))
+                    except UnicodeEncodeError:
+                        logger.warning("tier %s: a name in %r is not UTF-8; not listed",
+                                       self._name, path)
+                        continue
                     try:
                         st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
                     except FileNotFoundError:
                         continue  # removed while we listed
                     rows.append(DirEntry(entry, S_ISDIR(st.st_mode), st.st_size,
                                          st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns))
+                    used += size + 48     # the name and the attributes' varints
             finally:
                 os.close(fd)
-        rows.sort(key=lambda row: row.name)
-        return rows
+        return rows, ""
 
     def rename(self, src: str, dst: str) -> None:
         """Move ``src`` to ``dst`` inside the tier, replacing ``dst`` as POSIX rename does."""
