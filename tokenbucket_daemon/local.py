@@ -13,11 +13,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenbucket_daemon.client import AdminClient
 from tokenbucket_daemon.pki import Authority
 from tokenbucket_daemon.tls import env_of
+
+if TYPE_CHECKING:
+    from tokenbucket_daemon.etcdlocal import EtcdCluster
 
 MiB = 1 << 20
 
@@ -49,7 +52,7 @@ class LocalDaemon:
                  peers: list[str] | None = None, port: int = 0, token: str = "local-admin",
                  qos: bool = True, max_request: int = 4 * MiB,
                  cpus: set[int] | None = None, metrics_port: int = 0,
-                 tls: bool = True) -> None:
+                 tls: bool = True, etcd: EtcdCluster | None = None) -> None:
         self.base, self.name, self.token = base, name, token
         self.cpus = cpus     # pin the daemon to these CPUs (benchmarks); None = any
         base.mkdir(parents=True, exist_ok=True)
@@ -74,7 +77,9 @@ class LocalDaemon:
             f'admin_token_file = "token"\npeers = [{peer_list}]\n'
             f'qos = {"true" if qos else "false"}\nmetrics_port = {metrics_port}\n'
             + ("" if tls else "insecure = true\n")
-            + f'{tls_lines}[tiers]\n{tier_lines}[scheduler]\nmax_request = {max_request}\n')
+            + f'{tls_lines}[tiers]\n{tier_lines}[scheduler]\nmax_request = {max_request}\n'
+            # The group's policies in this etcd (tokenbucket_daemon/etcdlocal.py).
+            + (etcd.daemon_config() if etcd else ""))
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.banner = ""     # the daemon's "listening on ..." line

@@ -167,8 +167,8 @@ def test_health_reflection_and_graceful_stop(daemon):
     assert "d1 stopped" in out
 
 
-def test_a_policy_set_on_one_daemon_reaches_its_peers(tmp_path):
-    ds = start_group(tmp_path, 2, token=TOKEN)
+def test_a_policy_set_on_one_daemon_reaches_its_peers(tmp_path, etcd):
+    ds = start_group(tmp_path, 2, token=TOKEN, etcd=etcd)
     try:
         ds[0].admin().set_policy(Policy(Selector(Kind.JOB, "5"), limit_bps=7e6))
         seen: list[Policy] = []

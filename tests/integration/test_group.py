@@ -19,8 +19,8 @@ LIMIT = 40e6
 
 
 @pytest.fixture
-def group(tmp_path):
-    ds = start_group(tmp_path, 4)
+def group(tmp_path, etcd):
+    ds = start_group(tmp_path, 4, etcd=etcd)     # the policy reaches all through etcd
     yield ds
     for d in ds:
         d.stop(signal.SIGKILL)

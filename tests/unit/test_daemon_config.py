@@ -102,7 +102,7 @@ def test_scope_is_stored_and_an_old_table_gains_the_column(tmp_path):
     st = PolicyStore(db)
     st.save(Policy(Selector(Kind.JOB, "b"), limit_bps=9.0, updated_ns=2, scope=Scope.GROUP))
     st.close()
-    live, dead = PolicyStore(db).load()
+    live, revision = PolicyStore(db).load()
     assert [(p.selector.value, p.scope) for p in live] == [("a", Scope.DAEMON),
                                                            ("b", Scope.GROUP)]
-    assert dead == []
+    assert revision == 0

@@ -43,7 +43,6 @@ SERVICES = {
         "SetEnforcement": ("SetEnforcementRequest", "SetEnforcementReply", False, False),
     },
     "PeerService": {
-        "PushPolicies": ("PolicySync", "PolicySyncReply", False, False),
         "ExchangeDemand": ("DemandReport", "DemandReport", False, False),
         "SetFractions": ("FractionUpdate", "FractionAck", False, False),
         "ListPeers": ("ListPeersRequest", "ListPeersReply", False, False),
@@ -153,11 +152,11 @@ def test_request_messages_round_trip() -> None:
                                      bandwidth_bps=1.25e8, limit_bps=2.5e8)
     assert qos_pb2.ReserveRequest.FromString(reserve.SerializeToString()) == reserve
 
-    sync = qos_pb2.PolicySync(origin="node02", policies=[policy], deleted=[
-        qos_pb2.Tombstone(selector=qos_pb2.Selector(kind=qos_pb2.Selector.USER, value="bo"),
-                          tier="pfs", deleted_ns=1_700_000_001_000_000_000)])
-    back_sync = qos_pb2.PolicySync.FromString(sync.SerializeToString())
-    assert back_sync == sync and back_sync.deleted[0].selector.value == "bo"
+    fractions = qos_pb2.FractionUpdate(leader="node01", fractions=[
+        qos_pb2.JobFraction(job_id="4242", tier="pfs", fraction=0.25)])
+    assert qos_pb2.FractionUpdate.FromString(fractions.SerializeToString()) == fractions
+    # Replication between daemons is gone (etcd keeps a group's policies).
+    assert not hasattr(qos_pb2, "PolicySync") and not hasattr(qos_pb2, "Tombstone")
 
     demand = qos_pb2.DemandReport(daemon_id="node01", time_ns=1, jobs=[
         qos_pb2.JobDemand(job_id="4242", tier="nvme", demand_bps=3e8, queued_bytes=1 << 34)])

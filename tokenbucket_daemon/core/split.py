@@ -114,3 +114,139 @@ def raises_after(current: dict[str, float], p: Plan, acked: set[str]) -> dict[st
     scale = 1.0 if want <= room else room / want
     return {d: current.get(d, 0.0) + (f - current.get(d, 0.0)) * scale
             for d, f in p.raise_.items()}
+
+
+# ------------------------------------------------------------------ the rounds
+
+Key = tuple[str, str]                 # (job, tier)
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """One (job, tier) of a daemon's demand report."""
+
+    job: str
+    tier: str
+    demand: Demand
+    fraction: float = 0.0             # the part it enforces now; 0: no group policy there
+
+
+@dataclass(frozen=True)
+class Report:
+    """A daemon's demand report (already validated by the shell)."""
+
+    daemon: str
+    jobs: tuple[JobReport, ...] = ()
+
+
+@dataclass(frozen=True)
+class SendFractions:
+    """Instruction: make ``daemon`` enforce these parts (this daemon's own id: apply
+    them here); report back which daemons acknowledged."""
+
+    daemon: str
+    fractions: tuple[tuple[str, str, float], ...]
+
+
+class GroupSplit:
+    """One daemon's side of the group split, sans I/O: who answered when, the part each
+    daemon is known to enforce, and, when this daemon leads, the two phases of a round.
+
+    ``peers`` are the configured addresses; a peer is known by its address until it
+    answered with its id. Every map is bounded: ids by the configured addresses, the
+    times heard by ``forget`` (a daemon silent that long is dropped), the known parts
+    by the (job, tier) pairs that still have a group limit and the daemons of the group.
+    """
+
+    def __init__(self, me: str, peers: list[str], hold: float, forget: float) -> None:
+        self.me = me
+        self.peers = list(peers)
+        self.hold = hold
+        self.forget = forget
+        self.ids: dict[str, str] = {}                    # peer address -> daemon id
+        self.heard: dict[str, float] = {}                # daemon id -> last answer
+        self.known: dict[Key, dict[str, float]] = {}     # what each daemon enforces
+        self._round: dict[Key, tuple[dict[str, float], Plan]] = {}
+
+    @property
+    def group(self) -> list[str]:
+        """This daemon first, then each peer by id (or ``@address`` until it answered)."""
+        return [self.me, *(self.ids.get(a, f"@{a}") for a in self.peers)]
+
+    def answered(self, now: float, replies: dict[str, Report | None]) -> None:
+        """Record the peers' answers (address -> report, None: no answer)."""
+        for addr, r in replies.items():
+            if r is not None and addr in self.peers:
+                self.ids[addr] = r.daemon
+                self.heard[r.daemon] = now
+        for d in [d for d, t in self.heard.items() if now - t > self.forget]:
+            del self.heard[d]
+
+    def leads(self, now: float) -> bool:
+        return leads(self.me, self.heard, now, self.hold)
+
+    def may_lead_me(self, leader: str, now: float) -> bool:
+        """Whether fractions from ``leader`` are acceptable here: a daemon of the group
+        heard within ``forget`` whose id is below this daemon's (a leader is the
+        smallest id it hears, and it heard this daemon, or it would not send)."""
+        t = self.heard.get(leader)
+        return t is not None and now - t <= self.forget and leader < self.me \
+            and leader in self.group
+
+    def start_round(self, now: float, mine: Report, replies: dict[str, Report | None],
+                    limits: dict[Key, float]) -> list[SendFractions]:
+        """A round: ``mine`` and the peers' replies, the group limits in force here
+        (bytes/s per (job, tier)). Returns phase 1 (the decreases) when this daemon
+        leads, else nothing."""
+        self.answered(now, replies)
+        group = self.group
+        for key in [k for k in self.known if k not in limits]:
+            del self.known[key]
+        for parts in self.known.values():
+            for d in [d for d in parts if d not in group]:
+                del parts[d]
+        self._round = {}
+        if not self.leads(now):
+            return []
+        reports = {mine.daemon: mine} | {r.daemon: r for r in replies.values()
+                                         if r is not None and r.daemon in group}
+        demands: dict[Key, dict[str, Demand]] = {}
+        for did, rep in reports.items():
+            for j in rep.jobs:
+                key = (j.job, j.tier)
+                if key not in limits:
+                    continue
+                demands.setdefault(key, {})[did] = j.demand
+                if j.fraction > 0:
+                    self.known.setdefault(key, {})[did] = j.fraction
+        n = len(group)
+        lower: dict[str, list[tuple[str, str, float]]] = {}
+        for key in sorted(demands):
+            known = self.known.setdefault(key, {})
+            current = {d: known.get(d, 1.0 / n) for d in group}
+            pinned = frozenset(d for d in group if d not in reports)
+            p = plan(current, target_fractions(limits[key], demands[key], current, pinned))
+            self._round[key] = (current, p)
+            for d, f in p.lower.items():
+                if abs(f - current[d]) > 1e-6:
+                    lower.setdefault(d, []).append((*key, f))
+        return [SendFractions(d, tuple(fs)) for d, fs in sorted(lower.items())]
+
+    def lowered(self, acked: set[str]) -> list[SendFractions]:
+        """Phase 1 acknowledged by ``acked``: phase 2, the increases that now fit."""
+        raise_: dict[str, list[tuple[str, str, float]]] = {}
+        for key, (current, p) in self._round.items():
+            ok = {d for d in p.lower if d in acked or abs(p.lower[d] - current[d]) <= 1e-6}
+            for d, f in raises_after(current, p, ok).items():
+                raise_.setdefault(d, []).append((*key, f))
+            for d in ok:
+                self.known[key][d] = p.lower[d]
+        return [SendFractions(d, tuple(fs)) for d, fs in sorted(raise_.items())]
+
+    def raised(self, sent: list[SendFractions], acked: set[str]) -> None:
+        """Phase 2 acknowledged by ``acked``: they hold their new parts."""
+        for s in sent:
+            if s.daemon in acked:
+                for job, tier, f in s.fractions:
+                    self.known.setdefault((job, tier), {})[s.daemon] = f
+        self._round = {}

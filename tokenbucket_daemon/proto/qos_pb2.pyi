@@ -527,32 +527,6 @@ class TierStats(_message.Message):
     queued: int
     def __init__(self, tier: _Optional[str] = ..., root: _Optional[str] = ..., bytes_read: _Optional[int] = ..., bytes_written: _Optional[int] = ..., requests: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
 
-class Tombstone(_message.Message):
-    __slots__ = ("selector", "tier", "deleted_ns")
-    SELECTOR_FIELD_NUMBER: _ClassVar[int]
-    TIER_FIELD_NUMBER: _ClassVar[int]
-    DELETED_NS_FIELD_NUMBER: _ClassVar[int]
-    selector: Selector
-    tier: str
-    deleted_ns: int
-    def __init__(self, selector: _Optional[_Union[Selector, _Mapping]] = ..., tier: _Optional[str] = ..., deleted_ns: _Optional[int] = ...) -> None: ...
-
-class PolicySync(_message.Message):
-    __slots__ = ("origin", "policies", "deleted")
-    ORIGIN_FIELD_NUMBER: _ClassVar[int]
-    POLICIES_FIELD_NUMBER: _ClassVar[int]
-    DELETED_FIELD_NUMBER: _ClassVar[int]
-    origin: str
-    policies: _containers.RepeatedCompositeFieldContainer[Policy]
-    deleted: _containers.RepeatedCompositeFieldContainer[Tombstone]
-    def __init__(self, origin: _Optional[str] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., deleted: _Optional[_Iterable[_Union[Tombstone, _Mapping]]] = ...) -> None: ...
-
-class PolicySyncReply(_message.Message):
-    __slots__ = ("applied",)
-    APPLIED_FIELD_NUMBER: _ClassVar[int]
-    applied: int
-    def __init__(self, applied: _Optional[int] = ...) -> None: ...
-
 class DemandReport(_message.Message):
     __slots__ = ("daemon_id", "time_ns", "jobs")
     DAEMON_ID_FIELD_NUMBER: _ClassVar[int]

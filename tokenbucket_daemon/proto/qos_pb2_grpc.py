@@ -718,8 +718,10 @@ class AdminServiceStub:
     AdminService: policies, reservations, statistics.
     ---------------------------------------------------------------------------------------
 
-    Administration of one daemon. Policy changes are stored durably (SQLite) and replicated
-    to every peer, so a call to any daemon changes the policy everywhere. Every rpc needs the
+    Administration of one daemon. In a group, policy changes are written to the group's etcd
+    (the daemon acts for the administrator) and every daemon applies them from its watch, so
+    a call to any daemon changes the policy everywhere; a change etcd does not confirm fails
+    with UNAVAILABLE. A lone daemon stores them in SQLite. Every rpc needs the
     metadata `authorization: Bearer <token>` (the token of the daemon's admin_token_file):
     without it UNAUTHENTICATED, with a wrong one PERMISSION_DENIED.
     """
@@ -777,8 +779,10 @@ class AdminServiceServicer:
     AdminService: policies, reservations, statistics.
     ---------------------------------------------------------------------------------------
 
-    Administration of one daemon. Policy changes are stored durably (SQLite) and replicated
-    to every peer, so a call to any daemon changes the policy everywhere. Every rpc needs the
+    Administration of one daemon. In a group, policy changes are written to the group's etcd
+    (the daemon acts for the administrator) and every daemon applies them from its watch, so
+    a call to any daemon changes the policy everywhere; a change etcd does not confirm fails
+    with UNAVAILABLE. A lone daemon stores them in SQLite. Every rpc needs the
     metadata `authorization: Bearer <token>` (the token of the daemon's admin_token_file):
     without it UNAUTHENTICATED, with a wrong one PERMISSION_DENIED.
     """
@@ -926,8 +930,10 @@ class AdminService:
     AdminService: policies, reservations, statistics.
     ---------------------------------------------------------------------------------------
 
-    Administration of one daemon. Policy changes are stored durably (SQLite) and replicated
-    to every peer, so a call to any daemon changes the policy everywhere. Every rpc needs the
+    Administration of one daemon. In a group, policy changes are written to the group's etcd
+    (the daemon acts for the administrator) and every daemon applies them from its watch, so
+    a call to any daemon changes the policy everywhere; a change etcd does not confirm fails
+    with UNAVAILABLE. A lone daemon stores them in SQLite. Every rpc needs the
     metadata `authorization: Bearer <token>` (the token of the daemon's admin_token_file):
     without it UNAUTHENTICATED, with a wrong one PERMISSION_DENIED.
     """
@@ -1154,9 +1160,13 @@ class PeerServiceStub:
     PeerService: between daemons.
     ---------------------------------------------------------------------------------------
 
-    Daemon-to-daemon replication and coordination. Callers are other tokenbucketd instances
-    of the same group. (Peer authentication is not implemented yet: run it on a trusted
-    network.)
+    Daemon-to-daemon coordination of group-scope limits. Callers are other tokenbucketd
+    instances of the same group (mutual TLS: a certificate with role daemon).
+    Policies are not exchanged here: the rpc PushPolicies (replication between daemons,
+    last writer wins by a clock the sender chose) and its messages PolicySync,
+    PolicySyncReply and Tombstone are removed, and a call of it gets UNIMPLEMENTED. A
+    group's policies live in etcd, ordered by etcd's revision and writable by the daemons
+    only, and every daemon follows etcd's watch (docs/replication.md).
     """
 
     def __init__(self, channel):
@@ -1165,11 +1175,6 @@ class PeerServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.PushPolicies = channel.unary_unary(
-                '/qos.v1.PeerService/PushPolicies',
-                request_serializer=qos_dot_v1_dot_qos__pb2.PolicySync.SerializeToString,
-                response_deserializer=qos_dot_v1_dot_qos__pb2.PolicySyncReply.FromString,
-                _registered_method=True)
         self.ExchangeDemand = channel.unary_unary(
                 '/qos.v1.PeerService/ExchangeDemand',
                 request_serializer=qos_dot_v1_dot_qos__pb2.DemandReport.SerializeToString,
@@ -1192,32 +1197,25 @@ class PeerServiceServicer:
     PeerService: between daemons.
     ---------------------------------------------------------------------------------------
 
-    Daemon-to-daemon replication and coordination. Callers are other tokenbucketd instances
-    of the same group. (Peer authentication is not implemented yet: run it on a trusted
-    network.)
+    Daemon-to-daemon coordination of group-scope limits. Callers are other tokenbucketd
+    instances of the same group (mutual TLS: a certificate with role daemon).
+    Policies are not exchanged here: the rpc PushPolicies (replication between daemons,
+    last writer wins by a clock the sender chose) and its messages PolicySync,
+    PolicySyncReply and Tombstone are removed, and a call of it gets UNIMPLEMENTED. A
+    group's policies live in etcd, ordered by etcd's revision and writable by the daemons
+    only, and every daemon follows etcd's watch (docs/replication.md).
     """
-
-    def PushPolicies(self, request, context):
-        """Offers policies and deletions to a peer, which applies each one that is newer than
-        what it holds for the same (selector, tier): last writer wins by updated_ns (or
-        deleted_ns), ties broken by the greater origin (byte-wise); a tombstone beats a
-        policy with the same timestamp. Applied changes are stored durably. Replays are
-        harmless (idempotent).
-        Bad input: INVALID_ARGUMENT for an empty origin, a policy or tombstone that fails
-        SetPolicy's validation, or an updated_ns / deleted_ns <= 0; the whole batch is
-        refused and nothing is applied.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
     def ExchangeDemand(self, request, context):
         """Exchanges measured per-job demand in both directions: the caller sends its report and
         gets the peer's back (with the fractions the peer enforces now). The group's leader,
         the daemon with the smallest daemon_id among those that answer, calls it on every
         peer at least once a second and splits each group-scope limit from the replies.
-        Bad input: INVALID_ARGUMENT for an empty daemon_id, or a negative or non-finite
-        demand_bps.
+        The caller's report is checked, not kept: the leader splits by the replies to its own
+        calls, made to the peers in its configuration.
+        Bad input: INVALID_ARGUMENT for an empty daemon_id or one over 128 characters, more
+        than 4096 jobs, an empty job_id or a job_id or tier over 256 characters, a negative
+        or non-finite demand_bps or served_bps, or a fraction outside 0..1.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1226,9 +1224,13 @@ class PeerServiceServicer:
     def SetFractions(self, request, context):
         """Sets the fractions of group-scope limits this daemon enforces, from the leader.
         Applied before the reply, so an acknowledged decrease is in force when the leader
-        hands the freed part to another daemon.
-        Bad input: INVALID_ARGUMENT for an empty leader, an empty job_id, or a fraction
-        outside 0..1; nothing is applied.
+        hands the freed part to another daemon. Fractions of jobs without a group-scope policy
+        here are not applied (not counted in applied).
+        Bad input, nothing applied: INVALID_ARGUMENT for an empty leader or one over 128
+        characters, more than 4096 fractions, an empty job_id or a job_id or tier over 256
+        characters, a fraction outside 0..1, or a leader this daemon does not follow (not
+        heard from lately through its own calls to its configured peers, or an id not below
+        its own); PERMISSION_DENIED when the caller's certificate names another daemon.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1245,11 +1247,6 @@ class PeerServiceServicer:
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'PushPolicies': grpc.unary_unary_rpc_method_handler(
-                    servicer.PushPolicies,
-                    request_deserializer=qos_dot_v1_dot_qos__pb2.PolicySync.FromString,
-                    response_serializer=qos_dot_v1_dot_qos__pb2.PolicySyncReply.SerializeToString,
-            ),
             'ExchangeDemand': grpc.unary_unary_rpc_method_handler(
                     servicer.ExchangeDemand,
                     request_deserializer=qos_dot_v1_dot_qos__pb2.DemandReport.FromString,
@@ -1278,37 +1275,14 @@ class PeerService:
     PeerService: between daemons.
     ---------------------------------------------------------------------------------------
 
-    Daemon-to-daemon replication and coordination. Callers are other tokenbucketd instances
-    of the same group. (Peer authentication is not implemented yet: run it on a trusted
-    network.)
+    Daemon-to-daemon coordination of group-scope limits. Callers are other tokenbucketd
+    instances of the same group (mutual TLS: a certificate with role daemon).
+    Policies are not exchanged here: the rpc PushPolicies (replication between daemons,
+    last writer wins by a clock the sender chose) and its messages PolicySync,
+    PolicySyncReply and Tombstone are removed, and a call of it gets UNIMPLEMENTED. A
+    group's policies live in etcd, ordered by etcd's revision and writable by the daemons
+    only, and every daemon follows etcd's watch (docs/replication.md).
     """
-
-    @staticmethod
-    def PushPolicies(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/qos.v1.PeerService/PushPolicies',
-            qos_dot_v1_dot_qos__pb2.PolicySync.SerializeToString,
-            qos_dot_v1_dot_qos__pb2.PolicySyncReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def ExchangeDemand(request,

@@ -21,9 +21,11 @@ from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
 from tokenbucket_daemon.server.auth import RoleInterceptor
 from tokenbucket_daemon.server.backend import TierBackend
 from tokenbucket_daemon.server.config import DaemonConfig, load_config
+from tokenbucket_daemon.server.etcdstore import EtcdClient
 from tokenbucket_daemon.server.gate import Gate
 from tokenbucket_daemon.server.metrics import start_metrics
-from tokenbucket_daemon.server.peer import PeerService, Replicator, Splitter
+from tokenbucket_daemon.server.peer import PeerService, Splitter
+from tokenbucket_daemon.server.replication import PolicySync
 from tokenbucket_daemon.server.service import AdminService, DataPlane, Node
 from tokenbucket_daemon.server.store import PolicyStore
 from tokenbucket_daemon.tls import Tls
@@ -34,17 +36,23 @@ SERVICES = ("qos.v1.DataPlane", "qos.v1.AdminService", "qos.v1.PeerService")
 
 async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     store = PolicyStore(cfg.state_dir / "policies.sqlite")
-    live, dead = store.load()
-    policies = PolicyTable(live)
+    policies = PolicyTable()
     gate = Gate(cfg.scheduler, policies, enabled=cfg.qos)
     tiers = {name: TierBackend(name, path) for name, path in cfg.tiers.items()}
-    node = Node(cfg.daemon_id, tiers, gate, store, policies, cfg.scheduler.max_request)
+    node = Node(cfg.daemon_id, tiers, gate, policies, cfg.scheduler.max_request)
+    # The SQLite copy is in force before the first request; etcd, when the group has
+    # one, replaces it as soon as it answers (server/replication.py).
+    sync = PolicySync(node, store, EtcdClient(cfg.etcd) if cfg.etcd else None,
+                      cfg.etcd.prefix if cfg.etcd else "")
+    sync.restore()
+    node.policy_writer = sync
+    if cfg.peers and cfg.etcd is None:
+        log.warning("peers but no [etcd]: each daemon keeps its own policies (a group "
+                    "shares them through etcd)")
     tls = Tls.from_files(*cfg.tls) if cfg.tls else None
     node.tls = tls
     if cfg.inline_memory_tiers:
         node.inline = {name for name, t in tiers.items() if t.in_memory}
-    for p in dead:
-        node.tombstones[p.key] = p.updated_ns
     token = cfg.admin_token()
     # Headroom over the largest request for the message envelope; anything larger is
     # refused by gRPC itself with RESOURCE_EXHAUSTED before it is buffered.
@@ -57,8 +65,8 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
                              interceptors=interceptors)
     rpc.add_DataPlaneServicer_to_server(DataPlane(node), server)
     rpc.add_AdminServiceServicer_to_server(AdminService(node, token), server)
-    peers = PeerService(node, cfg.peers)
-    rpc.add_PeerServiceServicer_to_server(peers, server)
+    splitter = Splitter(node, cfg.peers, cfg.peer_interval)
+    rpc.add_PeerServiceServicer_to_server(PeerService(node, cfg.peers, splitter.split), server)
     hs = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     reflection.enable_server_reflection(
@@ -73,16 +81,14 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     metrics_port = (start_metrics(node, cfg.metrics_port, asyncio.get_running_loop())
                     if cfg.metrics_port else 0)
     host = cfg.listen.rsplit(":", 1)[0]
-    replicator = Replicator(node, cfg.peers)
-    node.notify = replicator.changed.set
-    splitter = Splitter(node, replicator.stubs, cfg.peer_interval)
-    tasks = [asyncio.create_task(replicator.run())]
+    tasks = [asyncio.create_task(sync.run())]
     if cfg.peers:
         tasks.append(asyncio.create_task(splitter.run()))
     print(f"tokenbucketd {cfg.daemon_id} listening on {host}:{port}"
           + (f" metrics :{metrics_port}" if metrics_port else "")
           + f" tiers {','.join(sorted(tiers))} qos {'on' if cfg.qos else 'off'}"
           + (" tls" if tls else " INSECURE")
+          + (f" etcd {','.join(cfg.etcd.endpoints)}" if cfg.etcd else "")
           + (f" inline-io {','.join(sorted(node.inline))}" if node.inline else ""), flush=True)
     if ready is not None:
         ready(port)
@@ -97,7 +103,8 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     await server.stop(grace=5.0)
     for t in tasks:
         t.cancel()
-    await replicator.close()
+    await splitter.close()
+    await sync.close()
     node.pool.shutdown()
     store.close()
     print(f"tokenbucketd {cfg.daemon_id} stopped", flush=True)

@@ -6,7 +6,7 @@ listen = "127.0.0.1:50051"          # host:port; port 0 picks a free one
 state_dir = "/var/lib/tokenbucketd" # policies.sqlite lives here
 admin_token_file = "/etc/tokenbucketd/admin.token"   # root-only file; empty = no admin
 metrics_port = 0                    # Prometheus /metrics; 0 = off
-peers = ["10.0.0.2:50051"]          # other daemons (policy replication, demand)
+peers = ["10.0.0.2:50051"]          # other daemons (demand, group-limit split)
 qos = true                          # false: requests bypass the scheduler (overhead baseline)
 peer_interval = 0.25                # seconds between group-limit splits (0.05..1)
 inline_memory_tiers = true          # tmpfs/ramfs tiers: reads and writes on the event loop
@@ -18,6 +18,17 @@ insecure = false                    # true: plaintext, every caller has every ri
 ca = "/etc/tokenbucketd/ca.pem"     # callers (see tokenbucket_daemon/pki.py for the roles
 cert = "/etc/tokenbucketd/d0.pem"   # a caller's certificate must carry)
 key = "/etc/tokenbucketd/d0.key"
+
+[etcd]                              # a group's policies (absent: this daemon's own, SQLite)
+endpoints = ["10.0.0.9:2379"]       # etcd members' client addresses
+ca = "/etc/tokenbucketd/etcd-ca.pem"  # mutual TLS: etcd's CA, and this daemon's etcd
+cert = "/etc/tokenbucketd/etcd.pem"   # client certificate (its common name is the etcd
+key = "/etc/tokenbucketd/etcd.key"    # user: read-write on prefix only)
+prefix = "/qos/v1/"                 # the group's keys; one prefix per daemon group
+server_name = ""                    # name in etcd's certificates ("" = the first host)
+keepalive = 5.0                     # seconds between pings of a member (0.2..60; etcd
+                                    # refuses pings more often than its
+                                    # --grpc-keepalive-min-time, 5 s by default)
 
 [tiers]
 tmpfs = "/dev/shm/qos"
@@ -46,6 +57,51 @@ from tokenbucket_daemon.core.scheduler import SchedulerConfig
 from tokenbucket_daemon.errors import InvalidArgument
 
 
+@dataclass(frozen=True)
+class EtcdConfig:
+    """Where the group's etcd is and who this daemon is to it."""
+
+    endpoints: list[str]                 # "host:port" of members' client URLs
+    ca: Path                             # CA of etcd's certificates
+    cert: Path                           # this daemon's etcd client certificate
+    key: Path
+    prefix: str = "/qos/v1/"             # every key of this group lives under it
+    server_name: str = ""                # name etcd's certificates carry ("": the host)
+    keepalive: float = 5.0               # seconds between pings of each member
+    timeout: float = 3.0                 # seconds a read or write may take
+
+
+def _etcd(raw: Any, base: Path, source: str) -> EtcdConfig | None:
+    if raw is None:
+        return None
+    need = {"endpoints", "ca", "cert", "key"}
+    known = need | {"prefix", "server_name", "keepalive", "timeout"}
+    if not isinstance(raw, dict) or not need <= set(raw) or set(raw) - known:
+        got = sorted(raw) if isinstance(raw, dict) else raw
+        raise InvalidArgument(f"{source}: [etcd] needs endpoints, ca, cert and key", got,
+                              f"optional: {', '.join(sorted(known - need))}")
+    eps = raw["endpoints"]
+    if not isinstance(eps, list) or not eps or not all(
+            isinstance(e, str) and e.rpartition(":")[2].isdigit() and e.rpartition(":")[0]
+            for e in eps):
+        raise InvalidArgument(f"{source}: [etcd] endpoints must be a list of host:port", eps,
+                              'write e.g. endpoints = ["10.0.0.9:2379"]')
+    prefix = raw.get("prefix", "/qos/v1/")
+    if not isinstance(prefix, str) or not prefix.startswith("/") or not prefix.endswith("/"):
+        raise InvalidArgument(f"{source}: [etcd] prefix must start and end with /", prefix,
+                              'use e.g. "/qos/v1/"')
+    nums = {}
+    for name, lo, hi, default in (("keepalive", 0.2, 60.0, 5.0), ("timeout", 0.5, 60.0, 3.0)):
+        v = raw.get(name, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise InvalidArgument(f"{source}: [etcd] {name} must be {lo:g} to {hi:g} seconds",
+                                  v, f"use {default:g}")
+        nums[name] = float(v)
+    ca, cert, key = ((base / str(raw[k])).resolve() for k in ("ca", "cert", "key"))
+    return EtcdConfig([str(e) for e in eps], ca, cert, key, prefix,
+                      str(raw.get("server_name", "")), **nums)
+
+
 @dataclass
 class DaemonConfig:
     tiers: dict[str, Path]
@@ -59,6 +115,7 @@ class DaemonConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     peer_interval: float = 0.25
     inline_memory_tiers: bool = True
+    etcd: EtcdConfig | None = None      # the group's policy store; None: SQLite alone
     tls: tuple[Path, Path, Path] | None = None     # (ca, cert, key)
     insecure: bool = False
 
@@ -118,7 +175,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
                      source: str = "config") -> DaemonConfig:
     known = {"daemon_id", "listen", "state_dir", "admin_token_file", "metrics_port", "peers",
              "qos", "tiers", "scheduler", "peer_interval", "inline_memory_tiers", "tls",
-             "insecure"}
+             "insecure", "etcd"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidArgument(f"{source}: unknown key", unknown[0],
@@ -170,6 +227,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
         qos=raw.get("qos", True), scheduler=sched,
         peer_interval=float(interval),
         inline_memory_tiers=raw.get("inline_memory_tiers", True),
-        tls=tls, insecure=raw.get("insecure", False))
+        tls=tls, insecure=raw.get("insecure", False),
+        etcd=_etcd(raw.get("etcd"), base, source))
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     return cfg

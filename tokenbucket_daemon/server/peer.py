@@ -1,16 +1,20 @@
-"""Daemon to daemon: policy replication (last writer wins) and the split of
-group-scope limits.
+"""Daemon to daemon: the split of group-scope limits (PeerService and its rounds).
 
-A policy set or deleted on any daemon is pushed to every peer at once, and the
-whole table (with tombstones) again every second, so a daemon that missed a push
-(restarting, partitioned) catches up within a second of coming back.
+Policies are not exchanged between daemons any more: a group keeps them in etcd
+(``server/replication.py``), where order is etcd's revision and only daemons can write.
 
-Every ``peer_interval`` each daemon exchanges demand with its peers; the one with
-the smallest daemon_id among those that answered in the last three rounds leads
-(so a leader that is gone is replaced after three rounds): it splits every
-group-scope limit (``core.split``), lowers fractions first and raises them only
-once the lowered daemons acknowledged. Two daemons that cannot see each other may
-both lead; each still only hands out what its own view of the group frees.
+Every ``peer_interval`` each daemon exchanges demand with its peers; the one with the
+smallest daemon_id among those that answered in the last three rounds leads (so a
+leader that is gone is replaced after three rounds): it splits every group-scope limit
+(``core.split.GroupSplit``), lowers fractions first and raises them only once the
+lowered daemons acknowledged. Two daemons that cannot see each other may both lead; each
+still only hands out what its own view of the group frees.
+
+Every message is checked before anything is applied (INVALID_ARGUMENT otherwise): ids
+and job ids non-empty and bounded, at most ``MAX_JOBS`` entries, demands finite and
+>= 0, fractions in 0..1. Fractions are taken only from a leader this daemon heard from
+through its own calls to its configured peers, with a smaller id than its own, and,
+under TLS, only from the daemon the caller's certificate names.
 """
 
 from __future__ import annotations
@@ -23,12 +27,18 @@ from typing import Any
 
 import grpc
 
-from tokenbucket_daemon.convert import policy_from_pb, policy_to_pb
-from tokenbucket_daemon.core.policy import Policy, Scope, Selector, Tag
-from tokenbucket_daemon.core.split import Demand, leads, plan, raises_after, target_fractions
-from tokenbucket_daemon.errors import DaemonError, InvalidArgument
+from tokenbucket_daemon.core.policy import Scope, Tag
+from tokenbucket_daemon.core.split import (
+    Demand,
+    GroupSplit,
+    JobReport,
+    Report,
+    SendFractions,
+)
+from tokenbucket_daemon.errors import DaemonError, InvalidArgument, PermissionDenied
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+from tokenbucket_daemon.server.auth import caller_roles
 from tokenbucket_daemon.server.service import Node
 from tokenbucket_daemon.tls import secure_channel
 
@@ -37,80 +47,125 @@ log = logging.getLogger(__name__)
 # Rounds a daemon waits, after the last answer of a daemon with a smaller id, before it
 # takes the lead: one slow answer must not make two leaders (see core.split.leads).
 LEADER_HOLD = 3
+# Rounds after which a daemon not heard from is forgotten (its id, its time).
+FORGET_ROUNDS = 40
+MAX_JOBS = 4096          # entries of one report or update
+MAX_ID = 128             # characters of a daemon id
+MAX_JOB_ID = 256         # characters of a job id or tier
 
 
-def _newer(ns: int, origin: str, than_ns: int, than_origin: str) -> bool:
-    return (ns, origin) > (than_ns, than_origin)
+def _bad(what: str, value: object, hint: str) -> InvalidArgument:
+    return InvalidArgument(what, value, hint)
 
 
-def merge(node: Node, policies: list[Policy], tombs: list[tuple[Selector, str, int, str]]) -> int:
-    """Apply what is newer than what we have; returns how many changed."""
-    applied = 0
-    for p in policies:
-        cur = node.policies.get(p.selector, p.tier)
-        dead = node.tombstones.get(p.key, 0)
-        if (cur is None or _newer(p.updated_ns, p.origin, cur.updated_ns, cur.origin)) \
-                and p.updated_ns > dead:
-            node.apply_policy(p)
-            applied += 1
-    for sel, tier, ns, origin in tombs:
-        cur = node.policies.get(sel, tier)
-        if cur is not None and _newer(ns, origin, cur.updated_ns, cur.origin):
-            node.remove_policy(sel, tier, ns)
-            applied += 1
-        elif cur is None and ns > node.tombstones.get((sel, tier), 0):
-            node.tombstones[(sel, tier)] = ns
-            node.version += 1
-    return applied
+def report_from_pb(m: pb.DemandReport) -> Report:
+    """A validated demand report, or InvalidArgument naming the first bad value."""
+    if not m.daemon_id or len(m.daemon_id) > MAX_ID:
+        raise _bad("demand report needs a daemon_id of 1 to 128 characters",
+                   m.daemon_id[:MAX_ID], "send the daemon's configured id")
+    if len(m.jobs) > MAX_JOBS:
+        raise _bad(f"demand report has more than {MAX_JOBS} jobs", len(m.jobs),
+                   "report only jobs with a live class")
+    jobs = []
+    for j in m.jobs:
+        if not j.job_id or len(j.job_id) > MAX_JOB_ID or len(j.tier) > MAX_JOB_ID:
+            raise _bad("demand entries need a job_id (and tier) of at most 256 characters",
+                       j.job_id[:MAX_JOB_ID], "the default class is not reported")
+        for name in ("demand_bps", "served_bps"):
+            v = getattr(j, name)
+            if not math.isfinite(v) or v < 0:
+                raise _bad(f"{name} must be finite and >= 0", v, f"job {j.job_id}")
+        if not math.isfinite(j.fraction) or not 0 <= j.fraction <= 1:
+            raise _bad("fraction must be in 0..1", j.fraction, f"job {j.job_id}")
+        jobs.append(JobReport(j.job_id, j.tier, Demand(j.demand_bps, j.served_bps,
+                                                       j.queued_bytes), j.fraction))
+    return Report(m.daemon_id, tuple(jobs))
+
+
+def fractions_from_pb(m: pb.FractionUpdate) -> list[tuple[str, str, float]]:
+    if not m.leader or len(m.leader) > MAX_ID:
+        raise _bad("fractions need a leader id of 1 to 128 characters", m.leader[:MAX_ID],
+                   "send the leader's daemon_id")
+    if len(m.fractions) > MAX_JOBS:
+        raise _bad(f"more than {MAX_JOBS} fractions in one update", len(m.fractions),
+                   "send only the fractions that change")
+    out = []
+    for f in m.fractions:
+        if not f.job_id or len(f.job_id) > MAX_JOB_ID or len(f.tier) > MAX_JOB_ID:
+            raise _bad("fractions need a job_id (and tier) of at most 256 characters",
+                       f.job_id[:MAX_JOB_ID], "name the job")
+        if not math.isfinite(f.fraction) or not 0 <= f.fraction <= 1:
+            raise _bad("fractions need a value in 0..1", f"{f.job_id}={f.fraction}",
+                       "a part of a group limit is between 0 and 1")
+        out.append((f.job_id, f.tier, f.fraction))
+    return out
 
 
 class PeerService(rpc.PeerServiceServicer):
-    def __init__(self, node: Node, peers: list[str]) -> None:
+    def __init__(self, node: Node, peers: list[str], split: GroupSplit) -> None:
         self.node = node
         self.peers = peers
-        self.demand: dict[str, pb.DemandReport] = {}
+        self.split = split
 
-    async def PushPolicies(self, request: pb.PolicySync, context: Any) -> pb.PolicySyncReply:
-        try:
-            policies = [policy_from_pb(m).validated() for m in request.policies]
-            if any(p.updated_ns <= 0 for p in policies):
-                raise InvalidArgument("replicated policy without updated_ns", None,
-                                      "peers must send policies as stored")
-            tombs = [(policy_from_pb(pb.Policy(selector=t.selector)).selector, t.tier,
-                      t.deleted_ns, request.origin) for t in request.deleted]
-        except DaemonError as e:
-            await context.abort(grpc.StatusCode[e.code], str(e))
-            raise
-        return pb.PolicySyncReply(applied=merge(self.node, policies, tombs))
+    async def _abort(self, context: Any, e: DaemonError) -> None:
+        await context.abort(grpc.StatusCode[e.code], str(e))
 
     async def ExchangeDemand(self, request: pb.DemandReport, context: Any) -> pb.DemandReport:
-        if not request.daemon_id or any(not math.isfinite(j.demand_bps) or j.demand_bps < 0
-                                        for j in request.jobs):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "demand report needs a daemon_id and finite demands >= 0")
-        self.demand[request.daemon_id] = request
+        # The caller's report is checked but not kept: what the leader splits by comes
+        # from the replies to its own calls, to the peers it was configured with.
+        try:
+            report_from_pb(request)
+        except DaemonError as e:
+            await self._abort(context, e)
+            raise
         return own_demand(self.node)
 
     async def SetFractions(self, request: pb.FractionUpdate, context: Any) -> pb.FractionAck:
-        bad = [f for f in request.fractions
-               if not f.job_id or not math.isfinite(f.fraction) or not 0 <= f.fraction <= 1]
-        if not request.leader or bad:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "fractions need a leader, a job_id and a value in 0..1: "
-                                f"{bad[0].job_id!r}={bad[0].fraction}" if bad else
-                                "fractions need a leader")
-        apply_fractions(self.node, [(f.job_id, f.tier, f.fraction) for f in request.fractions])
-        return pb.FractionAck(applied=len(request.fractions))
+        try:
+            items = fractions_from_pb(request)
+            name = caller_roles(context)[1]
+            if name and name != request.leader:
+                raise PermissionDenied("fractions sent in another daemon's name",
+                                       request.leader, f"the certificate says {name}")
+            if not self.split.may_lead_me(request.leader, time.monotonic()):
+                raise _bad("fractions from a daemon that does not lead this one",
+                           request.leader, "only the smallest daemon_id heard lately, "
+                           f"below {self.node.daemon_id}, sets fractions here")
+        except DaemonError as e:
+            await self._abort(context, e)
+            raise
+        return pb.FractionAck(applied=apply_fractions(self.node, items))
 
     async def ListPeers(self, request: pb.ListPeersRequest, context: Any) -> pb.ListPeersReply:
         return pb.ListPeersReply(peers=[pb.Peer(address=a) for a in self.peers])
 
 
-def apply_fractions(node: Node, fractions: list[tuple[str, str, float]]) -> None:
+def group_limits(node: Node, reports: list[Report]) -> dict[tuple[str, str], float]:
+    """The group-scope limit of every (job, tier) in ``reports``."""
+    keys = {(j.job, j.tier) for r in reports for j in r.jobs}
+    return {k: lim for k in keys if (lim := _group_limit(node, *k)) > 0}
+
+
+def apply_fractions(node: Node, fractions: list[tuple[str, str, float]]) -> int:
+    """Set the parts this daemon enforces; those of jobs without a group limit here (it
+    was just deleted) are dropped. Returns how many were applied."""
     now = node.gate.now()
+    n = 0
     for job, tier, f in fractions:
-        node.gate.scheduler.set_fraction(job, tier, f, now)
+        if _group_limit(node, job, tier) > 0:
+            node.gate.scheduler.set_fraction(job, tier, f, now)
+            n += 1
     node.gate.kick()
+    return n
+
+
+def forget_fractions(node: Node) -> None:
+    """Drop the parts of jobs whose group-scope policy is gone (they would pile up)."""
+    sched = node.gate.scheduler
+    now = node.gate.now()
+    for job, tier in list(sched.fractions()):
+        if _group_limit(node, job, tier) <= 0:
+            sched.set_fraction(job, tier, None, now)
 
 
 def _group_limit(node: Node, job: str, tier: str) -> float:
@@ -124,7 +179,7 @@ def own_demand(node: Node) -> pb.DemandReport:
     d = sched.demand(node.gate.now())
     keys = set(d) | set(sched.fractions())
     jobs = []
-    for job, tier in sorted(keys):
+    for job, tier in sorted(keys)[:MAX_JOBS]:
         dem = d.get((job, tier), Demand())
         group = _group_limit(node, job, tier) > 0
         jobs.append(pb.JobDemand(job_id=job, tier=tier, demand_bps=dem.arrival_bps,
@@ -133,84 +188,18 @@ def own_demand(node: Node) -> pb.DemandReport:
     return pb.DemandReport(daemon_id=node.daemon_id, time_ns=time.time_ns(), jobs=jobs)
 
 
-class Replicator:
-    """Pushes this daemon's policies to its peers: at once on change; every ``period`` to
-    the peers not yet holding the current state (down, partitioned, or the state changed
-    here by a merge); to everyone every ``resync`` seconds, in case a peer came back
-    from an older copy of its database."""
+class Splitter:
+    """Every ``period``: exchange demand with the peers and carry out what the split
+    core decides (send fractions, apply ours)."""
 
-    def __init__(self, node: Node, peers: list[str], period: float = 1.0,
-                 resync: float = 30.0) -> None:
+    def __init__(self, node: Node, peers: list[str], period: float) -> None:
         self.node = node
-        self.peers = peers
         self.period = period
-        self.resync = resync
-        self.changed = asyncio.Event()
+        self.split = GroupSplit(node.daemon_id, peers, LEADER_HOLD * period,
+                                FORGET_ROUNDS * period)
         # Peers are reached with this daemon's own certificate (role daemon).
         self._channels = {a: secure_channel(a, node.tls, [], aio=True) for a in peers}
         self.stubs = {a: rpc.PeerServiceStub(c) for a, c in self._channels.items()}
-        self._synced: dict[str, int] = {}      # peer -> node.version it acknowledged
-
-    def sync_message(self) -> pb.PolicySync:
-        node = self.node
-        return pb.PolicySync(
-            origin=node.daemon_id,
-            policies=[policy_to_pb(p) for p in node.policies.all()],
-            deleted=[pb.Tombstone(selector=policy_to_pb(Policy(sel)).selector, tier=tier,
-                                  deleted_ns=ns) for (sel, tier), ns in node.tombstones.items()])
-
-    async def push(self, peers: list[str] | None = None) -> None:
-        version = self.node.version
-        msg = self.sync_message()
-
-        async def one(addr: str) -> None:
-            try:
-                await self.stubs[addr].PushPolicies(msg, timeout=0.5)
-                self._synced[addr] = version
-            except grpc.aio.AioRpcError as e:
-                self._synced.pop(addr, None)
-                log.debug("push to %s failed: %s", addr, e.code().name)
-        await asyncio.gather(*(one(a) for a in (self.peers if peers is None else peers)))
-
-    async def run(self) -> None:
-        last_full = time.monotonic()
-        while True:
-            try:
-                await asyncio.wait_for(self.changed.wait(), self.period)
-            except TimeoutError:
-                pass
-            self.changed.clear()
-            if time.monotonic() - last_full >= self.resync:
-                last_full = time.monotonic()
-                await self.push()
-            else:
-                behind = [a for a in self.peers if self._synced.get(a) != self.node.version]
-                if behind:
-                    await self.push(behind)
-
-    async def close(self) -> None:
-        for c in self._channels.values():
-            await c.close()
-
-
-class Splitter:
-    """Every ``period``: exchange demand with the peers and, when this daemon leads,
-    re-split every group-scope limit over the group."""
-
-    def __init__(self, node: Node, stubs: dict[str, rpc.PeerServiceStub],
-                 period: float) -> None:
-        self.node = node
-        self.stubs = stubs
-        self.period = period
-        # Last fraction each daemon reported or acknowledged, per (job, tier); what an
-        # unreachable daemon is assumed to still enforce.
-        self.known: dict[tuple[str, str], dict[str, float]] = {}
-        self.ids: dict[str, str] = {}          # peer address -> daemon_id, once seen
-        self.heard: dict[str, float] = {}      # daemon_id -> when it last answered
-
-    @property
-    def group_size(self) -> int:
-        return 1 + len(self.stubs)
 
     async def run(self) -> None:
         while True:
@@ -223,90 +212,52 @@ class Splitter:
 
     async def round(self) -> None:
         node = self.node
+        forget_fractions(node)
         if not any(p.scope is Scope.GROUP for p in node.policies.all()):
             return        # nothing to split: no demand traffic between daemons
         mine = own_demand(node)
 
-        async def ask(addr: str) -> pb.DemandReport | None:
+        async def ask(addr: str) -> Report | None:
             try:
-                return await self.stubs[addr].ExchangeDemand(mine, timeout=self.period)
+                return report_from_pb(
+                    await self.stubs[addr].ExchangeDemand(mine, timeout=self.period))
             except grpc.aio.AioRpcError as e:
                 log.debug("demand exchange with %s failed: %s", addr, e.code().name)
-                return None
+            except InvalidArgument as e:
+                log.warning("peer %s sent a bad demand report: %s", addr, e)
+            return None
         replies = dict(zip(self.stubs, await asyncio.gather(*(ask(a) for a in self.stubs)),
                            strict=True))
-        answered = {a: r for a, r in replies.items() if r is not None}
-        now = time.monotonic()
-        for a, r in answered.items():
-            self.ids[a] = r.daemon_id
-            self.heard[r.daemon_id] = now
-        if not leads(node.daemon_id, self.heard, now, LEADER_HOLD * self.period):
+        me = report_from_pb(mine)
+        limits = group_limits(node, [me, *(r for r in replies.values() if r is not None)])
+        lower = self.split.start_round(time.monotonic(), me, replies, limits)
+        if not lower:
             return
-        reports = {node.daemon_id: mine} | {r.daemon_id: r for r in answered.values()}
-        await self.lead(reports, answered)
+        up = self.split.lowered(await self._send(lower))
+        self.split.raised(up, await self._send(up))
 
-    async def lead(self, reports: dict[str, pb.DemandReport],
-                   answered: dict[str, pb.DemandReport]) -> None:
+    async def _send(self, sends: list[SendFractions]) -> set[str]:
+        """Carry out the sends (ours applied here); the ids that acknowledged."""
         node = self.node
-        n = self.group_size
-        # Daemons by id; a peer never heard from is known by its address.
-        group = [node.daemon_id, *(self.ids.get(a, f"@{a}") for a in self.stubs)]
-        addr_of = {self.ids.get(a, f"@{a}"): a for a in self.stubs}
-        demands: dict[tuple[str, str], dict[str, Demand]] = {}
-        reported: dict[tuple[str, str], dict[str, float]] = {}
-        for did, rep in reports.items():
-            for j in rep.jobs:
-                demands.setdefault((j.job_id, j.tier), {})[did] = Demand(
-                    j.demand_bps, j.served_bps, j.queued_bytes)
-                if j.fraction > 0:
-                    reported.setdefault((j.job_id, j.tier), {})[did] = j.fraction
-        lower: dict[str, list[tuple[str, str, float]]] = {}
-        raise_: dict[str, list[tuple[str, str, float]]] = {}
-        plans = {}
-        for key in sorted(demands):
-            limit = _group_limit(node, *key)
-            if limit <= 0:
-                continue
-            known = self.known.setdefault(key, {})
-            known.update(reported.get(key, {}))
-            current = {d: known.get(d, 1.0 / n) for d in group}
-            pinned = frozenset(d for d in group if d not in reports)
-            target = target_fractions(limit, demands[key], current, pinned)
-            p = plan(current, target)
-            plans[key] = (current, p)
-            for d, f in p.lower.items():
-                if abs(f - current[d]) > 1e-6:
-                    lower.setdefault(d, []).append((*key, f))
-        acked = await self._send(lower, addr_of)
-        for key, (current, p) in plans.items():
-            ok = {d for d in p.lower
-                  if d in acked or abs(p.lower[d] - current[d]) <= 1e-6}
-            for d, f in raises_after(current, p, ok).items():
-                raise_.setdefault(d, []).append((*key, f))
-            for d in ok:
-                self.known[key][d] = p.lower[d]
-        acked_up = await self._send(raise_, addr_of)
-        for d in acked_up:
-            for job, tier, f in raise_[d]:
-                self.known[(job, tier)][d] = f
-
-    async def _send(self, per_daemon: dict[str, list[tuple[str, str, float]]],
-                    addr_of: dict[str, str]) -> set[str]:
-        """Apply each daemon's new fractions (ours locally); the ids that acknowledged."""
-        node = self.node
+        addr_of = {self.split.ids.get(a, f"@{a}"): a for a in self.stubs}
         done: set[str] = set()
 
-        async def one(did: str, items: list[tuple[str, str, float]]) -> None:
-            if did == node.daemon_id:
-                apply_fractions(node, items)
-                done.add(did)
+        async def one(s: SendFractions) -> None:
+            if s.daemon == node.daemon_id:
+                apply_fractions(node, list(s.fractions))
+                done.add(s.daemon)
                 return
             msg = pb.FractionUpdate(leader=node.daemon_id, fractions=[
-                pb.JobFraction(job_id=j, tier=t, fraction=f) for j, t, f in items])
+                pb.JobFraction(job_id=j, tier=t, fraction=f) for j, t, f in s.fractions])
             try:
-                await self.stubs[addr_of[did]].SetFractions(msg, timeout=self.period)
-                done.add(did)
+                await self.stubs[addr_of[s.daemon]].SetFractions(msg, timeout=self.period)
+                done.add(s.daemon)
             except grpc.aio.AioRpcError as e:
-                log.debug("fractions to %s failed: %s", did, e.code().name)
-        await asyncio.gather(*(one(d, items) for d, items in per_daemon.items()))
+                log.debug("fractions to %s failed: %s", s.daemon, e.code().name)
+        await asyncio.gather(*(one(s) for s in sends if s.daemon in addr_of
+                               or s.daemon == node.daemon_id))
         return done
+
+    async def close(self) -> None:
+        for c in self._channels.values():
+            await c.close()

@@ -39,7 +39,7 @@ from tokenbucket_daemon.server.backend import TierBackend, TierWriter
 from tokenbucket_daemon.server.fsid import FsIdentity
 from tokenbucket_daemon.server.gate import Gate
 from tokenbucket_daemon.server.iopool import IoPool
-from tokenbucket_daemon.server.store import PolicyStore
+from tokenbucket_daemon.server.replication import PolicyWriter
 from tokenbucket_daemon.tls import Tls
 
 log = logging.getLogger(__name__)
@@ -89,23 +89,20 @@ class Node:
     """The state one daemon's servicers share."""
 
     def __init__(self, daemon_id: str, tiers: dict[str, TierBackend], gate: Gate,
-                 store: PolicyStore, policies: PolicyTable, max_request: int,
-                 workers: int = 4) -> None:
+                 policies: PolicyTable, max_request: int, workers: int = 4) -> None:
         self.daemon_id = daemon_id
         self.tls: Tls | None = None     # this daemon's identity, for its calls to peers
         self.tiers = tiers
         self.gate = gate
-        self.store = store
         self.policies = policies
-        self.tombstones: dict[tuple[Selector, str], int] = {}
+        # Where admin calls send policy changes: etcd for a group, SQLite alone
+        # (server/replication.py); what is in force comes back from there.
+        self.policy_writer: PolicyWriter
         self.max_request = max_request
         self.pool = IoPool(workers)
         self.fsid = FsIdentity()          # acts as a request's caller on any thread
         self.inline: set[str] = set()     # tiers whose I/O runs on the event loop
-        self.version = 0                  # bumped by every policy change, here or merged
         self.counters = {name: TierCounters() for name in tiers}
-        # Called after an administrator changed a policy here (replication hooks in).
-        self.notify: Callable[[], None] = lambda: None
 
     def tier(self, name: str) -> TierBackend:
         t = self.tiers.get(name)
@@ -126,28 +123,6 @@ class Node:
         if tier in self.inline:
             return self.fsid.run(caller, fn, *args)
         return await self.pool.run(self.fsid.run, caller, fn, *args)
-
-    # -- policies -------------------------------------------------------------------
-
-    def apply_policy(self, p: Policy) -> Policy:
-        """Put a validated policy in force, durably (last writer wins)."""
-        self.policies.put(p)
-        self.version += 1
-        self.tombstones.pop(p.key, None)
-        self.store.save(p)
-        self.gate.scheduler.set_policies(self.policies, self.gate.now())
-        self.gate.kick()
-        return p
-
-    def remove_policy(self, selector: Selector, tier: str, when_ns: int) -> Policy:
-        old = self.policies.delete(selector, tier)
-        self.version += 1
-        self.tombstones[(selector, tier)] = when_ns
-        self.store.save(Policy(selector, tier, updated_ns=when_ns, origin=self.daemon_id),
-                        deleted=True)
-        self.gate.scheduler.set_policies(self.policies, self.gate.now())
-        self.gate.kick()
-        return old
 
 
 # ---------------------------------------------------------------------------- data
@@ -375,20 +350,16 @@ class AdminService(rpc.AdminServiceServicer):
         p = policy_from_pb(request.policy)
         self._check_tier(p.tier)
         p = replace(p, updated_ns=time.time_ns(), origin=self.node.daemon_id).validated()
-        out = policy_to_pb(self.node.apply_policy(p))
-        self.node.notify()
-        return out
+        return policy_to_pb(await self.node.policy_writer.put(p))
 
     @_status
     async def DeletePolicy(self, request: pb.DeletePolicyRequest,
                            context: Any) -> pb.DeletePolicyReply:
         self._auth(context)
         sel = policy_from_pb(pb.Policy(selector=request.selector)).selector
-        if self.node.policies.get(sel, request.tier) is None:
-            return pb.DeletePolicyReply(deleted=False)    # idempotent, as the contract says
-        self.node.remove_policy(sel, request.tier, time.time_ns())
-        self.node.notify()
-        return pb.DeletePolicyReply(deleted=True)
+        # Idempotent, as the contract says: deleted=false when there was none.
+        return pb.DeletePolicyReply(
+            deleted=await self.node.policy_writer.delete(sel, request.tier))
 
     @_status
     async def ListPolicies(self, request: pb.ListPoliciesRequest,
@@ -404,23 +375,17 @@ class AdminService(rpc.AdminServiceServicer):
         self._check_tier(request.tier)
         p = Policy(Selector(Kind.JOB, request.job_id), request.tier, request.limit_bps,
                    request.bandwidth_bps, 1.0, 0, time.time_ns(), self.node.daemon_id)
-        out = policy_to_pb(self.node.apply_policy(p.validated()))
-        self.node.notify()
-        return pb.ReserveReply(policy=out)
+        return pb.ReserveReply(policy=policy_to_pb(await self.node.policy_writer.put(
+            p.validated())))
 
     @_status
     async def Release(self, request: pb.ReleaseRequest, context: Any) -> pb.ReleaseReply:
         self._auth(context)
-        sel = Selector(Kind.JOB, request.job_id)
-        mine = [p for p in self.node.policies.all() if p.selector == sel]
-        if not mine:
+        released = await self.node.policy_writer.release(request.job_id)
+        if not released:
             raise NotFound("no reservation or policy for job", request.job_id,
                            "list them with qosctl policy list")
-        now = time.time_ns()
-        for p in mine:
-            self.node.remove_policy(p.selector, p.tier, now)
-        self.node.notify()
-        return pb.ReleaseReply(released=len(mine))
+        return pb.ReleaseReply(released=released)
 
     @_status
     async def SetEnforcement(self, request: pb.SetEnforcementRequest,
