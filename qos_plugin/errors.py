@@ -6,9 +6,25 @@ value, and what to do about it.
 
 from __future__ import annotations
 
+import re
+
+# Line breaks and other control characters a value may carry into a message
+# (a stage name from a file, a file name, an argument): shown escaped, so an
+# error is always exactly one line whatever the input held. Lone surrogates
+# (from a JSON escape or an undecodable file name) too: they cannot be printed.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
 
 class QosPluginError(Exception):
-    """Root of every error the planner raises on purpose."""
+    """Root of every error the planner raises on purpose; ``str()`` is one line."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class InputError(QosPluginError):

@@ -25,8 +25,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from qos_plugin.errors import InputError, QosPluginError
+from qos_plugin.cli.values import parse_count
+from qos_plugin.errors import InputError, QosPluginError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +46,16 @@ Declare them with --tiers NAME:shared,NAME:node-local,... (fastest node-local fi
 """
 
 
-def _nodes(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"node counts must be integers separated by commas, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"node counts must be positive, got {text!r}")
-    return values
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, as every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, one_line(f"{self.prog}: error: {message}; see '{self.prog} --help'")
+                  + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="qos-plan", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Predict the makespan of every storage placement of a workflow, "
                     "group placements into regions and rank them.", epilog=EPILOG)
@@ -68,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tiers as NAME:shared,NAME:node-local,... (node-local fastest "
                              "first); default: read from the data")
 
+    def missing_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--missing-cost", choices=["error", "zero"], default="error",
+                        help="a cost lookup that finds no row: error (default: refuse, "
+                             "naming the row) or zero (charge it 0 s, as the published "
+                             "model did; the prediction is then optimistic)")
+        sp.add_argument("--memory-budget", metavar="SIZE",
+                        help="refuse an evaluation estimated to need more memory than this "
+                             "(e.g. 16GiB; default: half of this machine's memory)")
+
     c = sub.add_parser("costs", help="build a per-edge cost table from measurements",
                        description="Build the per-edge cost table from a template, measured "
                                    "I/O primitives and a storage profile.")
@@ -75,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "a WfFormat 1.5 instance")
     c.add_argument("--io-data", required=True, help="I/O primitives CSV (workflow-data schema)")
     c.add_argument("--profile", required=True, help="storage profile CSV (IOR schema)")
-    c.add_argument("--nodes", required=True, type=_nodes, help="node counts, e.g. 2,5,10")
+    c.add_argument("--nodes", required=True, help="node counts, e.g. 2,5,10")
     c.add_argument("--out", required=True, help="cost table CSV to write")
     tiers_opt(c)
 
@@ -84,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "makespan table, sorted by makespan.")
     m.add_argument("--template", required=True, help="DAG template JSON or WfFormat instance")
     m.add_argument("--costs", required=True, help="per-edge cost table CSV")
-    m.add_argument("--nodes", required=True, type=_nodes, help="node counts, e.g. 2,5,10")
+    m.add_argument("--nodes", required=True, help="node counts, e.g. 2,5,10")
     m.add_argument("--out", required=True, help="makespan CSV to write")
     tiers_opt(m)
+    missing_opt(m)
 
     def select_opt(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--select", default="separated",
@@ -122,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "policy and report its pairwise concordance.")
     k.add_argument("--makespan", required=True, help="makespan CSV")
     k.add_argument("--regions", required=True, help="config_regions.csv from 'qos-plan regions'")
-    k.add_argument("--nodes", required=True, type=int, help="the node count to rank at")
+    k.add_argument("--nodes", required=True, help="the node count to rank at")
     k.add_argument("--json", action="store_true", help="print one JSON object")
     tiers_opt(k)
 
@@ -141,9 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--io-data", help="I/O primitives CSV: builds costs with --profile, and "
                                      "gives the I/O volumes behind bandwidth figures")
     t.add_argument("--profile", help="storage profile CSV (IOR schema)")
-    t.add_argument("--nodes", required=True, type=_nodes, help="node counts, e.g. 2,5,10")
+    t.add_argument("--nodes", required=True, help="node counts, e.g. 2,5,10")
     select_opt(t)
     tiers_opt(t)
+    missing_opt(t)
     registry_opt(t)
 
     ls = sub.add_parser("list", help="models in the registry",
@@ -158,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name", help="model name, or NAME@VERSION")
     q.add_argument("--deadline", help="time limit in Slurm syntax: MM, MM:SS, HH:MM:SS, "
                                       "D-HH[:MM[:SS]]")
-    q.add_argument("--max-nodes", type=int, help="use at most this many nodes")
+    q.add_argument("--max-nodes", help="use at most this many nodes")
     q.add_argument("--tiers", dest="allowed", help="use only these tiers, e.g. beegfs,ssd")
     q.add_argument("--exclude-tier", action="append", default=[], metavar="TIER",
                    help="do not use this tier (repeat or comma-separate)")
@@ -195,11 +205,12 @@ def _load_template(path: str):  # type: ignore[no-untyped-def]
     return load_any_template(path)
 
 
-def _tiers(spec: str | None, template, costs, nodes):  # type: ignore[no-untyped-def]
+def _tiers(spec: str | None, template, costs, nodes,  # type: ignore[no-untyped-def]
+           missing_cost: str = "error"):
     from qos_plugin.model.makespan import infer_tiers
     from qos_plugin.model.tiers import format_tiers, parse_tiers
 
-    tiers = parse_tiers(spec) if spec else infer_tiers(template, costs, nodes)
+    tiers = parse_tiers(spec) if spec else infer_tiers(template, costs, nodes, missing_cost)
     log.info("tiers: %s", format_tiers(tiers))
     return tiers
 
@@ -236,17 +247,17 @@ def cmd_makespan(a: argparse.Namespace) -> int:
 
     template = _load_template(a.template)
     costs = load_costs(a.costs)
-    tiers = _tiers(a.tiers, template, costs, a.nodes)
+    tiers = _tiers(a.tiers, template, costs, a.nodes, a.missing_cost)
     t0 = time.perf_counter()
-    model = MakespanModel(template, costs, tiers)
-    table = model.evaluate(a.nodes)
+    model = MakespanModel(template, costs, tiers, a.missing_cost)
+    table = model.evaluate(a.nodes, memory_budget=a.memory_budget)
     elapsed = time.perf_counter() - t0
     write_makespan_csv(table, a.out)
     import numpy as np
 
     if model.missing:
-        log.warning("%d cost lookups found no row and were charged 0 s (first: %s)",
-                    len(model.missing), model.missing[0])
+        log.warning("--missing-cost zero: %d cost lookups found no row and were charged "
+                    "0 s (first: %s)", len(model.missing), model.missing[0])
     best = int(np.argmin(table.total))
     print(f"evaluated {len(table)} configurations in {elapsed:.3f} s "
           f"({len(table) / max(elapsed, 1e-9):,.0f}/s); fastest {table.total[best]:.1f} s "
@@ -404,7 +415,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
         costs = load_costs(a.costs)
         inputs["costs"] = file_fingerprint(a.costs)
-        tiers = _tiers(a.tiers, template, costs, a.nodes)
+        tiers = _tiers(a.tiers, template, costs, a.nodes, a.missing_cost)
     else:
         inputs["profile"] = file_fingerprint(a.profile)
         costs, tiers = _measured_costs(template, io, a.profile, a.tiers, a.nodes)
@@ -412,7 +423,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from qos_plugin.model.makespan import MakespanModel
 
     progress = Progress(f"train {a.name}")
-    table = MakespanModel(template, costs, tiers).evaluate(a.nodes)
+    table = MakespanModel(template, costs, tiers, a.missing_cost).evaluate(
+        a.nodes, memory_budget=a.memory_budget)
     settings = CartSettings(select=a.select)
     progress.stage(f"{len(table):,} placements evaluated; regions ({a.select})")
     folds = Progress(f"train {a.name}: cross-validation folds")
@@ -468,8 +480,11 @@ def cmd_query(a: argparse.Namespace) -> int:
     from qos_plugin.planner.timespec import parse_duration
 
     deadline = parse_duration(a.deadline) if a.deadline is not None else None
+    # 0 reads as a number here; Constraints says why it cannot run anything.
+    max_nodes = (parse_count(a.max_nodes, "--max-nodes", lo=0, hi=10**9)
+                 if a.max_nodes is not None else None)
     constraints = Constraints(
-        deadline=deadline, max_nodes=a.max_nodes,
+        deadline=deadline, max_nodes=max_nodes,
         tiers=_tier_list([a.allowed], "--tiers") if a.allowed is not None else None,
         exclude=_tier_list(a.exclude_tier, "--exclude-tier"),
         down=_tier_list(a.down_tier, "--down-tier"), objective=a.objective)
@@ -487,16 +502,37 @@ COMMANDS = {"costs": cmd_costs, "makespan": cmd_makespan, "regions": cmd_regions
             "query": cmd_query, "demo": cmd_demo}
 
 
+def _read_values(a: argparse.Namespace) -> None:
+    """Typed option values, read strictly here rather than by argparse: a bad one is
+    an input error (one line, exit 1), not a usage error."""
+    from qos_plugin.cli.values import default_memory_budget, parse_count, parse_nodes, parse_size
+
+    if isinstance(getattr(a, "nodes", None), str):
+        a.nodes = (parse_count(a.nodes, "--nodes") if a.command == "rank"
+                   else parse_nodes(a.nodes))
+    if hasattr(a, "memory_budget"):
+        a.memory_budget = (parse_size(a.memory_budget, "--memory-budget")
+                           if a.memory_budget is not None else default_memory_budget())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else
                         logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        _read_values(args)
         return COMMANDS[args.command](args)
     except QosPluginError as e:
         log.debug("failure", exc_info=True)
         print(f"qos-plan {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        # The budget check estimates within ~25%; this is the last guard.
+        log.debug("out of memory", exc_info=True)
+        print(f"qos-plan {args.command}: error: ran out of memory; give fewer node counts, "
+              "tiers or stages, or a lower --memory-budget so the estimate refuses it first",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("qos-plan: interrupted", file=sys.stderr)

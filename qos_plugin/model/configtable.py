@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from qos_plugin.errors import InputError
-from qos_plugin.model.csvio import read_table, write_csv
+from qos_plugin.model.csvio import number_problem, parse_number, read_table, write_csv
+from qos_plugin.model.limits import MAX_NODES, MAX_SECONDS
 from qos_plugin.model.makespan import MakespanTable, level_columns
 from qos_plugin.model.tiers import Tier, TierKind, TierSet
 
@@ -108,11 +109,12 @@ def _parse_cells(values: list[str], source: str, column: str, lines: list[int]) 
         if v in ("", NOT_APPLICABLE):
             out[k] = np.nan
             continue
-        try:
-            out[k] = float(v)
-        except ValueError:
-            raise InputError(f"{source}:{lines[k]}", f"column {column!r} has {v!r}",
-                             f"give a number or {NOT_APPLICABLE!r}") from None
+        value = parse_number(v)
+        if value is None or not 0.0 <= value <= MAX_SECONDS:
+            problem = number_problem(v) if value is None else f"outside 0 to {MAX_SECONDS:g}"
+            raise InputError(f"{source}:{lines[k]}", f"column {column!r} has {v[:40]!r}, "
+                             f"{problem}", f"give a time in seconds or {NOT_APPLICABLE!r}")
+        out[k] = value
     return out
 
 
@@ -124,12 +126,8 @@ def load_config_table(path: str | Path) -> ConfigTable:
         raise InputError(t.source, "no <stage>_stor column",
                          "give the makespan table written by 'qos-plan makespan'")
     stages = [h[: -len(STOR_SUFFIX)] for h in stor]
-    nodes = t.integers("nodes")
-    if (nodes < 1).any():
-        k = int(np.flatnonzero(nodes < 1)[0])
-        raise InputError(f"{t.source}:{t.lines[k]}", f"nodes is {nodes[k]}",
-                         "node counts must be positive")
-    total = t.numbers("total")
+    nodes = t.integers("nodes", lo=1, hi=MAX_NODES, hint="node counts must be positive")
+    total = t.numbers("total", lo=0.0, hi=MAX_SECONDS, hint="makespans are seconds")
     placement = np.stack([np.asarray(t.text(h), dtype=object) for h in stor], axis=1)
     staging_names = sorted(h for h in t.header if h.startswith(("in_", "out_")))
     staging = (np.stack([_parse_cells(t.text(h), t.source, h, t.lines) for h in staging_names],
@@ -141,7 +139,8 @@ def load_config_table(path: str | Path) -> ConfigTable:
             w = _parse_cells(t.text(f"write_{s}"), t.source, f"write_{s}", t.lines)
             exe[:, j] = np.nan_to_num(r) + np.nan_to_num(w)
     cp = t.text("critical_path") if t.has("critical_path") else [""] * len(t)
-    region = t.integers("region") if t.has("region") else None
+    region = (t.integers("region", lo=0, hi=2**31, hint="region ids are whole numbers")
+              if t.has("region") else None)
     return ConfigTable(stages=stages, nodes=nodes, total=total, placement=placement,
                        staging_names=staging_names, staging=staging, stage_exec=exe,
                        critical_path=cp, region=region)

@@ -18,6 +18,7 @@ import numpy as np
 
 from qos_plugin.errors import InputError
 from qos_plugin.model.csvio import read_table, write_csv
+from qos_plugin.model.limits import MAX_LEVEL, MAX_SECONDS, MAX_TASKS
 
 COLUMNS = (
     "producer", "producerStageOrder", "consumer", "consumerStageOrder",
@@ -166,29 +167,40 @@ class CostTable:
 
 
 def load_costs(path: str | Path) -> CostTable:
-    """Load a cost table CSV in the artifact's schema."""
+    """Load a cost table CSV in the artifact's schema.
+
+    Times are seconds in [0, MAX_SECONDS]; an empty time cell is a time not
+    given, which the makespan model treats as a missing row. Stage orders are
+    finite and tasks per node whole numbers; NaN and infinity are refused.
+    """
     t = read_table(path, COLUMNS, "cost table")
-    table = CostTable(
+
+    def level(column: str) -> np.ndarray:
+        return t.numbers(column, lo=-MAX_LEVEL - 1, hi=MAX_LEVEL + 1,
+                         hint="stage orders are the template's levels (x.5 on stage-in "
+                              "and stage-out rows)")
+
+    def tpn(column: str) -> np.ndarray:
+        return t.integers(column, lo=0, hi=MAX_TASKS,
+                          hint="tasks per node and copies are whole numbers")
+
+    def seconds(column: str) -> np.ndarray:
+        return t.numbers(column, lo=0.0, hi=MAX_SECONDS, allow_empty=True,
+                         hint=f"costs are times in seconds, 0 to {MAX_SECONDS:g}: fix the "
+                              "row, or leave the cell empty for a time not measured")
+
+    return CostTable(
         producer=np.asarray(t.text("producer"), dtype=object),
-        producer_level=t.numbers("producerStageOrder"),
+        producer_level=level("producerStageOrder"),
         consumer=np.asarray(t.text("consumer"), dtype=object),
-        consumer_level=t.numbers("consumerStageOrder"),
+        consumer_level=level("consumerStageOrder"),
         producer_tier=np.asarray(t.text("producerStorageType"), dtype=object),
-        producer_tpn=t.integers("producerTasksPerNode"),
+        producer_tpn=tpn("producerTasksPerNode"),
         consumer_tier=np.asarray(t.text("consumerStorageType"), dtype=object),
-        consumer_tpn=t.integers("consumerTasksPerNode"),
-        spm=t.numbers("SPM", allow_empty=True),
-        est_prod=t.numbers("estT_prod", allow_empty=True),
-        est_cons=t.numbers("estT_cons", allow_empty=True),
+        consumer_tpn=tpn("consumerTasksPerNode"),
+        spm=seconds("SPM"), est_prod=seconds("estT_prod"), est_cons=seconds("estT_cons"),
         source=t.source,
     )
-    for name, arr in (("estT_prod", table.est_prod), ("estT_cons", table.est_cons)):
-        bad = np.flatnonzero(arr < 0)
-        if bad.size:
-            k = int(bad[0])
-            raise InputError(f"{t.source}:{t.lines[k]}", f"{name} is {arr[k]!r}, negative",
-                             "costs are times in seconds and cannot be negative")
-    return table
 
 
 def save_costs(table: CostTable, path: str | Path) -> None:

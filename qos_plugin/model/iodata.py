@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from qos_plugin.errors import InputError
 from qos_plugin.model.csvio import read_table, write_csv
+from qos_plugin.model.limits import MAX_MIB, MAX_TRANSFER_BYTES
 
 REQUIRED = ("operation", "transferSize", "aggregateFilesizeMB", "taskName", "taskPID",
             "fileName", "prevTask")
@@ -49,13 +48,10 @@ def load_io_data(path: str | Path) -> IoData:
         k = bad[0]
         raise InputError(f"{t.source}:{t.lines[k]}", f"operation is {ops[k]!r}",
                          "use read or write")
-    ts = t.numbers("transferSize")
-    size = t.numbers("aggregateFilesizeMB")
-    if (size < 0).any() or (ts <= 0).any():
-        k = int(np.flatnonzero((size < 0) | (ts <= 0))[0])
-        raise InputError(f"{t.source}:{t.lines[k]}",
-                         f"transferSize={ts[k]!r}, aggregateFilesizeMB={size[k]!r}",
-                         "sizes must be positive")
+    ts = t.numbers("transferSize", lo=1e-9, hi=MAX_TRANSFER_BYTES,
+                   hint="the bytes of one operation: a positive number")
+    size = t.numbers("aggregateFilesizeMB", lo=0.0, hi=MAX_MIB,
+                     hint="MiB moved by the task: 0 or more")
     stages, tasks, files, prev = (t.text("taskName"), t.text("taskPID"), t.text("fileName"),
                                   t.text("prevTask"))
     records = [IoRecord(stages[k], tasks[k], files[k], ops[k], float(ts[k]), float(size[k]),

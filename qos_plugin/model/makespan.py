@@ -30,11 +30,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from qos_plugin.errors import InputError, ModelError
 from qos_plugin.model.costs import CostTable, stage_in_name, stage_out_name
+from qos_plugin.model.limits import MAX_NODES
 from qos_plugin.model.template import Stage, WorkflowTemplate, level_label
 from qos_plugin.model.tiers import Tier, TierKind, TierSet, move_name
 
@@ -44,6 +46,12 @@ log = logging.getLogger(__name__)
 TIE_TOLERANCE = 1e-12
 # Refuse to enumerate more configurations than this per node count.
 MAX_CONFIGS = 20_000_000
+# Configurations enumerated at once: ~30 MB of temporaries for 15 stages.
+ENUM_CHUNK = 1 << 20
+# What a cost lookup that finds no row does: "error" refuses the evaluation
+# (naming the row), "zero" charges it 0 s as the published model did, which
+# makes the prediction optimistic.
+MISSING_COST = ("error", "zero")
 
 
 def _nz(x: float) -> float:
@@ -55,7 +63,9 @@ def enumerate_configs(template: WorkflowTemplate, tiers: TierSet) -> np.ndarray:
 
     Stages in declaration order, the last stage varying fastest. A configuration
     is invalid when a stage and one of its predecessors sit on two different
-    node-local tiers: there is no way to move data between them.
+    node-local tiers: there is no way to move data between them. The space is
+    walked in chunks of ENUM_CHUNK configurations, so only the valid ones are
+    ever held (whole, the space of 20 M took ~15 bytes per configuration more).
     """
     n_stages, n_tiers = len(template.stages), len(tiers)
     total = n_tiers ** n_stages
@@ -63,20 +73,72 @@ def enumerate_configs(template: WorkflowTemplate, tiers: TierSet) -> np.ndarray:
         raise ModelError(f"{n_tiers} tiers over {n_stages} stages make {total} configurations "
                          f"per node count, more than {MAX_CONFIGS}; restrict the tiers")
     dtype = np.int8 if n_tiers < 127 else np.int16
-    flat = np.arange(total, dtype=np.int64)
-    cfg = np.empty((total, n_stages), dtype=dtype)
-    for s in range(n_stages):
-        cfg[:, s] = (flat // n_tiers ** (n_stages - 1 - s)) % n_tiers
     is_local = np.array([t.is_local for t in tiers], dtype=bool)
     pos = {name: i for i, name in enumerate(template.stage_names)}
-    valid = np.ones(total, dtype=bool)
-    for c, stage in enumerate(template.stages):
-        for p_name in stage.stage_predecessors:
-            p = pos[p_name]
+    edges = [(pos[p_name], c) for c, stage in enumerate(template.stages)
+             for p_name in stage.stage_predecessors]
+    parts = []
+    for start in range(0, total, ENUM_CHUNK):
+        flat = np.arange(start, min(total, start + ENUM_CHUNK), dtype=np.int64)
+        cfg = np.empty((flat.size, n_stages), dtype=dtype)
+        for s in range(n_stages):
+            cfg[:, s] = (flat // n_tiers ** (n_stages - 1 - s)) % n_tiers
+        valid = np.ones(flat.size, dtype=bool)
+        for p, c in edges:
             a, b = cfg[:, p], cfg[:, c]
             valid &= ~((a != b) & is_local[a] & is_local[b])
-    out: np.ndarray = cfg[valid]
+        parts.append(cfg[valid])
+    out: np.ndarray = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return out
+
+
+def evaluation_bytes(template: WorkflowTemplate, tiers: TierSet, n_configs: int,
+                     n_nodes: int) -> int:
+    """Peak bytes an evaluation of ``n_configs`` configurations at ``n_nodes`` node
+    counts needs, with the breakdown and critical paths every caller then reads
+    (the makespan CSV, training).
+
+    Counted from the arrays this module makes (see ``evaluate``, ``_movement``,
+    ``_exec_detail`` and ``_render_paths``), with ~10% for what numpy keeps in
+    temporaries; ``benchmarks/security/memory_estimate.py`` checks it against
+    measured peaks (within -5% to +25% on chains, fans and flat templates).
+    """
+    S, L, T = len(template.stages), len(template.levels), len(tiers)
+    W = max(len(template.stages_at(lv)) for lv in template.levels)   # widest level
+    V, R = n_configs, n_configs * n_nodes
+    # Per configuration: tier index columns (8S), staging per stage (24S: in/out
+    # values and their tasks per node), per level (44L: maxima, winners, critical
+    # path parts), level maxima over the widest level (16W) and per-tier moves (8T).
+    per_config = 8 * S + 24 * S + 44 * L + 16 * W + 8 * T + 64
+    # Per row: totals, row indices and the sort (48), the execution breakdown
+    # (41S: gathered read and write, their sum, the where, the index cast; 16W for
+    # the level maxima; 12L winners), staging columns gathered per row for the
+    # critical paths (12L + 64L for their int64 keys) and the path list (48).
+    per_row = 48 + 41 * S + 16 * W + 12 * L + 76 * L + 48
+    return int(1.1 * (V * per_config + R * per_row))
+
+
+def check_memory(template: WorkflowTemplate, tiers: TierSet, n_configs: int, n_nodes: int,
+                 budget: int | None) -> None:
+    """Refuse an evaluation whose estimated peak exceeds ``budget`` bytes (None:
+    no limit), before any of its arrays exist."""
+    if budget is None:
+        return
+    need = evaluation_bytes(template, tiers, n_configs, n_nodes)
+    if need > budget:
+        rows = n_configs * n_nodes
+        raise InputError(
+            "memory budget",
+            f"evaluating {rows:,} placements ({n_configs:,} configurations x {n_nodes} node "
+            f"count(s), {len(template.stages)} stages on {len(tiers)} tiers) needs about "
+            f"{_gib(need)} GiB, more than the budget of {_gib(budget)} GiB",
+            "give fewer node counts (--nodes), fewer tiers (--tiers) or a template with "
+            "fewer stages, or raise the budget with --memory-budget SIZE if the machine "
+            "has the memory")
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):,.1f}"
 
 
 @dataclass(frozen=True)
@@ -351,12 +413,20 @@ class MakespanModel:
     """Evaluates a template against a cost table for a tier set.
 
     Construction does every cost lookup once; :meth:`evaluate` is pure numpy.
+    A lookup that finds no row (or only empty cells) is an InputError naming the
+    row with ``missing_cost="error"`` (the default); with ``"zero"`` it is
+    charged 0 s, as the published model did, and listed in ``missing``.
     """
 
-    def __init__(self, template: WorkflowTemplate, costs: CostTable, tiers: TierSet) -> None:
+    def __init__(self, template: WorkflowTemplate, costs: CostTable, tiers: TierSet,
+                 missing_cost: str = "error") -> None:
+        if missing_cost not in MISSING_COST:
+            raise InputError("--missing-cost", f"unknown policy {missing_cost!r}",
+                             f"use one of: {', '.join(MISSING_COST)}")
         self.template = template
         self.costs = costs
         self.tiers = tiers
+        self.missing_cost = missing_cost
         self.missing: list[str] = []  # lookups that found no row (charged as 0 s)
         self._check_tiers()
         self._moves = self._movement_costs()
@@ -370,9 +440,19 @@ class MakespanModel:
                              f"tier(s) {', '.join(unknown)} never appear in the cost table",
                              f"declare tiers among: {', '.join(sorted(known))}")
 
-    def _note_missing(self, what: str) -> None:
-        self.missing.append(what)
-        log.debug("no cost row for %s; charged as 0 s", what)
+    def _note_missing(self, what: str, row: dict[str, object], side: str,
+                      wanted: str = "") -> None:
+        """A lookup found no row: refuse (naming the row it looked for) or, when the
+        user asked for it, charge 0 s and remember it."""
+        shown = ", ".join(f"{k}={v}" for k, v in row.items())
+        text = f"{what}: no row {shown} with a value in {side}" + (f" ({wanted})" if wanted
+                                                                    else "")
+        if self.missing_cost == "error":
+            raise InputError(self.costs.source, f"no cost for {text}",
+                             "add the row, or pass --missing-cost zero to charge missing "
+                             "rows 0 s (an optimistic prediction)")
+        self.missing.append(text)
+        log.debug("no cost row for %s; charged as 0 s", text)
 
     def _move_applies(self, x: int, y: int) -> bool:
         tx, ty = self.tiers.tiers[x], self.tiers.tiers[y]
@@ -402,7 +482,8 @@ class MakespanModel:
                         out_tpn[s, x, y] = -1 if tpn is None else tpn
         return _Moves(in_cost, in_tpn, out_cost, out_tpn)
 
-    def _read_cost(self, stage: Stage, tier: str, tpn: int) -> float:
+    def _read_cost(self, stage: Stage, tier: str, tpn: int, nodes: int) -> float:
+        wanted = f"{stage.name} runs {tpn} tasks per node at N={nodes}"
         if stage.only_initial_data:
             home = self.tiers.home.name
             src, dst = (move_name(home, tier), tier) if self.tiers[tier].is_local \
@@ -410,18 +491,25 @@ class MakespanModel:
             idx = self.costs.select(stage_in_name(stage.name), stage.name, src=src, dst=dst)
             val = self.costs.min_cost(idx, "cons", tpn, prefer=("cons",))
             if np.isnan(val):
-                self._note_missing(f"initial read of {stage.name} on {tier}")
+                self._note_missing(
+                    f"the initial read of {stage.name} on {tier}",
+                    {"producer": stage_in_name(stage.name), "consumer": stage.name,
+                     "producerStorageType": src, "consumerStorageType": dst}, "estT_cons",
+                    wanted)
             return _nz(val)
         total = 0.0  # summed in predecessor order, as the artifact does
         for p in stage.stage_predecessors:
             idx = self.costs.select(p, stage.name, dst=tier)
             val = self.costs.min_cost(idx, "cons", tpn, prefer=("cons",))
             if np.isnan(val):
-                self._note_missing(f"read of {p}->{stage.name} on {tier}")
+                self._note_missing(f"the read of {p}->{stage.name} on {tier}",
+                                   {"producer": p, "consumer": stage.name,
+                                    "consumerStorageType": tier}, "estT_cons", wanted)
             total += _nz(val)
         return total
 
-    def _write_cost(self, stage: Stage, tier: str, tpn: int) -> float:
+    def _write_cost(self, stage: Stage, tier: str, tpn: int, nodes: int) -> float:
+        wanted = f"{stage.name} runs {tpn} tasks per node at N={nodes}"
         succs = self.template.successors(stage.name)
         if succs:
             vals = []
@@ -429,19 +517,25 @@ class MakespanModel:
                 idx = self.costs.select(stage.name, d.name, src=tier)
                 val = self.costs.min_cost(idx, "prod", tpn, prefer=("prod",))
                 if np.isnan(val):
-                    self._note_missing(f"write of {stage.name}->{d.name} on {tier}")
+                    self._note_missing(f"the write of {stage.name}->{d.name} on {tier}",
+                                       {"producer": stage.name, "consumer": d.name,
+                                        "producerStorageType": tier}, "estT_prod", wanted)
                 vals.append(_nz(val))
             return max(vals)
         home = self.tiers.home.name
         if self.tiers[tier].is_local:
-            idx = self.costs.select(stage.name, stage_out_name(stage.name), src=tier,
-                                    dst=move_name(tier, home))
+            dst = move_name(tier, home)
+            idx = self.costs.select(stage.name, stage_out_name(stage.name), src=tier, dst=dst)
         else:
+            dst = move_name(tier, "*")
             idx = self.costs.select(stage.name, stage_out_name(stage.name), src=tier,
                                     dst_prefix=move_name(tier, ""))
         val = self.costs.min_cost(idx, "prod", tpn, prefer=("prod", "cons"))
         if np.isnan(val):
-            self._note_missing(f"final write of {stage.name} on {tier}")
+            self._note_missing(f"the final write of {stage.name} on {tier}",
+                               {"producer": stage.name, "consumer": stage_out_name(stage.name),
+                                "producerStorageType": tier, "consumerStorageType": dst},
+                               "estT_prod", wanted)
         return _nz(val)
 
     def exec_costs(self, nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -452,26 +546,29 @@ class MakespanModel:
         for s, stage in enumerate(self.template.stages):
             tpn = stage.tasks_per_node(nodes)
             for t, tier in enumerate(self.tiers.names):
-                read[s, t] = self._read_cost(stage, tier, tpn)
-                write[s, t] = self._write_cost(stage, tier, tpn)
+                read[s, t] = self._read_cost(stage, tier, tpn, nodes)
+                write[s, t] = self._write_cost(stage, tier, tpn, nodes)
         return read, write
 
     # -- evaluation ----------------------------------------------------------
-    # -- evaluation ----------------------------------------------------------
-    def evaluate(self, nodes: Sequence[int], configs: np.ndarray | None = None) -> MakespanTable:
+    def evaluate(self, nodes: Sequence[int], configs: np.ndarray | None = None,
+                 memory_budget: int | None = None) -> MakespanTable:
         """Makespan of every valid configuration at every node count.
 
         Rows are sorted by (total, nodes), ties kept in enumeration order (node
-        counts in the given order, then configurations).
+        counts in the given order, then configurations). With ``memory_budget``
+        (bytes) an evaluation estimated to need more is refused before it starts
+        (:func:`evaluation_bytes`).
         """
         if not nodes:
             raise InputError("--nodes", "no node count given", "give e.g. --nodes 2,5,10")
-        bad = [n for n in nodes if int(n) < 1]
+        bad = [n for n in nodes if not 1 <= int(n) <= MAX_NODES]
         if bad:
-            raise InputError("--nodes", f"node count {bad[0]} is not positive",
-                             "give node counts of 1 or more")
+            raise InputError("--nodes", f"node count {bad[0]} is out of range",
+                             f"give node counts from 1 to {MAX_NODES:,}")
         tmpl = self.template
         cfg = enumerate_configs(tmpl, self.tiers) if configs is None else configs
+        check_memory(tmpl, self.tiers, int(cfg.shape[0]), len(nodes), memory_budget)
         pos = {name: i for i, name in enumerate(tmpl.stage_names)}
         # Tier index of each stage as an index array, shared by every gather below.
         columns = [np.ascontiguousarray(cfg[:, s], dtype=np.intp) for s in range(cfg.shape[1])]
@@ -508,6 +605,31 @@ class MakespanModel:
         order = np.lexsort((n_all, total))
         return MakespanTable(tmpl, self.tiers, space, order // V, order % V, total[order])
 
+    def _check_moves(self, missing: np.ndarray, t_s: np.ndarray,
+                     describe: Callable[[int], tuple[str, dict[str, object]]]) -> None:
+        """Note every move that some configuration needs (``missing`` rows) and the
+        cost table has no row for; ``describe(tier)`` names it from the tier that
+        varies (the stage's own for a stage-in, the source for a stage-out)."""
+        if not missing.any():
+            return
+        for t in np.unique(t_s[missing]).tolist():
+            what, row = describe(int(t))
+            self._note_missing(what, row, "estT_prod" if "stage-in" in what else "estT_cons",
+                               "any tasks per node: moves take the cheapest row")
+
+    def _stage_in_row(self, s: int, x: int, y: int) -> tuple[str, dict[str, object]]:
+        stage, src, dst = self.template.stages[s].name, self.tiers.names[x], self.tiers.names[y]
+        return (f"the stage-in copy of {stage} from {src} onto {dst}",
+                {"producer": stage_in_name(stage), "consumer": stage,
+                 "producerStorageType": move_name(src, dst), "consumerStorageType": dst})
+
+    def _stage_out_row(self, s: int, x: int, y: int) -> tuple[str, dict[str, object]]:
+        stage, src, dst = self.template.stages[s].name, self.tiers.names[x], self.tiers.names[y]
+        what = "fan-out" if x == y else "copy"
+        return (f"the stage-out {what} of {stage} from {src} to {dst}",
+                {"producer": stage, "consumer": stage_out_name(stage),
+                 "producerStorageType": src, "consumerStorageType": move_name(src, dst)})
+
     def _movement(self, cfg: np.ndarray, columns: Sequence[np.ndarray],
                   members: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Stage-in and stage-out terms of every configuration (N-independent)."""
@@ -522,6 +644,8 @@ class MakespanModel:
         by_name = sorted(range(T), key=lambda i: tiers.names[i])
         last_level = tmpl.levels[-1]
         rows = np.arange(V)
+        applies = np.array([[self._move_applies(x, y) for y in range(T)] for x in range(T)],
+                           dtype=bool)
 
         in_val = np.full((V, S), np.nan)
         in_tpn = np.full((V, S), -1, dtype=np.int32)
@@ -545,6 +669,8 @@ class MakespanModel:
                 need &= local_s
                 if not need.any():
                     continue
+                self._check_moves(need & np.isnan(mv.in_cost[s, x][t_s]), t_s,
+                                  partial(self._stage_in_row, s, x))
                 c = np.nan_to_num(mv.in_cost[s, x][t_s], nan=0.0)
                 act = need & (c > 0)
                 better = act & (c > best)
@@ -563,6 +689,8 @@ class MakespanModel:
                     target |= columns[d] == y
                 if stage.level == last_level and y == home:
                     target |= local_s       # final flush of node-local outputs
+                self._check_moves(target & applies[t_s, y] & np.isnan(mv.out_cost[s, :, y][t_s]),
+                                  t_s, partial(self._stage_out_row, s, y=y))
                 c = np.nan_to_num(mv.out_cost[s, :, y][t_s], nan=0.0)
                 acts.append(np.where(target & (c > 0), c, 0.0))
             top = np.max(acts, axis=0) if acts else np.zeros(V)
@@ -596,9 +724,9 @@ def _first_winner(values: np.ndarray, best: np.ndarray) -> np.ndarray:
 
 
 def compute_makespan(template: WorkflowTemplate, costs: CostTable, tiers: TierSet,
-                     nodes: Sequence[int]) -> MakespanTable:
+                     nodes: Sequence[int], missing_cost: str = "error") -> MakespanTable:
     """Convenience wrapper: build the model and evaluate it."""
-    return MakespanModel(template, costs, tiers).evaluate(nodes)
+    return MakespanModel(template, costs, tiers, missing_cost).evaluate(nodes)
 
 
 def level_columns(template: WorkflowTemplate) -> list[str]:
@@ -608,14 +736,16 @@ def level_columns(template: WorkflowTemplate) -> list[str]:
 
 
 def infer_tiers(template: WorkflowTemplate, costs: CostTable,
-                nodes: Sequence[int] = (1, 2, 4, 8, 16)) -> TierSet:
+                nodes: Sequence[int] = (1, 2, 4, 8, 16), missing_cost: str = "error"
+                ) -> TierSet:
     """Tier kinds and order as a cost table shows them.
 
     A tier with fan-out rows (a move ``x-x`` between nodes of the same tier) is
     node-local; the others are shared. Node-local tiers are ordered fastest first
     by the time every stage would take to read and write on them, summed over the
-    node counts ``nodes``. With more than
-    one shared tier the home tier cannot be told from the table: declare tiers.
+    node counts ``nodes`` (a lookup without a row follows ``missing_cost``, as in
+    :class:`MakespanModel`). With more than one shared tier the home tier cannot
+    be told from the table: declare tiers.
     """
     types = costs.storage_types()
     plain = sorted(t for t in types if "-" not in t)
@@ -627,7 +757,7 @@ def infer_tiers(template: WorkflowTemplate, costs: CostTable,
                          "declare tiers with --tiers NAME:shared,NAME:node-local,...")
     provisional = TierSet(tuple([Tier(shared[0], TierKind.SHARED)]
                                 + [Tier(t, TierKind.NODE_LOCAL) for t in local]))
-    model = MakespanModel(template, costs, provisional)
+    model = MakespanModel(template, costs, provisional, missing_cost)
     speed = np.zeros(len(provisional))
     for n in nodes:
         read, write = model.exec_costs(int(n))

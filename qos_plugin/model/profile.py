@@ -19,6 +19,13 @@ import numpy as np
 
 from qos_plugin.errors import InputError
 from qos_plugin.model.csvio import read_table
+from qos_plugin.model.limits import (
+    MAX_MIB,
+    MAX_NODES,
+    MAX_RATE_MIBPS,
+    MAX_TASKS,
+    MAX_TRANSFER_BYTES,
+)
 from qos_plugin.model.tiers import Tier, TierKind, TierSet, split_move
 
 REQUIRED = ("operation", "transferSize", "aggregateFilesizeMB", "numNodes", "tasksPerNode",
@@ -155,13 +162,17 @@ def load_profile(path: str | Path) -> StorageProfile:
     t = read_table(path, REQUIRED, "storage profile")
     ops = [o.lower() for o in t.text("operation")]
     types = t.text("storageType")
-    cols = np.stack([t.numbers("numNodes"), t.numbers("tasksPerNode"),
-                     t.numbers("transferSize"), t.numbers("aggregateFilesizeMB")], axis=1)
-    rate = t.numbers("trMiB")
-    if (rate < 0).any():
-        k = int(np.flatnonzero(rate < 0)[0])
-        raise InputError(f"{t.source}:{t.lines[k]}", f"trMiB is {rate[k]!r}",
-                         "rates must not be negative")
+    # Published profiles have runs at 0 tasks per node (never used: see
+    # tasks_per_node) and runs at 0 MiB/s (dropped below): both stay readable.
+    cols = np.stack([
+        t.numbers("numNodes", lo=1, hi=MAX_NODES, hint="nodes of the run: 1 or more"),
+        t.numbers("tasksPerNode", lo=0, hi=MAX_TASKS, hint="tasks per node: 0 or more"),
+        t.numbers("transferSize", lo=1e-9, hi=MAX_TRANSFER_BYTES,
+                  hint="bytes per operation: a positive number"),
+        t.numbers("aggregateFilesizeMB", lo=0.0, hi=MAX_MIB, hint="MiB moved: 0 or more")],
+        axis=1)
+    rate = t.numbers("trMiB", lo=0.0, hi=MAX_RATE_MIBPS,
+                     hint="the measured rate in MiB/s: 0 or more")
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for k, (o, s) in enumerate(zip(ops, types, strict=True)):
         if rate[k] > 0:

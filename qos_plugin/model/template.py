@@ -9,17 +9,20 @@ configuration space is enumerated in.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qos_plugin.errors import InputError
+from qos_plugin.model.jsonio import read_json
+from qos_plugin.model.limits import MAX_LEVEL, MAX_NAME, MAX_STAGES, MAX_TASKS, check_name
 
 INITIAL_DATA = "initial_data"
+# A file pattern is a short regex; longer ones are mistakes (or slow to compile).
+MAX_PATTERN = 1000
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,15 @@ class WorkflowTemplate:
 
 
 def validate_template(t: WorkflowTemplate) -> None:
+    """Refuse a template the model cannot evaluate truthfully: no stage, too many,
+    duplicate or unprintable names, counts or levels out of range, unknown
+    predecessors, a predecessor at a later level, or a cycle of stages."""
     names = t.stage_names
     if not names:
         raise InputError(t.name, "the template has no stage", "declare at least one stage")
+    if len(names) > MAX_STAGES:
+        raise InputError(t.name, f"the template has {len(names)} stages, more than "
+                         f"{MAX_STAGES}", "merge stages of the same kind")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise InputError(t.name, f"stage declared twice: {', '.join(dup)}", "rename one")
@@ -115,10 +124,22 @@ def validate_template(t: WorkflowTemplate) -> None:
                          "that name is reserved for the workflow's input data")
     by_name = {s.name: s for s in t.stages}
     for s in t.stages:
-        if s.num_tasks < 1:
-            raise InputError(t.name, f"stage {s.name!r} has num_tasks={s.num_tasks}",
-                             "give a positive task count")
+        why = check_name(s.name)
+        if why:
+            raise InputError(t.name, f"stage name {s.name!r} {why}",
+                             f"name stages with 1 to {MAX_NAME} printable characters")
+        for key, value in (("num_tasks", s.num_tasks), ("parallelism", s.parallelism)):
+            if not 1 <= value <= MAX_TASKS:
+                raise InputError(t.name, f"stage {s.name!r} has {key}={value}",
+                                 f"give a whole number from 1 to {MAX_TASKS:,}")
+        if not -MAX_LEVEL <= s.level <= MAX_LEVEL:      # also refuses NaN
+            raise InputError(t.name, f"stage {s.name!r} has stage_order={s.level!r}",
+                             f"give a finite level from {-MAX_LEVEL:g} to {MAX_LEVEL:g}")
         for p in s.stage_predecessors:
+            if p == s.name:
+                raise InputError(t.name, f"stage {s.name!r} names itself as a predecessor",
+                                 "a stage cannot read its own outputs as a predecessor's; "
+                                 "remove the self-loop")
             if p not in by_name:
                 raise InputError(t.name, f"stage {s.name!r} names unknown predecessor {p!r}",
                                  f"use a stage of the template or {INITIAL_DATA!r}")
@@ -128,6 +149,41 @@ def validate_template(t: WorkflowTemplate) -> None:
                     f"stage {s.name!r} (level {level_label(s.level)}) reads {p!r} "
                     f"at a later level {level_label(by_name[p].level)}",
                     "a predecessor must run at the same or an earlier level")
+    cycle = find_cycle({s.name: s.stage_predecessors for s in t.stages})
+    if cycle:
+        raise InputError(t.name, f"stages form a cycle: {' -> '.join(cycle)}",
+                         "a workflow is a DAG: remove one of these predecessor edges")
+
+
+def find_cycle(parents: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A cycle of the graph given as ``node -> its parents``, as ``[a, b, ..., a]``
+    in the direction data flows (b reads a's outputs), or None.
+
+    Iterative depth-first search, so a long chain of stages cannot exhaust
+    Python's recursion limit.
+    """
+    state: dict[str, int] = {}          # 1: on the current path, 2: done
+    for root in parents:
+        if state.get(root):
+            continue
+        path: list[str] = [root]
+        todo: list[Iterator[str]] = [iter(parents.get(root, ()))]
+        state[root] = 1
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                todo.pop()
+            elif state.get(nxt) == 1:
+                # nxt is a parent of path[-1] and already on the path: the data
+                # flows nxt -> ... -> path[-1] -> nxt.
+                loop = path[path.index(nxt):]
+                return [*loop, nxt][::-1]
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(iter(parents.get(nxt, ())))
+    return None
 
 
 def _need(obj: Mapping[str, Any], key: str, stage: str, source: str) -> Any:
@@ -137,20 +193,27 @@ def _need(obj: Mapping[str, Any], key: str, stage: str, source: str) -> Any:
 
 
 def _as_int(value: Any, key: str, stage: str, source: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    """A JSON number that is a whole number (``4`` or ``4.0``), else an error."""
+    whole = (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and math.isfinite(value) and value.is_integer())
+    if not whole:
         raise InputError(source, f"stage {stage!r}: {key}={value!r} is not a whole number",
-                         f"give {key} as an integer")
+                         f"give {key} as an integer from 1 to {MAX_TASKS:,}")
     return int(value)
 
 
 def _patterns(value: Any, what: str, source: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InputError(source, f"{what} is {value!r}", "give a list of regex strings")
+        raise InputError(source, f"{what} is {str(value)[:60]!r}",
+                         "give a list of regex strings")
     for v in value:
+        if len(v) > MAX_PATTERN:
+            raise InputError(source, f"{what} has a pattern of {len(v)} characters",
+                             f"keep file patterns under {MAX_PATTERN} characters")
         try:
             re.compile(v)
-        except re.error as e:
-            raise InputError(source, f"{what} has a bad regex {v!r} ({e})",
+        except (re.error, RecursionError, OverflowError, ValueError) as e:
+            raise InputError(source, f"{what} has a bad regex {v[:60]!r} ({e})",
                              "fix the pattern") from None
     return tuple(value)
 
@@ -162,13 +225,20 @@ def template_from_dict(data: Any, name: str = "template") -> WorkflowTemplate:
                          "see the template format in the README")
     stages: list[Stage] = []
     for sname, raw in data.items():
+        why = check_name(sname)
+        if why:
+            raise InputError(name, f"stage name {sname!r} {why}",
+                             f"name stages with 1 to {MAX_NAME} printable characters")
         if not isinstance(raw, dict):
             raise InputError(name, f"stage {sname!r} is {type(raw).__name__}, not an object",
                              "describe each stage as an object")
         level = _need(raw, "stage_order", sname, name)
-        if isinstance(level, bool) or not isinstance(level, int | float):
-            raise InputError(name, f"stage {sname!r}: stage_order={level!r} is not a number",
-                             "give the stage's level as a number")
+        if isinstance(level, bool) or not isinstance(level, int | float) \
+                or not -MAX_LEVEL <= level <= MAX_LEVEL:
+            raise InputError(name, f"stage {sname!r}: stage_order={str(level)[:40]} is not "
+                             "a finite number in range",
+                             f"give the stage's level as a number from {-MAX_LEVEL:g} to "
+                             f"{MAX_LEVEL:g}")
         num_tasks = _as_int(_need(raw, "num_tasks", sname, name), "num_tasks", sname, name)
         parallelism = _as_int(raw.get("parallelism", num_tasks), "parallelism", sname, name)
         preds_raw = raw.get("predecessors", {})
@@ -185,18 +255,9 @@ def template_from_dict(data: Any, name: str = "template") -> WorkflowTemplate:
 
 
 def read_template_json(path: str | Path) -> Any:
-    """The parsed JSON of a template file, with one-line errors."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(str(p), f"cannot read the template ({e.strerror})",
-                         "check the path") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(str(p), f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg})",
-                         "fix the JSON syntax") from None
+    """The parsed JSON of a template file, with one-line errors (size, encoding,
+    depth and non-finite numbers bounded: see :mod:`qos_plugin.model.jsonio`)."""
+    return read_json(path, "template")
 
 
 def load_template(path: str | Path) -> WorkflowTemplate:

@@ -40,6 +40,7 @@ ROWS = [
     ("stage_in-B", "B", "pfs", 0, "pfs", 1, 0.0, 4.0),
     ("stage_in-B", "B", "pfs-nvme", 4, "nvme", 1, 2.0, 1.0),
     ("stage_in-C", "C", "pfs-nvme", 4, "nvme", 2, 1.25, 0.1),
+    ("stage_in-D", "D", "pfs-nvme", 4, "nvme", 1, 0.7, 0.1),
     ("stage_in-E", "E", "pfs-nvme", 2, "nvme", 1, 0.8, 0.1),
     # direct edges: producer writes, consumer reads, on one tier
     ("A", "C", "pfs", 2, "pfs", 2, 1.0, 2.0),
