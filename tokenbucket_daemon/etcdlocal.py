@@ -49,7 +49,7 @@ def _openssl(*args: str) -> None:
         raise EtcdError(f"openssl {args[0]} failed: {p.stderr.strip()}")
 
 
-def _issue(pki: Path, stem: str, cn: str, server: bool) -> None:
+def issue(pki: Path, stem: str, cn: str, server: bool) -> None:
     """A key and a certificate signed by the CA in ``pki`` (keys mode 0600)."""
     key, csr, crt = pki / f"{stem}.key", pki / f"{stem}.csr", pki / f"{stem}.pem"
     _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
@@ -113,9 +113,9 @@ class EtcdCluster:
                  "-nodes", "-keyout", str(self.pki / "ca.key"), "-out",
                  str(self.pki / "ca.pem"), "-days", "3650", "-subj", "/CN=qos etcd CA")
         for i in range(self.n):
-            _issue(self.pki, f"member{i}", f"member{i}", server=True)
+            issue(self.pki, f"member{i}", f"member{i}", server=True)
         for user in ("root", DAEMON_USER):
-            _issue(self.pki, user, user, server=False)
+            issue(self.pki, user, user, server=False)
 
     def _args(self, i: int) -> list[str]:
         cluster = ",".join(f"m{j}=https://127.0.0.1:{p}" for j, p in enumerate(self.peer_ports))

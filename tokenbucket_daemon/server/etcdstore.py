@@ -25,14 +25,12 @@ from dataclasses import dataclass
 import grpc
 from aetcd import rpc as etcd
 
-from tokenbucket_daemon.errors import DaemonError
+from tokenbucket_daemon.errors import Unavailable
 from tokenbucket_daemon.server.config import EtcdConfig
 
 
-class StoreUnavailable(DaemonError):
+class StoreUnavailable(Unavailable):
     """The group's policy store (etcd) cannot take a change now."""
-
-    code = "UNAVAILABLE"
 
 
 class WatchLost(Exception):
@@ -112,9 +110,17 @@ class EtcdClient:
                                             kv.mod_revision) for kv in r.kvs]
 
     async def put(self, key: str, value: str) -> int:
-        """Write ``key``; the revision of the write."""
-        r = await self._kv.Put(etcd.PutRequest(key=key.encode(), value=value.encode()),
-                               timeout=self.cfg.timeout)
+        """Write ``key``; the revision of the write. Tried twice: a member that hangs
+        keeps its place in the rotation until its pings time out, and writing the same
+        value again is harmless."""
+        req = etcd.PutRequest(key=key.encode(), value=value.encode())
+        try:
+            r = await self._kv.Put(req, timeout=self.cfg.timeout)
+        except grpc.aio.AioRpcError as e:
+            if e.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+            r = await self._kv.Put(req, timeout=self.cfg.timeout)
         return int(r.header.revision)
 
     async def delete(self, key: str, prefix: bool = False) -> tuple[int, int]:
