@@ -26,6 +26,7 @@ MAX_JSON_BYTES = 64 * MiB
 MAX_JSON_DEPTH = 32
 # JSON integers: a count, a size in bytes or an id; 19 digits hold 2**63.
 MAX_INT_DIGITS = 19
+_CONTAINERS = frozenset({dict, list})
 
 
 def size_text(n: float) -> str:
@@ -96,10 +97,12 @@ def _line_of(text: str, literal: str) -> int:
     return text.count("\n", 0, m.start()) + 1 if m else 1
 
 
-def parse_json(text: str, source: str, what: str, *,
-               max_depth: int = MAX_JSON_DEPTH) -> Any:
+def parse_json(text: str, source: str, what: str, *, max_depth: int = MAX_JSON_DEPTH,
+               syntax: str = "not valid JSON at line {line} column {column} ({msg})",
+               hint: str = "fix the JSON syntax") -> Any:
     """The parsed ``text``: strict JSON without ``NaN``/``Infinity``, finite floats,
-    integers of at most 19 digits, nested at most ``max_depth`` deep."""
+    integers of at most 19 digits, nested at most ``max_depth`` deep. ``syntax``
+    and ``hint`` word a syntax error (``{line}``, ``{column}``, ``{msg}``)."""
     try:
         doc = json.loads(text, parse_constant=_constant, parse_float=_float,
                          parse_int=_int)
@@ -108,8 +111,8 @@ def parse_json(text: str, source: str, what: str, *,
                          f"the {what} has {e.literal} that {e.why}",
                          "write every number as a finite decimal") from None
     except json.JSONDecodeError as e:
-        raise InputError(source, f"not valid JSON at line {e.lineno} column {e.colno} "
-                         f"({e.msg})", "fix the JSON syntax") from None
+        raise InputError(source, syntax.format(line=e.lineno, column=e.colno, msg=e.msg),
+                         hint) from None
     except RecursionError:
         raise InputError(source, f"the {what} is nested deeper than {max_depth} levels",
                          "no planner file nests that deep; check the file") from None
@@ -141,6 +144,10 @@ def json_depth(doc: Any, limit: int) -> int:
             deepest = depth
             if deepest > limit:
                 return deepest
+        # The types of a long column are collected in C; only a container of
+        # containers is walked element by element.
+        if _CONTAINERS.isdisjoint(set(map(type, children))):
+            continue
         stack.extend((c, depth) for c in children if isinstance(c, dict | list))
     return deepest
 

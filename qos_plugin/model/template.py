@@ -202,11 +202,12 @@ def _as_int(value: Any, key: str, stage: str, source: str) -> int:
     return int(value)
 
 
-def _patterns(value: Any, what: str, source: str) -> tuple[str, ...]:
+def _patterns(value: Any, what: str, source: str, compile_them: bool = True
+              ) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InputError(source, f"{what} is {str(value)[:60]!r}",
                          "give a list of regex strings")
-    for v in value:
+    for v in value if compile_them else ():
         if len(v) > MAX_PATTERN:
             raise InputError(source, f"{what} has a pattern of {len(v)} characters",
                              f"keep file patterns under {MAX_PATTERN} characters")
@@ -218,8 +219,13 @@ def _patterns(value: Any, what: str, source: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def template_from_dict(data: Any, name: str = "template") -> WorkflowTemplate:
-    """Build and validate a template from the parsed QoSFlow JSON object."""
+def template_from_dict(data: Any, name: str = "template", *, patterns: bool = True
+                       ) -> WorkflowTemplate:
+    """Build and validate a template from the parsed QoSFlow JSON object.
+
+    ``patterns=False`` checks file patterns are strings without compiling them:
+    a trained model's workflow is checked at every query, which never matches files.
+    """
     if not isinstance(data, dict) or not data:
         raise InputError(name, "expected a JSON object of stages",
                          "see the template format in the README")
@@ -248,8 +254,8 @@ def template_from_dict(data: Any, name: str = "template") -> WorkflowTemplate:
         preds: dict[str, tuple[str, ...]] = {}
         for p, spec in preds_raw.items():
             inputs = spec.get("inputs", []) if isinstance(spec, dict) else spec
-            preds[p] = _patterns(inputs, f"inputs of {sname!r} from {p!r}", name)
-        outputs = _patterns(raw.get("outputs", []), f"outputs of {sname!r}", name)
+            preds[p] = _patterns(inputs, f"inputs of {sname!r} from {p!r}", name, patterns)
+        outputs = _patterns(raw.get("outputs", []), f"outputs of {sname!r}", name, patterns)
         stages.append(Stage(sname, float(level), num_tasks, parallelism, preds, outputs))
     return WorkflowTemplate(name, tuple(stages))
 

@@ -26,7 +26,8 @@ from qos_plugin.planner.trained import TrainedModel, read_model
 ENV_REGISTRY = "QOS_PLAN_REGISTRY"
 ENV_CONFIG = "QOS_PLAN_CONFIG"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_VERSION_FILE = re.compile(r"v(\d+)\.json")
+# ASCII digits, no leading zero: v01.json would be a second file of version 1.
+_VERSION_FILE = re.compile(r"v([1-9][0-9]{0,8})\.json")
 
 
 def config_files(env: Mapping[str, str]) -> list[Path]:
@@ -43,19 +44,23 @@ def default_registry(env: Mapping[str, str] | None = None) -> Path:
     for f in config_files(env):
         if f.is_file():
             try:
-                conf = tomllib.loads(f.read_text())
-            except (OSError, tomllib.TOMLDecodeError) as e:
+                conf = tomllib.loads(f.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
                 raise InputError(str(f), f"unreadable config ({e})",
                                  "fix the file or set QOS_PLAN_REGISTRY") from None
             if "registry" in conf:
-                return Path(str(conf["registry"])).expanduser()
+                where = conf["registry"]
+                if not isinstance(where, str) or not where or "\0" in where:
+                    raise InputError(str(f), f"registry = {str(where)[:40]!r} is not a path",
+                                     'write registry = "/path/to/models"')
+                return Path(where).expanduser()
     home = Path(env.get("HOME", "~")).expanduser()
     return Path(env.get("XDG_DATA_HOME") or home / ".local" / "share") / "qos-plugin" / "models"
 
 
 def check_name(name: str) -> str:
     if not NAME.fullmatch(name):
-        raise InputError("model name", f"{name!r} is not a valid name",
+        raise InputError("model name", f"{name[:80]!r} is not a valid name",
                          "use letters, digits, '.', '_' or '-' (up to 64, starting with a "
                          "letter or digit)")
     return name
@@ -112,8 +117,9 @@ class Registry:
             # NAME@1 and NAME@v1 both name version 1, as the file v1.json and the
             # placement's QOS_WORKFLOW (name@1) do; ASCII digits only.
             digits = ver[1:] if ver[:1] in ("v", "V") else ver
-            if not (digits.isascii() and digits.isdigit()) or int(digits) not in have:
-                raise InputError(f"model {ref!r}", f"no version {ver!r}",
+            if not (digits.isascii() and digits.isdigit() and len(digits) <= 9) \
+                    or int(digits) not in have:
+                raise InputError(f"model {ref[:80]!r}", f"no version {ver[:20]!r}",
                                  f"versions of {name}: {', '.join(map(str, have))}")
             return self.root / name / f"v{int(digits)}.json"
         return self.root / name / f"v{have[-1]}.json"

@@ -33,7 +33,7 @@ every sbatch, and importing numpy alone takes longer than its whole budget.
 from __future__ import annotations
 
 import base64
-import json
+import math
 import sys
 from array import array
 from collections.abc import Sequence
@@ -42,12 +42,27 @@ from pathlib import Path
 from typing import Any, overload
 
 from qos_plugin.errors import InputError
+from qos_plugin.model.jsonio import MiB, decode_utf8, parse_json, read_bounded
+from qos_plugin.model.limits import (
+    MAX_LEVEL,
+    MAX_MIB,
+    MAX_NAME,
+    MAX_NODES,
+    MAX_SECONDS,
+    check_name,
+)
+from qos_plugin.model.template import template_from_dict
 
 MODEL_FORMAT = "qos-model/2"
 READABLE = ("qos-model/1", MODEL_FORMAT)
 RETRAIN = "retrain it with 'qos-plan train'"
 DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _SIZES = {"d": 8, "B": 1, "H": 2, "I": 4, "Q": 8}
+# A model of 114,568 placements is 5.7 MB (~50 bytes a placement); this holds
+# ~10 M placements, more than training can fit regions to on one machine.
+MAX_MODEL_BYTES = 512 * MiB
+MAX_ROWS = 100_000_000
+VOLUME_KEYS = ("read_mib", "write_mib", "in_files_mib", "out_files_mib")
 
 
 def pack(values: Sequence[float] | Sequence[int], code: str | None = None) -> dict[str, str]:
@@ -202,17 +217,49 @@ class TrainedModel:
         }
 
 
+def _ints(values: Any, what: str, lo: int, hi: int) -> list[int]:
+    """A JSON list of whole numbers within [lo, hi] (format 1 columns)."""
+    if not isinstance(values, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"{what} is not a list of whole numbers")
+    if values and not (lo <= min(values) and max(values) <= hi):
+        raise ValueError(f"{what} has values outside {lo} to {hi}")
+    return values
+
+
+def _times(values: Any, what: str) -> list[float]:
+    """A JSON list of times in seconds: finite numbers from 0 to MAX_SECONDS."""
+    if not isinstance(values, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"{what} is not a list of numbers")
+    out = [float(v) for v in values]
+    _check_times(out, what)
+    return out
+
+
+def _check_times(values: Sequence[float], what: str) -> None:
+    # One pass in C: a NaN or an infinity makes the sum non-finite, and min/max
+    # are then exact (this runs at every query, on every row of the model).
+    if values and not (math.isfinite(sum(values)) and min(values) >= 0.0
+                       and max(values) <= MAX_SECONDS):
+        raise ValueError(f"{what} holds a time that is negative, NaN, infinite or over "
+                         f"{MAX_SECONDS:g} s")
+
+
 def _rows_v1(rows: dict[str, Any], levels: int) -> dict[str, Any]:
-    return {"nodes": [int(v) for v in rows["nodes"]],
-            "total": [float(v) for v in rows["total"]],
-            "region": [int(v) for v in rows["region"]],
-            "path": [int(v) for v in rows["path"]],
-            "placement": Placements.of([[int(v) for v in p] for p in rows["placement"]]),
-            "phases": Phases.of([[float(v) for v in p] for p in rows["phases"]], levels)}
+    return {"nodes": _ints(rows["nodes"], "rows.nodes", 1, MAX_NODES),
+            "total": _times(rows["total"], "rows.total"),
+            "region": _ints(rows["region"], "rows.region", 0, 2**31),
+            "path": _ints(rows["path"], "rows.path", 0, 2**31),
+            "placement": Placements.of([_ints(p, "rows.placement", 0, len(DIGITS) - 1)
+                                        for p in rows["placement"]]),
+            "phases": Phases.of([_times(p, "rows.phases") for p in rows["phases"]], levels)}
 
 
 def _rows_v2(rows: dict[str, Any], tables: Any) -> dict[str, Any]:
-    n = int(rows["count"])
+    n = rows["count"]
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_ROWS:
+        raise ValueError(f"rows.count is {str(n)[:20]}")
     codes = rows["placement"]
     if not isinstance(codes, list) or set(map(type, codes)) - {str}:
         raise TypeError("rows.placement is not a list of strings")
@@ -221,40 +268,134 @@ def _rows_v2(rows: dict[str, Any], tables: Any) -> dict[str, Any]:
     out: dict[str, Any] = {k: unpack(rows[k], n) for k in ("nodes", "total", "region", "path")}
     if out["total"].typecode != "d":
         raise ValueError("rows.total is not float64")
+    for k in ("nodes", "region", "path"):
+        if out[k].typecode == "d":
+            raise ValueError(f"rows.{k} is not a column of whole numbers")
+    _check_times(out["total"], "rows.total")
+    if not isinstance(tables, list) or not all(isinstance(level, list) for level in tables):
+        raise TypeError("phases is not a list of tables")
     out["placement"] = Placements(codes)
-    out["phases"] = Phases([[[float(v) for v in t] for t in level] for level in tables],
+    out["phases"] = Phases([[_times(t, "phases") for t in level] for level in tables],
                            [unpack(c, n) for c in rows["phases"]])
     return out
 
 
+def _text(value: Any, what: str, longest: int = 256) -> str:
+    if not isinstance(value, str) or len(value) > longest:
+        raise TypeError(f"{what} is not a string of at most {longest} characters")
+    return value
+
+
+def _names(values: Any, what: str) -> list[str]:
+    if not isinstance(values, list) or not values:
+        raise TypeError(f"{what} is not a non-empty list")
+    for v in values:
+        why = check_name(v)
+        if why:
+            raise ValueError(f"{what}: {str(v)[:40]!r} {why}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} names one twice")
+    return list(values)
+
+
+def _number(value: Any, what: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not lo <= value <= hi:                    # refuses NaN too
+        raise ValueError(f"{what} is {str(value)[:40]}, not a number from {lo:g} to {hi:g}")
+    return float(value)
+
+
+def _whole(value: Any, what: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{what} is {str(value)[:40]}, not a whole number from {lo} to {hi}")
+    return value
+
+
+def _region(r: Any) -> RegionInfo:
+    if not isinstance(r, dict):
+        raise TypeError("a region is not an object")
+    rule = r["rule"]
+    if not isinstance(rule, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in rule.items()):
+        raise TypeError("a region's rule is not an object of strings")
+    crit, flex = r["critical"], r["flexible"]
+    for what, names in (("critical", crit), ("flexible", flex)):
+        if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
+            raise TypeError(f"a region's {what} stages are not a list of names")
+    return RegionInfo(_whole(r["id"], "a region id", 0, 2**31), dict(rule), list(crit),
+                      list(flex), _number(r["median"], "a region median", 0, MAX_SECONDS),
+                      _number(r["min"], "a region minimum", 0, MAX_SECONDS),
+                      _number(r["max"], "a region maximum", 0, MAX_SECONDS),
+                      _whole(r["size"], "a region size", 0, MAX_ROWS))
+
+
+def _volumes(doc: Any, stages: list[str]) -> dict[str, dict[str, float]] | None:
+    """I/O volumes per stage (MiB) as the bandwidth figures read them, or None."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or set(stages) - set(doc):
+        raise TypeError("volumes is not an object with every stage")
+    out: dict[str, dict[str, float]] = {}
+    for s in stages:
+        v = doc[s]
+        if not isinstance(v, dict) or not {"read_mib", "write_mib"} <= set(v):
+            raise TypeError(f"volumes of {s!r} lack read_mib or write_mib")
+        out[s] = {k: _number(x, f"volumes.{s}.{k}", 0, MAX_MIB) for k, x in v.items()
+                  if k in VOLUME_KEYS}
+    return out
+
+
 def model_from_json(doc: Any, source: str) -> TrainedModel:
-    """A TrainedModel from a parsed document; InputError when it is not one."""
+    """A TrainedModel from a parsed document; InputError when it is not one.
+
+    Every field is type-checked and bounded (times finite and non-negative, node
+    counts positive, names printable, the workflow a valid template of the
+    model's stages): a damaged or tampered model is refused here, in one line,
+    rather than answering a query with a prediction no run can meet.
+    """
     if not isinstance(doc, dict) or "format" not in doc:
         raise InputError(source, "is not a qos-plan model (no 'format')", RETRAIN)
     if doc["format"] not in READABLE:
-        raise InputError(source, f"model format {doc['format']!r}, this qos-plan reads "
-                         f"{' and '.join(map(repr, READABLE))}",
+        raise InputError(source, f"model format {str(doc['format'])[:40]!r}, this qos-plan "
+                         f"reads {' and '.join(map(repr, READABLE))}",
                          RETRAIN + " or use a matching qos-plan")
     try:
-        levels = [float(v) for v in doc["levels"]]
+        levels = [_number(v, "levels", -MAX_LEVEL, MAX_LEVEL) for v in doc["levels"]]
         rows = (_rows_v1(doc["rows"], len(levels)) if doc["format"] == "qos-model/1"
                 else _rows_v2(doc["rows"], doc["phases"]))
+        tiers = doc["tiers"]
+        if not isinstance(tiers, list) or not all(isinstance(t, dict) for t in tiers):
+            raise TypeError("tiers is not a list of objects")
+        stages = _names(doc["stages"], "stages")
+        stage_levels = doc["stage_levels"]
+        if not isinstance(stage_levels, dict):
+            raise TypeError("stage_levels is not an object")
+        provenance, workflow = doc["provenance"], doc["workflow"]
+        if not isinstance(provenance, dict) or not isinstance(workflow, dict):
+            raise TypeError("provenance or workflow is not an object")
+        paths = doc["paths"]
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise TypeError("paths is not a list of strings")
+        regions = [_region(r) for r in doc["regions"]]
         m = TrainedModel(
-            name=str(doc["name"]), version=int(doc["version"]), created=str(doc["created"]),
-            provenance=dict(doc["provenance"]), workflow=dict(doc["workflow"]),
-            tier_names=[str(t["name"]) for t in doc["tiers"]],
-            tier_kinds=[str(t["kind"]) for t in doc["tiers"]],
-            stages=[str(s) for s in doc["stages"]], levels=levels,
-            stage_levels={str(k): float(v) for k, v in doc["stage_levels"].items()},
-            volumes=doc["volumes"], paths=[str(p) for p in doc["paths"]],
-            regions={int(r["id"]): RegionInfo(
-                int(r["id"]), dict(r["rule"]), list(r["critical"]), list(r["flexible"]),
-                float(r["median"]), float(r["min"]), float(r["max"]), int(r["size"]))
-                for r in doc["regions"]},
+            name=_text(doc["name"], "name", 64),
+            version=_whole(doc["version"], "version", 1, 10**9),
+            created=_text(doc["created"], "created", 64),
+            provenance=dict(provenance), workflow=dict(workflow),
+            tier_names=_names([t.get("name") for t in tiers], "tier names"),
+            tier_kinds=[_text(t.get("kind"), "a tier kind", 16) for t in tiers],
+            stages=stages, levels=levels,
+            stage_levels={_text(k, "a stage", MAX_NAME): _number(v, "a stage level",
+                                                                  -MAX_LEVEL, MAX_LEVEL)
+                          for k, v in stage_levels.items()},
+            volumes=_volumes(doc["volumes"], stages), paths=list(paths),
+            regions={r.id: r for r in regions},
             **rows)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise InputError(source, f"model is incomplete or damaged ({type(e).__name__}: {e})",
-                         RETRAIN) from None
+        if len(m.regions) != len(regions):
+            raise ValueError("two regions share an id")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise InputError(source, f"model is incomplete or damaged ({type(e).__name__}: "
+                         f"{str(e)[:160]})", RETRAIN) from None
     _check(m, source)
     return m
 
@@ -268,10 +409,12 @@ def _check(m: TrainedModel, source: str) -> None:
                       ("placement", m.placement), ("phases", m.phases)):
         if len(col) != R:
             problems.append(f"rows.{name} has {len(col)} values, not {R}")
+    if T > len(DIGITS):
+        problems.append(f"{T} tiers, more than {len(DIGITS)}")
     codes = m.placement.codes
     if set(map(len, codes)) - {S} or set("".join(codes)) - set(DIGITS[:T]):
-        problems.append(f"rows.placement is not {S} tier digits below {DIGITS[T - 1]!r} "
-                        "per row")
+        problems.append(f"rows.placement is not {S} tier digits below "
+                        f"{DIGITS[min(T, len(DIGITS)) - 1]!r} per row")
     tables = m.phases.tables
     if (len(tables) != L or len(m.phases.triple) != L
             or any(len(t) != 3 for level in tables for t in level)
@@ -284,12 +427,33 @@ def _check(m: TrainedModel, source: str) -> None:
         problems.append("rows.path points past the path list")
     if not set(m.region) <= set(m.regions):
         problems.append("rows.region names a region that does not exist")
-    if R and min(m.nodes) < 1:
-        problems.append("rows.nodes are not all positive")
+    if R and not (1 <= min(m.nodes) and max(m.nodes) <= MAX_NODES):
+        problems.append(f"rows.nodes are not all from 1 to {MAX_NODES:,}")
     if set(m.tier_kinds) - {"shared", "node-local"}:
         problems.append(f"tier kinds {sorted(set(m.tier_kinds))}")
+    elif "shared" not in m.tier_kinds:
+        problems.append("no shared tier")
+    if set(m.stage_levels) != set(m.stages):
+        problems.append("stage_levels does not give every stage (and only them) a level")
+    elif m.levels != sorted(set(m.stage_levels.values())):
+        problems.append("levels are not the stages' distinct levels in order")
+    problems += _workflow_problems(m, source)
     if problems:
         raise InputError(source, "model is inconsistent: " + "; ".join(problems), RETRAIN)
+
+
+def _workflow_problems(m: TrainedModel, source: str) -> list[str]:
+    """The stored workflow must be a valid template of the model's stages (the
+    bandwidth figures walk its predecessors)."""
+    try:
+        wf = template_from_dict(m.workflow, f"{source}: workflow", patterns=False)
+    except InputError as e:
+        return [f"its workflow is not a valid template ({e.detail})"]
+    if sorted(wf.stage_names) != sorted(m.stages):
+        return ["its workflow's stages are not the model's"]
+    if any(wf[s].level != m.stage_levels.get(s) for s in m.stages):
+        return ["its workflow's levels are not the model's"]
+    return []
 
 
 def _signed(col: Sequence[int]) -> bool:
@@ -299,13 +463,9 @@ def _signed(col: Sequence[int]) -> bool:
 
 def read_model(path: str | Path) -> TrainedModel:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(str(p), f"cannot read model ({e.strerror})", RETRAIN) from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(str(p), f"model file is corrupt (JSON error at line {e.lineno}, "
-                         f"column {e.colno})", RETRAIN) from None
+    data = read_bounded(p, "model", MAX_MODEL_BYTES)
+    text = decode_utf8(data, str(p), "model")
+    doc = parse_json(text, str(p), "model",
+                     syntax="model file is corrupt (JSON error at line {line}, column {column})",
+                     hint=RETRAIN)
     return model_from_json(doc, str(p))
