@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenbucket_daemon.local import free_ports
+
 ETCD = "etcd"
 ETCDCTL = "etcdctl"
 PREFIX = "/qos/v1/"            # the policy keys live under it (server/etcdstore.py)
@@ -77,10 +79,11 @@ class EtcdCluster:
         self.pki, self.run, self.logs = self.base / "pki", self.base / "run", self.base / "log"
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         info = self.base / "cluster.json"
-        if info.exists():
+        ports: list[int]
+        if info.exists():      # started before: the same members on the same ports
             ports = json.loads(info.read_text())["ports"]
+            self.n = len(ports) // 2
         else:
-            from tokenbucket_daemon.local import free_ports
             ports = free_ports(2 * members)
         self.client_ports = ports[:members]
         self.peer_ports = ports[members:]

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from qos_plugin.slurm.nodes import Node, NodeSpec
+from tokenbucket_daemon.etcdlocal import EtcdCluster
 from tokenbucket_daemon.local import free_ports
 from tokenbucket_daemon.pki import Authority, Issued
 from tokenbucket_daemon.tls import Tls, env_of
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = Path("/tmp/qos-local")
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "libslurm-dev", "gcc",
-            "libc6-dev")
+            "libc6-dev", "etcd-server", "etcd-client")
 # The example workflow's tiers: (name, kind, nominal read/write MiB/s, contention).
 TIERS = (("pfs", "shared", 100.0, 80.0, 0.5), ("ram", "node-local", 2000.0, 1500.0, 0.3),
          ("ssd", "node-local", 500.0, 300.0, 0.4))
@@ -95,7 +96,8 @@ def _pids(run: Path) -> dict[str, int]:
 
 def missing_packages() -> list[str]:
     need = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client",
-            "munged": "munge", "gcc": "gcc"}
+            "munged": "munge", "gcc": "gcc", "etcd": "etcd-server",
+            "etcdctl": "etcd-client"}
     out = [pkg for cmd, pkg in need.items() if shutil.which(cmd) is None]
     if not Path("/usr/include/slurm/spank.h").exists():
         out.append("libslurm-dev")
@@ -311,7 +313,9 @@ class LocalCluster:
 
     def _start_daemons(self, addrs: list[str]) -> None:
         """The shared tier's daemons, all serving its one store (a parallel file
-        system's servers, files striped over them by qosfs)."""
+        system's servers, files striped over them by qosfs). They share their policies
+        through a local etcd member (tokenbucket_daemon/etcdlocal.py, under etcd/)."""
+        etcd = EtcdCluster(self.root / "etcd").start()
         for i, addr in enumerate(addrs):
             tiers = {n: self.store_path(n) for n, k, *_ in TIERS if k == "shared"}
             peers = ", ".join(f'"{a}"' for a in addrs if a != addr)
@@ -322,7 +326,8 @@ class LocalCluster:
                 f'daemon_id = "d{i}"\nlisten = "{addr}"\nstate_dir = "{state}"\n'
                 f'admin_token_file = "{self.etc / "admin.token"}"\npeers = [{peers}]\n'
                 + self._tls_toml(f"daemon-d{i}")
-                + "[tiers]\n" + "".join(f'{n} = "{p}"\n' for n, p in tiers.items()))
+                + "[tiers]\n" + "".join(f'{n} = "{p}"\n' for n, p in tiers.items())
+                + etcd.daemon_config())
             self.start_daemon(i, wait=False)
         for i in range(len(addrs)):
             self.wait_daemon(i)
@@ -624,6 +629,9 @@ EpilogSlurmctld={self.bin / 'qos-epilog'}
             if kind == "shared" and os.path.ismount(self.tier_path(name)):
                 subprocess.run(["umount", "-l", str(self.tier_path(name))], capture_output=True)
         stop(sorted(k for k in pids if k.startswith("tokenbucketd")))
+        if (self.root / "etcd" / "cluster.json").exists():
+            EtcdCluster(self.root / "etcd").stop()
+            stopped.append("etcd")
         stop(["munged"])
         if purge:
             shutil.rmtree(self.root, ignore_errors=True)
