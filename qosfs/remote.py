@@ -152,9 +152,17 @@ class TierClient:
                          pb.RmdirRequest(tag=self._tag(who), tier=self.tier, path=path))
 
     async def readdir(self, d: int, path: str, who: Identity | None) -> list[pb.DirEntry]:
-        r = await self._meta(d, f"readdir {path!r}", "Readdir",
-                             pb.ReaddirRequest(tag=self._tag(who), tier=self.tier, path=path))
-        return list(r.entries)
+        """Every entry, page after page (one reply holds about 1 MiB of them)."""
+        out: list[pb.DirEntry] = []
+        token = ""
+        while True:
+            r = await self._meta(d, f"readdir {path!r}", "Readdir",
+                                 pb.ReaddirRequest(tag=self._tag(who), tier=self.tier,
+                                                   path=path, page_token=token))
+            out += r.entries
+            token = r.next_page_token
+            if not token:
+                return out
 
     async def rename(self, d: int, src: str, dst: str, who: Identity | None) -> None:
         await self._meta(d, f"rename {src!r} to {dst!r}", "Rename",

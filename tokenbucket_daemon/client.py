@@ -111,8 +111,16 @@ class DataClient:
                                         parents=parents))
 
     def readdir(self, tier: str, path: str = "") -> list[tuple[str, bool, int]]:
-        r = self.stub.Readdir(pb.ReaddirRequest(tag=self._pbtag(), tier=tier, path=path))
-        return [(e.name, e.is_dir, e.size) for e in r.entries]
+        """Every entry as (name, is_dir, size), page after page."""
+        out: list[tuple[str, bool, int]] = []
+        token = ""
+        while True:
+            r = self.stub.Readdir(pb.ReaddirRequest(tag=self._pbtag(), tier=tier, path=path,
+                                                    page_token=token))
+            out += [(e.name, e.is_dir, e.size) for e in r.entries]
+            token = r.next_page_token
+            if not token:
+                return out
 
     def unlink(self, tier: str, path: str) -> None:
         self.stub.Unlink(pb.UnlinkRequest(tag=self._pbtag(), tier=tier, path=path))

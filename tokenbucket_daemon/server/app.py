@@ -23,6 +23,7 @@ from tokenbucket_daemon.server.backend import TierBackend
 from tokenbucket_daemon.server.config import DaemonConfig, load_config
 from tokenbucket_daemon.server.etcdstore import EtcdClient
 from tokenbucket_daemon.server.gate import Gate
+from tokenbucket_daemon.server.interceptors import daemon_interceptors
 from tokenbucket_daemon.server.metrics import start_metrics
 from tokenbucket_daemon.server.peer import PeerService, Splitter
 from tokenbucket_daemon.server.replication import PolicySync
@@ -60,6 +61,7 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     # Without TLS (insecure = true, said in so many words) there is no certificate to
     # read roles from: every caller may do everything, as a lone test daemon allows.
     interceptors = [RoleInterceptor()] if tls else []
+    interceptors += daemon_interceptors(node, cfg.limits)   # errors -> statuses; health
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit)],
                              interceptors=interceptors)

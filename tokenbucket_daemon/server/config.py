@@ -41,6 +41,17 @@ default_burst = 1048576
 max_request = 67108864
 idle_evict = 60.0
 timer_slack = 0.01                  # a throttled request waits at least this (0..0.1 s)
+min_charge = 4096                   # tokens a read or write message costs at least
+max_classes = 4096                  # live (job, tier) classes; idle ones evicted first
+
+[limits]                            # what callers may hold (server/limits.py)
+max_streams = 0                     # Write/Read streams open in all; 0 = from the fd limit
+max_streams_per_client = 256        # ... from one client host
+fd_reserve = 256                    # descriptors kept for admin calls; below, data calls
+                                    # are RESOURCE_EXHAUSTED and health NOT_SERVING
+stream_idle_seconds = 30.0          # a stream silent this long is ended, its file closed
+io_stall_seconds = 30.0             # every I/O thread in one call this long: NOT_SERVING
+max_path_depth = 256                # directories deep, symlinks followed included
 ```
 """
 
@@ -55,6 +66,7 @@ from typing import Any
 
 from tokenbucket_daemon.core.scheduler import SchedulerConfig
 from tokenbucket_daemon.errors import InvalidArgument
+from tokenbucket_daemon.server.limits import Limits
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,7 @@ class DaemonConfig:
     etcd: EtcdConfig | None = None      # the group's policy store; None: SQLite alone
     tls: tuple[Path, Path, Path] | None = None     # (ca, cert, key)
     insecure: bool = False
+    limits: Limits = field(default_factory=Limits)
 
     def admin_token(self) -> str | None:
         """The admin credential, from a file only its owner may read."""
@@ -175,7 +188,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
                      source: str = "config") -> DaemonConfig:
     known = {"daemon_id", "listen", "state_dir", "admin_token_file", "metrics_port", "peers",
              "qos", "tiers", "scheduler", "peer_interval", "inline_memory_tiers", "tls",
-             "insecure", "etcd"}
+             "insecure", "etcd", "limits"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidArgument(f"{source}: unknown key", unknown[0],
@@ -217,6 +230,16 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
             raise InvalidArgument(f"{source}: {key} must be true or false", raw[key],
                                   f"write {key} = true (no quotes)")
     tls = _tls(raw.get("tls"), raw.get("insecure", False), base, source)
+    limits_raw = raw.get("limits", {})
+    if not isinstance(limits_raw, dict):
+        raise InvalidArgument(f"{source}: limits must be a table", limits_raw,
+                              "write a [limits] section")
+    try:
+        limits = Limits(**limits_raw)
+    except TypeError as e:
+        raise InvalidArgument(f"{source}: bad [limits] key", str(e),
+                              "see the example in tokenbucket_daemon/server/config.py") \
+            from None
     tok = raw.get("admin_token_file")
     cfg = DaemonConfig(
         tiers=resolved, state_dir=(base / str(raw["state_dir"])).resolve(),
@@ -228,6 +251,6 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
         peer_interval=float(interval),
         inline_memory_tiers=raw.get("inline_memory_tiers", True),
         tls=tls, insecure=raw.get("insecure", False),
-        etcd=_etcd(raw.get("etcd"), base, source))
+        etcd=_etcd(raw.get("etcd"), base, source), limits=limits)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     return cfg

@@ -7,6 +7,10 @@ less than it did with writes inline. Here the workers collect finished calls
 and wake the loop once for all that finished meanwhile; the loop then resolves
 them in one go. Blocking calls still never run on the event loop, so a slow
 tier (a parallel file system stalling) cannot freeze the daemon.
+
+Each worker notes when its current call began, so the daemon can tell when every
+worker is stuck (:meth:`IoPool.stalled`): then it refuses work that needs them and its
+health says NOT_SERVING, instead of letting every caller time out.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -31,7 +36,10 @@ class IoPool:
         self._lock = threading.Lock()
         self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+        # When each worker's current call began (None: idle); written by that worker only.
+        self._busy_since: list[float | None] = [None] * workers
+        self._threads = [threading.Thread(target=self._work, args=(i,), name=f"{name}_{i}",
+                                          daemon=True)
                          for i in range(workers)]
         for t in self._threads:
             t.start()
@@ -43,22 +51,34 @@ class IoPool:
         self._queue.put((fn, args, fut))
         return await fut
 
+    def stalled(self, seconds: float, now: float | None = None) -> bool:
+        """True when every worker has been in its current call for ``seconds`` or more."""
+        now = time.monotonic() if now is None else now
+        return all(t is not None and now - t >= seconds for t in self._busy_since)
+
+    def oldest_call(self, now: float | None = None) -> float:
+        """Seconds the longest-running current call has run (0 when all are idle)."""
+        now = time.monotonic() if now is None else now
+        return max((now - t for t in self._busy_since if t is not None), default=0.0)
+
     def shutdown(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
         for t in self._threads:
             t.join()
 
-    def _work(self) -> None:
+    def _work(self, index: int) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
             fn, args, fut = item
+            self._busy_since[index] = time.monotonic()
             try:
                 result, exc = fn(*args), None
             except BaseException as e:      # handed to the awaiting coroutine
                 result, exc = None, e
+            self._busy_since[index] = None
             with self._lock:
                 self._done.append((fut, result, exc))
                 wake = not self._wake_pending

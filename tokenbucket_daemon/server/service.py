@@ -1,5 +1,11 @@
 """gRPC servicers: thin adapters from the wire to the gate, the backend and the
-policy table. Every DaemonError becomes its status code with a one-line message.
+policy table. They raise DaemonErrors; the server's error interceptor
+(:mod:`tokenbucket_daemon.server.interceptors`) turns each into its status code with a
+one-line message.
+
+Every data-plane call is bounded before it opens anything (:mod:`.limits`): its tag's
+fields, the streams its client has open, the descriptors left; a stream whose caller
+stops sending (or taking) is ended after ``stream_idle_seconds``.
 
 A data-plane request whose tag carries a caller has every file system call it makes run
 with the caller's file system identity (``Node.run``/``Node.io`` with ``caller``), on the
@@ -12,12 +18,11 @@ authenticated.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -25,13 +30,14 @@ import grpc
 
 from tokenbucket_daemon.caller import Caller
 from tokenbucket_daemon.convert import caller_from_pb, policy_from_pb, policy_to_pb
-from tokenbucket_daemon.core.policy import Kind, Policy, PolicyTable, Selector, Tag
+from tokenbucket_daemon.core.policy import Kind, Policy, PolicyTable, Selector, Tag, check_name
 from tokenbucket_daemon.errors import (
-    DaemonError,
+    DeadlineExceeded,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
 )
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
@@ -39,6 +45,7 @@ from tokenbucket_daemon.server.backend import TierBackend, TierWriter
 from tokenbucket_daemon.server.fsid import FsIdentity
 from tokenbucket_daemon.server.gate import Gate
 from tokenbucket_daemon.server.iopool import IoPool
+from tokenbucket_daemon.server.limits import Admission, IdleWatch, Limits
 from tokenbucket_daemon.server.replication import PolicyWriter
 from tokenbucket_daemon.tls import Tls
 
@@ -50,25 +57,15 @@ MiB = 1 << 20
 WRITE_DEPTH = 4
 
 
-async def _abort(context: grpc.aio.ServicerContext, e: DaemonError) -> None:
-    """End the call with ``e``'s status; a file system errno rides along as `qos-errno`."""
-    trailer = (("qos-errno", e.errno_name),) if e.errno_name else ()
-    await context.abort(grpc.StatusCode[e.code], str(e), trailing_metadata=trailer)
-
-
-def _status(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
-        try:
-            return await fn(self, request, context)
-        except DaemonError as e:
-            await _abort(context, e)
-            raise  # unreachable: abort raises
-    return wrapper
+# Classes GetStats sends when the request names no number, and at most.
+STATS_CLASSES = 1000
+MAX_STATS_CLASSES = 10_000
+# Readdir entries per page when the request names no number.
+READDIR_PAGE = 4096
 
 
 def _tag(t: pb.JobTag) -> Tag:
-    return Tag(t.job_id, t.user, t.account)
+    return Tag(t.job_id, t.user, t.account).checked()
 
 
 def _stat_pb(st: dict[str, int | bool]) -> pb.StatReply:
@@ -103,6 +100,28 @@ class Node:
         self.fsid = FsIdentity()          # acts as a request's caller on any thread
         self.inline: set[str] = set()     # tiers whose I/O runs on the event loop
         self.counters = {name: TierCounters() for name in tiers}
+        self.limits = Limits()
+        self.admission = Admission(self.limits)
+
+    def set_limits(self, limits: Limits) -> None:
+        """Hold this node to ``limits`` (the config's [limits]), its tiers included."""
+        self.limits = limits
+        self.admission = Admission(limits)
+        for t in self.tiers.values():
+            t.max_depth = limits.max_path_depth
+
+    def health_problem(self) -> str:
+        """Why the daemon cannot serve data now, or "" when it can: every I/O thread
+        stuck in one call for io_stall_seconds (a hung tier), or fewer descriptors free
+        than the reserve."""
+        stall = self.limits.io_stall_seconds
+        if self.pool.stalled(stall):
+            return (f"every I/O thread has been in one call for {stall:g} s or more "
+                    f"(the oldest {self.pool.oldest_call():.0f} s): a tier hangs")
+        if self.admission.fds_short():
+            return (f"{self.admission.fds.free()} file descriptors free, fewer than the "
+                    f"reserve of {self.limits.fd_reserve}")
+        return ""
 
     def tier(self, name: str) -> TierBackend:
         t = self.tiers.get(name)
@@ -111,8 +130,14 @@ class Node:
                            f"use one of {', '.join(sorted(self.tiers))}")
         return t
 
-    async def run(self, fn: Callable[..., T], *args: Any, caller: Caller | None = None) -> T:
-        """Run ``fn`` in the I/O pool, as ``caller`` (None: as the daemon)."""
+    async def run(self, fn: Callable[..., T], *args: Any, caller: Caller | None = None,
+                  refuse_when_stalled: bool = True) -> T:
+        """Run ``fn`` in the I/O pool, as ``caller`` (None: as the daemon). While every
+        I/O thread is stuck, refused at once (UNAVAILABLE) rather than queued behind them
+        until the caller times out; closing what a call opened is never refused."""
+        if refuse_when_stalled and self.pool.stalled(self.limits.io_stall_seconds):
+            raise Unavailable("every I/O thread of the daemon is stuck in a call", None,
+                              "a tier hangs; retry later or ask the storage node's operator")
         return await self.pool.run(self.fsid.run, caller, fn, *args)
 
     async def io(self, tier: str, fn: Callable[..., T], *args: Any,
@@ -134,20 +159,34 @@ class DataPlane(rpc.DataPlaneServicer):
 
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk],
                     context: grpc.aio.ServicerContext) -> pb.WriteReply:
+        with self.node.admission.stream(context.peer()):
+            return await self._write(request_iterator)
+
+    async def _write(self, request_iterator: AsyncIterator[pb.WriteChunk]) -> pb.WriteReply:
         node = self.node
         writer = None
         total = 0
         # Oldest first: a stream's writes finish in about the order they started, and
         # awaiting one future is much cheaper than asyncio.wait over all of them.
         pending: deque[asyncio.Future[int]] = deque()
+        idle = IdleWatch(node.limits.stream_idle_seconds)
+        chunks = request_iterator.__aiter__()
+        path = ""
         try:
             first = True
             tag, tier_name, sync, inline = Tag(), "", False, False
             caller: Caller | None = None
-            async for chunk in request_iterator:
+            while True:
+                idle.arm()
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    idle.disarm()
                 if first:
                     first = False
-                    tag, tier_name = _tag(chunk.tag), chunk.tier
+                    tag, tier_name, path = _tag(chunk.tag), chunk.tier, chunk.path
                     caller = caller_from_pb(chunk.tag)
                     tier = node.tier(tier_name)
                     # A memory tier writes on the loop: nothing to overlap, so in turn.
@@ -161,12 +200,21 @@ class DataPlane(rpc.DataPlaneServicer):
                     # As the caller: permissions are checked here, at the open.
                     writer = await node.run(tier.open_for_write, chunk.path, chunk.offset,
                                             caller=caller)
+                elif chunk.path or chunk.tier or chunk.offset or chunk.HasField("tag"):
+                    raise InvalidArgument("only the first chunk of a stream names the file",
+                                          chunk.path or chunk.tier or chunk.offset,
+                                          "send tag, tier, path and offset once")
                 size = len(chunk.data)
                 if size > node.max_request:
                     raise InvalidArgument(f"chunk larger than {node.max_request} bytes", size,
                                           "send chunks of 1 MiB")
                 sync = sync or chunk.fsync
-                if size:
+                if not size:
+                    # Charged all the same (the scheduler's min_charge): an empty chunk
+                    # costs the daemon a message, and a stream of them cost 5 s of CPU in
+                    # 5 s while nothing was charged.
+                    node.gate.release(await node.gate.acquire(tag, tier_name, "write", 0))
+                else:
                     assert writer is not None
                     write = self._write_one(writer, writer.claim(size), chunk.data, tag,
                                             tier_name, caller)
@@ -184,16 +232,23 @@ class DataPlane(rpc.DataPlaneServicer):
             if sync:
                 await node.run(writer.fsync, caller=caller)
             return pb.WriteReply(bytes_written=total)
-        except DaemonError as e:
-            await _abort(context, e)
+        except asyncio.CancelledError:
+            if idle.cancelled_by_me():
+                raise DeadlineExceeded(
+                    f"write stream sent nothing for {idle.seconds:g} s", path,
+                    "send the next chunk sooner, or end the stream", "ETIMEDOUT") from None
             raise
         finally:
+            idle.close()
             for f in pending:     # the stream failed: let no write outlive its descriptor
                 f.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
             if writer is not None:
-                await node.io(tier_name, writer.close)
+                if tier_name in node.inline:
+                    await node.io(tier_name, writer.close)
+                else:
+                    await node.run(writer.close, refuse_when_stalled=False)
 
     async def _write_one(self, writer: TierWriter, offset: int, data: bytes, tag: Tag,
                          tier_name: str, caller: Caller | None) -> int:
@@ -213,8 +268,9 @@ class DataPlane(rpc.DataPlaneServicer):
     async def Read(self, request: pb.ReadRequest,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ReadChunk]:
         node = self.node
-        try:
+        with node.admission.stream(context.peer()):
             tier = node.tier(request.tier)
+            tag = _tag(request.tag)
             caller = caller_from_pb(request.tag)
             chunk = request.chunk_size or MiB
             if chunk < 0 or chunk > node.max_request:
@@ -227,88 +283,87 @@ class DataPlane(rpc.DataPlaneServicer):
             end = size if request.length <= 0 else min(size, request.offset + request.length)
             reader = await node.run(tier.read_chunks, request.path, request.offset,
                                     max(0, end - request.offset), chunk, caller=caller)
-        except DaemonError as e:
-            await _abort(context, e)
-            return
-        tag, offset = _tag(request.tag), request.offset
-        it = iter(reader)
-        try:
-            while offset < end:
-                async with node.gate.admit(tag, request.tier, "read", min(chunk, end - offset)):
-                    data = await node.io(request.tier, next, it, None, caller=caller)
-                if not data:
-                    break
-                c = node.counters[request.tier]
-                c.bytes_read += len(data)
-                c.requests += 1
-                yield pb.ReadChunk(offset=offset, data=data)
-                offset += len(data)
-        except DaemonError as e:
-            await _abort(context, e)
-        finally:
-            await node.run(reader.close)
+            offset = request.offset
+            it = iter(reader)
+            # A caller that takes nothing holds the reader's descriptor: ended after as
+            # long as a silent writer (the stream is cancelled while it waits to send).
+            idle = IdleWatch(node.limits.stream_idle_seconds)
+            try:
+                while offset < end:
+                    async with node.gate.admit(tag, request.tier, "read",
+                                               min(chunk, end - offset)):
+                        data = await node.io(request.tier, next, it, None, caller=caller)
+                    if not data:
+                        break
+                    c = node.counters[request.tier]
+                    c.bytes_read += len(data)
+                    c.requests += 1
+                    idle.arm()
+                    yield pb.ReadChunk(offset=offset, data=data)
+                    idle.disarm()
+                    offset += len(data)
+            finally:
+                idle.close()
+                await node.run(reader.close, refuse_when_stalled=False)
 
     async def _meta(self, request: Any, fn: Callable[[TierBackend], T]) -> T:
         tier = self.node.tier(request.tier)
+        tag = _tag(request.tag)
         caller = caller_from_pb(request.tag)
-        async with self.node.gate.admit(_tag(request.tag), request.tier, "meta", 0):
+        # A walk holds a descriptor per directory: none is started when they are short.
+        self.node.admission.check_fds()
+        async with self.node.gate.admit(tag, request.tier, "meta", 0):
             return await self.node.run(fn, tier, caller=caller)
 
-    @_status
     async def Stat(self, request: pb.StatRequest, context: Any) -> pb.StatReply:
         return _stat_pb(await self._meta(request, lambda t: t.stat(request.path)))
 
-    @_status
     async def Create(self, request: pb.CreateRequest, context: Any) -> pb.CreateReply:
-        await self._meta(request, lambda t: t.create(request.path, request.mode or 0o644,
-                                                     request.exclusive))
-        return pb.CreateReply(created=True)
+        created = await self._meta(request, lambda t: t.create(
+            request.path, request.mode or 0o644, request.exclusive))
+        return pb.CreateReply(created=created)
 
-    @_status
     async def Unlink(self, request: pb.UnlinkRequest, context: Any) -> pb.UnlinkReply:
         await self._meta(request, lambda t: t.unlink(request.path))
         return pb.UnlinkReply()
 
-    @_status
     async def Mkdir(self, request: pb.MkdirRequest, context: Any) -> pb.MkdirReply:
         await self._meta(request, lambda t: t.mkdir(request.path, request.mode or 0o755,
                                                     request.parents))
         return pb.MkdirReply(created=True)
 
-    @_status
     async def Rmdir(self, request: pb.RmdirRequest, context: Any) -> pb.RmdirReply:
         await self._meta(request, lambda t: t.rmdir(request.path))
         return pb.RmdirReply()
 
-    @_status
     async def Readdir(self, request: pb.ReaddirRequest, context: Any) -> pb.ReaddirReply:
-        entries = await self._meta(request, lambda t: t.readdir(request.path))
+        # One page per call: 30,000 long names are more than a gRPC message holds.
+        most = min(request.max_entries or READDIR_PAGE, READDIR_PAGE)
+        entries, after = await self._meta(request, lambda t: t.readdir_page(
+            request.path, request.page_token, most))
         return pb.ReaddirReply(entries=[
             pb.DirEntry(name=e.name, is_dir=e.is_dir, size=e.size, mode=e.mode, uid=e.uid,
-                        gid=e.gid, mtime_ns=e.mtime_ns) for e in entries])
+                        gid=e.gid, mtime_ns=e.mtime_ns) for e in entries],
+            next_page_token=after)
 
-    @_status
     async def Rename(self, request: pb.RenameRequest, context: Any) -> pb.RenameReply:
         await self._meta(request, lambda t: t.rename(request.src, request.dst))
         return pb.RenameReply()
 
-    @_status
     async def Truncate(self, request: pb.TruncateRequest, context: Any) -> pb.TruncateReply:
         await self._meta(request, lambda t: t.truncate(request.path, request.size))
         return pb.TruncateReply()
 
-    @_status
     async def Fsync(self, request: pb.FsyncRequest, context: Any) -> pb.FsyncReply:
         await self._meta(request, lambda t: t.fsync(request.path))
         return pb.FsyncReply()
 
-    @_status
     async def Statfs(self, request: pb.StatfsRequest, context: Any) -> pb.StatfsReply:
         tier = self.node.tier(request.tier)
+        _tag(request.tag)
         caller = caller_from_pb(request.tag)
         return pb.StatfsReply(**await self.node.run(tier.statfs, caller=caller))
 
-    @_status
     async def Setattr(self, request: pb.SetattrRequest, context: Any) -> pb.SetattrReply:
         r = request
 
@@ -344,7 +399,6 @@ class AdminService(rpc.AdminServiceServicer):
             raise NotFound("unknown tier", tier,
                            f"use one of {', '.join(sorted(self.node.tiers))} or none")
 
-    @_status
     async def SetPolicy(self, request: pb.SetPolicyRequest, context: Any) -> pb.Policy:
         self._auth(context)
         p = policy_from_pb(request.policy)
@@ -352,7 +406,6 @@ class AdminService(rpc.AdminServiceServicer):
         p = replace(p, updated_ns=time.time_ns(), origin=self.node.daemon_id).validated()
         return policy_to_pb(await self.node.policy_writer.put(p))
 
-    @_status
     async def DeletePolicy(self, request: pb.DeletePolicyRequest,
                            context: Any) -> pb.DeletePolicyReply:
         self._auth(context)
@@ -361,33 +414,31 @@ class AdminService(rpc.AdminServiceServicer):
         return pb.DeletePolicyReply(
             deleted=await self.node.policy_writer.delete(sel, request.tier))
 
-    @_status
     async def ListPolicies(self, request: pb.ListPoliciesRequest,
                            context: Any) -> pb.ListPoliciesReply:
         self._auth(context)
         return pb.ListPoliciesReply(policies=[policy_to_pb(p) for p in self.node.policies.all()])
 
-    @_status
     async def Reserve(self, request: pb.ReserveRequest, context: Any) -> pb.ReserveReply:
         self._auth(context)
         if not request.job_id:
             raise InvalidArgument("reserve needs a job id", "", "give --job")
+        check_name("job_id", request.job_id)
         self._check_tier(request.tier)
         p = Policy(Selector(Kind.JOB, request.job_id), request.tier, request.limit_bps,
                    request.bandwidth_bps, 1.0, 0, time.time_ns(), self.node.daemon_id)
         return pb.ReserveReply(policy=policy_to_pb(await self.node.policy_writer.put(
             p.validated())))
 
-    @_status
     async def Release(self, request: pb.ReleaseRequest, context: Any) -> pb.ReleaseReply:
         self._auth(context)
+        check_name("job_id", request.job_id)
         released = await self.node.policy_writer.release(request.job_id)
         if not released:
             raise NotFound("no reservation or policy for job", request.job_id,
                            "list them with qosctl policy list")
         return pb.ReleaseReply(released=released)
 
-    @_status
     async def SetEnforcement(self, request: pb.SetEnforcementRequest,
                              context: Any) -> pb.SetEnforcementReply:
         self._auth(context)
@@ -399,48 +450,53 @@ class AdminService(rpc.AdminServiceServicer):
                         f"; released {released} waiting requests" if released else "")
         return pb.SetEnforcementReply(enabled=request.enabled, released=released)
 
-    def stats(self, job: str = "", tier: str = "") -> pb.StatsReply:
+    def stats(self, job: str = "", tier: str = "",
+              most: int = STATS_CLASSES) -> pb.StatsReply:
+        """A snapshot of at most ``most`` classes (``truncated`` when more matched); the
+        tiers' sums count every matching class, sent or not."""
         node = self.node
         sched = node.gate.scheduler
+        matched = [s for s in sched.stats(node.gate.now())
+                   if (not job or s.job == job) and (not tier or s.tier == tier)]
         classes = [pb.ClassStats(
             tag=s.job, tier=s.tier, selector=s.selector, bytes_read=s.bytes_read,
             bytes_written=s.bytes_written, requests=s.requests, queued=s.queued,
             in_flight=s.in_flight, wait_seconds_total=s.wait_seconds_total,
             rate_bps=s.rate_bps, tokens=s.tokens, limit_bps=s.limit_bps,
             reservation_bps=s.reservation_bps, weight=s.weight, rejected=s.rejected)
-            for s in sched.stats(node.gate.now())
-            if (not job or s.job == job) and (not tier or s.tier == tier)]
+            for s in matched[:most]]
         tiers = []
         for name, t in sorted(node.tiers.items()):
             if tier and name != tier:
                 continue
             c = node.counters[name]
-            mine = [s for s in classes if s.tier == name]
+            mine = [s for s in matched if s.tier == name]
             tiers.append(pb.TierStats(tier=name, root=str(t.root), bytes_read=c.bytes_read,
                                       bytes_written=c.bytes_written, requests=c.requests,
                                       in_flight=sum(s.in_flight for s in mine),
                                       queued=sum(s.queued for s in mine)))
         return pb.StatsReply(time_ns=time.time_ns(), daemon_id=node.daemon_id,
-                             classes=classes, tiers=tiers, enforcing=node.gate.enabled)
+                             classes=classes, tiers=tiers, enforcing=node.gate.enabled,
+                             truncated=len(matched) > most, total_classes=len(matched))
 
-    @_status
     async def GetStats(self, request: pb.StatsRequest, context: Any) -> pb.StatsReply:
         self._auth(context)
-        return self.stats(request.job_id, request.tier)
+        check_name("job_id", request.job_id)
+        most = request.max_classes or STATS_CLASSES
+        if most > MAX_STATS_CLASSES:
+            raise InvalidArgument(f"max_classes above {MAX_STATS_CLASSES}",
+                                  request.max_classes, "ask for fewer, or filter by job")
+        return self.stats(request.job_id, request.tier, most)
 
     async def WatchStats(self, request: pb.WatchStatsRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StatsReply]:
-        try:
-            self._auth(context)
-            ms = request.interval_ms
-            if ms != 0 and not 100 <= ms <= 3_600_000:
-                raise InvalidArgument("interval_ms must be 0 (1 s) or 100..3600000",
-                                      ms, "give e.g. 1000")
-        except DaemonError as e:
-            await _abort(context, e)
-            return
+        self._auth(context)
+        check_name("job_id", request.job_id)
+        ms = request.interval_ms
+        if ms != 0 and not 100 <= ms <= 3_600_000:
+            raise InvalidArgument("interval_ms must be 0 (1 s) or 100..3600000",
+                                  ms, "give e.g. 1000")
         interval = (request.interval_ms or 1000) / 1000
         while True:
             yield self.stats(request.job_id)
             await asyncio.sleep(interval)
-
