@@ -98,24 +98,21 @@ def evaluation_bytes(template: WorkflowTemplate, tiers: TierSet, n_configs: int,
     counts needs, with the breakdown and critical paths every caller then reads
     (the makespan CSV, training).
 
-    Counted from the arrays this module makes (see ``evaluate``, ``_movement``,
-    ``_exec_detail`` and ``_render_paths``), with ~10% for what numpy keeps in
-    temporaries; ``benchmarks/security/memory_estimate.py`` checks it against
-    measured peaks (within -5% to +25% on chains, fans and flat templates).
+    Per configuration the staging terms (``_movement``: values, tasks per node and
+    winners per stage and per level); per row (configuration x node count) the
+    totals, the sort, the execution breakdown gathered per stage (``_exec_detail``)
+    and the critical-path keys per level (``_render_paths``); and one chunk of the
+    enumeration (freed before the evaluation starts). The coefficients fit peaks
+    measured on flat templates, chains and fans of 7-14 stages on 3-5 tiers at 1
+    to 8 node counts; with 10% added, the estimate is 5-40% above every measured
+    peak (``benchmarks/security/memory_estimate.py``).
     """
-    S, L, T = len(template.stages), len(template.levels), len(tiers)
-    W = max(len(template.stages_at(lv)) for lv in template.levels)   # widest level
-    V, R = n_configs, n_configs * n_nodes
-    # Per configuration: tier index columns (8S), staging per stage (24S: in/out
-    # values and their tasks per node), per level (44L: maxima, winners, critical
-    # path parts), level maxima over the widest level (16W) and per-tier moves (8T).
-    per_config = 8 * S + 24 * S + 44 * L + 16 * W + 8 * T + 64
-    # Per row: totals, row indices and the sort (48), the execution breakdown
-    # (41S: gathered read and write, their sum, the where, the index cast; 16W for
-    # the level maxima; 12L winners), staging columns gathered per row for the
-    # critical paths (12L + 64L for their int64 keys) and the path list (48).
-    per_row = 48 + 41 * S + 16 * W + 12 * L + 76 * L + 48
-    return int(1.1 * (V * per_config + R * per_row))
+    S, L = len(template.stages), len(template.levels)
+    per_config = 16 * S + 30 * L + 30
+    per_row = 50 * S + 40 * L + 60
+    enumeration = min(len(tiers) ** S, ENUM_CHUNK) * (S + 16) + 2 * n_configs * S
+    evaluation = n_configs * per_config + n_configs * n_nodes * per_row
+    return int(1.1 * max(enumeration, evaluation))
 
 
 def check_memory(template: WorkflowTemplate, tiers: TierSet, n_configs: int, n_nodes: int,
