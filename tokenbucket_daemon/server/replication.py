@@ -99,7 +99,13 @@ class PolicySync:
         changed = False
         for ins in self.replica.handle(*events):
             if isinstance(ins, Apply):
-                self.node.policies.put(ins.policy)
+                try:
+                    self.node.policies.put(ins.policy)
+                except InvalidArgument as e:
+                    # A copy written by an older version may hold what this one refuses.
+                    log.warning("%s: policy %s not enforced: %s", self.node.daemon_id,
+                                ins.policy.selector, e)
+                    continue
                 changed = True
             elif isinstance(ins, Remove):
                 try:
