@@ -106,3 +106,28 @@ def test_scope_is_stored_and_an_old_table_gains_the_column(tmp_path):
     assert [(p.selector.value, p.scope) for p in live] == [("a", Scope.DAEMON),
                                                            ("b", Scope.GROUP)]
     assert revision == 0
+
+
+ETCD = {"endpoints": ["127.0.0.1:2379", "10.0.0.9:2379"], "ca": "ca.pem", "cert": "d.pem",
+        "key": "d.key"}
+
+
+def test_an_etcd_table_points_a_group_at_its_store(base):
+    raw = {"state_dir": "s", "tiers": {"ram": "ram"}, "insecure": True}
+    assert config_from_dict(raw, base=base).etcd is None          # alone: SQLite only
+    cfg = config_from_dict(raw | {"etcd": ETCD | {"keepalive": 1}}, base=base)
+    assert cfg.etcd is not None and cfg.etcd.endpoints == ETCD["endpoints"]
+    assert cfg.etcd.ca == (base / "ca.pem").resolve() and cfg.etcd.prefix == "/qos/v1/"
+    assert cfg.etcd.keepalive == 1.0 and cfg.etcd.timeout == 3.0
+
+
+@pytest.mark.parametrize("etcd", [
+    {"endpoints": ["127.0.0.1:2379"]},                       # no certificate
+    ETCD | {"endpoints": []}, ETCD | {"endpoints": ["no-port"]},
+    ETCD | {"prefix": "qos"}, ETCD | {"keepalive": 0.01}, ETCD | {"timeout": True},
+    ETCD | {"password": "x"}])
+def test_a_bad_etcd_table_is_refused_in_one_line(base, etcd):
+    raw = {"state_dir": "s", "tiers": {"ram": "ram"}, "insecure": True, "etcd": etcd}
+    with pytest.raises(InvalidArgument, match=r"\[etcd\]") as e:
+        config_from_dict(raw, base=base, source="d.toml")
+    assert "\n" not in str(e.value)
