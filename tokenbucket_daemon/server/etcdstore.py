@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import grpc
 from aetcd import rpc as etcd
 
-from tokenbucket_daemon.errors import Unavailable
+from tokenbucket_daemon.errors import InvalidArgument, Unavailable
 from tokenbucket_daemon.server.config import EtcdConfig
 
 
@@ -83,8 +83,14 @@ def _target(endpoints: list[str]) -> str:
 class EtcdClient:
     def __init__(self, cfg: EtcdConfig) -> None:
         self.cfg = cfg
-        creds = grpc.ssl_channel_credentials(cfg.ca.read_bytes(), cfg.key.read_bytes(),
-                                             cfg.cert.read_bytes())
+        pem = []
+        for what, path in (("CA", cfg.ca), ("key", cfg.key), ("certificate", cfg.cert)):
+            try:
+                pem.append(path.read_bytes())
+            except OSError as e:
+                raise InvalidArgument(f"cannot read the [etcd] {what} file ({e.strerror})",
+                                      str(path), "check the path and its owner") from None
+        creds = grpc.ssl_channel_credentials(*pem)
         ms = int(cfg.keepalive * 1000)
         name = cfg.server_name or cfg.endpoints[0].rpartition(":")[0].strip("[]")
         self._chan = grpc.aio.secure_channel(_target(cfg.endpoints), creds, options=[
