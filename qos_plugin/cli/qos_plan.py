@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "between their medians, and in the adaptive Hedges' g threshold; "
                         "0 for the fixed --g-min threshold (and no gap)")
     r.add_argument("--g-min", type=float, default=0.30, help="fixed Hedges' g threshold")
+    r.add_argument("--g-floor", type=float, default=0.0,
+                   help="least adaptive Hedges' g threshold, e.g. 0.8 for regions that "
+                        "overlap little (0: the published threshold)")
 
     k = sub.add_parser("rank", help="pairwise concordance of FSF, LTL, Hybrid and QoSFlow",
                        description="Order the configurations at one node count by each "
@@ -287,11 +290,12 @@ def cmd_regions(a: argparse.Namespace) -> int:
     table = load_config_table(a.makespan)
     settings = CartSettings(min_samples_leaf=a.min_leaf, cv_min_samples_leaf=a.cv_min_leaf,
                             folds=a.folds, repeats=a.repeats, seed=a.seed, select=a.select,
-                            lookahead=a.lookahead, g_min=a.g_min,
+                            lookahead=a.lookahead, g_min=a.g_min, g_floor=a.g_floor,
                             g_delta=a.g_delta if a.g_delta > 0 else None)
     fit, regions, _, paths = run_regions(table, a.out_dir, settings)
-    how = f"alpha={fit.alpha:.6g}" if fit.alpha is not None else "every neighbour separated"
-    print(f"{len(regions)} regions from {len(table)} configurations ({a.select}, {how})")
+    how = (f"{a.select}, alpha={fit.alpha:.6g}" if fit.alpha is not None
+           else "separated: every two neighbours apart")
+    print(f"{len(regions)} regions from {len(table)} configurations ({how})")
     for r in regions:
         print(f"  region {r.id:2d}  n={r.stats.size:4d}  median {r.stats.median:10.1f} s  "
               f"{r.rule_text()}")

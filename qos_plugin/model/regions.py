@@ -70,6 +70,7 @@ class CartSettings:
     # leaves counts; None for the fixed g_min threshold.
     g_delta: float | None = 0.10
     g_spread: str = "mad"
+    g_floor: float = 0.0                 # lowest adaptive threshold (a least effect size)
     score: str = "avg_effect"
     n_min_pair: int | None = None        # defaults to min_samples_leaf
     select: str = "separated"
@@ -94,7 +95,7 @@ class CartSettings:
 
     @property
     def threshold(self) -> Threshold:
-        return Threshold(self.g_min, self.g_delta, self.g_spread)
+        return Threshold(self.g_min, self.g_delta, self.g_spread, floor=self.g_floor)
 
     @property
     def gap(self) -> float:

@@ -184,3 +184,17 @@ def test_a_larger_gap_gives_fewer_regions():
               for d in (0.05, 0.10, 0.25)]
     assert counts[0] >= counts[1] >= counts[2] >= 1
     assert counts[0] > counts[2]
+
+
+def test_a_floor_on_the_threshold_keeps_only_large_effects():
+    table = table_of(chain_workflow(7, TIERS, SPEEDS, width=1), [2, 4, 8])
+    y = table.total
+
+    def effects(settings: CartSettings) -> list[float]:
+        labels = fit_regions(table, settings).labels
+        groups = [y[labels == k] for k in range(int(labels.max()) + 1)]
+        return [hedges_g(a, b) for a, b in zip(groups, groups[1:], strict=False)]
+
+    assert min(effects(CartSettings())) < 0.8      # the published threshold allows less
+    strict = effects(CartSettings(g_floor=0.8))
+    assert strict and min(strict) >= 0.8
