@@ -8,9 +8,15 @@ from tokenbucket_daemon.errors import InvalidArgument
 from tokenbucket_daemon.proto import qos_pb2 as pb
 
 
+_KINDS = frozenset(int(k) for k in Kind)
+
+
 def policy_from_pb(m: pb.Policy) -> Policy:
     if m.selector.kind == pb.Selector.KIND_UNSPECIFIED:
         raise InvalidArgument("selector kind is not set", None,
+                              "choose job, user, account or default")
+    if m.selector.kind not in _KINDS:       # proto3 enums take any number on the wire
+        raise InvalidArgument("unknown selector kind", int(m.selector.kind),
                               "choose job, user, account or default")
     kind = Kind(int(m.selector.kind))
     if kind is Kind.DEFAULT and m.selector.value:
