@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import queue
 import threading
+import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2
 
+from tokenbucket_daemon.local import free_ports
 from tokenbucket_daemon.proto import qos_pb2 as pb
 
 from .conftest import ADMIN_MD, open_fds, status_of
@@ -39,7 +41,8 @@ def wait_until(cond, tries: int = 600) -> None:
 
 
 def test_streams_per_client_are_capped_and_admin_calls_still_go(daemon_factory):
-    d = daemon_factory(limits={"max_streams_per_client": 3})
+    (port,) = free_ports(1)
+    d = daemon_factory(limits={"max_streams_per_client": 3}, metrics_port=port)
     feeds = [Feed(d, f"open{i}") for i in range(3)]
     wait_until(lambda: all((d.base / "disk" / f"open{i}").exists() for i in range(3)))
     code, _, err = status_of(d.data.Write, iter([pb.WriteChunk(tier="disk", path="fourth",
@@ -54,6 +57,10 @@ def test_streams_per_client_are_capped_and_admin_calls_still_go(daemon_factory):
     d.data.Stat(pb.StatRequest(tier="disk", path="open0"), timeout=20)
     assert d.admin.GetStats(pb.StatsRequest(), metadata=ADMIN_MD, timeout=20).tiers
     assert d.serving() == health_pb2.HealthCheckResponse.SERVING
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    lines = metrics.decode().splitlines()
+    assert "qos_data_streams 3.0" in lines and "qos_serving 1.0" in lines
+    assert 'qos_refused_total{bound="streams_or_fds"} 2.0' in lines
     for f in feeds:
         f.end()
     assert [f.call.result().bytes_written for f in feeds] == [1, 1, 1]

@@ -63,7 +63,19 @@ class NodeCollector(Collector):
         on = GaugeMetricFamily("qos_enforcing", "1 while policies are enforced, 0 while "
                                "requests bypass the scheduler")
         on.add_metric([], float(self.node.gate.enabled))
-        yield from (b, r, w, q, t, lim, tb, inflight, on)
+        # The daemon's bounds (server/limits.py): an alert on serving 0 or on refusals
+        # growing catches a hung tier, a descriptor leak or a client over its share.
+        node = self.node
+        serving = GaugeMetricFamily("qos_serving", "1 while the daemon can serve data (see "
+                                    "docs/errors.md, Health), 0 otherwise")
+        serving.add_metric([], 0.0 if node.health_problem() else 1.0)
+        streams = GaugeMetricFamily("qos_data_streams", "Write and Read streams open")
+        streams.add_metric([], node.admission.open_streams)
+        refused = CounterMetricFamily("qos_refused", "Calls refused at a bound",
+                                      labels=["bound"])
+        refused.add_metric(["streams_or_fds"], node.admission.refused)
+        refused.add_metric(["classes"], node.gate.scheduler.refused_classes)
+        yield from (b, r, w, q, t, lim, tb, inflight, on, serving, streams, refused)
 
 
 def start_metrics(node: Node, port: int, loop: asyncio.AbstractEventLoop) -> int:
