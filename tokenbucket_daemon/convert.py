@@ -7,7 +7,6 @@ from tokenbucket_daemon.core.policy import Kind, Policy, Scope, Selector
 from tokenbucket_daemon.errors import InvalidArgument
 from tokenbucket_daemon.proto import qos_pb2 as pb
 
-
 _KINDS = frozenset(int(k) for k in Kind)
 
 
