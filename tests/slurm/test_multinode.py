@@ -199,7 +199,7 @@ def test_killed_slurmd_fails_the_job_and_the_other_node_cleans_up(cluster: Clust
 
 
 def test_reserved_jobs_hold_their_floor_beside_an_unreserved_flood(cluster: Cluster) -> None:
-    floor = 40e6
+    floor = 20e6
     go = _go(cluster, "floor")
     writer = (f'touch {go}.running-$SLURM_JOB_ID; while [ ! -e {go} ]; do sleep 0.1; done\n'
               'for i in $(seq {streams}); do dd if=/dev/zero of="$SLURM_SPANK_QOS_DIR_PFS/f$i" '
@@ -217,9 +217,11 @@ def test_reserved_jobs_hold_their_floor_beside_an_unreserved_flood(cluster: Clus
     for j in reserved:
         p = cluster.qosctl("reserve", j, f"{floor / 2:.0f}", "--tier", "pfs")
         assert p.returncode == 0, p.stderr
-    p = cluster.qosctl("release", flood)
+    # The flood keeps no reservation and gets twenty times the others' weight: without
+    # their floors, the two would share a twenty-second of what the tier gives.
+    p = cluster.qosctl("policy", "set", f"job={flood}", "--tier", "pfs", "--weight", "20")
     assert p.returncode == 0, p.stderr
-    cluster.wait_for(lambda: not cluster.reservations(flood), what="the flood's release")
+    cluster.wait_for(lambda: not cluster.reservations(flood), what="the flood's policy")
     flood_policy = [q for c in _policies(cluster) for q in c if q.selector.value == flood]
     assert not any(q.reservation_bps for q in flood_policy)
     cluster.wait_for(lambda: all(sum(1 for q in c if q.selector.value in reserved
