@@ -196,9 +196,9 @@ def _as_int(value: Any, key: str, stage: str, source: str) -> int:
     """A JSON number that is a whole number (``4`` or ``4.0``), else an error."""
     whole = (isinstance(value, int) and not isinstance(value, bool)) or (
         isinstance(value, float) and math.isfinite(value) and value.is_integer())
-    if not whole:
-        raise InputError(source, f"stage {stage!r}: {key}={value!r} is not a whole number",
-                         f"give {key} as an integer from 1 to {MAX_TASKS:,}")
+    if not whole or not 1 <= value <= MAX_TASKS:
+        raise InputError(source, f"stage {stage!r}: {key}={str(value)[:40]} is not a whole "
+                         f"number from 1 to {MAX_TASKS:,}", f"give {key} as an integer")
     return int(value)
 
 

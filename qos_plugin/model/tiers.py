@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from qos_plugin.errors import InputError
+from qos_plugin.model.limits import check_name
 
 MOVE_SEPARATOR = "-"
 
@@ -54,7 +55,11 @@ class TierSet:
             raise InputError("tiers", f"tier declared twice: {', '.join(dup)}",
                              "give each tier once")
         for n in names:
-            if not n or MOVE_SEPARATOR in n or "," in n or ":" in n:
+            why = check_name(n)
+            if why:
+                raise InputError("tiers", f"tier name {n[:40]!r} {why}",
+                                 "name tiers with printable characters")
+            if MOVE_SEPARATOR in n or "," in n or ":" in n:
                 raise InputError("tiers", f"invalid tier name {n!r}",
                                  "use a name without '-', ',' or ':' (a '-' joins the two "
                                  "tiers of a data move, as in 'shared-local')")
