@@ -122,7 +122,14 @@ class _Builder:
             if volume <= 0:
                 continue
             rate = self.pricer.rate(op, tier.name, tier.is_local, nodes, tpn, transfer, volume)
-            if rate == rate and rate > 0:      # NaN: never measured
+            if rate != rate:                   # NaN: never measured
+                # Charging it 0 s would promise deadlines no run meets.
+                raise InputError(self.pricer.profile.source,
+                                 f"no {op} run on tier {tier.name} (stage {stage.name} "
+                                 f"{op}s {volume:,.1f} MiB at N={nodes})",
+                                 "measure the tier with 'qos-plan profile', or give a cost "
+                                 "table with --costs")
+            if rate > 0:
                 secs = volume / rate
                 worst = secs if worst != worst else max(worst, secs)
         return 0.0 if worst != worst else worst

@@ -163,6 +163,23 @@ def test_an_exec_lookup_without_row_names_stage_tier_and_tasks_per_node():
         MakespanModel(TEMPLATE, cut, TIERS).evaluate([2])
 
 
+def test_an_unmeasured_profile_rate_is_an_error_not_zero_seconds(tmp_path, capsys):
+    from qos_plugin.model.iodata import write_io_csv
+
+    tiers = parse_tiers("pfs:shared")
+    wf = chain_workflow(2, tiers, {"pfs": TierModel(100.0, 80.0)}, width=1)
+    (tmp_path / "t.json").write_text(json.dumps(template_to_dict(wf.template)))
+    write_io_csv(wf.io_data(), tmp_path / "io.csv")
+    (tmp_path / "p.csv").write_text(
+        "operation,transferSize,aggregateFilesizeMB,numNodes,tasksPerNode,trMiB,storageType\n"
+        "read,1048576,64,1,1,100,pfs\nread,1048576,1024,1,8,400,pfs\n")    # no write run
+    err = refused(capsys, "costs", "--template", str(tmp_path / "t.json"), "--io-data",
+                  str(tmp_path / "io.csv"), "--profile", str(tmp_path / "p.csv"), "--nodes",
+                  "2", "--tiers", "pfs:shared", "--out", str(tmp_path / "c.csv"))
+    assert "p.csv: no write run on tier pfs (stage s00 writes" in err
+    assert not (tmp_path / "c.csv").exists()
+
+
 # -- 3. memory budget ------------------------------------------------------------------
 
 def test_fifteen_stages_on_three_tiers_are_refused_with_the_estimate(tmp_path, capsys):
