@@ -246,6 +246,11 @@ def main() -> int:
             print(format_row(row), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if a.only and (HERE / "results.json").exists():
+        # A partial run replaces its workflows' rows and keeps the others.
+        fresh = {r["workflow"]: r for r in results}
+        kept = json.loads((HERE / "results.json").read_text())
+        results = [fresh.pop(r["workflow"], r) for r in kept] + list(fresh.values())
     md = table_md(results)
     print(md)
     (HERE / "results.json").write_text(json.dumps(results, indent=1))

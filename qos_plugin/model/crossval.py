@@ -15,7 +15,6 @@ scoring each validation partition with :func:`~qos_plugin.model.separation.separ
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -218,17 +217,3 @@ def run_folds(X: np.ndarray, y: np.ndarray, jobs: list[FoldJob], alphas: np.ndar
                 progress(len(results), len(jobs))
     return results
 
-
-def nanmedian(v: np.ndarray, axis: int) -> np.ndarray:
-    """Median ignoring NaN; NaN where a slice has none (without a warning)."""
-    finite = np.isfinite(v)
-    filled = np.where(finite, v, np.nan)
-    out = np.full(np.delete(v.shape, axis), np.nan)
-    has = finite.any(axis=axis)
-    if has.any():
-        with np.errstate(all="ignore"):
-            med = np.nanmedian(np.where(has[..., None] if axis == v.ndim - 1 else has,
-                                        filled, 0.0), axis=axis)
-        out = np.where(has, med, math.nan)
-    result: np.ndarray = out
-    return result
