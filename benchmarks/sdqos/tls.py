@@ -33,6 +33,7 @@ HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
+from tokenbucket_daemon.client import AdminClient  # noqa: E402
 from tokenbucket_daemon.local import LocalDaemon, cpu_seconds, local_pki  # noqa: E402
 from tokenbucket_daemon.tls import ENV  # noqa: E402
 
@@ -49,7 +50,7 @@ def one(base: Path, tls: bool, transfer: str) -> dict[str, float]:
         for k in ENV:
             env.pop(k, None)
     try:
-        admin = d.admin()
+        admin = AdminClient(d.address, d.token, tls="env" if tls else None)
         p = subprocess.Popen([sys.executable, "-m", "tokenbucket_daemon.ior", "--daemon",
                               d.address, "--tier", "ram", "--job", "1", "--transfer",
                               transfer, "--block", "4MiB", "--streams", "4", "--duration",
