@@ -201,6 +201,12 @@ def connect(address: str, timeout: float) -> grpc.Channel:
     except grpc.RpcError as e:
         chan.close()
         code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNKNOWN
+        details = e.details() if isinstance(e, grpc.Call) else ""
+        if code == grpc.StatusCode.UNAVAILABLE and ("andshake" in (details or "")
+                                                    or "Socket closed" in (details or "")):
+            raise QosctlError(f"UNAVAILABLE: tokenbucketd at {address} refused this client's "
+                              "TLS identity; set QOS_TLS_CA, QOS_TLS_CERT and QOS_TLS_KEY to "
+                              "an administrator's certificate (role admin)", FAILED) from None
         why = {grpc.StatusCode.UNAVAILABLE: "nothing answers there",
                grpc.StatusCode.DEADLINE_EXCEEDED: f"no answer within {timeout:g} s"}.get(
                    code, f"its health check says {code.name}; is it a tokenbucketd?")
@@ -542,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qosctl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (qosctl stats | head): nothing to tell it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         log.debug("qosctl failed", exc_info=True)
         hint = "" if verbose else "; rerun with --verbose for the traceback"
