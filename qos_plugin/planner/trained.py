@@ -281,8 +281,10 @@ def _rows_v2(rows: dict[str, Any], tables: Any) -> dict[str, Any]:
 
 
 def _text(value: Any, what: str, longest: int = 256) -> str:
-    if not isinstance(value, str) or len(value) > longest:
-        raise TypeError(f"{what} is not a string of at most {longest} characters")
+    """A printable string: the model's texts end up on the user's terminal, where a
+    line break or an escape sequence would forge output."""
+    if not isinstance(value, str) or len(value) > longest or not value.isprintable():
+        raise TypeError(f"{what} is not a printable string of at most {longest} characters")
     return value
 
 
@@ -315,12 +317,14 @@ def _region(r: Any) -> RegionInfo:
     if not isinstance(r, dict):
         raise TypeError("a region is not an object")
     rule = r["rule"]
-    if not isinstance(rule, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                             for k, v in rule.items()):
-        raise TypeError("a region's rule is not an object of strings")
+    if not isinstance(rule, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and (k + v).isprintable()
+            for k, v in rule.items()):
+        raise TypeError("a region's rule is not an object of printable strings")
     crit, flex = r["critical"], r["flexible"]
     for what, names in (("critical", crit), ("flexible", flex)):
-        if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
+        if not isinstance(names, list) or not all(isinstance(v, str) and v.isprintable()
+                                                  for v in names):
             raise TypeError(f"a region's {what} stages are not a list of names")
     return RegionInfo(_whole(r["id"], "a region id", 0, 2**31), dict(rule), list(crit),
                       list(flex), _number(r["median"], "a region median", 0, MAX_SECONDS),
@@ -374,8 +378,9 @@ def model_from_json(doc: Any, source: str) -> TrainedModel:
         if not isinstance(provenance, dict) or not isinstance(workflow, dict):
             raise TypeError("provenance or workflow is not an object")
         paths = doc["paths"]
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        if not isinstance(paths, list):
             raise TypeError("paths is not a list of strings")
+        paths = [_text(p, "a critical path", 1 << 16) for p in paths]
         regions = [_region(r) for r in doc["regions"]]
         m = TrainedModel(
             name=_text(doc["name"], "name", 64),
