@@ -89,6 +89,15 @@ class CostTable:
     def from_rows(cls, rows: Sequence[CostRow], source: str = "cost table") -> CostTable:
         if not rows:
             raise InputError(source, "no cost rows", "the workflow needs at least one edge")
+        # Built tables (from a profile) get the bounds a loaded one gets: NaN is a
+        # time not measured, anything else must be a time a CSV could hold.
+        for r in rows:
+            for side, v in (("estT_prod", r.est_prod), ("estT_cons", r.est_cons)):
+                if v == v and not 0.0 <= v <= MAX_SECONDS:
+                    raise InputError(source, f"{side} of {r.producer}->{r.consumer} on "
+                                     f"{r.producer_tier}/{r.consumer_tier} is {v:g} s",
+                                     f"times must be 0 to {MAX_SECONDS:g} s; check the "
+                                     "profile's rates")
 
         def col(attr: str, dtype: type | str) -> np.ndarray:
             return np.asarray([getattr(r, attr) for r in rows], dtype=dtype)

@@ -123,6 +123,15 @@ def test_out_of_range_costs_cannot_overflow_a_sum(files):
         load_costs(files / "big.csv")
 
 
+def test_a_built_cost_table_has_the_bounds_of_a_loaded_one():
+    from qos_plugin.model.costs import CostRow, CostTable
+
+    for bad in (math.inf, -1.0, 2e9):
+        with pytest.raises(InputError, match="estT_cons of A->C on pfs/pfs is"):
+            CostTable.from_rows([CostRow("A", 1, "C", 2, "pfs", 1, "pfs", 1, 1.0, bad)],
+                                source="built")
+
+
 # -- 2. a cost lookup that finds no row ------------------------------------------------
 
 def _without_stage_in_copies_of(stage: str, src: Path, dst: Path) -> None:
