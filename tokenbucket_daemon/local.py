@@ -95,6 +95,9 @@ class LocalDaemon:
             os.sched_setaffinity(self.proc.pid, self.cpus)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
+        # Warnings the daemon logs while it starts (e.g. peers without [etcd]) come first.
+        while line and "listening on" not in line and "WARNING" in line:
+            line = self.proc.stdout.readline()
         if "listening on" not in line:
             rest = self.proc.communicate(timeout=10)[0]
             raise RuntimeError(f"tokenbucketd {self.name} did not start: {line}{rest}")
