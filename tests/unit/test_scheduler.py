@@ -282,7 +282,7 @@ def test_full_queue_rejects_and_changes_nothing():
 def test_untagged_requests_share_the_default_class_which_is_evicted_when_idle():
     s = sched(Policy(Selector(Kind.DEFAULT), limit_bps=5e6))
     r1 = s.submit(req(Tag()), 0.0)
-    r2 = s.submit(req(Tag(user="ana")), 0.0)
+    r2 = s.submit(req(Tag()), 0.0)
     (st,) = s.stats(0.0)
     assert (st.job, st.selector, st.limit_bps, st.queued) == ("", "default", 5e6, 2)
     for r in s.poll(0.0).dispatch:
@@ -292,6 +292,18 @@ def test_untagged_requests_share_the_default_class_which_is_evicted_when_idle():
     assert s.classes() == [("", "t")]
     s.poll(61.0)
     assert s.classes() == []
+
+
+def test_untagged_work_is_classed_per_user_with_each_users_policy():
+    # One shared class took the first request's user policy for everyone's.
+    s = sched(Policy(Selector(Kind.USER, "slow"), limit_bps=1e6),
+              Policy(Selector(Kind.USER, "fast"), limit_bps=100e6))
+    s.submit(req(Tag(user="slow")), 0.0)
+    s.submit(req(Tag(user="fast")), 0.0)
+    s.submit(req(Tag()), 0.0)
+    got = {st.job: (st.selector, st.limit_bps) for st in s.stats(0.0)}
+    assert got == {"user:slow": ("user=slow", 1e6), "user:fast": ("user=fast", 100e6),
+                   "": ("default", 0.0)}
 
 
 def test_most_specific_policy_wins():

@@ -39,6 +39,9 @@ from tokenbucket_daemon.errors import InvalidArgument, ResourceExhausted
 MiB = 1 << 20
 
 
+USER_CLASS = "user:"      # the class key of a user's untagged work: "user:<name>"
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     max_in_flight: int = 16
@@ -394,7 +397,10 @@ class Scheduler:
     # -- classes -------------------------------------------------------------------
 
     def _class_of(self, tag: Tag, tier: str, now: float) -> _Class:
-        key = (tag.job, tier)
+        # Untagged work of a known user is that user's class (as qosfs names it for a
+        # process outside any job): one class for all users would take the first
+        # request's user policy for everyone's.
+        key = (tag.job or (USER_CLASS + tag.user if tag.user else ""), tier)
         cls = self._classes.get(key)
         if cls is None:
             if len(self._classes) >= self.config.max_classes:
