@@ -132,3 +132,13 @@ def open_fds(pid: int) -> list[str]:
         except OSError:
             continue
     return out
+
+
+def wait_until(cond: Callable[[], bool], tries: int = 600) -> None:
+    """Poll ``cond`` every 50 ms until it holds (at most ``tries`` times)."""
+    pause = threading.Event()
+    for _ in range(tries):
+        if cond():
+            return
+        pause.wait(0.05)
+    raise AssertionError("condition never met")

@@ -13,6 +13,7 @@ import threading
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.security.conftest import wait_until
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.tls import from_env, secure_channel
 
@@ -20,15 +21,6 @@ from .conftest import ADMIN_MD, open_fds, status_of
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def wait_until(cond, tries: int = 600) -> None:
-    pause = threading.Event()
-    for _ in range(tries):
-        if cond():
-            return
-        pause.wait(0.05)
-    raise AssertionError("condition never met")
 
 
 def test_wedged_io_threads_turn_health_not_serving_and_back(daemon_factory):

@@ -10,6 +10,7 @@ import urllib.request
 import grpc
 from grpc_health.v1 import health_pb2
 
+from tests.security.conftest import wait_until
 from tokenbucket_daemon.local import free_ports
 from tokenbucket_daemon.proto import qos_pb2 as pb
 
@@ -29,15 +30,6 @@ class Feed:
 
     def end(self) -> None:
         self.q.put(None)
-
-
-def wait_until(cond, tries: int = 600) -> None:
-    pause = threading.Event()
-    for _ in range(tries):
-        if cond():
-            return
-        pause.wait(0.05)
-    raise AssertionError("condition never met")
 
 
 def test_streams_per_client_are_capped_and_admin_calls_still_go(daemon_factory):
