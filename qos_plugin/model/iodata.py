@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qos_plugin.errors import InputError
 from qos_plugin.model.csvio import read_table, write_csv
@@ -60,16 +61,21 @@ def load_io_data(path: str | Path) -> IoData:
     return IoData(records, t.source)
 
 
-def stage_volumes(io: IoData, stages: list[str]) -> dict[str, dict[str, float]]:
+def stage_volumes(io: IoData, stages: list[str]) -> dict[str, dict[str, Any]]:
     """MiB each stage reads and writes, as the cost builder prices them (its rows
     summed as given), and the distinct files behind them (smallest size each):
-    what a stage-in copies to a node and what a stage-out flushes."""
-    out = {}
+    what a stage-in copies to a node and what a stage-out flushes. ``in_from_mib``
+    splits the distinct input files by source (``initial_data`` or the producing
+    stage): a stage-in copy from one shared tier brings only its sources' files."""
+    out: dict[str, dict[str, Any]] = {}
     for s in stages:
         reads, writes = io.stage_records(s, "read"), io.stage_records(s, "write")
+        sources = dict.fromkeys(r.source for r in reads)
         out[s] = {"read_mib": sum(r.size_mb for r in reads),
                   "write_mib": sum(r.size_mb for r in writes),
-                  "in_files_mib": _distinct_mib(reads), "out_files_mib": _distinct_mib(writes)}
+                  "in_files_mib": _distinct_mib(reads), "out_files_mib": _distinct_mib(writes),
+                  "in_from_mib": {src: _distinct_mib([r for r in reads if r.source == src])
+                                  for src in sources}}
     return out
 
 

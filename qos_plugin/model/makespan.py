@@ -28,7 +28,7 @@ configurations; nothing here loops over configurations in Python.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -37,6 +37,14 @@ import numpy as np
 from qos_plugin.errors import InputError, ModelError
 from qos_plugin.model.costs import CostTable, stage_in_name, stage_out_name
 from qos_plugin.model.limits import MAX_NODES
+from qos_plugin.model.movement import (
+    LevelMib,
+    Volumes,
+    level_mib,
+    move_applies,
+    stage_in_copies,
+    stage_out_moves,
+)
 from qos_plugin.model.template import Stage, WorkflowTemplate, level_label
 from qos_plugin.model.tiers import Tier, TierKind, TierSet, move_name
 
@@ -299,6 +307,18 @@ class MakespanTable:
             self._paths = _render_paths(self)
         return self._paths
 
+    def movement_mib(self, volumes: Volumes) -> Iterator[np.ndarray]:
+        """Per level, the MiB each row moves on each tier in each phase, as an (R, 3, T)
+        array (stage-in, execution, stage-out): the bytes behind ``level_in``,
+        ``level_exec`` and ``level_out``, from the same moves (``movement.py``)."""
+        configs = self._space.configs
+        columns = [np.ascontiguousarray(configs[:, s], dtype=np.intp)
+                   for s in range(configs.shape[1])]
+        mib: LevelMib = level_mib(self.template, self.tiers, columns, volumes)
+        nodes = self.nodes.astype(float)
+        for k in range(len(self.template.levels)):
+            yield mib.at(k, self._c_idx, nodes)
+
     def take(self, rows: np.ndarray) -> MakespanTable:
         """A new table with only ``rows`` (indices or mask), in that order."""
         return MakespanTable(self.template, self.tiers, self._space, self._n_idx[rows],
@@ -451,12 +471,6 @@ class MakespanModel:
         self.missing.append(text)
         log.debug("no cost row for %s; charged as 0 s", text)
 
-    def _move_applies(self, x: int, y: int) -> bool:
-        tx, ty = self.tiers.tiers[x], self.tiers.tiers[y]
-        if tx.is_local and ty.is_local:
-            return x == y            # fan-out between nodes of one node-local tier
-        return x != y                # shared <-> local, or between two shared tiers
-
     def _movement_costs(self) -> _Moves:
         t_names = self.tiers.names
         S, T = len(self.template.stages), len(t_names)
@@ -472,7 +486,7 @@ class MakespanModel:
                                                 src=move_name(tx.name, ty.name), dst=ty.name)
                         in_cost[s, x, y], tpn = self.costs.cheapest(idx, "prod")
                         in_tpn[s, x, y] = -1 if tpn is None else tpn
-                    if self._move_applies(x, y):
+                    if move_applies(self.tiers, x, y):
                         idx = self.costs.select(stage.name, stage_out_name(stage.name),
                                                 src=tx.name, dst=move_name(tx.name, ty.name))
                         out_cost[s, x, y], tpn = self.costs.cheapest(idx, "cons")
@@ -633,16 +647,9 @@ class MakespanModel:
         tmpl, tiers, mv = self.template, self.tiers, self._moves
         V, S = cfg.shape
         T = len(tiers)
-        is_local = np.array([t.is_local for t in tiers], dtype=bool)
-        shared = [i for i, t in enumerate(tiers) if not t.is_local]
-        home = tiers.index(tiers.home.name)
-        pos = {name: i for i, name in enumerate(tmpl.stage_names)}
         # Sorted tier names give the artifact's order of stage-out actions.
         by_name = sorted(range(T), key=lambda i: tiers.names[i])
-        last_level = tmpl.levels[-1]
         rows = np.arange(V)
-        applies = np.array([[self._move_applies(x, y) for y in range(T)] for x in range(T)],
-                           dtype=bool)
 
         in_val = np.full((V, S), np.nan)
         in_tpn = np.full((V, S), -1, dtype=np.int32)
@@ -650,20 +657,14 @@ class MakespanModel:
         # Tasks per node of the stage-out action a critical path would name.
         out_pick = np.full((V, S), -1, dtype=np.int32)
 
-        for s, stage in enumerate(tmpl.stages):
+        for s in range(S):
             t_s = columns[s]
-            local_s = is_local[t_s]
             # Stage-in: one copy per shared source tier the stage needs data from.
             best = np.zeros(V)
             best_tpn = np.full(V, -1, dtype=np.int32)
             any_act = np.zeros(V, dtype=bool)
-            for x in shared:
-                need = np.zeros(V, dtype=bool)
-                if stage.reads_initial_data and x == home:
-                    need |= True
-                for p_name in stage.stage_predecessors:
-                    need |= columns[pos[p_name]] == x
-                need &= local_s
+            for x, sources in stage_in_copies(tmpl, tiers, s, columns):
+                need = np.logical_or.reduce([m for _, m in sources])
                 if not need.any():
                     continue
                 self._check_moves(need & np.isnan(mv.in_cost[s, x][t_s]), t_s,
@@ -678,15 +679,9 @@ class MakespanModel:
             in_tpn[:, s] = best_tpn
 
             # Stage-out: one move per tier used by a consumer at a later level.
-            succ = [pos[d.name] for d in tmpl.successors(stage.name)]
             acts = []
-            for y in range(T):
-                target = np.zeros(V, dtype=bool)
-                for d in succ:
-                    target |= columns[d] == y
-                if stage.level == last_level and y == home:
-                    target |= local_s       # final flush of node-local outputs
-                self._check_moves(target & applies[t_s, y] & np.isnan(mv.out_cost[s, :, y][t_s]),
+            for y, target in enumerate(stage_out_moves(tmpl, tiers, s, columns)):
+                self._check_moves(target & np.isnan(mv.out_cost[s, :, y][t_s]),
                                   t_s, partial(self._stage_out_row, s, y=y))
                 c = np.nan_to_num(mv.out_cost[s, :, y][t_s], nan=0.0)
                 acts.append(np.where(target & (c > 0), c, 0.0))

@@ -138,6 +138,7 @@ def answer_json(model: TrainedModel, ans: Answer) -> dict[str, Any]:
         "flexible": ch.region.flexible if ch else None,
         "critical_path": ch.critical_path if ch else None,
         "bandwidth": ans.bandwidth,
+        "contract": ans.contract.to_json() if ans.contract is not None else None,
         "runner_up": _choice_json(ans.runner_up),
     }
     if ans.with_down_up is not None:

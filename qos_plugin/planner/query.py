@@ -24,6 +24,7 @@ from itertools import compress, repeat
 from typing import Any
 
 from qos_plugin.errors import InputError
+from qos_plugin.planner.contract import Contract
 from qos_plugin.planner.trained import DIGITS, RegionInfo, TrainedModel
 
 OBJECTIVES = ("fastest", "frugal")
@@ -80,7 +81,8 @@ class Answer:
     choice: Choice | None = None
     margin: float | None = None              # deadline - makespan
     runner_up: Choice | None = None
-    bandwidth: dict[str, dict[str, object]] | None = None
+    contract: Contract | None = None         # what the choice needs from each tier
+    bandwidth: dict[str, dict[str, object]] | None = None   # the contract's peak per tier
     binding: str | None = None
     closest: Choice | None = None
     miss: float | None = None                # closest makespan - deadline
@@ -176,7 +178,10 @@ def answer(model: TrainedModel, c: Constraints) -> Answer:
             out.runner_up = choice(model, ranked[1])
         if c.deadline is not None:
             out.margin = c.deadline - out.choice.makespan
-        out.bandwidth = bandwidth(model, out.choice.row)
+        # The rates were computed at training (the job contract); the query only reads them.
+        out.contract = model.contract(out.choice.row)
+        if out.contract is not None and model.volumes is not None:
+            out.bandwidth = out.contract.summary()
         if c.down:
             best_up = _best(model, _rows(model, masks, skip="down"), c.objective)
             if best_up.row != out.choice.row:
@@ -206,80 +211,4 @@ def answer(model: TrainedModel, c: Constraints) -> Answer:
     out.closest = _best(model, rows, "fastest")
     if c.deadline is not None:
         out.miss = out.closest.makespan - c.deadline
-    return out
-
-
-def bandwidth(model: TrainedModel, row: int) -> dict[str, dict[str, object]] | None:
-    """Peak MiB/s each tier must sustain for ``row`` to finish as predicted.
-
-    Per phase of each level (stage-in, execution, stage-out) the MiB the phase
-    moves on a tier divided by the phase's predicted duration; the peak over
-    phases is what must be reserved. Node-local tiers also get the per-node share.
-    None when the model was trained without I/O volumes.
-    """
-    if not model.volumes:
-        return None
-    wf = model.workflow
-    names = model.tier_names
-    tier_of = {s: names[model.placement[row][j]] for j, s in enumerate(model.stages)}
-    kind = dict(zip(names, model.tier_kinds, strict=True))
-    home = next(n for n, k in zip(names, model.tier_kinds, strict=True) if k == "shared")
-    vol = model.volumes
-    succ: dict[str, list[str]] = {s: [] for s in model.stages}
-    for s in model.stages:
-        for p in wf[s].get("predecessors", {}):
-            if p in succ and model.stage_levels[p] < model.stage_levels[s]:
-                succ[p].append(s)
-    last = max(model.levels)
-    nodes = model.nodes[row]
-    peak: dict[str, tuple[float, str]] = {}
-
-    def charge(mib: dict[str, float], seconds: float, what: str) -> None:
-        if seconds <= 0:
-            return
-        for t, m in mib.items():
-            rate = m / seconds
-            if m > 0 and rate > peak.get(t, (0.0, ""))[0]:
-                peak[t] = (rate, what)
-
-    for k, level in enumerate(model.levels):
-        stages = [s for s in model.stages if model.stage_levels[s] == level]
-        staged_in: dict[str, float] = {}
-        execute: dict[str, float] = {}
-        staged_out: dict[str, float] = {}
-        for s in stages:
-            t = tier_of[s]
-            read, write = vol[s]["read_mib"], vol[s]["write_mib"]
-            execute[t] = execute.get(t, 0.0) + read + write
-            preds = wf[s].get("predecessors", {})
-            from_shared = "initial_data" in preds or any(
-                p in tier_of and kind[tier_of[p]] == "shared" for p in preds)
-            # Copies move distinct files: every node gets the stage's inputs, a
-            # fan-out gives every node the outputs, a flush writes each once.
-            copied_in = vol[s].get("in_files_mib", read) * nodes
-            copied_out = vol[s].get("out_files_mib", write)
-            if kind[t] == "node-local" and from_shared:
-                for x in (t, home):
-                    staged_in[x] = staged_in.get(x, 0.0) + copied_in
-            targets = {tier_of[d] for d in succ[s]}
-            if level == last and kind[t] == "node-local":
-                targets.add(home)
-            for y in targets:
-                if y != t or kind[t] == "node-local":
-                    moved = copied_out * (nodes if y == t else 1)
-                    for x in {t, y}:
-                        staged_out[x] = staged_out.get(x, 0.0) + moved
-        label = f"level {level:g}"
-        charge(staged_in, model.phases[row][3 * k], f"stage-in {label}")
-        charge(execute, model.phases[row][3 * k + 1], f"execution {label}")
-        charge(staged_out, model.phases[row][3 * k + 2], f"stage-out {label}")
-    out: dict[str, dict[str, object]] = {}
-    for t in names:
-        if t not in peak:
-            continue
-        rate, phase = peak[t]
-        entry: dict[str, object] = {"mib_per_s": round(rate, 3), "phase": phase}
-        if kind[t] == "node-local":
-            entry["per_node_mib_per_s"] = round(rate / nodes, 3)
-        out[t] = entry
     return out

@@ -14,6 +14,7 @@ Format ``qos-model/2``::
               "placement": ["0212", ...],        # tier index per stage, one digit each
               "phases": [COLUMN per level]},      # index into that level's triples
      "phases": [[[in, exec, out], ...] per level],    # the distinct triples of each level
+     "contracts": {...} | absent,     # job contracts, aligned with "phases" (contract.py)
      "paths": [...critical path strings...],
      "regions": [{"id", "rule", "critical", "flexible", "median", "min", "max", "size"}]}
 
@@ -52,6 +53,7 @@ from qos_plugin.model.limits import (
     check_name,
 )
 from qos_plugin.model.template import template_from_dict
+from qos_plugin.planner.contract import Contract, ContractTables, contract_of, contracts_from_json
 
 MODEL_FORMAT = "qos-model/2"
 READABLE = ("qos-model/1", MODEL_FORMAT)
@@ -184,6 +186,7 @@ class TrainedModel:
     phases: Phases                     # (R, 3L): in, exec, out per level
     paths: list[str]
     regions: dict[int, RegionInfo]
+    contracts: ContractTables | None = None
     # Per-process memo of derived columns (the queries' sort keys).
     memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -199,8 +202,34 @@ class TrainedModel:
     def __len__(self) -> int:
         return len(self.total)
 
+    def contract(self, row: int) -> Contract | None:
+        """The job contract of ``row``; None for a model trained without I/O volumes."""
+        if self.contracts is None:
+            return None
+        tiers = self.placement[row]
+        return contract_of(self.contracts, self.phases.tables, self.phases.triple, row,
+                           self.levels, self.tier_names,
+                           {s: self.tier_names[tiers[j]] for j, s in enumerate(self.stages)})
+
+    def row_of(self, nodes: int, tiers: dict[str, str]) -> int | None:
+        """The row of the placement with ``nodes`` and tier per stage ``tiers``, if any."""
+        try:
+            code = "".join(DIGITS[self.tier_names.index(tiers[s])] for s in self.stages)
+        except (KeyError, ValueError):
+            return None
+        start = 0
+        codes = self.placement.codes
+        while True:
+            try:
+                r = codes.index(code, start)
+            except ValueError:
+                return None
+            if self.nodes[r] == nodes:
+                return r
+            start = r + 1
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "format": MODEL_FORMAT, "name": self.name, "version": self.version,
             "created": self.created, "provenance": self.provenance, "workflow": self.workflow,
             "tiers": [{"name": n, "kind": k} for n, k in
@@ -215,6 +244,9 @@ class TrainedModel:
             "paths": self.paths,
             "regions": [vars(r) for r in self.regions.values()],
         }
+        if self.contracts is not None:
+            doc["contracts"] = self.contracts.to_json()
+        return doc
 
 
 def _ints(values: Any, what: str, lo: int, hi: int) -> list[int]:
@@ -382,13 +414,15 @@ def model_from_json(doc: Any, source: str) -> TrainedModel:
             raise TypeError("paths is not a list of strings")
         paths = [_text(p, "a critical path", 1 << 16) for p in paths]
         regions = [_region(r) for r in doc["regions"]]
+        kinds = [_text(t.get("kind"), "a tier kind", 16) for t in tiers]
+        contracts = contracts_from_json(doc.get("contracts"), stages, kinds, rows["phases"].tables)
         m = TrainedModel(
             name=_text(doc["name"], "name", 64),
             version=_whole(doc["version"], "version", 1, 10**9),
             created=_text(doc["created"], "created", 64),
             provenance=dict(provenance), workflow=dict(workflow),
             tier_names=_names([t.get("name") for t in tiers], "tier names"),
-            tier_kinds=[_text(t.get("kind"), "a tier kind", 16) for t in tiers],
+            tier_kinds=kinds, contracts=contracts,
             stages=stages, levels=levels,
             stage_levels={_text(k, "a stage", MAX_NAME): _number(v, "a stage level",
                                                                   -MAX_LEVEL, MAX_LEVEL)

@@ -5,9 +5,9 @@ completed, failed and cancelled jobs alike, and for jobs whose node failed).
 
 The bandwidth comes from the model, not from the job: the placement reaches the prolog
 through the job's environment, which a user can write with a SPANK plugin of their
-own, so the prolog finds the placement's row in the registry and recomputes its
-rates. What it reserved is recorded in ``<state_dir>/reservations/<job>.json`` for
-the epilog.
+own, so the prolog finds the placement's row in the registry and reserves the rates
+of its job contract (computed at training; see ``planner/contract.py``). What it
+reserved is recorded in ``<state_dir>/reservations/<job>.json`` for the epilog.
 
 Only tiers enforced through daemons are reserved (a direct tier's bytes never reach a
 daemon). A shared tier's reservation is split evenly over the daemons that serve it
@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from qos_plugin.errors import InputError, QosPluginError
+from qos_plugin.planner.contract import Contract
 from qos_plugin.slurm.placement import PLACEMENT_ID, SPANK_PROLOG_PREFIX, Placement
 from qos_plugin.slurm.site import Site, load_site
 from qos_plugin.slurm.staging import (
@@ -77,26 +78,31 @@ def job_nodes(env: Mapping[str, str]) -> list[str]:
     return p.stdout.split()
 
 
-def trusted_bandwidth(site: Site, p: Placement) -> dict[str, float]:
-    """The placement's rates recomputed from its model; QosPluginError when the
-    model has no such placement."""
-    from qos_plugin.planner.query import bandwidth
+def trusted_contract(site: Site, p: Placement) -> Contract:
+    """The job contract of the placement, read from its model (never from the job's
+    environment); InputError when the model has no such placement or no contract."""
     from qos_plugin.planner.registry import Registry
-    from qos_plugin.slurm.plan import tier_rates
 
     model = Registry(site.registry).load(p.workflow)
-    try:
-        want = [model.tier_names.index(p.stages[s]) for s in model.stages]
-    except (KeyError, ValueError):
+    if set(p.stages) != set(model.stages) or set(p.stages.values()) - set(model.tier_names):
         raise InputError("the job's placement", f"stages {p.stages} are not a placement "
-                         f"of {p.workflow}", "submit the job again with --qos-* options") \
-            from None
-    rows = [r for r in range(len(model))
-            if model.nodes[r] == p.nodes and list(model.placement[r]) == want]
-    if not rows:
+                         f"of {p.workflow}", "submit the job again with --qos-* options")
+    row = model.row_of(p.nodes, p.stages)
+    if row is None:
         raise InputError("the job's placement", f"{p.workflow} has no placement {p.stages} "
                          f"on {p.nodes} nodes", "submit the job again with --qos-* options")
-    return tier_rates(site, bandwidth(model, rows[0]))
+    contract = model.contract(row)
+    if contract is None:
+        raise InputError("the job's placement", f"model {p.workflow} has no job contracts",
+                         "retrain it with 'qos-plan train' and submit the job again")
+    return contract
+
+
+def trusted_bandwidth(site: Site, p: Placement) -> dict[str, float]:
+    """The rates to reserve for the placement: its contract's, on this site's tiers."""
+    from qos_plugin.slurm.plan import tier_rates
+
+    return tier_rates(site, trusted_contract(site, p))
 
 
 def _record(site: Site, job: str) -> Path:

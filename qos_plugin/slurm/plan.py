@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from qos_plugin.errors import InputError, QosPluginError
+from qos_plugin.planner.contract import Contract
 from qos_plugin.planner.query import Answer, Choice, Constraints, answer
 from qos_plugin.planner.registry import Registry
 from qos_plugin.planner.timespec import format_duration, parse_duration
@@ -139,16 +140,11 @@ def infeasible_text(model: TrainedModel, ans: Answer, site_cap: int | None,
     return "; ".join(parts)
 
 
-def tier_rates(site: Site, bandwidth: dict[str, dict[str, object]] | None) -> dict[str, float]:
-    """MiB/s to reserve per tier from the planner's bandwidth: a shared tier's total, a
-    node-local tier's rate per node. Every tier the job moves data on, including the
-    shared tier a node-local placement stages its input from and flushes its output to."""
-    out: dict[str, float] = {}
-    for t, b in (bandwidth or {}).items():
-        if t in site.tiers:
-            per = b.get("per_node_mib_per_s") if site.tier(t).is_local else None
-            out[t] = float(str(per if per is not None else b["mib_per_s"]))
-    return out
+def tier_rates(site: Site, contract: Contract) -> dict[str, float]:
+    """MiB/s to reserve per tier of this site: the contract's rates (a shared tier's
+    total, a node-local tier's rate per node) on every tier the job moves data on,
+    including the shared tier a node-local placement stages from and flushes to."""
+    return {t: r for t, r in contract.rates().items() if t in site.tiers}
 
 
 def new_id() -> str:
@@ -187,14 +183,12 @@ def plan(site: Site, req: Request, user: str, placement_id: str | None = None) -
     pid = placement_id or new_id()
     used = list(dict.fromkeys(ch.tiers.values()))
     dirs = {t: str(site.tier(t).job_root / user / pid) for t in used}
-    bandwidth = tier_rates(site, ans.bandwidth)
+    if ans.contract is None:
+        raise InputError("--qos-workflow", f"model {model.name} v{model.version} has no job "
+                         "contracts (trained before them)", "retrain it with 'qos-plan train'")
+    bandwidth = tier_rates(site, ans.contract)
     local = [t for t in used if site.tier(t).is_local]
-    reads_input = [s for s in model.stages
-                   if "initial_data" in model.workflow[s].get("predecessors", {})]
-    last = max(model.stage_levels.values())
-    in_tiers = list(dict.fromkeys(ch.tiers[s] for s in reads_input))
-    out_tiers = list(dict.fromkeys(ch.tiers[s] for s in model.stages
-                                   if model.stage_levels[s] == last))
+    in_tiers, out_tiers = list(ans.contract.stage_in), list(ans.contract.stage_out)
     return Placement(id=pid, workflow=f"{model.name}@{model.version}", nodes=ch.nodes,
                      makespan=ch.makespan, region=ch.region.id, rule=rule_text(ch.region.rule),
                      stages=dict(ch.tiers), dirs=dirs,

@@ -195,32 +195,3 @@ def test_query_imports_no_numpy_sklearn_or_pandas(reg):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
-
-
-def test_bandwidth_by_hand():
-    from types import SimpleNamespace
-
-    from qos_plugin.planner.query import bandwidth
-
-    # a (level 1) reads one 10 MiB input three times and writes 4 MiB; b reads a's
-    # output and writes 2 MiB; both on ram, 2 nodes; phase times in, exec, out.
-    model = SimpleNamespace(
-        workflow={"a": {"predecessors": {"initial_data": {}}}, "b": {"predecessors": {"a": {}}}},
-        stages=["a", "b"], stage_levels={"a": 1.0, "b": 2.0}, levels=[1.0, 2.0],
-        tier_names=["pfs", "ram"], tier_kinds=["shared", "node-local"],
-        volumes={"a": {"read_mib": 30.0, "write_mib": 4.0, "in_files_mib": 10.0,
-                       "out_files_mib": 4.0},
-                 "b": {"read_mib": 4.0, "write_mib": 2.0, "in_files_mib": 4.0,
-                       "out_files_mib": 2.0}},
-        placement=[[1, 1]], nodes=[2], phases=[[2.0, 4.0, 1.0, 0.0, 2.0, 1.0]])
-    bw = bandwidth(model, 0)  # type: ignore[arg-type]
-    # Stage-in copies the 10 MiB input to each of 2 nodes in 2 s: 10 MiB/s on both
-    # ends; execution 34 MiB in 4 s; the fan-out 4 MiB x 2 nodes in 1 s; the flush 2 MiB.
-    assert bw == {"pfs": {"mib_per_s": 10.0, "phase": "stage-in level 1"},
-                  "ram": {"mib_per_s": 10.0, "phase": "stage-in level 1",
-                          "per_node_mib_per_s": 5.0}}
-    model.phases = [[4.0, 2.0, 0.5, 0.0, 2.0, 0.5]]
-    bw = bandwidth(model, 0)  # type: ignore[arg-type]
-    assert bw is not None
-    assert bw["ram"]["mib_per_s"] == 17.0 and bw["ram"]["phase"] == "execution level 1"
-    assert bw["pfs"] == {"mib_per_s": 5.0, "phase": "stage-in level 1"}

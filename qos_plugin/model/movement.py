@@ -1,0 +1,153 @@
+"""Which data a placement moves, where and when: the one statement of the movement
+rules, read by the makespan (what each move costs in time) and by the job contract
+(what each move carries in bytes).
+
+Per stage s of a configuration (tier t_s):
+
+* **stage-in**, when t_s is node-local: one copy per shared tier x the stage needs
+  data from (the initial data, which lives on the home tier, or a predecessor's
+  outputs on x), onto every node of the job;
+* **execution**: the stage reads and writes on t_s;
+* **stage-out**: one move per tier y that a consumer at a later level uses (and, at
+  the last level, the home tier for node-local outputs: the final flush), where a
+  move applies: between a shared and a node-local tier, between two shared tiers,
+  or a fan-out between the nodes of one node-local tier.
+
+Functions here take the configurations as one index array per stage (tier index
+of every configuration) and return boolean masks over them; no loops over
+configurations in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from qos_plugin.model.template import INITIAL_DATA, WorkflowTemplate
+from qos_plugin.model.tiers import TierSet
+
+# MiB each stage reads and writes and what its copies carry (see iodata.stage_volumes).
+Volumes = Mapping[str, Mapping[str, object]]
+PHASES = ("stage-in", "execution", "stage-out")
+# Per shared tier, the sources a stage-in copy brings from it and where it does.
+Copies = list[tuple[int, list[tuple[str, np.ndarray]]]]
+
+
+def move_applies(tiers: TierSet, x: int, y: int) -> bool:
+    """Whether outputs on tier ``x`` are moved for a consumer on tier ``y``."""
+    tx, ty = tiers.tiers[x], tiers.tiers[y]
+    if tx.is_local and ty.is_local:
+        return x == y            # fan-out between nodes of one node-local tier
+    return x != y                # shared <-> local, or between two shared tiers
+
+
+def stage_in_copies(template: WorkflowTemplate, tiers: TierSet, s: int,
+                    columns: Sequence[np.ndarray]) -> Copies:
+    """The stage-in copies of stage ``s``: per shared tier x, each source it brings
+    (``initial_data`` or a predecessor) with the configurations where that source's
+    data is copied from x onto the stage's node-local tier."""
+    stage = template.stages[s]
+    pos = {name: i for i, name in enumerate(template.stage_names)}
+    is_local = np.array([t.is_local for t in tiers], dtype=bool)
+    local_s = is_local[columns[s]]
+    home = tiers.index(tiers.home.name)
+    out = []
+    for x, tier in enumerate(tiers):
+        if tier.is_local:
+            continue
+        sources = []
+        if stage.reads_initial_data and x == home:
+            sources.append((INITIAL_DATA, local_s))
+        for p in stage.stage_predecessors:
+            sources.append((p, local_s & (columns[pos[p]] == x)))
+        if sources:
+            out.append((x, sources))
+    return out
+
+
+def stage_out_moves(template: WorkflowTemplate, tiers: TierSet, s: int,
+                    columns: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per tier y, the configurations where stage ``s``'s outputs move to y."""
+    stage = template.stages[s]
+    pos = {name: i for i, name in enumerate(template.stage_names)}
+    T = len(tiers)
+    t_s = columns[s]
+    is_local = np.array([t.is_local for t in tiers], dtype=bool)
+    applies = np.array([[move_applies(tiers, x, y) for y in range(T)] for x in range(T)])
+    home = tiers.index(tiers.home.name)
+    succ = [pos[d.name] for d in template.successors(stage.name)]
+    out = []
+    for y in range(T):
+        target = np.zeros(t_s.shape[0], dtype=bool)
+        for d in succ:
+            target |= columns[d] == y
+        if stage.level == template.levels[-1] and y == home:
+            target |= is_local[t_s]      # final flush of node-local outputs
+        out.append(target & applies[t_s, y])
+    return out
+
+
+class LevelMib:
+    """MiB each configuration moves on each tier in each phase of each level, as
+    ``fixed + nodes * per_node`` (copies go to every node; execution and flushes
+    do not depend on the node count). Arrays are (V, L, 3, T), phases in PHASES
+    order."""
+
+    def __init__(self, fixed: np.ndarray, per_node: np.ndarray) -> None:
+        self.fixed = fixed
+        self.per_node = per_node
+
+    def at(self, level: int, configs: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """(R, 3, T) MiB of ``level`` for rows given by configuration index and nodes."""
+        out: np.ndarray = (self.fixed[configs, level]
+                           + nodes[:, None, None] * self.per_node[configs, level])
+        return out
+
+
+def _volume(volumes: Volumes, stage: str, key: str, fallback: str = "") -> float:
+    v = volumes[stage]
+    return float(str(v.get(key, v.get(fallback, 0.0)) if fallback else v.get(key, 0.0)))
+
+
+def _copied_from(volumes: Volumes, stage: str, source: str) -> float:
+    """MiB of ``source``'s files a stage-in copy brings to one node: the distinct files
+    read from that source when the I/O data names them, else all of the stage's
+    distinct input files (an overestimate, never an underestimate)."""
+    per_source = volumes[stage].get("in_from_mib")
+    if isinstance(per_source, Mapping) and source in per_source:
+        return float(per_source[source])
+    return _volume(volumes, stage, "in_files_mib", "read_mib")
+
+
+def level_mib(template: WorkflowTemplate, tiers: TierSet, columns: Sequence[np.ndarray],
+              volumes: Volumes) -> LevelMib:
+    """MiB moved per (configuration, level, phase, tier), from the rules above.
+
+    Every move is charged on both of its tiers (a fan-out once, on its own tier);
+    execution charges the stage's reads and writes on its tier.
+    """
+    V, L, T = columns[0].shape[0], len(template.levels), len(tiers)
+    fixed = np.zeros((V, L, 3, T))
+    per_node = np.zeros((V, L, 3, T))
+    level_of = {lv: k for k, lv in enumerate(template.levels)}
+    rows = np.arange(V)
+    for s, stage in enumerate(template.stages):
+        k, t_s = level_of[stage.level], columns[s]
+        name = stage.name
+        fixed[rows, k, 1, t_s] += (_volume(volumes, name, "read_mib")
+                                   + _volume(volumes, name, "write_mib"))
+        for x, sources in stage_in_copies(template, tiers, s, columns):
+            for source, mask in sources:
+                mib = np.where(mask, _copied_from(volumes, name, source), 0.0)
+                per_node[:, k, 0, x] += mib
+                per_node[rows, k, 0, t_s] += mib
+        out_mib = _volume(volumes, name, "out_files_mib", "write_mib")
+        for y, mask in enumerate(stage_out_moves(template, tiers, s, columns)):
+            mib = np.where(mask, out_mib, 0.0)
+            fan_out = t_s == y
+            # A fan-out gives every node the outputs; a copy or flush moves them once.
+            per_node[:, k, 2, y] += np.where(fan_out, mib, 0.0)
+            fixed[:, k, 2, y] += np.where(fan_out, 0.0, mib)
+            fixed[rows, k, 2, t_s] += np.where(fan_out, 0.0, mib)
+    return LevelMib(fixed, per_node)
