@@ -31,6 +31,7 @@ import re
 import stat
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -159,8 +160,28 @@ def _checked(p: Policy) -> Policy:
 
 def policy_from_args(a: argparse.Namespace) -> Policy:
     """The policy ``policy set`` stores (the whole policy: options left out take defaults)."""
-    return _checked(Policy(a.selector, a.tier, a.limit, a.reserve, a.weight, a.burst,
+    return _checked(Policy(a.selector, a.tier, a.limit, a.reserve or 0.0, a.weight, a.burst,
                            scope=Scope.GROUP if a.scope == "group" else Scope.DAEMON))
+
+
+def keep_reservation(new: Policy, old: list[Policy], asked: float | None,
+                     drop: bool) -> tuple[Policy, float]:
+    """``new`` with the reservation the job already holds (what a job's prolog reserved
+    for its deadline) unless the administrator gave --reserve or --drop-reservation: a
+    limit set during an incident must not silently take a running job's floor away.
+    Returns the policy to store and the reservation kept (0 if none)."""
+    if asked is not None or drop or new.selector.kind != Kind.JOB:
+        return new, 0.0
+    held = next((p.reservation_bps for p in old
+                 if p.selector == new.selector and p.tier == new.tier), 0.0)
+    if held <= 0:
+        return new, 0.0
+    if new.limit_bps and new.limit_bps < held:
+        raise QosctlError(f"--limit {format_rate(new.limit_bps)} is below the "
+                          f"{format_rate(held)} job {new.selector.value} holds as its "
+                          "reservation; give a higher limit, or --drop-reservation to take "
+                          "the reservation away")
+    return _checked(replace(new, reservation_bps=held)), held
 
 
 def reservation_from_args(a: argparse.Namespace) -> Policy:
@@ -323,9 +344,13 @@ def stats_text(s: pb.StatsReply) -> str:
 # -- commands: each calls the daemon and emits (JSON document, text) ----------------------
 
 def cmd_policy_set(admin: AdminClient, a: argparse.Namespace, emit: Emit) -> None:
-    p = admin.set_policy(a.policy)
-    emit({"policy": policy_json(p)}, f"set {p.selector} on {_where(p.tier)}\n"
-         + policy_table([p]))
+    want, kept = keep_reservation(a.policy, admin.list_policies(), a.reserve,
+                                  a.drop_reservation)
+    p = admin.set_policy(want)
+    note = (f" (kept its reservation of {format_rate(kept)}; --drop-reservation takes it "
+            "away)" if kept else "")
+    emit({"policy": policy_json(p), "kept_reservation_bps": kept},
+         f"set {p.selector} on {_where(p.tier)}{note}\n" + policy_table([p]))
 
 
 def cmd_policy_delete(admin: AdminClient, a: argparse.Namespace, emit: Emit) -> None:
@@ -451,8 +476,11 @@ def _add_policy_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--tier", default="", help="one tier (default: every tier)")
     s.add_argument("--limit", type=_rate, default=0.0, metavar="RATE",
                    help="maximum bytes/s, e.g. 200MiB/s (default 0 = unlimited)")
-    s.add_argument("--reserve", type=_rate, default=0.0, metavar="RATE",
-                   help="guaranteed bytes/s (default 0 = none)")
+    s.add_argument("--reserve", type=_rate, default=None, metavar="RATE",
+                   help="guaranteed bytes/s (default: none, or for a job the reservation "
+                        "it already holds)")
+    s.add_argument("--drop-reservation", action="store_true",
+                   help="for a job that holds a reservation: take it away")
     s.add_argument("--weight", type=_weight, default=1.0, metavar="W",
                    help="share of spare bandwidth (default 1)")
     s.add_argument("--burst", type=_size, default=0, metavar="SIZE",

@@ -263,3 +263,28 @@ def test_installed_console_script(daemon, tmp_path):
     assert (bad.returncode, bad.stdout) == (2, "")
     assert bad.stderr.startswith("qosctl: error: ") and bad.stderr.count("\n") == 1
     assert run("policy", "delete", "job=31").returncode == 0
+
+
+def test_policy_set_on_a_reserved_job_keeps_its_reservation_unless_told(qosctl):
+    """An administrator limiting a job during an incident once took its deadline's
+    reservation away without a word."""
+    assert qosctl("reserve", "81", "10MiB/s", "--tier", "ram")[0] == 0
+    code, out, err = qosctl("policy", "set", "job=81", "--tier", "ram", "--limit", "40MiB/s")
+    assert (code, err) == (0, "") and "kept its reservation of 10.0MiB/s" in out
+    p = policies(qosctl)[("job=81", "ram")]
+    assert (p["limit_bps"], p["reservation_bps"]) == (40 * MiB, 10 * MiB)
+    # A limit below the reservation is refused, and nothing changes.
+    code, out, err = qosctl("policy", "set", "job=81", "--tier", "ram", "--limit", "5MiB/s")
+    assert code != 0 and "below the 10.0MiB/s job 81 holds" in err and len(err.splitlines()) == 1
+    assert policies(qosctl)[("job=81", "ram")]["limit_bps"] == 40 * MiB
+    # Said in so many words, the reservation goes (or is replaced by the one given).
+    assert qosctl("policy", "set", "job=81", "--tier", "ram", "--limit", "5MiB/s",
+                  "--drop-reservation")[0] == 0
+    p = policies(qosctl)[("job=81", "ram")]
+    assert (p["limit_bps"], p["reservation_bps"]) == (5 * MiB, 0)
+    assert qosctl("policy", "set", "job=81", "--tier", "ram", "--reserve", "2MiB/s")[0] == 0
+    assert policies(qosctl)[("job=81", "ram")]["reservation_bps"] == 2 * MiB
+    # Other selectors are whole policies, as before.
+    assert qosctl("policy", "set", "user=zed", "--reserve", "1MiB/s")[0] == 0
+    assert qosctl("policy", "set", "user=zed", "--limit", "9MiB/s")[0] == 0
+    assert policies(qosctl)[("user=zed", "")]["reservation_bps"] == 0

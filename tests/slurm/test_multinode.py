@@ -99,8 +99,9 @@ def test_group_limit_holds_dd_on_two_nodes_together(cluster: Cluster) -> None:
     cluster.wait(job, ("RUNNING",), timeout=60)
     _wait_started(cluster, go)
     assert cluster.job(job).nodes == 2
+    # The example's nominal reservation is far above the limit: the admin drops it.
     p = cluster.qosctl("policy", "set", f"job={job}", "--tier", "pfs", "--limit",
-                       f"{limit:.0f}", "--scope", "group")
+                       f"{limit:.0f}", "--scope", "group", "--drop-reservation")
     assert p.returncode == 0, p.stderr
     cluster.wait_for(lambda: all(any(q.selector.value == job for q in c)
                                  for c in _policies(cluster)), what="the policy everywhere")
@@ -219,7 +220,8 @@ def test_reserved_jobs_hold_their_floor_beside_an_unreserved_flood(cluster: Clus
         assert p.returncode == 0, p.stderr
     # The flood keeps no reservation and gets twenty times the others' weight: without
     # their floors, the two would share a twenty-second of what the tier gives.
-    p = cluster.qosctl("policy", "set", f"job={flood}", "--tier", "pfs", "--weight", "20")
+    p = cluster.qosctl("policy", "set", f"job={flood}", "--tier", "pfs", "--weight", "20",
+                       "--drop-reservation")
     assert p.returncode == 0, p.stderr
     cluster.wait_for(lambda: not cluster.reservations(flood), what="the flood's policy")
     flood_policy = [q for c in _policies(cluster) for q in c if q.selector.value == flood]
