@@ -33,6 +33,7 @@ from pathlib import Path
 
 from qos_plugin.errors import InputError, QosPluginError
 from qos_plugin.planner.contract import Contract
+from qos_plugin.slurm.admission import Ask, admit, daemon_part
 from qos_plugin.slurm.placement import PLACEMENT_ID, SPANK_PROLOG_PREFIX, Placement
 from qos_plugin.slurm.site import Site, load_site
 from qos_plugin.slurm.staging import (
@@ -198,13 +199,20 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
         log.warning("job %s: the job's environment asked for %s; reserving the model's %s",
                     job, p.bandwidth, rates)
     p.bandwidth = rates
+    wanted = reservations(site, p, nodes)
+    decision = admit(asks(site, job, wanted, token))
+    if not decision.admitted:
+        # Not started on a promise the tier cannot keep: the job ends with the reason.
+        log.error("job %s: %s", job, decision.reason)
+        cancel_job(job, f"qos: {decision.reason}")
+        return 0
     done: set[str] = set()
     failed = False
-    for daemon, tier, bps in reservations(site, p, nodes):
+    for (daemon, tier, bps), limit in zip(wanted, decision.limits, strict=True):
         client = AdminClient(daemon, token)
         try:
             client.reserve(job, bps, tier=tier, user=env.get("SLURM_JOB_USER", ""),
-                           account=env.get("SLURM_JOB_ACCOUNT", ""))
+                           account=env.get("SLURM_JOB_ACCOUNT", ""), limit_bps=limit)
             done.add(daemon)
             log.info("job %s: reserved %.1f MiB/s on %s tier %s", job, bps / MiB, daemon, tier)
         except grpc.RpcError as e:
@@ -225,6 +233,36 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
         cancel_job(job, "qos: a storage daemon could not reserve the job's bandwidth "
                         "(on_unavailable=closed); submit again when the daemons are back")
     return 0
+
+
+def asks(site: Site, job: str, wanted: list[tuple[str, str, float]],
+         token: str | None) -> list[Ask]:
+    """Each wanted reservation with what its daemon already holds on that tier for
+    other jobs, and that daemon's part of the tier's bandwidth. A daemon that cannot be
+    asked counts as holding nothing (its reserve call will fail and on_unavailable
+    decides)."""
+    import grpc
+
+    from tokenbucket_daemon.client import AdminClient
+    from tokenbucket_daemon.core.policy import Kind
+
+    held: dict[str, list[tuple[str, float]]] = {}
+    out = []
+    for daemon, tier, bps in wanted:
+        t = site.tier(tier)
+        if daemon not in held and t.bandwidth is not None:
+            client = AdminClient(daemon, token)
+            try:
+                held[daemon] = [(q.tier, q.reservation_bps) for q in client.list_policies()
+                                if q.selector.kind == Kind.JOB and q.selector.value != job]
+            except grpc.RpcError:
+                held[daemon] = []
+            finally:
+                client.close()
+        others = sum(b for tr, b in held.get(daemon, []) if tr in (tier, ""))
+        out.append(Ask(daemon, tier, bps, others,
+                       daemon_part(t.bandwidth, not t.is_local, len(t.daemons))))
+    return out
 
 
 def _release(job: str, daemons: list[str], token: str | None) -> None:

@@ -22,6 +22,7 @@ from qos_plugin.planner.trained import TrainedModel
 from qos_plugin.slurm.placement import Placement, rule_text
 from qos_plugin.slurm.site import Site
 
+MiB = 1 << 20
 # The planner's option names as the user typed them at sbatch.
 SBATCH_OPTION = {"deadline": "--qos-deadline", "max_nodes": "--qos-max-nodes",
                  "exclude": "--qos-exclude-tier", "tiers": "--qos-exclude-tier",
@@ -187,6 +188,14 @@ def plan(site: Site, req: Request, user: str, placement_id: str | None = None) -
         raise InputError("--qos-workflow", f"model {model.name} v{model.version} has no job "
                          "contracts (trained before them)", "retrain it with 'qos-plan train'")
     bandwidth = tier_rates(site, ans.contract)
+    for t, mibps in bandwidth.items():
+        cap = site.tier(t).bandwidth
+        # Known now: more than the tier sustains even when no other job holds any of it.
+        if cap is not None and site.tier(t).enforced and mibps * MiB > cap:
+            raise Infeasible(f"qos: the placement of {model.name} v{model.version} needs "
+                             f"{mibps:.1f} MiB/s of tier {t}, more than the "
+                             f"{cap / MiB:.1f} MiB/s it sustains; give a later "
+                             f"--qos-deadline or --qos-exclude-tier={t}")
     local = [t for t in used if site.tier(t).is_local]
     in_tiers, out_tiers = list(ans.contract.stage_in), list(ans.contract.stage_out)
     return Placement(id=pid, workflow=f"{model.name}@{model.version}", nodes=ch.nodes,

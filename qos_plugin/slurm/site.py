@@ -17,6 +17,8 @@ path = "/srv/qos/pfs"       # where the data lives: the store behind the daemons
 mount = "/qos/pfs"          # what jobs see: the qosfs mount of every compute node
 daemons = ["10.0.0.1:50051", "10.0.0.2:50051"]       # tokenbucketd serving the tier
 capacity = "100TiB"         # optional: the most the tier may hold (default: free space)
+bandwidth = "400MB/s"       # optional: what it sustains in all; reservations are admitted
+                            # against it (a node-local tier: per node)
 
 [tiers.ram]
 kind = "node-local"
@@ -64,6 +66,17 @@ def parse_size(text: str, what: str) -> int:
     return int(float(m.group(1)) * scale ** power)
 
 
+def parse_rate(text: str, what: str) -> float:
+    """Bytes/s in ``text`` such as ``400MB/s`` or ``2GiB/s`` (more than 0)."""
+    size, sep, _ = str(text).strip().partition("/")
+    if not sep or not _.strip().lower() == "s":
+        raise InputError(what, f"{text!r} is not a rate", "write it like 400MB/s or 2GiB/s")
+    bps = float(parse_size(size, what))
+    if bps <= 0:
+        raise InputError(what, f"{text!r} is not a rate above 0", "write it like 400MB/s")
+    return bps
+
+
 @dataclass(frozen=True)
 class SiteTier:
     name: str
@@ -73,6 +86,7 @@ class SiteTier:
     capacity: int | None = None
     enforce: str = "direct"
     mount: Path | None = None
+    bandwidth: float | None = None      # bytes/s the tier sustains (admission)
 
     @property
     def is_local(self) -> bool:
@@ -171,7 +185,7 @@ def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
         if not _TIER_NAME.fullmatch(name) or not isinstance(t, dict):
             raise InputError(where, f"{name!r} is not a tier table with a valid name",
                              "name tiers with letters, digits, '_' or '-'")
-        keys = {"kind", "path", "daemons", "capacity", "enforce", "mount"}
+        keys = {"kind", "path", "daemons", "capacity", "enforce", "mount", "bandwidth"}
         extra = sorted(set(t) - keys)
         if extra:
             raise InputError(where, f"unknown key {extra[0]!r}",
@@ -201,8 +215,10 @@ def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
         if enforce == "daemons" and kind == "node-local" and not mount:
             raise InputError(where, "enforce = \"daemons\" needs mount",
                              "add the qosfs mount point jobs see on every node")
+        bw = t.get("bandwidth")
+        bandwidth = parse_rate(str(bw), f"{where} bandwidth") if bw is not None else None
         tiers[name] = SiteTier(name, kind, Path(path), tuple(daemons), capacity, enforce,
-                               Path(mount) if mount else None)
+                               Path(mount) if mount else None, bandwidth)
     if not tiers:
         raise InputError(src, "no tiers", "declare at least one [tiers.NAME] table")
     nodes: dict[str, str] = {}

@@ -461,3 +461,39 @@ def test_workflow_versions_are_named_with_or_without_v(cluster: Cluster) -> None
         p = cluster.sbatch(f"--qos-workflow={ref}", "--qos-exclude-tier=ram,ssd", "--hold")
         assert p.returncode == 0, (ref, p.stderr)
         _cancel(cluster, p.stdout.strip())
+
+
+def test_reservations_are_admitted_against_the_tiers_bandwidth(cluster: Cluster,
+                                                               site_edit) -> None:
+    """A tier that sustains 500 MiB/s (250 on each of its two daemons) holds one
+    pipeline job on it (163.9 MiB/s a daemon), not two; a job that needs more than the
+    tier gives at all is refused at sbatch."""
+    block = '[tiers.pfs]\nkind = "shared"\n'
+    site_edit(block, block + 'bandwidth = "500MiB/s"\n')
+    go = cluster.work / "go-admission"
+    script = cluster.script(f"while [ ! -e {go} ]; do sleep 0.2; done\n")
+    first = cluster.submit("--qos-workflow=pipeline", "--qos-exclude-tier=ram,ssd",
+                           script=script)
+    cluster.wait(first, ("RUNNING",))
+    cluster.wait_for(lambda: len(cluster.reservations(first)) == 2, what="the reservation")
+    from tokenbucket_daemon.client import AdminClient
+
+    c = AdminClient(cluster.local.daemon_addresses()[0], cluster.token,
+                    tls=cluster.local.admin_tls())
+    (mine,) = [q for q in c.list_policies() if q.selector.value == first]
+    c.close()
+    # Its limit is the part of the daemon nobody else was promised: all of it.
+    assert mine.limit_bps == pytest.approx(250 * MiB)
+    second = cluster.submit("--qos-workflow=pipeline", "--qos-exclude-tier=ram,ssd")
+    assert cluster.wait(second, DONE).state == "CANCELLED"
+    assert "tier pfs cannot hold the job's reservation" in _reason(cluster, second)
+    go.touch()
+    assert cluster.wait(first, DONE).state == "COMPLETED"
+    # Once the first has released, the same job fits again.
+    cluster.wait_for(lambda: not cluster.reservations(first), what="the release")
+    third = cluster.submit("--qos-workflow=pipeline", "--qos-exclude-tier=ram,ssd")
+    assert cluster.wait(third, DONE).state == "COMPLETED"
+    site_edit('bandwidth = "500MiB/s"', 'bandwidth = "300MiB/s"')
+    p = cluster.sbatch("--qos-workflow=pipeline", "--qos-exclude-tier=ram,ssd")
+    assert p.returncode != 0
+    assert "needs 327.8 MiB/s of tier pfs, more than the 300.0 MiB/s it sustains" in p.stderr
