@@ -30,6 +30,7 @@ import os
 import re
 import stat
 import sys
+import tomllib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -380,10 +381,51 @@ def cmd_release(admin: AdminClient, a: argparse.Namespace, emit: Emit) -> None:
          f"released job {a.job}: {n} JOB {'policy' if n == 1 else 'policies'} deleted")
 
 
+def site_capacity(path: str) -> dict[str, float]:
+    """Each tier's bandwidth per daemon from the site configuration (what the prolog
+    admits against: a shared tier's total split over its daemons); {} without one."""
+    if not path:
+        return {}
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise QosctlError(f"cannot read the site configuration {path!r} ({e}); give --site "
+                          "FILE or unset QOS_SITE_CONFIG") from None
+    out = {}
+    for name, t in (raw.get("tiers") or {}).items():
+        bw = t.get("bandwidth") if isinstance(t, dict) else None
+        if bw is None:
+            continue
+        try:
+            total = parse_rate(str(bw))
+        except ValueError:
+            raise QosctlError(f"{path}: tier {name} bandwidth {bw!r} is not a rate") from None
+        n = len(t.get("daemons") or []) if t.get("kind") == "shared" else 1
+        out[name] = total / max(1, n)
+    return out
+
+
+def reserved_by_tier(ps: list[Policy]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for p in ps:
+        out[p.tier or "*"] = out.get(p.tier or "*", 0.0) + p.reservation_bps
+    return out
+
+
 def cmd_reservations(admin: AdminClient, a: argparse.Namespace, emit: Emit) -> None:
     ps = [p for p in admin.list_policies() if p.reservation_bps > 0]
-    emit({"reservations": [policy_json(p) for p in ps]},
-         policy_table(ps) if ps else "no reservations")
+    cap = site_capacity(a.site)
+    held = reserved_by_tier(ps)
+    summary = [{"tier": t, "reserved_bps": b, "capacity_bps": cap.get(t)}
+               for t, b in sorted(held.items())]
+    summary += [{"tier": t, "reserved_bps": 0.0, "capacity_bps": c}
+                for t, c in sorted(cap.items()) if t not in held]
+    lines = [f"tier {s['tier']}: {format_rate(s['reserved_bps'])} reserved"
+             + (f" of {format_rate(s['capacity_bps'])} on this daemon"
+                if s["capacity_bps"] else "") for s in summary]
+    emit({"reservations": [policy_json(p) for p in ps], "tiers": summary},
+         (policy_table(ps) if ps else "no reservations") + ("\n" + "\n".join(lines)
+                                                            if lines else ""))
 
 
 def cmd_stats(admin: AdminClient, a: argparse.Namespace, emit: Emit) -> None:
@@ -509,7 +551,11 @@ def _add_job_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     rel = _command(sub, "release", common, "delete every JOB policy of JOB (Slurm epilog)")
     rel.add_argument("job", type=_job, metavar="JOB")
     rel.set_defaults(run=cmd_release)
-    res = _command(sub, "reservations", common, "the policies that carry a reservation")
+    res = _command(sub, "reservations", common, "the policies that carry a reservation, "
+                   "and per tier what is reserved against what it sustains")
+    res.add_argument("--site", default=os.environ.get("QOS_SITE_CONFIG", ""),
+                     help="site configuration whose tier bandwidths to show (default "
+                          "$QOS_SITE_CONFIG)")
     res.set_defaults(run=cmd_reservations)
     st = _command(sub, "stats", common, "per class and per tier counters")
     st.add_argument("--job", default="", help="only this job's classes")

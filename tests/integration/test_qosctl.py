@@ -288,3 +288,26 @@ def test_policy_set_on_a_reserved_job_keeps_its_reservation_unless_told(qosctl):
     assert qosctl("policy", "set", "user=zed", "--reserve", "1MiB/s")[0] == 0
     assert qosctl("policy", "set", "user=zed", "--limit", "9MiB/s")[0] == 0
     assert policies(qosctl)[("user=zed", "")]["reservation_bps"] == 0
+
+
+def test_reservations_show_what_each_tier_has_reserved_against_what_it_sustains(
+        qosctl, tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text('registry = "/r"\n[tiers.ram]\nkind = "shared"\npath = "/x"\n'
+                    'daemons = ["a:1", "b:1"]\nbandwidth = "400MiB/s"\n')
+    def ram() -> dict:
+        code, out, _ = qosctl("reservations", "--site", str(site), "--json")
+        (t,) = [t for t in json.loads(out)["tiers"] if t["tier"] == "ram"]
+        return t
+    before = ram()["reserved_bps"]          # other tests' jobs share the daemon
+    assert qosctl("reserve", "91", "30MiB/s", "--tier", "ram")[0] == 0
+    assert qosctl("reserve", "92", "20MiB/s", "--tier", "ram")[0] == 0
+    code, out, err = qosctl("reservations", "--site", str(site))
+    assert (code, err) == (0, "")
+    # 50 MiB/s more of this daemon's half of the tier's 400.
+    shown = f"tier ram: {(before + 50 * MiB) / MiB:.1f}MiB/s reserved of 200.0MiB/s"
+    assert f"{shown} on this daemon" in out, out
+    assert (ram()["reserved_bps"], ram()["capacity_bps"]) == (before + 50 * MiB, 200 * MiB)
+    assert qosctl("release", "91")[0] == 0 and qosctl("release", "92")[0] == 0
+    code, out, err = qosctl("reservations", "--site", str(tmp_path / "none.toml"))
+    assert code != 0 and "cannot read the site configuration" in err
