@@ -9,6 +9,8 @@
     qos-plan list
     qos-plan query     NAME [--deadline 20:00] [--max-nodes 5] [--tiers a,b]
                        [--exclude-tier x] [--down-tier y] [--objective fastest|frugal] [--json]
+    qos-plan run       NAME --placement STAGE=TIER,... --nodes N [--scale F]
+                       --tier-dir TIER=PATH ... [--out RUN.json]   # local mode only
     qos-plan demo      [--out-dir D]
 
 Every failure is one line on stderr and exit status 1 (2 for a usage error);
@@ -194,6 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="profile CSV to write")
     pr.add_argument("--quick", action="store_true",
                     help="a small sweep that finishes in well under a minute")
+
+    rn = sub.add_parser("run", help="run a trained workflow on this machine (local mode)",
+                        description="Run model NAME's workflow for real with local processes: "
+                                    "each stage's tasks read and write its I/O volumes (times "
+                                    "--scale, 1 MiB transfers) on the placement's tier "
+                                    "directories, with the model's stage-in copies, stage-out "
+                                    "moves and barriers between levels; records per-stage and "
+                                    "per-phase times and bytes. Slurm mode (srun steps) is not "
+                                    "built yet.")
+    rn.add_argument("name", help="model name, or NAME@VERSION")
+    rn.add_argument("--placement", required=True, metavar="STAGE=TIER,...",
+                    help="the tier of every stage")
+    rn.add_argument("--nodes", required=True, help="node count (one the model has)")
+    rn.add_argument("--scale", default="1", help="shrink every volume by this factor, "
+                                                 "0 < F <= 1 (default 1)")
+    rn.add_argument("--tier-dir", action="append", default=[], metavar="TIER=PATH",
+                    help="directory of a tier (repeat; the home tier and every tier of the "
+                         "placement; a node-local tier gets node0..node{N-1} under it)")
+    rn.add_argument("--out", metavar="RUN.json", help="write the run's record as JSON")
+    registry_opt(rn)
 
     d = sub.add_parser("demo", help="run the whole pipeline on the bundled example",
                        description="Build costs, makespan, regions and rankings for the "
@@ -501,9 +523,26 @@ def cmd_query(a: argparse.Namespace) -> int:
     return 0 if ans.feasible else 3
 
 
+def cmd_run(a: argparse.Namespace) -> int:
+    from qos_plugin.planner import runner
+
+    try:
+        scale = float(a.scale)
+    except ValueError:
+        raise InputError("--scale", f"{a.scale!r} is not a number",
+                         "give e.g. --scale 0.01") from None
+    spec = runner.check_run(_registry(a).load(a.name), runner.parse_placement(a.placement),
+                            a.nodes, scale, runner.parse_tier_dirs(a.tier_dir))
+    record = runner.run(spec)
+    if a.out:
+        Path(a.out).write_text(json.dumps(record, indent=1) + "\n")
+    print(runner.run_table(record))
+    return 0
+
+
 COMMANDS = {"costs": cmd_costs, "makespan": cmd_makespan, "regions": cmd_regions,
             "rank": cmd_rank, "profile": cmd_profile, "train": cmd_train, "list": cmd_list,
-            "query": cmd_query, "demo": cmd_demo}
+            "query": cmd_query, "run": cmd_run, "demo": cmd_demo}
 
 
 def _read_values(a: argparse.Namespace) -> None:
@@ -512,7 +551,7 @@ def _read_values(a: argparse.Namespace) -> None:
     from qos_plugin.cli.values import default_memory_budget, parse_count, parse_nodes, parse_size
 
     if isinstance(getattr(a, "nodes", None), str):
-        a.nodes = (parse_count(a.nodes, "--nodes") if a.command == "rank"
+        a.nodes = (parse_count(a.nodes, "--nodes") if a.command in ("rank", "run")
                    else parse_nodes(a.nodes))
     if hasattr(a, "memory_budget"):
         a.memory_budget = (parse_size(a.memory_budget, "--memory-budget")
