@@ -11,10 +11,12 @@ Hypothesis then shrinks.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
 import math
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +36,7 @@ from qos_plugin.model.wfformat import load_any_template
 from qos_plugin.planner.trained import read_model
 
 WORK = Path(tempfile.mkdtemp(prefix="qos-planner-fuzz-"))
+atexit.register(shutil.rmtree, WORK, True)     # one per run; none left in /tmp
 TIER_SPEC = "pfs:shared,nvme:node-local,ram:node-local,bb:node-local"
 
 # -- generated values ---------------------------------------------------------------
