@@ -159,7 +159,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     p = subprocess.run([str(REPO / "deploy" / "local" / "up"), "--dir", str(root),
                         "--nodes", str(NODES), "--daemons", "2", "--user", USER],
                        capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, f"deploy/local/up failed:\n{p.stdout}\n{p.stderr}"
+    if p.returncode:
+        # up stops what it started; its directory goes too, as after a passing run.
+        subprocess.run([str(REPO / "deploy" / "local" / "down"), "--dir", str(root), "--purge"],
+                       capture_output=True, text=True, timeout=120)
+        pytest.fail(f"deploy/local/up failed:\n{p.stdout}\n{p.stderr}")
     print(f"deploy/local/up: {time.perf_counter() - t0:.1f} s")
     from qos_plugin.slurm.localcluster import ensure_user
     ensure_user(OTHER)

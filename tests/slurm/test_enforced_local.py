@@ -26,7 +26,11 @@ def local_cluster() -> Iterator[Cluster]:
     p = subprocess.run([str(REPO / "deploy" / "local" / "up"), "--dir", str(root), "--nodes",
                         "2", "--daemons", "1", "--enforce-local", "--user", USER],
                        capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, f"deploy/local/up failed:\n{p.stdout}\n{p.stderr}"
+    if p.returncode:
+        # up stops what it started; its directory goes too, as after a passing run.
+        subprocess.run([str(REPO / "deploy" / "local" / "down"), "--dir", str(root), "--purge"],
+                       capture_output=True, text=True, timeout=120)
+        pytest.fail(f"deploy/local/up failed:\n{p.stdout}\n{p.stderr}")
     try:
         yield Cluster(root)
     finally:
