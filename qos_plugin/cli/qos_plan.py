@@ -11,6 +11,9 @@
                        [--exclude-tier x] [--down-tier y] [--objective fastest|frugal] [--json]
     qos-plan run       NAME --placement STAGE=TIER,... --nodes N [--scale F]
                        --tier-dir TIER=PATH ... [--out RUN.json]   # local mode only
+    qos-plan validate  NAME --nodes N --tier-dir TIER=PATH ... [--placements all|K]
+                       [--repeat R] [--scale F] [--json] [--out DIR]
+    qos-plan calibrate NAME --runs RUNS.json [--daemon-stats STATS.json] [--json]
     qos-plan demo      [--out-dir D]
 
 Every failure is one line on stderr and exit status 1 (2 for a usage error);
@@ -216,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "placement; a node-local tier gets node0..node{N-1} under it)")
     rn.add_argument("--out", metavar="RUN.json", help="write the run's record as JSON")
     registry_opt(rn)
+
+    from qos_plugin.cli.validate import add_parsers as validation_parsers
+
+    validation_parsers(sub, registry_opt)
 
     d = sub.add_parser("demo", help="run the whole pipeline on the bundled example",
                        description="Build costs, makespan, regions and rankings for the "
@@ -540,9 +547,22 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(a: argparse.Namespace) -> int:
+    from qos_plugin.cli.validate import cmd_validate as validate
+
+    return validate(a, _registry(a))
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from qos_plugin.cli.validate import cmd_calibrate as calibrate
+
+    return calibrate(a, _registry(a))
+
+
 COMMANDS = {"costs": cmd_costs, "makespan": cmd_makespan, "regions": cmd_regions,
             "rank": cmd_rank, "profile": cmd_profile, "train": cmd_train, "list": cmd_list,
-            "query": cmd_query, "run": cmd_run, "demo": cmd_demo}
+            "query": cmd_query, "run": cmd_run, "validate": cmd_validate,
+            "calibrate": cmd_calibrate, "demo": cmd_demo}
 
 
 def _read_values(a: argparse.Namespace) -> None:
@@ -551,7 +571,7 @@ def _read_values(a: argparse.Namespace) -> None:
     from qos_plugin.cli.values import default_memory_budget, parse_count, parse_nodes, parse_size
 
     if isinstance(getattr(a, "nodes", None), str):
-        a.nodes = (parse_count(a.nodes, "--nodes") if a.command in ("rank", "run")
+        a.nodes = (parse_count(a.nodes, "--nodes") if a.command in ("rank", "run", "validate")
                    else parse_nodes(a.nodes))
     if hasattr(a, "memory_budget"):
         a.memory_budget = (parse_size(a.memory_budget, "--memory-budget")

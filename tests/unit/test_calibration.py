@@ -1,0 +1,219 @@
+"""Scaled predictions, calibration from synthetic runs of a known profile, and
+``qos-plan validate`` / ``calibrate`` for real on a small workflow of our own
+(a shared tier on disk, a node-local one in /dev/shm)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qos_plugin.cli.qos_plan import main
+from qos_plugin.model.csvio import write_csv
+from qos_plugin.model.iodata import write_io_csv
+from qos_plugin.model.profile import StorageProfile
+from qos_plugin.model.synthetic import TierModel, dag_workflow
+from qos_plugin.model.template import template_to_dict
+from qos_plugin.model.tiers import parse_tiers
+from qos_plugin.planner.calibration import (
+    byte_ratios,
+    calibrate,
+    corrected_profile,
+    expected_tier_mib,
+    volume_warnings,
+)
+from qos_plugin.planner.prediction import placement_of, predict, stored_prediction
+from qos_plugin.planner.registry import Registry
+from qos_plugin.planner.validation import Measurement
+
+TIERS = parse_tiers("disk:shared,shm:node-local")
+# (stage, level, tasks, {source: MiB read per task}, MiB written per task)
+STAGES = [("gen", 1, 2, {"initial_data": 8.0}, 8.0), ("proc", 2, 2, {"gen": 8.0}, 4.0),
+          ("merge", 3, 1, {"proc": 8.0}, 2.0)]
+WF = dag_workflow("tiny", STAGES, TIERS, {"disk": TierModel(1, 1), "shm": TierModel(1, 1)})
+RATES = {("read", "disk"): 800.0, ("write", "disk"): 400.0, ("read", "shm"): 3000.0,
+         ("write", "shm"): 2000.0, ("cp", "disk-shm"): 500.0, ("cp", "shm-disk"): 300.0,
+         ("scp", "shm-shm"): 1500.0}
+COLUMNS = ["operation", "transferSize", "aggregateFilesizeMB", "numNodes", "tasksPerNode",
+           "trMiB", "storageType"]
+
+
+def _rows(sizes=((1.0, 0.5), (64.0, 1.0))) -> list[list[object]]:
+    """Profile rows: every rate at two data sizes (small ones at half the rate, as a
+    latency would make them) and one or two tasks."""
+    return [[op, float(1 << 20), size, 1.0, float(tpn), r * f * (1 + 0.5 * (tpn - 1)), st]
+            for (op, st), r in RATES.items() for size, f in sizes for tpn in (1, 2)]
+
+
+def _profile(rows: list[list[object]]) -> StorageProfile:
+    runs: dict[tuple[str, str], tuple[list[list[float]], list[float]]] = {}
+    for op, _t, size, n, tpn, rate, st in rows:
+        x, r = runs.setdefault((str(op), str(st)), ([], []))
+        x.append([float(n), float(tpn), float(1 << 20), float(size)])
+        r.append(float(rate))
+    return StorageProfile("hand", {k: (np.array(x), np.array(r)) for k, (x, r) in runs.items()})
+
+
+ALL = [{"gen": a, "proc": b, "merge": c} for a in TIERS.names for b in TIERS.names
+       for c in TIERS.names]
+
+
+def test_a_scaled_prediction_scales_per_byte_costs_only():
+    io = WF.io_data()
+    flat = _profile(_rows(sizes=((64.0, 1.0),)))     # one size: rates do not depend on it
+    one = predict(WF.template, io, flat, TIERS, 2, ALL, 1.0)
+    half = predict(WF.template, io, flat, TIERS, 2, ALL, 0.5)
+    assert [h.total for h in half] == pytest.approx([0.5 * o.total for o in one])
+    # With slower small transfers, half the data takes more than half the time.
+    sized = _profile(_rows())
+    one, half = (predict(WF.template, io, sized, TIERS, 2, ALL, f) for f in (1.0, 0.25))
+    assert all(h.total > 0.25 * o.total for h, o in zip(half, one, strict=True))
+
+
+def _true_runs(profile: StorageProfile, scale: float) -> list[Measurement]:
+    preds = predict(WF.template, WF.io_data(), profile, TIERS, 2, ALL, scale)
+    return [Measurement(dict(p), 2, scale, pr.total, pr.levels)
+            for p, pr in zip(ALL, preds, strict=True)]
+
+
+def test_calibration_recovers_a_tier_three_times_slower():
+    model = _profile(_rows())
+    truth = corrected_profile(model, {("read", "disk"): 1 / 3, ("write", "disk"): 1 / 3})
+    runs = _true_runs(truth, 0.5)
+    cal = calibrate(WF.template, WF.io_data(), model, TIERS, runs)
+    assert cal.error_before > 0.2         # the model's profile is far off
+    fixed = corrected_profile(model, cal.factors)
+    again = predict(WF.template, WF.io_data(), fixed, TIERS, 2, ALL, 0.5)
+    for m, p in zip(runs, again, strict=True):
+        assert p.total == pytest.approx(m.total, rel=0.03)
+    assert cal.error_after < 0.03
+    assert cal.factors[("read", "disk")] == pytest.approx(1 / 3, rel=0.05)
+    assert cal.factors[("write", "disk")] == pytest.approx(1 / 3, rel=0.05)
+    # Tiers the runs showed right stay (about) as they were.
+    assert cal.factors[("read", "shm")] == pytest.approx(1.0, rel=0.05)
+
+
+def test_daemon_bytes_check_the_volumes():
+    placement = {"gen": "disk", "proc": "disk", "merge": "disk"}
+    from qos_plugin.model.iodata import stage_volumes
+
+    vol = stage_volumes(WF.io_data(), WF.template.stage_names)
+    mib = expected_tier_mib(WF.template, TIERS, vol, placement, 2, 0.5)
+    # All on the shared tier, no copies: each stage's reads and writes, halved.
+    # gen 2 x (8 + 8), proc 2 x (8 + 4), merge 8 + 2 MiB.
+    assert mib == {"disk": pytest.approx(0.5 * (32 + 24 + 10)), "shm": 0.0}
+    ratios = byte_ratios(mib, {"disk": 2 * mib["disk"] * (1 << 20)})
+    assert ratios == {"disk": pytest.approx(2.0)}
+    assert volume_warnings(ratios) == ["tier disk: the daemons served 2.00x the bytes the "
+                                       "model moves there"]
+    assert volume_warnings(byte_ratios(mib, {"disk": mib["disk"] * (1 << 20)})) == []
+
+
+# --- for real: train, validate, calibrate, validate again ---------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("calibrate")
+    write_io_csv(WF.io_data(), d / "io.csv")
+    (d / "tiny.json").write_text(json.dumps(template_to_dict(WF.template)))
+    write_csv(d / "profile.csv", COLUMNS, _rows())
+    reg = d / "registry"
+    assert main(["train", "tiny", "--registry", str(reg), "--template", str(d / "tiny.json"),
+                 "--io-data", str(d / "io.csv"), "--profile", str(d / "profile.csv"),
+                 "--nodes", "1,2", "--tiers", "disk:shared,shm:node-local"]) == 0
+    shm = Path(tempfile.mkdtemp(prefix="qos-validate-", dir="/dev/shm"))
+    yield d, reg, shm
+    shutil.rmtree(shm, ignore_errors=True)
+
+
+def _validate(d, reg, shm, out, *extra):
+    return ["validate", "tiny", "--registry", str(reg), "--nodes", "2", "--tier-dir",
+            f"disk={d / 'disk'}", "--tier-dir", f"shm={shm}", "--scale", "0.25",
+            "--out", str(out), "--json", *extra]
+
+
+def test_stored_predictions_are_the_scale_one_predictions(trained):
+    d, reg, _ = trained
+    model = Registry(reg).load("tiny@1")
+    rows = [r for r in range(len(model)) if model.nodes[r] == 2]
+    again = predict(WF.template, WF.io_data(), _profile(_rows()), TIERS, 2,
+                    [placement_of(model, r) for r in rows], 1.0, cost_nodes=[1, 2])
+    for r, p in zip(rows, again, strict=True):
+        s = stored_prediction(model, r)
+        assert p.total == pytest.approx(s.total, rel=1e-12)
+        assert np.ravel(p.levels) == pytest.approx(np.ravel(s.levels), rel=1e-12)
+
+
+def test_validate_calibrate_validate(trained, capsys):
+    d, reg, shm = trained
+    before_dir = d / "before"
+    assert main(_validate(d, reg, shm, before_dir)) == 0
+    before = json.loads(capsys.readouterr().out)
+    runs = json.loads((before_dir / "runs.json").read_text())
+    assert runs["format"] == "qos-runs/1" and runs["version"] == 1
+    # 2 tiers, 3 stages: all 8 placements at N=2 (at most 12: all), once each.
+    assert len(runs["placements"]) == len(runs["runs"]) == 8
+    assert (before_dir / "predicted-vs-measured.png").stat().st_size > 0
+    assert json.loads((before_dir / "validation.json").read_text()) == before
+    for key in ("concordance", "spearman", "median_relative_error", "max_relative_error",
+                "predicted_best", "measured_best", "best_gap", "best_within"):
+        assert key in before
+    assert set(before["phases"]) == {"stage-in", "execution", "stage-out"}
+    assert all(p["measured_seconds"] > 0 for p in before["placements"])
+
+    assert main(["calibrate", "tiny", "--registry", str(reg), "--runs",
+                 str(before_dir / "runs.json"), "--json"]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    assert cal["version"] == 2 and Path(cal["profile"]).is_file()
+    assert cal["median_error_after"] <= cal["median_error_before"]
+    v2 = Registry(reg).load("tiny@2")
+    src = v2.provenance["calibrated_from"]
+    assert src["model"] == "tiny@1" and src["run_count"] == 8
+    assert {(f["operation"], f["storage"]) for f in src["factors"]} == set(RATES)
+    assert v2.provenance["inputs"]["profile"]["path"] == str(Path(cal["profile"]).resolve())
+
+    # The calibrated model against the runs it was fitted to, then on new runs.
+    assert main(_validate(d, reg, shm, d / "refit", "--runs",
+                          str(before_dir / "runs.json"))) == 0
+    refit = json.loads(capsys.readouterr().out)
+    assert refit["version"] == 2
+    assert refit["median_relative_error"] <= before["median_relative_error"]
+    assert not (d / "refit" / "runs.json").exists()
+    assert main(_validate(d, reg, shm, d / "after")) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["version"] == 2 and (d / "after" / "runs.json").is_file()
+    assert 0 <= after["median_relative_error"] <= after["max_relative_error"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["validate", "tiny", "--tier-dir", "disk=/nonexistent"], "no --nodes given"),
+    (["validate", "tiny", "--nodes", "3"], "has no placement on 3 nodes"),
+    (["validate", "tiny", "--nodes", "2", "--placements", "0"], "--placements"),
+    (["validate", "tiny", "--nodes", "2", "--repeat", "x"], "--repeat"),
+    (["validate", "tiny", "--nodes", "2", "--scale", "2"], "--scale"),
+    (["validate", "tiny", "--nodes", "2"], "no directory for tier"),
+    (["calibrate", "tiny", "--runs", "/nonexistent.json"], "/nonexistent.json"),
+])
+def test_bad_input_is_one_line(trained, tmp_path, capsys, args, says):
+    _, reg, _ = trained
+    assert main([*args, "--registry", str(reg), *([] if "--runs" in args else
+                                                   ["--out", str(tmp_path / "out")])]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"qos-plan {args[0]}: error: ") and says in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibrate_refuses_runs_of_another_workflow(trained, tmp_path, capsys):
+    _, reg, _ = trained
+    (tmp_path / "runs.json").write_text(json.dumps(
+        {"format": "qos-runs/1", "model": "other", "runs": [{}]}))
+    assert main(["calibrate", "tiny", "--registry", str(reg), "--runs",
+                 str(tmp_path / "runs.json")]) == 1
+    err = capsys.readouterr().err
+    assert "holds runs of model 'other'" in err and err.count("\n") == 1
+    assert Registry(reg).versions("tiny")[-1] <= 2
