@@ -1,10 +1,10 @@
 """``qos-plan``: score every storage placement of a workflow and group them.
 
-    qos-plan costs     --template T --io-data W --profile P --nodes 2,5,10 --out costs.csv
+    qos-plan costs     --template T [--io-data W] --profile P --nodes 2,5,10 --out costs.csv
     qos-plan makespan  --template T --costs C --nodes 2,5,10 --out makespan.csv
     qos-plan regions   --makespan M --out-dir D [--select separated|constrained|...]
     qos-plan rank      --makespan M --regions D/config_regions.csv --nodes 10 [--json]
-    qos-plan train     NAME --template T (--costs C | --io-data W --profile P) --nodes 2,5,10
+    qos-plan train     NAME --template T (--costs C | [--io-data W] --profile P) --nodes 2,5,10
                        [--select separated|constrained]
     qos-plan list
     qos-plan query     NAME [--deadline 20:00] [--max-nodes 5] [--tiers a,b]
@@ -45,6 +45,10 @@ Typical pipeline:
   qos-plan regions  --makespan makespan.csv --out-dir regions/
   qos-plan rank     --makespan makespan.csv --regions regions/config_regions.csv --nodes 10
 
+I/O data: a workflow-data CSV, or a WfFormat 1.5/1.6 instance (its tasks' input and
+output files; --transfer-size gives the bytes per operation, default 1MiB). Without
+--io-data the template's own I/O is read when it is a WfFormat instance.
+
 Tiers: by default kinds are read from the data (a tier with fan-out moves 'x-x' is
 node-local, the others shared) and node-local tiers are ordered fastest first.
 Declare them with --tiers NAME:shared,NAME:node-local,... (fastest node-local first).
@@ -81,12 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse an evaluation estimated to need more memory than this "
                              "(e.g. 16GiB; default: half of this machine's memory)")
 
+    def io_opt(sp: argparse.ArgumentParser, use: str) -> None:
+        sp.add_argument("--io-data", help=f"I/O primitives{use}: a workflow-data CSV or a "
+                                          "WfFormat instance (default: the --template when "
+                                          "it is a WfFormat instance)")
+        sp.add_argument("--transfer-size", metavar="SIZE",
+                        help="bytes of one read or write for I/O from a WfFormat instance, "
+                             "which has no such field (e.g. 4KiB; default 1MiB); a CSV "
+                             "gives its own per row")
+
     c = sub.add_parser("costs", help="build a per-edge cost table from measurements",
                        description="Build the per-edge cost table from a template, measured "
                                    "I/O primitives and a storage profile.")
     c.add_argument("--template", required=True, help="DAG template JSON (QoSFlow format) or "
-                                                     "a WfFormat 1.5 instance")
-    c.add_argument("--io-data", required=True, help="I/O primitives CSV (workflow-data schema)")
+                                                     "a WfFormat 1.5/1.6 instance")
+    io_opt(c, "")
     c.add_argument("--profile", required=True, help="storage profile CSV (IOR schema)")
     c.add_argument("--nodes", required=True, help="node counts, e.g. 2,5,10")
     c.add_argument("--out", required=True, help="cost table CSV to write")
@@ -155,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--template", required=True, help="DAG template JSON or WfFormat instance")
     t.add_argument("--costs", help="per-edge cost table CSV (else built from --io-data and "
                                    "--profile)")
-    t.add_argument("--io-data", help="I/O primitives CSV: builds costs with --profile, and "
-                                     "gives the I/O volumes behind bandwidth figures")
+    io_opt(t, " (builds costs with --profile, and gives the volumes a run and the "
+              "bandwidth figures use)")
     t.add_argument("--profile", help="storage profile CSV (IOR schema)")
     t.add_argument("--nodes", required=True, help="node counts, e.g. 2,5,10")
     select_opt(t)
@@ -259,13 +272,19 @@ def _measured_costs(template, io, profile_path: str, spec: str | None,  # type: 
     return build_cost_table(template, io, profile, tiers, nodes), tiers
 
 
+def _load_io(a: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The I/O primitives of --io-data, else of the template (a WfFormat instance)."""
+    from qos_plugin.model.wfformat import load_any_io_data
+
+    path = a.io_data or a.template
+    return path, load_any_io_data(path, a.transfer_size)
+
+
 def cmd_costs(a: argparse.Namespace) -> int:
     from qos_plugin.model.costs import save_costs
-    from qos_plugin.model.iodata import load_io_data
 
     template = _load_template(a.template)
-    table, tiers = _measured_costs(template, load_io_data(a.io_data), a.profile, a.tiers,
-                                   a.nodes)
+    table, tiers = _measured_costs(template, _load_io(a)[1], a.profile, a.tiers, a.nodes)
     save_costs(table, a.out)
     print(f"wrote {len(table)} cost rows for {len(template.stages)} stages on "
           f"{len(tiers)} tiers to {a.out}")
@@ -431,18 +450,17 @@ def cmd_train(a: argparse.Namespace) -> int:
     from qos_plugin.planner.training import build_model, file_fingerprint, fit_table_regions
 
     check_name(a.name)
-    if not a.costs and not (a.io_data and a.profile):
+    if not a.costs and not a.profile:
         raise InputError("qos-plan train", "no costs given",
-                         "give --costs C, or --io-data W and --profile P")
+                         "give --costs C, or --profile P (and --io-data W unless the "
+                         "template is a WfFormat instance)")
     registry = _registry(a)
     template = _load_template(a.template)
     inputs = {"template": file_fingerprint(a.template)}
     io = None
-    if a.io_data:
-        from qos_plugin.model.iodata import load_io_data
-
-        io = load_io_data(a.io_data)
-        inputs["io_data"] = file_fingerprint(a.io_data)
+    if a.io_data or not a.costs:
+        io_path, io = _load_io(a)
+        inputs["io_data"] = file_fingerprint(io_path)
     if a.costs:
         from qos_plugin.model.costs import load_costs
 
@@ -466,6 +484,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     volumes = stage_volumes(io, template.stage_names) if io is not None else None
     provenance = {"workflow": template.name, "inputs": inputs, "nodes": list(a.nodes),
                   "tiers": [f"{t.name}:{t.kind}" for t in tiers],
+                  # Read again with the I/O data (validate, calibrate): the costs used it.
+                  **({"transfer_size": a.transfer_size} if a.transfer_size is not None else {}),
                   "region_settings": vars(settings), "qos_plan": __version__,
                   "host": platform.node()}
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -573,6 +593,11 @@ def _read_values(a: argparse.Namespace) -> None:
     if isinstance(getattr(a, "nodes", None), str):
         a.nodes = (parse_count(a.nodes, "--nodes") if a.command in ("rank", "run", "validate")
                    else parse_nodes(a.nodes))
+    if getattr(a, "transfer_size", None) is not None:
+        from qos_plugin.model.limits import MAX_TRANSFER_BYTES
+
+        a.transfer_size = parse_size(a.transfer_size, "--transfer-size", lo=1,
+                                     hi=MAX_TRANSFER_BYTES)
     if hasattr(a, "memory_budget"):
         a.memory_budget = (parse_size(a.memory_budget, "--memory-budget")
                            if a.memory_budget is not None else default_memory_budget())

@@ -7,6 +7,7 @@ what a user typed by mistake must not become a node count.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -53,17 +54,21 @@ def parse_nodes(text: str, option: str = "--nodes") -> list[int]:
     return values
 
 
-def parse_size(text: str, option: str) -> int:
+def parse_size(text: str, option: str, lo: int = 1 << 20, hi: float = math.inf) -> int:
     """Bytes in ``12GiB``, ``512M``, ``1.5T`` or a plain number of bytes (binary
-    units: K = KiB)."""
+    units: K = KiB), from ``lo`` (default 1 MiB) to ``hi``."""
     m = _SIZE.fullmatch(text.strip(" \t"))
     if not m:
         raise InputError(option, f"{text[:40]!r} is not a size",
                          "write it like 16GiB, 512MiB or a number of bytes")
     unit = (m.group(2) or "").upper()[:1]
     value = int(float(m.group(1)) * _UNITS[unit])
-    if value < 1 << 20:
-        raise InputError(option, f"{text!r} is less than 1 MiB", "give a larger budget")
+    if value < lo:
+        raise InputError(option, f"{text!r} is less than {lo:,} bytes",
+                         "give a larger size")
+    if value > hi:
+        raise InputError(option, f"{text!r} is more than {hi:,.0f} bytes",
+                         "give a smaller size")
     return value
 
 

@@ -66,7 +66,9 @@ def stage_volumes(io: IoData, stages: list[str]) -> dict[str, dict[str, Any]]:
     summed as given), and the distinct files behind them (smallest size each):
     what a stage-in copies to a node and what a stage-out flushes. ``in_from_mib``
     splits the distinct input files by source (``initial_data`` or the producing
-    stage): a stage-in copy from one shared tier brings only its sources' files."""
+    stage): a stage-in copy from one shared tier brings only its sources' files.
+    ``read_transfer_bytes`` and ``write_transfer_bytes`` (for an operation the stage
+    has) are the transfer size that moves most of its bytes: what a run replays."""
     out: dict[str, dict[str, Any]] = {}
     for s in stages:
         reads, writes = io.stage_records(s, "read"), io.stage_records(s, "write")
@@ -76,7 +78,19 @@ def stage_volumes(io: IoData, stages: list[str]) -> dict[str, dict[str, Any]]:
                   "in_files_mib": _distinct_mib(reads), "out_files_mib": _distinct_mib(writes),
                   "in_from_mib": {src: _distinct_mib([r for r in reads if r.source == src])
                                   for src in sources}}
+        for op, recs in (("read", reads), ("write", writes)):
+            if recs:
+                out[s][f"{op}_transfer_bytes"] = _main_transfer(recs)
     return out
+
+
+def _main_transfer(records: list[IoRecord]) -> float:
+    """The transfer size of the most MiB among ``records`` (the smaller on a tie, so
+    the answer does not depend on row order)."""
+    mib: dict[float, float] = {}
+    for r in records:
+        mib[r.transfer_bytes] = mib.get(r.transfer_bytes, 0.0) + r.size_mb
+    return min(mib, key=lambda t: (-mib[t], t))
 
 
 def _distinct_mib(records: list[IoRecord]) -> float:

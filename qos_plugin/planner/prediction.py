@@ -29,12 +29,13 @@ import numpy as np
 
 from qos_plugin.errors import InputError
 from qos_plugin.model.costbuild import build_cost_table
-from qos_plugin.model.iodata import IoData, load_io_data
+from qos_plugin.model.iodata import IoData
 from qos_plugin.model.makespan import MakespanModel
 from qos_plugin.model.movement import PHASES
 from qos_plugin.model.profile import StorageProfile, load_profile
 from qos_plugin.model.template import WorkflowTemplate, template_from_dict
 from qos_plugin.model.tiers import TierSet, parse_tiers
+from qos_plugin.model.wfformat import load_any_io_data
 from qos_plugin.planner.trained import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -149,5 +150,6 @@ def model_inputs(model: TrainedModel) -> ModelInputs:
     nodes = model.provenance.get("nodes")
     if not isinstance(nodes, list) or not all(isinstance(n, int) for n in nodes):
         nodes = model.node_counts
-    return ModelInputs(template, load_io_data(io_path), load_profile(profile_path),
+    io = load_any_io_data(io_path, model.provenance.get("transfer_size"))
+    return ModelInputs(template, io, load_profile(profile_path),
                        tierset_of(model), nodes, io_path, profile_path)

@@ -9,7 +9,9 @@ What a run does, and what it takes from the model:
 
 * bytes per task: a stage's ``read_mib`` and ``write_mib`` (whole-stage totals)
   times ``scale``, split evenly over its ``num_tasks`` tasks (rounded to bytes);
-* transfers of ``transfer_bytes`` (default 1 MiB; models carry no transfer sizes);
+* transfers of the stage's ``read_transfer_bytes`` and ``write_transfer_bytes``
+  (the size moving most of its bytes in the I/O data) where the model has them,
+  else ``transfer_bytes`` (default 1 MiB), at most :data:`MAX_RUN_TRANSFER`;
 * task ``i`` runs on node ``i % nodes``; a node-local tier's files are under
   ``DIR/node<j>``, a shared tier's under ``DIR``; everything under ``<workflow>/``;
 * task ``i`` writes one file ``<stage>/t<i>.dat``; a task reads its volume from its
@@ -48,6 +50,9 @@ from qos_plugin.planner.trained import TrainedModel
 
 MIB = 1 << 20
 DEFAULT_TRANSFER = MIB
+# A task holds one transfer in memory per worker: a trace whose transfer is a whole
+# multi-GiB file is replayed in chunks of this size instead.
+MAX_RUN_TRANSFER = 64 * MIB
 SOURCE = "qos-plan run"
 
 
@@ -136,12 +141,18 @@ def _per_task(mib: float, scale: float, tasks: int) -> int:
     return int(round(mib * scale * MIB / tasks))
 
 
+def _transfer(volumes: Mapping[str, float], op: str, default: int) -> int:
+    """Bytes per ``op`` of a stage: the model's, else ``default``; 1 to MAX_RUN_TRANSFER."""
+    return max(1, min(MAX_RUN_TRANSFER, int(volumes.get(f"{op}_transfer_bytes", default))))
+
+
 # --- workers: top-level functions, so the process pool can run them ---------------
 
 def _task(reads: list[str], read_bytes: int, out: str, write_bytes: int,
-          transfer: int) -> tuple[int, int, float, float]:
-    """One task: read ``read_bytes`` cycling over ``reads``, write ``write_bytes`` to
-    ``out``; returns bytes read, bytes written and wall-clock start and end."""
+          transfer: int, write_transfer: int) -> tuple[int, int, float, float]:
+    """One task: read ``read_bytes`` cycling over ``reads`` ``transfer`` bytes at a time,
+    write ``write_bytes`` to ``out`` ``write_transfer`` at a time; returns bytes read,
+    bytes written and wall-clock start and end."""
     start = time.time()
     done = 0
     sizes = [os.path.getsize(p) for p in reads]
@@ -161,10 +172,10 @@ def _task(reads: list[str], read_bytes: int, out: str, write_bytes: int,
                 break
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    block = b"\0" * min(transfer, max(write_bytes, 1))
+    block = b"\0" * min(write_transfer, max(write_bytes, 1))
     with open(out, "wb", buffering=0) as f:
         while written < write_bytes:
-            n = f.write(block[:min(transfer, write_bytes - written)])
+            n = f.write(block[:min(write_transfer, write_bytes - written)])
             written += n or 0
     return done, written, start, time.time()
 
@@ -237,10 +248,12 @@ def _run(spec: RunSpec) -> dict[str, Any]:
                                 * scale * MIB)) for s in tmpl.stages if s.reads_initial_data]
                      or [0])
     init = lay.dir(home, 0) / INITIAL_DATA / "input.dat"
-    _task([], 0, str(init), init_bytes, xfer)
+    _task([], 0, str(init), init_bytes, xfer, xfer)
 
     stages: dict[str, dict[str, Any]] = {
         s.name: {"tier": spec.placement[s.name], "level": s.level, "tasks": [],
+                 "transfer_bytes": {op: _transfer(vol[s.name], op, xfer)
+                                    for op in ("read", "write")},
                  "phases": {p: {"seconds": 0.0, "read_bytes": 0, "written_bytes": 0,
                                 "copies": 0} for p in PHASES}}
         for s in tmpl.stages}
@@ -286,7 +299,9 @@ def _run(spec: RunSpec) -> dict[str, Any]:
                             reads = [f for src in st.predecessors
                                      for f in _files(source_dir(src, t, node))]
                             out = lay.dir(t, node) / st.name / f"t{i}.dat"
-                            fut = pool.submit(_task, reads, rb, str(out), wb, xfer)
+                            tx = stages[st.name]["transfer_bytes"]
+                            fut = pool.submit(_task, reads, rb, str(out), wb, tx["read"],
+                                              tx["write"])
                             stages[st.name]["tasks"].append(
                                 {"task": i, "node": j, "path": str(out), "future": fut})
                             jobs.append((st.name, fut))

@@ -8,7 +8,8 @@ Format ``qos-model/2``::
      "tiers": [{"name": "beegfs", "kind": "shared"}, ...],   # node-local fastest first
      "stages": [...],                                          # column order of placements
      "levels": [...], "stage_levels": {stage: level},
-     "volumes": {stage: {"read_mib", "write_mib", "in_files_mib", "out_files_mib"}} | null,
+     "volumes": {stage: {"read_mib", "write_mib", "in_files_mib", "out_files_mib",
+                         "read_transfer_bytes"?, "write_transfer_bytes"?}} | null,
      "rows": {"count": R,
               "nodes": COLUMN, "total": COLUMN, "region": COLUMN, "path": COLUMN,
               "placement": ["0212", ...],        # tier index per stage, one digit each
@@ -50,6 +51,7 @@ from qos_plugin.model.limits import (
     MAX_NAME,
     MAX_NODES,
     MAX_SECONDS,
+    MAX_TRANSFER_BYTES,
     check_name,
 )
 from qos_plugin.model.template import template_from_dict
@@ -65,6 +67,8 @@ _SIZES = {"d": 8, "B": 1, "H": 2, "I": 4, "Q": 8}
 MAX_MODEL_BYTES = 512 * MiB
 MAX_ROWS = 100_000_000
 VOLUME_KEYS = ("read_mib", "write_mib", "in_files_mib", "out_files_mib")
+# Bytes per operation a run replays (optional: older models have none).
+TRANSFER_KEYS = ("read_transfer_bytes", "write_transfer_bytes")
 
 
 def pack(values: Sequence[float] | Sequence[int], code: str | None = None) -> dict[str, str]:
@@ -378,6 +382,8 @@ def _volumes(doc: Any, stages: list[str]) -> dict[str, dict[str, float]] | None:
             raise TypeError(f"volumes of {s!r} lack read_mib or write_mib")
         out[s] = {k: _number(x, f"volumes.{s}.{k}", 0, MAX_MIB) for k, x in v.items()
                   if k in VOLUME_KEYS}
+        out[s].update({k: _number(x, f"volumes.{s}.{k}", 1, MAX_TRANSFER_BYTES)
+                       for k, x in v.items() if k in TRANSFER_KEYS})
     return out
 
 

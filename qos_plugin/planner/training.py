@@ -22,6 +22,7 @@ from qos_plugin.model.template import template_to_dict
 from qos_plugin.planner.contract import ContractTables
 from qos_plugin.planner.trained import (
     DIGITS,
+    TRANSFER_KEYS,
     VOLUME_KEYS,
     Phases,
     Placements,
@@ -123,7 +124,8 @@ def build_model(name: str, version: int, table: MakespanTable, configs: ConfigTa
         stages=list(configs.stages), levels=list(tmpl.levels),
         stage_levels={s.name: s.level for s in tmpl.stages},
         volumes=None if volumes is None else {
-            s: {k: float(str(v[k])) for k in VOLUME_KEYS if k in v} for s, v in volumes.items()},
+            s: {k: float(str(v[k])) for k in VOLUME_KEYS + TRANSFER_KEYS if k in v}
+            for s, v in volumes.items()},
         contracts=contracts,
         nodes=[int(v) for v in table.nodes], total=[float(v) for v in table.total],
         placement=Placements(["".join(row) for row in digits.tolist()]),

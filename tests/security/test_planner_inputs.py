@@ -332,7 +332,7 @@ def test_wfformat_wrong_types_are_one_line():
                          ({"tasks": [{"id": ["a"]}]}, "task without an id"),
                          ({"tasks": [{"id": "a"}], "files": 7}, "files is not a list"),
                          ({"tasks": [{"id": "a"}, {"id": "a"}]}, "given twice"),
-                         ([], "not a WfFormat 1.5 instance")]:
+                         ([], "not a WfFormat instance")]:
         data = {"schemaVersion": "1.5", "workflow": {"specification": spec}}
         with pytest.raises(InputError, match=needle):
             template_from_wfformat(data)
