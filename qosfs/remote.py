@@ -22,6 +22,7 @@ from tokenbucket_daemon.client import CHANNEL_OPTIONS
 from tokenbucket_daemon.convert import caller_to_pb
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+from tokenbucket_daemon.seal import PREFIX, AgentSession, data_address, session_state
 from tokenbucket_daemon.tls import Tls, secure_channel
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,57 @@ class TierClient:
         # alone, and take the caller it names in each request from it alone.
         self._channels = [secure_channel(a, tls, _OPTIONS, aio=True) for a in addresses]
         self._stubs = [rpc.DataPlaneStub(c) for c in self._channels]
+        # With TLS, each daemon's data calls go sealed with a data session to its session
+        # port when it has one (docs/auth.md): opened on first use, renewed before it
+        # ends, opened again when the daemon forgot it (restarted).
+        self._want_session = [tls is not None] * len(addresses)
+        self._sessions: list[AgentSession | None] = [None] * len(addresses)
+        self._data: list[tuple[int, grpc.aio.Channel, Any] | None] = [None] * len(addresses)
+        self._opening = [asyncio.Lock() for _ in addresses]
 
     async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self._channels))
+        await asyncio.gather(*(c.close() for c in self._channels),
+                             *(d[1].close() for d in self._data if d is not None))
+
+    async def _route(self, d: int) -> tuple[Any, AgentSession | None]:
+        """The stub for daemon ``d``'s data calls and the session sealing them (None:
+        over TLS)."""
+        s = self._sessions[d]
+        if not self._want_session[d] or (s is not None and s.fresh()):
+            data = self._data[d]
+            return (data[2], s) if s is not None and data is not None else (self._stubs[d],
+                                                                            None)
+        async with self._opening[d]:
+            s = self._sessions[d]
+            if s is None or not s.fresh():
+                await self._open(d)
+        return await self._route(d)
+
+    async def _open(self, d: int) -> None:
+        try:
+            r = await self._stubs[d].OpenSession(pb.OpenSessionRequest(),
+                                                 timeout=self.timeouts.meta)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                log.info("daemon %s (%s) has no session port: data over TLS", d,
+                         self.addresses[d])
+                self._want_session[d] = False
+                return
+            raise RemoteError(errno_of(e), f"open a data session on daemon "
+                                           f"{self.addresses[d]}: {e.details()}") from None
+        s = AgentSession.from_reply(r)
+        data = self._data[d]
+        if data is None or data[0] != s.data_port:
+            if data is not None:
+                await data[1].close()
+            chan = grpc.aio.insecure_channel(data_address(self.addresses[d], s.data_port),
+                                             options=_OPTIONS)
+            self._data[d] = (s.data_port, chan, rpc.DataPlaneStub(chan))
+        self._sessions[d] = s
+
+    def _forget(self, d: int, s: AgentSession | None) -> None:
+        if s is not None and self._sessions[d] is s:
+            self._sessions[d] = None
 
     @staticmethod
     def _tag(who: Identity | None) -> pb.JobTag:
@@ -95,14 +144,29 @@ class TierClient:
             tag.caller.CopyFrom(caller_to_pb(who.caller))
         return tag
 
-    async def _call(self, d: int, what: str, fn: Callable[[], Awaitable[T]],
-                    deadline: float) -> T:
+    async def _call(self, d: int, what: str, method: str, req: Any,
+                    fn: Callable[[Any, Any], Awaitable[T]], deadline: float) -> T:
+        """``fn(stub, metadata)`` on daemon ``d``, sealed when it has a session, with the
+        retries a full queue or a forgotten session call for."""
         loop = asyncio.get_running_loop()
         pause = _RETRY_PAUSE[0]
+        reopened = False
         while True:
+            stub, session = await self._route(d)
+            md = session.seal(PREFIX + method, req) if session is not None else ()
             try:
-                return await fn()
+                return await fn(stub, md)
             except grpc.aio.AioRpcError as e:
+                if session is not None and not reopened and (
+                        e.code() == grpc.StatusCode.UNAVAILABLE
+                        or (e.code() == grpc.StatusCode.UNAUTHENTICATED
+                            and session_state(e.trailing_metadata()))):
+                    # The daemon restarted (its session port may have moved) or the session
+                    # ran out: ask for a new one over TLS, once; a daemon still down fails
+                    # that call.
+                    self._forget(d, session)
+                    reopened = True
+                    continue
                 code = errno_of(e)
                 if code == errno.EAGAIN:
                     if loop.time() + pause < deadline:
@@ -120,8 +184,8 @@ class TierClient:
 
     def _meta(self, d: int, what: str, method: str, req: Any) -> Awaitable[Any]:
         t = self.timeouts.meta
-        stub = self._stubs[d]
-        return self._call(d, what, lambda: getattr(stub, method)(req, timeout=t),
+        return self._call(d, what, method, req,
+                          lambda stub, md: getattr(stub, method)(req, timeout=t, metadata=md),
                           asyncio.get_running_loop().time() + t)
 
     # -- metadata --------------------------------------------------------------------
@@ -201,26 +265,24 @@ class TierClient:
                     who: Identity | None) -> int:
         """Write ``data`` at ``offset``; returns once the daemon says it reached the tier."""
         t = self.timeouts.data
-        stub = self._stubs[d]
         chunk = pb.WriteChunk(tag=self._tag(who), tier=self.tier, path=path, offset=offset,
                               data=data)
 
-        async def go() -> int:
-            r = await stub.Write(iter((chunk,)), timeout=t)
+        async def go(stub: Any, md: Any) -> int:
+            r = await stub.Write(iter((chunk,)), timeout=t, metadata=md)
             return int(r.bytes_written)
-        return await self._call(d, f"write {path!r} at {offset}", go,
+        return await self._call(d, f"write {path!r} at {offset}", "Write", chunk, go,
                                 asyncio.get_running_loop().time() + t)
 
     async def read(self, d: int, path: str, offset: int, length: int,
                    who: Identity | None) -> bytes:
         """Up to ``length`` bytes from ``offset``; shorter at the end of this store's copy."""
         t = self.timeouts.data
-        stub = self._stubs[d]
         req = pb.ReadRequest(tag=self._tag(who), tier=self.tier, path=path, offset=offset,
                              length=length, chunk_size=min(max(length, 1), 4 * MiB))
 
-        async def go() -> bytes:
-            parts = [m.data async for m in stub.Read(req, timeout=t)]
+        async def go(stub: Any, md: Any) -> bytes:
+            parts = [m.data async for m in stub.Read(req, timeout=t, metadata=md)]
             return parts[0] if len(parts) == 1 else b"".join(parts)
-        return await self._call(d, f"read {path!r} at {offset}", go,
+        return await self._call(d, f"read {path!r} at {offset}", "Read", req, go,
                                 asyncio.get_running_loop().time() + t)

@@ -20,6 +20,7 @@ from tokenbucket_daemon.convert import caller_to_pb, policy_from_pb, policy_to_p
 from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+from tokenbucket_daemon.seal import AgentSession, SealedStub, data_address
 from tokenbucket_daemon.tls import Tls, from_env, secure_channel
 
 MiB = 1 << 20
@@ -54,12 +55,43 @@ class DataClient:
 
     def __init__(self, address: str, tag: Tag | None = None,
                  chan: grpc.Channel | None = None, caller: Caller | None = None,
-                 tls: TlsChoice = FROM_ENV) -> None:
+                 tls: TlsChoice = FROM_ENV, sessions: bool = True) -> None:
         self.address = address
         self.tag = tag or Tag()
         self.caller = caller
-        self._chan = chan or channel(address, tls)
-        self.stub = rpc.DataPlaneStub(self._chan)
+        chosen = (from_env() if tls == FROM_ENV else tls) if chan is None else None
+        self._chan = chan or channel(address, chosen)
+        self._tls_stub = rpc.DataPlaneStub(self._chan)
+        # With TLS and sessions, data calls go sealed to the daemon's session port
+        # (docs/auth.md), opened on first use and renewed before they end; a daemon
+        # without one is spoken to over TLS.
+        self._want_session = sessions and isinstance(chosen, Tls)
+        self._sealed: SealedStub | None = None
+        self._data_chan: grpc.Channel | None = None
+
+    @property
+    def stub(self) -> Any:
+        """The stub data calls go through: sealed on the session port, or over TLS."""
+        if self._want_session and (self._sealed is None or not self._sealed.session.fresh()):
+            self._open_session()
+        return self._sealed or self._tls_stub
+
+    def _open_session(self) -> None:
+        try:
+            r = self._tls_stub.OpenSession(pb.OpenSessionRequest(), timeout=10)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            self._want_session = False      # no session port: TLS it is
+            return
+        s = AgentSession.from_reply(r)
+        if self._data_chan is None or self._sealed is None \
+                or self._sealed.session.data_port != s.data_port:
+            if self._data_chan is not None:
+                self._data_chan.close()
+            self._data_chan = grpc.insecure_channel(data_address(self.address, s.data_port),
+                                                    options=CHANNEL_OPTIONS)
+        self._sealed = SealedStub(rpc.DataPlaneStub(self._data_chan), s)
 
     def _pbtag(self) -> pb.JobTag:
         t = pb.JobTag(job_id=self.tag.job, user=self.tag.user, account=self.tag.account)
@@ -139,6 +171,8 @@ class DataClient:
 
     def close(self) -> None:
         self._chan.close()
+        if self._data_chan is not None:
+            self._data_chan.close()
 
 
 class AdminClient:

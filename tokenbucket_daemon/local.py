@@ -46,13 +46,15 @@ def local_pki() -> Authority:
 class LocalDaemon:
     """One daemon with its own config, state and tier directories under ``base``, its
     own certificate (role daemon) from :func:`local_pki`; ``tls=False`` starts it
-    plaintext (``insecure = true``)."""
+    plaintext (``insecure = true``); ``sessions=False`` gives it no session port, so
+    every data call pays for TLS."""
 
     def __init__(self, base: Path, name: str, tiers: dict[str, Path] | None = None,
                  peers: list[str] | None = None, port: int = 0, token: str = "local-admin",
                  qos: bool = True, max_request: int = 4 * MiB,
                  cpus: set[int] | None = None, metrics_port: int = 0,
-                 tls: bool = True, etcd: EtcdCluster | None = None) -> None:
+                 tls: bool = True, etcd: EtcdCluster | None = None,
+                 sessions: bool = True) -> None:
         self.base, self.name, self.token = base, name, token
         self.cpus = cpus     # pin the daemon to these CPUs (benchmarks); None = any
         base.mkdir(parents=True, exist_ok=True)
@@ -69,7 +71,9 @@ class LocalDaemon:
             ident = local_pki().issue(("daemon",), name, ("127.0.0.1", "localhost"),
                                      stem=f"daemon-{name}-{os.getpid()}-{id(self)}")
             tls_lines = (f'[tls]\nca = "{ident.ca}"\ncert = "{ident.cert}"\n'
-                         f'key = "{ident.key}"\n')
+                         f'key = "{ident.key}"\n'
+                         # Agents' data calls sealed on a port of their own (docs/auth.md).
+                         + ('session_listen = "127.0.0.1:0"\n' if sessions else ""))
         else:
             tls_lines = ""
         (base / "d.toml").write_text(

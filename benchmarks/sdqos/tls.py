@@ -1,15 +1,17 @@
-"""What mutual TLS costs the daemon's data path.
+"""What authentication costs the daemon's data path.
 
-One daemon with TLS (certificates from tokenbucket_daemon.local's CA, the load as a node
-agent) against one started plaintext (``insecure = true``), each in a fresh process, in
-A-B-B-A order repeated ``--pairs`` times, so that neither mode always runs first or on
-a warmer machine. The load is qos-ior (4 streams of 4 MiB files, 1 MiB and 64 KiB
-writes to a tmpfs tier) in its own process; the daemon is pinned to CPU 0 and the load
-to CPU 1. Figures: the daemon's bytes/s (its own counters) as fast as the load goes, and
+Three daemons of the same code, each in a fresh process: plaintext with no
+authentication (``insecure = true``, the baseline), mutual TLS on every byte (no session
+port), and the default of the local cluster: a data session opened over TLS, then every
+call sealed on the plaintext session port (docs/auth.md). The load is a node agent
+(certificates from tokenbucket_daemon.local's CA). Modes run in A-B-C-C-B-A order,
+repeated ``--pairs`` times, so that no mode always runs first or on a warmer machine.
+The load is qos-ior (4 streams of 4 MiB files, 1 MiB and 64 KiB writes to a tmpfs tier)
+in its own process; the daemon is pinned to CPU 0 and the load to CPU 1. Figures: the daemon's bytes/s (its own counters) as fast as the load goes, and
 its CPU seconds per GB (the kernel's CPU clock of the process).
 
 Two processes of the same code differ by themselves (up to 10-20% here, see
-benchmarks/sdqos); the A-B-B-A blocks and their spread say how much of a difference is
+benchmarks/sdqos); the A-B-C-C-B-A blocks and their spread say how much of a difference is
 the mode.
 
 Run as root:  PYTHONPATH=. .venv/bin/python benchmarks/sdqos/tls.py [--pairs 4]
@@ -41,12 +43,17 @@ SECONDS = 8.0
 WARMUP = 2.0
 
 
-def one(base: Path, tls: bool, transfer: str) -> dict[str, float]:
+MODES = ("plain", "tls", "session")
+LABEL = {"plain": "plaintext", "tls": "TLS", "session": "session"}
+
+
+def one(base: Path, mode: str, transfer: str) -> dict[str, float]:
     shm = Path(tempfile.mkdtemp(prefix="qos-tls-", dir="/dev/shm"))
-    d = LocalDaemon(base, f"{'tls' if tls else 'plain'}", tiers={"ram": shm}, tls=tls,
+    tls = mode != "plain"
+    d = LocalDaemon(base, mode, tiers={"ram": shm}, tls=tls, sessions=mode == "session",
                     cpus={0}).start()
     env = dict(os.environ)
-    if not tls:
+    if mode == "plain":
         for k in ENV:
             env.pop(k, None)
     try:
@@ -84,38 +91,44 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="qos-tls-bench-"))
     results: dict[str, Any] = {}
     for transfer in ("1MiB", "64KiB"):
-        runs: dict[str, list[dict[str, float]]] = {"plain": [], "tls": []}
-        ratios, cpu_ratios = [], []
+        runs: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+        ratios: dict[str, list[float]] = {m: [] for m in MODES[1:]}
+        cpu_ratios: dict[str, list[float]] = {m: [] for m in MODES[1:]}
         for k in range(a.pairs):
-            block: dict[str, list[dict[str, float]]] = {"plain": [], "tls": []}
-            for mode in ("plain", "tls", "tls", "plain"):
-                r = one(base / f"{transfer}-{k}-{mode}-{len(block[mode])}", mode == "tls",
-                        transfer)
+            block: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+            for mode in (*MODES, *reversed(MODES)):
+                r = one(base / f"{transfer}-{k}-{mode}-{len(block[mode])}", mode, transfer)
                 block[mode].append(r)
                 runs[mode].append(r)
-                print(f"  {transfer:6s} block {k + 1} {mode:5s} {r['MBps']:8.1f} MB/s  "
+                print(f"  {transfer:6s} block {k + 1} {mode:7s} {r['MBps']:8.1f} MB/s  "
                       f"{r['cpu_s_per_GB']:.3f} CPU s/GB", flush=True)
             mean = {m: statistics.mean(x["MBps"] for x in block[m]) for m in block}
             cpu = {m: statistics.mean(x["cpu_s_per_GB"] for x in block[m]) for m in block}
-            ratios.append(1 - mean["tls"] / mean["plain"])
-            cpu_ratios.append(cpu["tls"] / cpu["plain"] - 1)
-        spread = (2 * statistics.stdev(ratios) / len(ratios) ** 0.5) if len(ratios) > 1 else 0
-        results[transfer] = {
-            "plain_MBps": statistics.mean(x["MBps"] for x in runs["plain"]),
-            "tls_MBps": statistics.mean(x["MBps"] for x in runs["tls"]),
-            "plain_cpu_s_per_GB": statistics.mean(x["cpu_s_per_GB"] for x in runs["plain"]),
-            "tls_cpu_s_per_GB": statistics.mean(x["cpu_s_per_GB"] for x in runs["tls"]),
-            "throughput_cost_pct": 100 * statistics.mean(ratios),
-            "throughput_cost_ci95_pct": 100 * spread,
-            "cpu_cost_pct": 100 * statistics.mean(cpu_ratios), "runs": runs}
+            for m in MODES[1:]:
+                ratios[m].append(1 - mean[m] / mean["plain"])
+                cpu_ratios[m].append(cpu[m] / cpu["plain"] - 1)
+        out: dict[str, Any] = {"runs": runs}
+        for m in MODES:
+            out[f"{m}_MBps"] = statistics.mean(x["MBps"] for x in runs[m])
+            out[f"{m}_cpu_s_per_GB"] = statistics.mean(x["cpu_s_per_GB"] for x in runs[m])
+        for m in MODES[1:]:
+            r_ = ratios[m]
+            out[f"{m}_throughput_cost_pct"] = 100 * statistics.mean(r_)
+            out[f"{m}_throughput_cost_ci95_pct"] = (
+                100 * 2 * statistics.stdev(r_) / len(r_) ** 0.5 if len(r_) > 1 else 0.0)
+            out[f"{m}_cpu_cost_pct"] = 100 * statistics.mean(cpu_ratios[m])
+        results[transfer] = out
     (HERE / "tls.json").write_text(json.dumps(results, indent=1))
-    lines = ["| writes | plaintext MB/s | TLS MB/s | throughput cost | plaintext CPU s/GB "
-             "| TLS CPU s/GB | CPU cost |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| writes | mode | MB/s | throughput cost | daemon CPU s/GB | CPU cost |",
+             "|---|---|---:|---:|---:|---:|"]
     for t, r in results.items():
-        lines.append(f"| {t} | {r['plain_MBps']:.0f} | {r['tls_MBps']:.0f} | "
-                     f"{r['throughput_cost_pct']:+.1f}% (±{r['throughput_cost_ci95_pct']:.1f}) "
-                     f"| {r['plain_cpu_s_per_GB']:.3f} | {r['tls_cpu_s_per_GB']:.3f} | "
-                     f"{r['cpu_cost_pct']:+.1f}% |")
+        for m in MODES:
+            cost = ("baseline" if m == "plain" else
+                    f"{r[f'{m}_throughput_cost_pct']:+.1f}% "
+                    f"(±{r[f'{m}_throughput_cost_ci95_pct']:.1f})")
+            cpu = "" if m == "plain" else f"{r[f'{m}_cpu_cost_pct']:+.1f}%"
+            lines.append(f"| {t} | {LABEL[m]} | {r[f'{m}_MBps']:.0f} | {cost} | "
+                         f"{r[f'{m}_cpu_s_per_GB']:.3f} | {cpu} |")
     (HERE / "tls.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     subprocess.run(["rm", "-rf", str(base)])

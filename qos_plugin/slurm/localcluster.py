@@ -164,9 +164,14 @@ class LocalCluster:
         ca.issue(("agent",), "head", stem="agent-head")
         ca.issue(("admin",), "admin", stem="admin")
 
-    def _tls_toml(self, stem: str) -> str:
+    def _tls_toml(self, stem: str, addr: str) -> str:
         i = self.identity(stem)
-        return f'[tls]\nca = "{i.ca}"\ncert = "{i.cert}"\nkey = "{i.key}"\n'
+        return (f'[tls]\nca = "{i.ca}"\ncert = "{i.cert}"\nkey = "{i.key}"\n'
+                f'session_listen = "{self.session_addresses()[addr]}"\n')
+
+    def session_addresses(self) -> dict[str, str]:
+        """Each daemon's session port (by its TLS address)."""
+        return dict(self._info().get("sessions", {}))
 
     def tier_path(self, name: str) -> Path:
         """Where jobs see tier ``name`` (the same path on every node)."""
@@ -248,17 +253,23 @@ class LocalCluster:
             (self.root / "spool" / n).mkdir(parents=True, exist_ok=True)
 
         n_local = self.n_nodes if self.enforce_local else 0
-        ports = free_ports(1 + self.n_nodes + self.n_daemons + n_local)
+        n_d = self.n_daemons + n_local
+        ports = free_ports(1 + self.n_nodes + 2 * n_d)
         ctld_port, node_ports = ports[0], ports[1:1 + self.n_nodes]
         addrs = [f"127.0.0.1:{p}" for p in ports[1 + self.n_nodes:1 + self.n_nodes
                                                  + self.n_daemons]]
         local = {n: f"127.0.0.1:{p}" for n, p in
-                 zip(names, ports[1 + self.n_nodes + self.n_daemons:], strict=False)}
+                 zip(names, ports[1 + self.n_nodes + self.n_daemons:1 + self.n_nodes + n_d],
+                     strict=False)}
+        # Each daemon's session port: node agents' data calls, sealed (docs/auth.md).
+        sessions = {a: f"127.0.0.1:{p}" for a, p in
+                    zip([*addrs, *local.values()], ports[1 + self.n_nodes + n_d:],
+                        strict=True)}
         if self.enforce_local:
             self.store_path("ssd").mkdir(exist_ok=True)
         (self.etc / "cluster.json").write_text(json.dumps(
             {"daemons": addrs, "slurmctld_port": ctld_port, "node_daemons": local,
-             "nodes": dict(zip(names, node_ports, strict=True))}))
+             "sessions": sessions, "nodes": dict(zip(names, node_ports, strict=True))}))
 
         self._make_pki(names, self.n_daemons)
         self._start_munge()
@@ -325,7 +336,7 @@ class LocalCluster:
             conf.write_text(
                 f'daemon_id = "d{i}"\nlisten = "{addr}"\nstate_dir = "{state}"\n'
                 f'admin_token_file = "{self.etc / "admin.token"}"\npeers = [{peers}]\n'
-                + self._tls_toml(f"daemon-d{i}")
+                + self._tls_toml(f"daemon-d{i}", addr)
                 + "[tiers]\n" + "".join(f'{n} = "{p}"\n' for n, p in tiers.items())
                 + etcd.daemon_config())
             self.start_daemon(i, wait=False)
@@ -369,7 +380,7 @@ class LocalCluster:
         conf.write_text(f'daemon_id = "{node.name}"\nlisten = "{addr}"\n'
                         f'state_dir = "{state}"\n'
                         f'admin_token_file = "{self.etc / "admin.token"}"\n'
-                        + self._tls_toml(f"daemon-{node.name}")
+                        + self._tls_toml(f"daemon-{node.name}", addr)
                         + f'[tiers]\nssd = "{self.store_path("ssd")}"\n')
         p = node.spawn([str(PYTHON), "-m", "tokenbucket_daemon.server.app", "--config",
                         str(conf)], f"tokenbucketd-{node.name}.log")

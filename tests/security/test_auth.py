@@ -156,8 +156,19 @@ def test_a_daemon_without_tls_refuses_to_start_unless_told_insecure(tmp_path: Pa
     with pytest.raises(InvalidArgument, match=r"no \[tls\]"):
         config_from_dict(base)
     assert config_from_dict({**base, "insecure": True}).tls is None
-    with pytest.raises(InvalidArgument, match="needs exactly ca, cert and key"):
+    with pytest.raises(InvalidArgument, match="needs ca, cert and key"):
         config_from_dict({**base, "tls": {"ca": "a"}})
+    tls = {"ca": "a", "cert": "b", "key": "c"}
+    with pytest.raises(InvalidArgument, match="needs ca, cert and key"):
+        config_from_dict({**base, "tls": {**tls, "session_port": 1}})
+    for bad in ("50061", "host:", "h:99999", "h:٥٠"):
+        with pytest.raises(InvalidArgument, match="session_listen must be HOST:PORT"):
+            config_from_dict({**base, "tls": {**tls, "session_listen": bad}})
+    for life in (10, 1e9, True, "1h"):
+        with pytest.raises(InvalidArgument, match="session_lifetime must be 60 to 86400"):
+            config_from_dict({**base, "tls": {**tls, "session_lifetime": life}})
+    cfg = config_from_dict({**base, "tls": {**tls, "session_listen": "0.0.0.0:50061"}})
+    assert (cfg.session_listen, cfg.session_lifetime) == ("0.0.0.0:50061", 3600.0)
     with pytest.raises(InvalidArgument, match="both"):
         config_from_dict({**base, "insecure": True,
                           "tls": {"ca": "a", "cert": "b", "key": "c"}})

@@ -289,5 +289,22 @@ def test_a_user_on_a_compute_node_can_call_no_service(cluster: Cluster) -> None:
                 f"-CAfile {pki / 'ca.pem'} {' '.join(extra)}"], user=USER, timeout=30)
             # The handshake ends without a session: no gRPC call of any service can follow.
             assert p.returncode != 0, (addr, extra, p.stdout, p.stderr)
+    # The session ports speak plaintext HTTP/2 to anyone, but without a seal of a session
+    # an agent's certificate opened, every call of every service is UNAUTHENTICATED.
+    sessions = cluster.local.session_addresses()
+    assert sorted(sessions) == sorted(cluster.local.daemon_addresses())
+    made_up = f"{'ab' * 16}.1.{'cd' * 16}"
+    for addr in sessions.values():
+        for method in ("DataPlane/Stat", "DataPlane/OpenSession", "AdminService/SetPolicy",
+                       "PeerService/ExchangeDemand", "PeerService/SetFractions"):
+            for seal in ("", f"-H 'qos-seal: {made_up}'"):
+                p = cluster.on_node("node1", [
+                    "sh", "-c", "printf '\\0\\0\\0\\0\\0' | curl -s -v --http2-prior-knowledge "
+                    f"-H 'content-type: application/grpc' -H 'te: trailers' {seal} "
+                    f"--data-binary @- http://{addr}/qos.v1.{method}"], user=USER, timeout=30)
+                status = [ln for ln in p.stderr.splitlines() if "grpc-status:" in ln]
+                want = ("16" if not seal or method.startswith("DataPlane/Stat") else "7")
+                assert status and status[0].split()[-1] in {"16", "7"}, (addr, method, p.stderr)
+                assert status[0].split()[-1] == want, (addr, method, seal, status)
     os.unlink(f"{own}.key")
     os.unlink(f"{own}.pem")

@@ -31,6 +31,7 @@ SERVICES = {
         "Fsync": ("FsyncRequest", "FsyncReply", False, False),
         "Statfs": ("StatfsRequest", "StatfsReply", False, False),
         "Setattr": ("SetattrRequest", "SetattrReply", False, False),
+        "OpenSession": ("OpenSessionRequest", "OpenSessionReply", False, False),
     },
     "AdminService": {
         "SetPolicy": ("SetPolicyRequest", "Policy", False, False),

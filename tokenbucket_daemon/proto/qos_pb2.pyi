@@ -29,6 +29,24 @@ class Caller(_message.Message):
     groups: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., groups: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class OpenSessionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OpenSessionReply(_message.Message):
+    __slots__ = ("session_id", "key", "expires_ns", "data_port", "window")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_NS_FIELD_NUMBER: _ClassVar[int]
+    DATA_PORT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    key: bytes
+    expires_ns: int
+    data_port: int
+    window: int
+    def __init__(self, session_id: _Optional[bytes] = ..., key: _Optional[bytes] = ..., expires_ns: _Optional[int] = ..., data_port: _Optional[int] = ..., window: _Optional[int] = ...) -> None: ...
+
 class WriteChunk(_message.Message):
     __slots__ = ("tag", "tier", "path", "offset", "data", "fsync")
     TAG_FIELD_NUMBER: _ClassVar[int]

@@ -111,6 +111,11 @@ class DataPlaneStub:
                 request_serializer=qos_dot_v1_dot_qos__pb2.SetattrRequest.SerializeToString,
                 response_deserializer=qos_dot_v1_dot_qos__pb2.SetattrReply.FromString,
                 _registered_method=True)
+        self.OpenSession = channel.unary_unary(
+                '/qos.v1.DataPlane/OpenSession',
+                request_serializer=qos_dot_v1_dot_qos__pb2.OpenSessionRequest.SerializeToString,
+                response_deserializer=qos_dot_v1_dot_qos__pb2.OpenSessionReply.FromString,
+                _registered_method=True)
 
 
 class DataPlaneServicer:
@@ -270,6 +275,25 @@ class DataPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenSession(self, request, context):
+        """Opens a data session: a key with which a node agent seals its data-plane calls on
+        the daemon's session port (`data_port`), plaintext, instead of paying for TLS on
+        every byte (docs/auth.md). Only over TLS, only for a certificate with role agent;
+        a call on the session port, sealed or not, is PERMISSION_DENIED. Each later call
+        carries the metadata `qos-seal` = "<session_id hex>.<counter>.<mac hex>", the mac
+        being HMAC-SHA256 (first 16 bytes) under the key of: the method's full name, a NUL,
+        the counter as 8 bytes big-endian, and the request (the first message of a Write
+        stream with its data left empty) serialized. A counter is used once: a repeated one,
+        or one more than `window` below the highest seen, is UNAUTHENTICATED, as is a bad
+        mac, an unknown or expired session (trailing `qos-session` = "expired" or "unknown":
+        open a new one). Payload bytes are not covered: the session authenticates who calls
+        and what they ask (job, caller, tier, path, offset, length), not the data.
+        FAILED_PRECONDITION when the daemon has no session port.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -337,6 +361,11 @@ def add_DataPlaneServicer_to_server(servicer, server):
                     servicer.Setattr,
                     request_deserializer=qos_dot_v1_dot_qos__pb2.SetattrRequest.FromString,
                     response_serializer=qos_dot_v1_dot_qos__pb2.SetattrReply.SerializeToString,
+            ),
+            'OpenSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenSession,
+                    request_deserializer=qos_dot_v1_dot_qos__pb2.OpenSessionRequest.FromString,
+                    response_serializer=qos_dot_v1_dot_qos__pb2.OpenSessionReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -702,6 +731,33 @@ class DataPlane:
             '/qos.v1.DataPlane/Setattr',
             qos_dot_v1_dot_qos__pb2.SetattrRequest.SerializeToString,
             qos_dot_v1_dot_qos__pb2.SetattrReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qos.v1.DataPlane/OpenSession',
+            qos_dot_v1_dot_qos__pb2.OpenSessionRequest.SerializeToString,
+            qos_dot_v1_dot_qos__pb2.OpenSessionReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tokenbucket_daemon.core.policy import PolicyTable
+from tokenbucket_daemon.core.session import SessionTable
 from tokenbucket_daemon.errors import DaemonError
 from tokenbucket_daemon.heap import keep_buffers_in_heap
 from tokenbucket_daemon.proto import qos_pb2 as pb
@@ -60,7 +61,11 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     limit = cfg.scheduler.max_request + 64 * 1024
     # Without TLS (insecure = true, said in so many words) there is no certificate to
     # read roles from: every caller may do everything, as a lone test daemon allows.
-    interceptors = [RoleInterceptor()] if tls else []
+    sessions = (SessionTable(int(cfg.session_lifetime * 1e9))
+                if tls and cfg.session_listen else None)
+    node.sessions = sessions
+    interceptors = ([RoleInterceptor(sessions, stream_wait=cfg.limits.stream_idle_seconds)]
+                    if tls else [])
     interceptors += daemon_interceptors(node, cfg.limits)   # errors -> statuses; health
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit)],
@@ -77,6 +82,13 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
             else server.add_insecure_port(cfg.listen))
     if port == 0:
         raise DaemonError("cannot listen", cfg.listen, "pick a free port")
+    if sessions is not None:
+        # Plaintext, but every call on it must carry a seal of a session opened over TLS
+        # on the port above (server/auth.py); without one it is UNAUTHENTICATED.
+        node.session_port = server.add_insecure_port(cfg.session_listen)
+        if node.session_port == 0:
+            raise DaemonError("cannot listen", cfg.session_listen,
+                              "pick a free port for session_listen")
     await server.start()
     for name in ("", *SERVICES):
         await hs.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -90,6 +102,7 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
           + (f" metrics :{metrics_port}" if metrics_port else "")
           + f" tiers {','.join(sorted(tiers))} qos {'on' if cfg.qos else 'off'}"
           + (" tls" if tls else " INSECURE")
+          + (f" sessions :{node.session_port}" if node.session_port else "")
           + (f" etcd {','.join(cfg.etcd.endpoints)}" if cfg.etcd else "")
           + (f" inline-io {','.join(sorted(node.inline))}" if node.inline else ""), flush=True)
     if ready is not None:

@@ -7,17 +7,27 @@ the service: DataPlane the node agents (qosfs, root on a compute node), PeerServ
 daemons, AdminService the administrators (who also show the admin token). Health and
 reflection answer any caller the CA vouches for. A caller is never asked who it is: the
 certificate says it.
+
+A call without a certificate (it came in on the plaintext session port) is an agent's
+only if it carries a valid seal of a data session the agent opened over TLS
+(:mod:`tokenbucket_daemon.core.session`); then it may do what agents may, except open
+another session. Without a seal, or with a bad one, it is UNAUTHENTICATED, and with a
+seal for a service agents may not use, PERMISSION_DENIED.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
+from tokenbucket_daemon.core.session import Refusal, SessionTable
 from tokenbucket_daemon.pki import parse_common_name
+from tokenbucket_daemon.seal import OPEN, SEAL, SESSION_STATE, parse_seal, sealed_bytes
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +57,22 @@ def caller_roles(context: grpc.aio.ServicerContext) -> tuple[frozenset[str], str
     return parse_common_name(names[0].decode("utf-8", "replace"))
 
 
+def over_tls(context: grpc.aio.ServicerContext) -> bool:
+    """The call came over TLS (with a client certificate the CA signed), not on the
+    plaintext session port."""
+    return (context.auth_context() or {}).get("transport_security_type") == [b"ssl"]
+
+
 class RoleInterceptor(grpc.aio.ServerInterceptor):
     """Refuses, with PERMISSION_DENIED, a call whose certificate lacks a role of its
-    service; the handler never runs."""
+    service, and with UNAUTHENTICATED a call with neither certificate nor a valid seal;
+    the handler never runs. ``sessions`` None: this daemon has no session port."""
+
+    def __init__(self, sessions: SessionTable | None = None,
+                 clock: Callable[[], int] = time.time_ns, stream_wait: float = 30.0) -> None:
+        # stream_wait: how long a sealed stream may take to send the first message
+        # the seal covers (the stream idle timeout; the handler's own bounds start later).
+        self.sessions, self.clock, self.stream_wait = sessions, clock, stream_wait
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
@@ -58,25 +81,111 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = details.method
         need = allowed_roles(method)
+        seal = next((v for k, v in details.invocation_metadata or () if k == SEAL), None)
 
-        async def check(context: grpc.aio.ServicerContext) -> None:
+        async def check(context: grpc.aio.ServicerContext, first: _First) -> None:
             roles, name = caller_roles(context)
+            if not roles and not over_tls(context):
+                # No certificate: the session port. The seal is the only credential.
+                roles, name = await self._unseal(context, method, need, seal, first)
+                if not roles:
+                    log.warning("refused %s from %s: no certificate, no seal", method,
+                                context.peer())
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                        f"{method} needs a certificate of the daemons' CA, "
+                                        "or on the session port a seal of a data session")
             if not roles & need:
                 who = f"{','.join(sorted(roles))}:{name}" if roles else "no certificate role"
                 log.warning("refused %s from %s (%s)", method, context.peer(), who)
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                     f"{method} is not for {who}; it needs a certificate "
                                     f"with role {' or '.join(sorted(need)) or 'none'}")
-        return _guarded(handler, check)
+        return _guarded(handler, check, self.stream_wait)
+
+    async def _unseal(self, context: grpc.aio.ServicerContext, method: str,
+                      need: frozenset[str], seal: str | bytes | None,
+                      first: _First) -> tuple[frozenset[str], str]:
+        if seal is None or self.sessions is None:
+            return frozenset(), ""
+        if method == OPEN or "agent" not in need:
+            # A session opens nothing but the data plane; a new one takes a certificate.
+            return frozenset({"session"}), "a data session"
+        try:
+            sid, counter, mac = parse_seal(str(seal))
+        except ValueError:
+            await self._refuse(context, method, Refusal("malformed seal"))
+        try:
+            request = await first.get()
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"{method}: no first message within {self.stream_wait:g} s; "
+                                "send the chunk the seal covers right away")
+        got = self.sessions.check(sid, counter, mac, sealed_bytes(method, counter, request),
+                                  self.clock())
+        if isinstance(got, Refusal):
+            await self._refuse(context, method, got)
+        return frozenset({"agent"}), got.agent
+
+    @staticmethod
+    async def _refuse(context: grpc.aio.ServicerContext, method: str,
+                      why: Refusal) -> NoReturn:
+        log.warning("refused sealed %s from %s: %s", method, context.peer(), why.reason)
+        if why.state:
+            context.set_trailing_metadata(((SESSION_STATE, why.state),))
+        hint = ("open a new session over TLS" if why.state else
+                "seal each call with a fresh counter of a session opened over TLS")
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                            f"{method} refused: {why.reason}; {hint}")
+        raise AssertionError("abort returned")
 
 
-def _guarded(handler: Any, check: Callable[[Any], Awaitable[None]]) -> Any:
-    """``handler`` with ``check(context)`` run before its behaviour, for each kind."""
+class _First:
+    """A call's request for a check: the request itself, or a stream's first message,
+    read only if the check asks (within ``wait`` seconds) and then handed on unread."""
+
+    def __init__(self, request: Any = None, stream: Any = None, wait: float = 30.0) -> None:
+        self.request, self.stream, self.wait, self.read = request, stream, wait, False
+
+    async def get(self) -> Any:
+        if self.stream is not None and not self.read:
+            self.read = True
+            try:
+                self.request = await asyncio.wait_for(self.stream.__anext__(), self.wait)
+            except StopAsyncIteration:
+                self.request = None
+                self.stream = None
+        return self.request
+
+    def rest(self, original: Any) -> Any:
+        if not self.read:
+            return original
+        if self.stream is None:
+            return _empty()
+        first, it = self.request, self.stream
+
+        async def again() -> AsyncIterator[Any]:
+            yield first
+            async for m in it:
+                yield m
+        return again()
+
+
+async def _empty() -> AsyncIterator[Any]:
+    return
+    yield
+
+
+Check = Callable[[Any, _First], Awaitable[None]]
+
+
+def _guarded(handler: Any, check: Check, wait: float = 30.0) -> Any:
+    """``handler`` with ``check(context, first)`` run before its behaviour, for each kind;
+    ``first.get()`` is the request (a stream's first message, None for an empty one)."""
     if handler.unary_unary:
         inner = handler.unary_unary
 
         async def uu(request: Any, context: Any) -> Any:
-            await check(context)
+            await check(context, _First(request))
             return await inner(request, context)
         return grpc.unary_unary_rpc_method_handler(
             uu, handler.request_deserializer, handler.response_serializer)
@@ -84,15 +193,16 @@ def _guarded(handler: Any, check: Callable[[Any], Awaitable[None]]) -> Any:
         inner_su = handler.stream_unary
 
         async def su(requests: Any, context: Any) -> Any:
-            await check(context)
-            return await inner_su(requests, context)
+            first = _First(stream=requests.__aiter__(), wait=wait)
+            await check(context, first)
+            return await inner_su(first.rest(requests), context)
         return grpc.stream_unary_rpc_method_handler(
             su, handler.request_deserializer, handler.response_serializer)
     if handler.unary_stream:
         inner_us = handler.unary_stream
 
         async def us(request: Any, context: Any) -> AsyncIterator[Any]:
-            await check(context)
+            await check(context, _First(request))
             async for item in _aiter(inner_us(request, context)):
                 yield item
         return grpc.unary_stream_rpc_method_handler(
@@ -100,8 +210,9 @@ def _guarded(handler: Any, check: Callable[[Any], Awaitable[None]]) -> Any:
     inner_ss = handler.stream_stream
 
     async def ss(requests: Any, context: Any) -> AsyncIterator[Any]:
-        await check(context)
-        async for item in _aiter(inner_ss(requests, context)):
+        first = _First(stream=requests.__aiter__(), wait=wait)
+        await check(context, first)
+        async for item in _aiter(inner_ss(first.rest(requests), context)):
             yield item
     return grpc.stream_stream_rpc_method_handler(
         ss, handler.request_deserializer, handler.response_serializer)

@@ -18,6 +18,11 @@ insecure = false                    # true: plaintext, every caller has every ri
 ca = "/etc/tokenbucketd/ca.pem"     # callers (see tokenbucket_daemon/pki.py for the roles
 cert = "/etc/tokenbucketd/d0.pem"   # a caller's certificate must carry)
 key = "/etc/tokenbucketd/d0.key"
+session_listen = "0.0.0.0:50061"    # optional: the plaintext session port, where node
+                                    # agents' data-plane calls come sealed with a key of a
+                                    # session opened over TLS (docs/auth.md); absent: every
+                                    # call pays for TLS
+session_lifetime = 3600             # seconds a data session lasts (60..86400)
 
 [etcd]                              # a group's policies (absent: this daemon's own, SQLite)
 endpoints = ["10.0.0.9:2379"]       # etcd members' client addresses
@@ -129,6 +134,8 @@ class DaemonConfig:
     inline_memory_tiers: bool = True
     etcd: EtcdConfig | None = None      # the group's policy store; None: SQLite alone
     tls: tuple[Path, Path, Path] | None = None     # (ca, cert, key)
+    session_listen: str = ""        # the session port's host:port; "" = none
+    session_lifetime: float = 3600.0
     insecure: bool = False
     limits: Limits = field(default_factory=Limits)
 
@@ -161,8 +168,10 @@ def _tls(raw: Any, insecure: Any, base: Path, source: str) -> tuple[Path, Path, 
         raise InvalidArgument(f"{source}: no [tls]", None,
                               "give the daemon its certificate (ca, cert, key), or set "
                               "insecure = true for a lone test daemon")
-    if not isinstance(raw, dict) or set(raw) != {"ca", "cert", "key"}:
-        raise InvalidArgument(f"{source}: [tls] needs exactly ca, cert and key",
+    if (not isinstance(raw, dict) or not {"ca", "cert", "key"} <= set(raw)
+            or set(raw) - {"ca", "cert", "key", *_SESSION_KEYS}):
+        raise InvalidArgument(f"{source}: [tls] needs ca, cert and key (and may have "
+                              f"{' and '.join(_SESSION_KEYS)})",
                               sorted(raw) if isinstance(raw, dict) else raw,
                               "write the three file paths")
     if insecure is True:
@@ -170,6 +179,29 @@ def _tls(raw: Any, insecure: Any, base: Path, source: str) -> tuple[Path, Path, 
                               "choose one; remove insecure")
     ca, cert, key = ((base / str(raw[k])).resolve() for k in ("ca", "cert", "key"))
     return ca, cert, key
+
+
+_SESSION_KEYS = ("session_listen", "session_lifetime")
+
+
+def _sessions(raw: Any, source: str) -> tuple[str, float]:
+    """[tls]'s session port and lifetime ("" and the default when absent)."""
+    if not isinstance(raw, dict):
+        return "", 3600.0
+    listen = raw.get("session_listen", "")
+    if not isinstance(listen, str) or (listen and not _host_port(listen)):
+        raise InvalidArgument(f"{source}: [tls] session_listen must be HOST:PORT", listen,
+                              'write e.g. session_listen = "0.0.0.0:50061"')
+    life = raw.get("session_lifetime", 3600.0)
+    if isinstance(life, bool) or not isinstance(life, (int, float)) or not 60 <= life <= 86400:
+        raise InvalidArgument(f"{source}: [tls] session_lifetime must be 60 to 86400 seconds",
+                              life, "use 3600")
+    return listen, float(life)
+
+
+def _host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isascii() and port.isdigit() and int(port) < 65536)
 
 
 def load_config(path: str | Path) -> DaemonConfig:
@@ -230,6 +262,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
             raise InvalidArgument(f"{source}: {key} must be true or false", raw[key],
                                   f"write {key} = true (no quotes)")
     tls = _tls(raw.get("tls"), raw.get("insecure", False), base, source)
+    session_listen, session_lifetime = _sessions(raw.get("tls"), source)
     limits_raw = raw.get("limits", {})
     if not isinstance(limits_raw, dict):
         raise InvalidArgument(f"{source}: limits must be a table", limits_raw,
@@ -251,6 +284,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
         peer_interval=float(interval),
         inline_memory_tiers=raw.get("inline_memory_tiers", True),
         tls=tls, insecure=raw.get("insecure", False),
+        session_listen=session_listen, session_lifetime=session_lifetime,
         etcd=_etcd(raw.get("etcd"), base, source), limits=limits)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     return cfg

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -31,8 +32,10 @@ import grpc
 from tokenbucket_daemon.caller import Caller
 from tokenbucket_daemon.convert import caller_from_pb, policy_from_pb, policy_to_pb
 from tokenbucket_daemon.core.policy import Kind, Policy, PolicyTable, Selector, Tag, check_name
+from tokenbucket_daemon.core.session import RANDOM_BYTES, SessionTable
 from tokenbucket_daemon.errors import (
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -41,6 +44,7 @@ from tokenbucket_daemon.errors import (
 )
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+from tokenbucket_daemon.server.auth import caller_roles
 from tokenbucket_daemon.server.backend import TierBackend, TierWriter
 from tokenbucket_daemon.server.fsid import FsIdentity
 from tokenbucket_daemon.server.gate import Gate
@@ -102,6 +106,10 @@ class Node:
         self.counters = {name: TierCounters() for name in tiers}
         self.limits = Limits()
         self.admission = Admission(self.limits)
+        # Data sessions (core/session.py) and the port their sealed calls come to; None
+        # and 0 when the daemon has no session port.
+        self.sessions: SessionTable | None = None
+        self.session_port = 0
 
     def set_limits(self, limits: Limits) -> None:
         """Hold this node to ``limits`` (the config's [limits]), its tiers included."""
@@ -156,6 +164,23 @@ class Node:
 class DataPlane(rpc.DataPlaneServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
+
+    async def OpenSession(self, request: pb.OpenSessionRequest,
+                          context: grpc.aio.ServicerContext) -> pb.OpenSessionReply:
+        # The role interceptor let only an agent's certificate through: the session is
+        # that agent's, named by its certificate.
+        node = self.node
+        if node.sessions is None or not node.session_port:
+            raise FailedPrecondition("this daemon has no session port", node.daemon_id,
+                                     "send data-plane calls over TLS, or set "
+                                     "[tls] session_listen in its config")
+        agent = caller_roles(context)[1]
+        s = node.sessions.open(agent, time.time_ns(), os.urandom(RANDOM_BYTES))
+        log.info("data session for %s (%s), %d open", agent, context.peer(),
+                 len(node.sessions))
+        return pb.OpenSessionReply(session_id=s.session_id, key=s.key,
+                                   expires_ns=s.expires_ns, data_port=node.session_port,
+                                   window=node.sessions.window)
 
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk],
                     context: grpc.aio.ServicerContext) -> pb.WriteReply:

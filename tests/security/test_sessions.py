@@ -1,0 +1,194 @@
+"""The session port of a real daemon: plaintext, but a call gets through only with a
+seal of a data session an agent's certificate opened over TLS, once, for the very call
+it was made for (docs/auth.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tokenbucket_daemon.client import AdminClient, DataClient
+from tokenbucket_daemon.core.policy import Tag
+from tokenbucket_daemon.local import LocalDaemon, local_pki
+from tokenbucket_daemon.proto import qos_pb2 as pb
+from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
+from tokenbucket_daemon.seal import AgentSession, data_address, session_state
+from tokenbucket_daemon.tls import Tls
+
+STAT = "/qos.v1.DataPlane/Stat"
+UNAUTH = grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDaemon]:
+    d = LocalDaemon(tmp_path_factory.mktemp("sessions"), "s0").start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def agent_tls(roles: tuple[str, ...] = ("agent",)) -> Tls:
+    i = local_pki().issue(roles, "node9")
+    return Tls.from_files(i.ca, i.cert, i.key)
+
+
+def open_session(d: LocalDaemon, tls: Tls | None = None) -> AgentSession:
+    ch = grpc.secure_channel(d.address, (tls or agent_tls()).channel_credentials())
+    r = rpc.DataPlaneStub(ch).OpenSession(pb.OpenSessionRequest(), timeout=10)
+    ch.close()
+    return AgentSession.from_reply(r)
+
+
+def plain(d: LocalDaemon, s: AgentSession) -> grpc.Channel:
+    return grpc.insecure_channel(data_address(d.address, s.data_port))
+
+
+def code(fn: object) -> grpc.StatusCode:
+    try:
+        fn()  # type: ignore[operator]
+    except grpc.RpcError as e:
+        return e.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+def test_the_client_library_moves_data_on_the_session_port(daemon: LocalDaemon) -> None:
+    c = DataClient(daemon.address, Tag(job="31"))
+    try:
+        data = os.urandom(3 * (1 << 20) + 5)
+        assert c.write("ram", "s.dat", data) == len(data)
+        assert c.read("ram", "s.dat") == data
+        assert c._sealed is not None      # it really went sealed, not over TLS
+        port = c._sealed.session.data_port
+        assert port and data_address(daemon.address, port) != daemon.address
+    finally:
+        c.close()
+    st = {(s.tag, s.tier): s for s in daemon.admin().stats(job="31").classes}
+    assert st[("31", "ram")].bytes_written == len(data)
+    assert st[("31", "ram")].bytes_read == len(data)
+
+
+def test_no_seal_or_a_made_up_one_is_unauthenticated(daemon: LocalDaemon) -> None:
+    s = open_session(daemon)
+    stub = rpc.DataPlaneStub(plain(daemon, s))
+    req = pb.StatRequest(tier="ram", path="")
+    assert code(lambda: stub.Stat(req, timeout=5)) == UNAUTH
+    made_up = f"{os.urandom(16).hex()}.1.{os.urandom(16).hex()}"
+    assert code(lambda: stub.Stat(req, metadata=(("qos-seal", made_up),), timeout=5)) == UNAUTH
+    # A real session id with a mac of another key.
+    forged = f"{s.session_id.hex()}.1.{os.urandom(16).hex()}"
+    assert code(lambda: stub.Stat(req, metadata=(("qos-seal", forged),), timeout=5)) == UNAUTH
+    health = health_pb2_grpc.HealthStub(plain(daemon, s))
+    assert code(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5)) == UNAUTH
+    # The session is still good for its own calls after all that.
+    assert code(lambda: stub.Stat(req, metadata=s.seal(STAT, req), timeout=5)) == \
+        grpc.StatusCode.OK
+
+
+def test_a_seal_is_good_once_and_for_its_own_call_only(daemon: LocalDaemon) -> None:
+    s = open_session(daemon)
+    stub = rpc.DataPlaneStub(plain(daemon, s))
+    req = pb.StatRequest(tier="ram", path="")
+    md = s.seal(STAT, req)
+    assert code(lambda: stub.Stat(req, metadata=md, timeout=5)) == grpc.StatusCode.OK
+    assert code(lambda: stub.Stat(req, metadata=md, timeout=5)) == UNAUTH     # replayed
+    # Who asks, and what, are covered: a caller changed to root, another path.
+    md = s.seal(STAT, req)
+    as_root = pb.StatRequest(tier="ram", path="")
+    as_root.tag.caller.uid = 0
+    assert code(lambda: stub.Stat(as_root, metadata=md, timeout=5)) == UNAUTH
+    md = s.seal(STAT, req)
+    assert code(lambda: stub.Stat(pb.StatRequest(tier="ram", path="s.dat"), metadata=md,
+                                  timeout=5)) == UNAUTH
+    # A seal for Stat does not open Unlink.
+    md = s.seal(STAT, req)
+    assert code(lambda: stub.Unlink(pb.UnlinkRequest(tier="ram", path=""), metadata=md,
+                                    timeout=5)) == UNAUTH
+
+
+def test_a_sealed_write_stream_is_bound_to_its_first_chunk(daemon: LocalDaemon) -> None:
+    s = open_session(daemon)
+    stub = rpc.DataPlaneStub(plain(daemon, s))
+    first = pb.WriteChunk(tag=pb.JobTag(job_id="32"), tier="ram", path="w.dat", data=b"a" * 10)
+    md = s.seal("/qos.v1.DataPlane/Write", first)
+    moved = pb.WriteChunk(tag=pb.JobTag(job_id="32"), tier="ram", path="other.dat",
+                          data=b"a" * 10)
+    assert code(lambda: stub.Write(iter([moved]), metadata=md, timeout=5)) == UNAUTH
+    assert not (daemon.base / "ram" / "other.dat").exists()
+    md = s.seal("/qos.v1.DataPlane/Write", first)
+    r = stub.Write(iter([first, pb.WriteChunk(data=b"b" * 5)]), metadata=md, timeout=5)
+    assert r.bytes_written == 15
+    assert (daemon.base / "ram" / "w.dat").read_bytes() == b"a" * 10 + b"b" * 5
+
+
+def test_the_session_port_opens_no_other_service(daemon: LocalDaemon) -> None:
+    s = open_session(daemon)
+    ch = plain(daemon, s)
+    admin, peer = rpc.AdminServiceStub(ch), rpc.PeerServiceStub(ch)
+    auth = ("authorization", f"Bearer {daemon.token}")
+    lp = pb.ListPoliciesRequest()
+    # Unsealed: no credential at all.
+    assert code(lambda: admin.ListPolicies(lp, metadata=(auth,), timeout=5)) == UNAUTH
+    # Sealed with a good session: still not an administrator, nor a daemon.
+    md = s.seal("/qos.v1.AdminService/ListPolicies", lp)
+    assert code(lambda: admin.ListPolicies(lp, metadata=(auth, *md), timeout=5)) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    lpr = pb.ListPeersRequest()
+    md = s.seal("/qos.v1.PeerService/ListPeers", lpr)
+    assert code(lambda: peer.ListPeers(lpr, metadata=md, timeout=5)) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    # Nor can a session open another one: that takes the certificate.
+    req = pb.OpenSessionRequest()
+    md = s.seal("/qos.v1.DataPlane/OpenSession", req)
+    assert code(lambda: rpc.DataPlaneStub(ch).OpenSession(req, metadata=md, timeout=5)) == \
+        grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("roles", [("admin",), ("daemon",)])
+def test_only_an_agents_certificate_opens_a_session(daemon: LocalDaemon,
+                                                    roles: tuple[str, ...]) -> None:
+    with pytest.raises(grpc.RpcError) as e:
+        open_session(daemon, agent_tls(roles))
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_restarted_daemon_forgets_sessions_and_says_so(tmp_path: Path) -> None:
+    d = LocalDaemon(tmp_path, "s1").start()
+    try:
+        s = open_session(d)
+        d.stop()
+        d.start()
+        s2 = open_session(d)
+        stub = rpc.DataPlaneStub(plain(d, s2))     # its new session port
+        req = pb.StatRequest(tier="ram", path="")
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Stat(req, metadata=s.seal(STAT, req), timeout=5)
+        assert e.value.code() == UNAUTH
+        assert session_state(e.value.trailing_metadata()) == "unknown"
+        assert stub.Stat(req, metadata=s2.seal(STAT, req), timeout=5).is_dir
+    finally:
+        d.stop()
+
+
+def test_a_daemon_without_a_session_port_is_spoken_to_over_tls(tmp_path: Path) -> None:
+    d = LocalDaemon(tmp_path, "s2", sessions=False).start()
+    try:
+        assert "sessions" not in d.banner
+        with pytest.raises(grpc.RpcError) as e:
+            open_session(d)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "session_listen" in (e.value.details() or "")
+        c = DataClient(d.address, Tag(job="33"))
+        try:
+            assert c.write("ram", "t.dat", b"z" * 1000) == 1000
+            assert c._sealed is None
+        finally:
+            c.close()
+        assert AdminClient(d.address, d.token).stats(job="33").classes[0].bytes_written == 1000
+    finally:
+        d.stop()

@@ -1,0 +1,121 @@
+"""What a sealed data-plane call covers, and the agent's side of a data session.
+
+Both ends build the sealed bytes here, so they cannot disagree: the method's full name, a
+NUL, the counter (8 bytes, big-endian), then the request serialized; for a Write stream
+its first message with the data left empty (payload bytes are not covered, see
+docs/auth.md). The seal travels as metadata ``qos-seal`` =
+``<session id hex>.<counter>.<mac hex>``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import Message
+
+from tokenbucket_daemon.core.session import ID_BYTES, KEY_BYTES, MAC_BYTES, mac_of
+from tokenbucket_daemon.proto import qos_pb2 as pb
+
+SEAL = "qos-seal"
+SESSION_STATE = "qos-session"       # trailing metadata of a refused seal
+PREFIX = "/qos.v1.DataPlane/"
+OPEN = PREFIX + "OpenSession"
+_MAX_TEXT = 2 * ID_BYTES + 1 + 19 + 1 + 2 * MAC_BYTES
+
+
+def sealed_bytes(method: str, counter: int, request: Any) -> bytes:
+    """The bytes a call's seal covers (``request`` None: an empty stream)."""
+    if isinstance(request, pb.WriteChunk) and request.data:
+        request = pb.WriteChunk(tag=request.tag, tier=request.tier, path=request.path,
+                                offset=request.offset, fsync=request.fsync)
+    body = request.SerializeToString() if request is not None else b""
+    return method.encode() + b"\0" + counter.to_bytes(8, "big") + body
+
+
+def parse_seal(text: str) -> tuple[bytes, int, bytes]:
+    """(session id, counter, mac) of a ``qos-seal`` value; ValueError when malformed."""
+    if len(text) > _MAX_TEXT:
+        raise ValueError("seal too long")
+    sid, counter, mac = text.split(".")
+    if not counter.isascii() or not counter.isdigit() or len(counter) > 19:
+        raise ValueError("bad counter")
+    out = bytes.fromhex(sid), int(counter), bytes.fromhex(mac)
+    if len(out[0]) != ID_BYTES or len(out[2]) != MAC_BYTES:
+        raise ValueError("bad length")
+    return out
+
+
+@dataclass
+class AgentSession:
+    """A session the agent holds with one daemon: seals calls with a fresh counter each."""
+
+    session_id: bytes
+    key: bytes
+    expires_ns: int
+    data_port: int
+    lifetime_ns: int
+    _counter: Any = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_reply(cls, r: pb.OpenSessionReply, now_ns: int | None = None) -> AgentSession:
+        if len(r.session_id) != ID_BYTES or len(r.key) != KEY_BYTES or not r.data_port:
+            raise ValueError("malformed session reply")
+        now = time.time_ns() if now_ns is None else now_ns
+        return cls(bytes(r.session_id), bytes(r.key), r.expires_ns, r.data_port,
+                   max(0, r.expires_ns - now))
+
+    def fresh(self, now_ns: int | None = None) -> bool:
+        """Still good for a while: renewed once three quarters of its life are gone, so
+        a call never starts on a session about to end."""
+        now = time.time_ns() if now_ns is None else now_ns
+        return now < self.expires_ns - self.lifetime_ns // 4
+
+    def seal(self, method: str, request: Any) -> tuple[tuple[str, str]]:
+        """The metadata that seals one call of ``method`` (full name) with ``request``."""
+        with self._lock:        # FUSE threads and asyncio tasks share one session
+            counter = next(self._counter)
+        mac = mac_of(self.key, sealed_bytes(method, counter, request))
+        return ((SEAL, f"{self.session_id.hex()}.{counter}.{mac.hex()}"),)
+
+
+def session_state(trailing: Any) -> str:
+    """"expired"/"unknown" when a call was refused for its session (open a new one)."""
+    for k, v in trailing or ():
+        if k == SESSION_STATE:
+            return str(v)
+    return ""
+
+
+def data_address(address: str, port: int) -> str:
+    """The session port on the host ``address`` (HOST:PORT, the TLS port) names."""
+    return f"{address.rpartition(':')[0]}:{port}"
+
+
+class SealedStub:
+    """A DataPlane stub whose every call is sealed with ``session``; on the session port.
+
+    Calls take the same arguments as the generated stub's; a stream's first message is
+    read before the call starts, since the seal covers it."""
+
+    def __init__(self, stub: Any, session: AgentSession) -> None:
+        self._stub, self.session = stub, session
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._stub, name)
+        method = PREFIX + name
+
+        def call(request: Any, *args: Any, metadata: Any = (), **kw: Any) -> Any:
+            if isinstance(request, Message):
+                first = request
+            else:
+                it = iter(request)
+                first = next(it, None)
+                request = itertools.chain(() if first is None else (first,), it)
+            md = tuple(metadata) + self.session.seal(method, first)
+            return fn(request, *args, metadata=md, **kw)
+        return call
