@@ -85,12 +85,16 @@ def one(base: Path, mode: str, transfer: str) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=4, help="A-B-B-A blocks per size")
+    ap.add_argument("--pairs", type=int, default=4, help="A-B-C-C-B-A blocks per size")
+    ap.add_argument("--transfers", default="1MiB,64KiB",
+                    help="write sizes, comma-separated (default 1MiB,64KiB)")
+    ap.add_argument("--no-write", action="store_true",
+                    help="print the table only; keep tls.json and tls.md as they are")
     a = ap.parse_args()
     local_pki()
     base = Path(tempfile.mkdtemp(prefix="qos-tls-bench-"))
     results: dict[str, Any] = {}
-    for transfer in ("1MiB", "64KiB"):
+    for transfer in a.transfers.split(","):
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
         ratios: dict[str, list[float]] = {m: [] for m in MODES[1:]}
         cpu_ratios: dict[str, list[float]] = {m: [] for m in MODES[1:]}
@@ -118,7 +122,8 @@ def main() -> int:
                 100 * 2 * statistics.stdev(r_) / len(r_) ** 0.5 if len(r_) > 1 else 0.0)
             out[f"{m}_cpu_cost_pct"] = 100 * statistics.mean(cpu_ratios[m])
         results[transfer] = out
-    (HERE / "tls.json").write_text(json.dumps(results, indent=1))
+    if not a.no_write:
+        (HERE / "tls.json").write_text(json.dumps(results, indent=1))
     lines = ["| writes | mode | MB/s | throughput cost | daemon CPU s/GB | CPU cost |",
              "|---|---|---:|---:|---:|---:|"]
     for t, r in results.items():
@@ -129,7 +134,8 @@ def main() -> int:
             cpu = "" if m == "plain" else f"{r[f'{m}_cpu_cost_pct']:+.1f}%"
             lines.append(f"| {t} | {LABEL[m]} | {r[f'{m}_MBps']:.0f} | {cost} | "
                          f"{r[f'{m}_cpu_s_per_GB']:.3f} | {cpu} |")
-    (HERE / "tls.md").write_text("\n".join(lines) + "\n")
+    if not a.no_write:
+        (HERE / "tls.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     subprocess.run(["rm", "-rf", str(base)])
     return 0

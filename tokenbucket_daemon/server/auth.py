@@ -50,17 +50,16 @@ def allowed_roles(method: str) -> frozenset[str]:
 
 def caller_roles(context: grpc.aio.ServicerContext) -> tuple[frozenset[str], str]:
     """The roles and name of the peer's verified certificate (none without TLS)."""
-    auth = context.auth_context() or {}
+    return roles_of(context.auth_context() or {})
+
+
+def roles_of(auth: dict[str, list[bytes]]) -> tuple[frozenset[str], str]:
+    """The roles and name in a call's auth context (none on the session port, which
+    has no TLS and so no certificate)."""
     names = auth.get("x509_common_name") or []
     if len(names) != 1:
         return frozenset(), ""
     return parse_common_name(names[0].decode("utf-8", "replace"))
-
-
-def over_tls(context: grpc.aio.ServicerContext) -> bool:
-    """The call came over TLS (with a client certificate the CA signed), not on the
-    plaintext session port."""
-    return (context.auth_context() or {}).get("transport_security_type") == [b"ssl"]
 
 
 class RoleInterceptor(grpc.aio.ServerInterceptor):
@@ -84,8 +83,9 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
         seal = next((v for k, v in details.invocation_metadata or () if k == SEAL), None)
 
         async def check(context: grpc.aio.ServicerContext, first: _First) -> None:
-            roles, name = caller_roles(context)
-            if not roles and not over_tls(context):
+            auth = context.auth_context() or {}
+            roles, name = roles_of(auth)
+            if not roles and auth.get("transport_security_type") != [b"ssl"]:
                 # No certificate: the session port. The seal is the only credential.
                 roles, name = await self._unseal(context, method, need, seal, first)
                 if not roles:
@@ -150,7 +150,9 @@ class _First:
         if self.stream is not None and not self.read:
             self.read = True
             try:
-                self.request = await asyncio.wait_for(self.stream.__anext__(), self.wait)
+                # asyncio.timeout, not wait_for: no task per stream.
+                async with asyncio.timeout(self.wait):
+                    self.request = await self.stream.__anext__()
             except StopAsyncIteration:
                 self.request = None
                 self.stream = None
@@ -160,19 +162,37 @@ class _First:
         if not self.read:
             return original
         if self.stream is None:
-            return _empty()
-        first, it = self.request, self.stream
-
-        async def again() -> AsyncIterator[Any]:
-            yield first
-            async for m in it:
-                yield m
-        return again()
+            return _Replay(None, None)
+        return _Replay(self.request, self.stream)
 
 
-async def _empty() -> AsyncIterator[Any]:
-    return
-    yield
+class _Replay:
+    """A request stream whose first message was read: it again, then the rest straight
+    from gRPC (no generator in between: the data plane reads a stream chunk by chunk)."""
+
+    __slots__ = ("first", "it")
+
+    def __init__(self, first: Any, it: Any) -> None:
+        self.first, self.it = first, it
+
+    def __aiter__(self) -> _Replay:
+        return self
+
+    def __anext__(self) -> Awaitable[Any]:
+        if self.first is not None:
+            first, self.first = self.first, None
+            return _ready(first)
+        if self.it is None:
+            return _ended()
+        return self.it.__anext__()    # type: ignore[no-any-return]
+
+
+async def _ready(value: Any) -> Any:
+    return value
+
+
+async def _ended() -> Any:
+    raise StopAsyncIteration
 
 
 Check = Callable[[Any, _First], Awaitable[None]]
