@@ -192,3 +192,43 @@ def test_a_daemon_without_a_session_port_is_spoken_to_over_tls(tmp_path: Path) -
         assert AdminClient(d.address, d.token).stats(job="33").classes[0].bytes_written == 1000
     finally:
         d.stop()
+
+
+def test_streams_that_never_send_what_the_seal_covers_are_bounded(daemon: LocalDaemon) -> None:
+    """Anyone can reach the session port; a Write stream with a seal-shaped header that
+    never sends its first chunk waits at most the idle time, and counts against the
+    client's stream bound (256 by default) while it waits."""
+    import asyncio
+
+    s = open_session(daemon)
+    target = data_address(daemon.address, s.data_port)
+    made_up = f"{os.urandom(16).hex()}.1.{os.urandom(16).hex()}"
+
+    async def go() -> list[grpc.StatusCode]:
+        never = asyncio.Event()
+
+        async def silent() -> object:
+            await never.wait()
+            yield pb.WriteChunk()
+
+        async with grpc.aio.insecure_channel(target) as ch:
+            stub = rpc.DataPlaneStub(ch)
+            calls = [stub.Write(silent(), metadata=(("qos-seal", made_up),), timeout=20)
+                     for _ in range(300)]
+            done, _ = await asyncio.wait([asyncio.ensure_future(c) for c in calls],
+                                         timeout=5)
+            codes = []
+            for f in done:
+                e = f.exception()
+                codes.append(e.code() if isinstance(e, grpc.aio.AioRpcError) else None)
+            for c in calls:
+                c.cancel()
+            return codes
+
+    codes = asyncio.run(go())
+    # Beyond the 256 waiting, the rest were refused at once; none got through.
+    assert len(codes) >= 300 - 256 and set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    # The bound is freed when they go: a real call works again.
+    req = pb.StatRequest(tier="ram", path="")
+    stub = rpc.DataPlaneStub(plain(daemon, s))
+    assert stub.Stat(req, metadata=s.seal(STAT, req), timeout=5).is_dir

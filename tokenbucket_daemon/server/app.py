@@ -34,6 +34,7 @@ from tokenbucket_daemon.tls import Tls
 
 log = logging.getLogger(__name__)
 SERVICES = ("qos.v1.DataPlane", "qos.v1.AdminService", "qos.v1.PeerService")
+MAX_STREAMS_PER_CONN = 1024     # HTTP/2 streams at once on one connection
 
 
 async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
@@ -64,11 +65,17 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     sessions = (SessionTable(int(cfg.session_lifetime * 1e9))
                 if tls and cfg.session_listen else None)
     node.sessions = sessions
-    interceptors = ([RoleInterceptor(sessions, stream_wait=cfg.limits.stream_idle_seconds)]
-                    if tls else [])
+    interceptors = ([RoleInterceptor(sessions, stream_wait=cfg.limits.stream_idle_seconds,
+                                     admission=lambda: node.admission)] if tls else [])
     interceptors += daemon_interceptors(node, cfg.limits)   # errors -> statuses; health
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", limit)],
+                                      ("grpc.max_send_message_length", limit),
+                                      # Bounds for connections anyone can open to the
+                                      # plaintext session port: streams per connection,
+                                      # and a connection idle for 10 minutes is closed
+                                      # (clients reconnect on their next call).
+                                      ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONN),
+                                      ("grpc.max_connection_idle_ms", 600_000)],
                              interceptors=interceptors)
     rpc.add_DataPlaneServicer_to_server(DataPlane(node), server)
     rpc.add_AdminServiceServicer_to_server(AdminService(node, token), server)

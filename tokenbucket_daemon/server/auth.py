@@ -26,8 +26,10 @@ from typing import Any, NoReturn
 import grpc
 
 from tokenbucket_daemon.core.session import Refusal, SessionTable
+from tokenbucket_daemon.errors import ResourceExhausted
 from tokenbucket_daemon.pki import parse_common_name
 from tokenbucket_daemon.seal import OPEN, SEAL, SESSION_STATE, parse_seal, sealed_bytes
+from tokenbucket_daemon.server.limits import Admission
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,14 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
     the handler never runs. ``sessions`` None: this daemon has no session port."""
 
     def __init__(self, sessions: SessionTable | None = None,
-                 clock: Callable[[], int] = time.time_ns, stream_wait: float = 30.0) -> None:
+                 clock: Callable[[], int] = time.time_ns, stream_wait: float = 30.0,
+                 admission: Callable[[], Admission] | None = None) -> None:
         # stream_wait: how long a sealed stream may take to send the first message
         # the seal covers (the stream idle timeout; the handler's own bounds start later).
+        # admission: the daemon's stream bounds, which that wait counts against, so
+        # streams that never send cannot pile up before the handler's own count.
         self.sessions, self.clock, self.stream_wait = sessions, clock, stream_wait
+        self.admission = admission
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
@@ -115,7 +121,14 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
         except ValueError:
             await self._refuse(context, method, Refusal("malformed seal"))
         try:
-            request = await first.get()
+            if first.stream is not None and self.admission is not None:
+                with self.admission().stream(context.peer()):
+                    request = await first.get()
+            else:
+                request = await first.get()
+        except ResourceExhausted as e:
+            context.set_trailing_metadata((("qos-errno", e.errno_name or "EMFILE"),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                 f"{method}: no first message within {self.stream_wait:g} s; "
