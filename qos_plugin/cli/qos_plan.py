@@ -10,7 +10,7 @@
     qos-plan query     NAME [--deadline 20:00] [--max-nodes 5] [--tiers a,b]
                        [--exclude-tier x] [--down-tier y] [--objective fastest|frugal] [--json]
     qos-plan run       NAME --placement STAGE=TIER,... --nodes N [--scale F]
-                       --tier-dir TIER=PATH ... [--out RUN.json]   # local mode only
+                       --tier-dir TIER=PATH ... [--backend local|slurm] [--out RUN.json]
     qos-plan validate  NAME --nodes N --tier-dir TIER=PATH ... [--placements all|K]
                        [--repeat R] [--scale F] [--json] [--out DIR]
     qos-plan calibrate NAME --runs RUNS.json [--daemon-stats STATS.json] [--json]
@@ -213,14 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quick", action="store_true",
                     help="a small sweep that finishes in well under a minute")
 
-    rn = sub.add_parser("run", help="run a trained workflow on this machine (local mode)",
-                        description="Run model NAME's workflow for real with local processes: "
-                                    "each stage's tasks read and write its I/O volumes (times "
-                                    "--scale, 1 MiB transfers) on the placement's tier "
+    rn = sub.add_parser("run", help="run a trained workflow for real (local or Slurm)",
+                        description="Run model NAME's workflow for real: each stage's tasks "
+                                    "read and write its I/O volumes (times --scale, the I/O "
+                                    "data's transfer sizes) on the placement's tier "
                                     "directories, with the model's stage-in copies, stage-out "
                                     "moves and barriers between levels; records per-stage and "
-                                    "per-phase times and bytes. Slurm mode (srun steps) is not "
-                                    "built yet.")
+                                    "per-phase times and bytes. --backend local runs the tasks "
+                                    "as processes here; --backend slurm, inside an allocation, "
+                                    "as srun steps on its nodes (task i on node i %% N).")
     rn.add_argument("name", help="model name, or NAME@VERSION")
     rn.add_argument("--placement", required=True, metavar="STAGE=TIER,...",
                     help="the tier of every stage")
@@ -229,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "0 < F <= 1 (default 1)")
     rn.add_argument("--tier-dir", action="append", default=[], metavar="TIER=PATH",
                     help="directory of a tier (repeat; the home tier and every tier of the "
-                         "placement; a node-local tier gets node0..node{N-1} under it)")
+                         "placement; locally a node-local tier gets node0..node{N-1} under "
+                         "it; in Slurm mode the job's own directories are the default)")
+    rn.add_argument("--backend", default="local", choices=["local", "slurm"],
+                    help="local: processes on this machine (default); slurm: srun steps in "
+                         "the current allocation")
     rn.add_argument("--out", metavar="RUN.json", help="write the run's record as JSON")
     registry_opt(rn)
 
@@ -558,9 +563,11 @@ def cmd_run(a: argparse.Namespace) -> int:
     except ValueError:
         raise InputError("--scale", f"{a.scale!r} is not a number",
                          "give e.g. --scale 0.01") from None
+    from qos_plugin.planner.campaign import BACKENDS, backend_tier_dirs
+
     spec = runner.check_run(_registry(a).load(a.name), runner.parse_placement(a.placement),
-                            a.nodes, scale, runner.parse_tier_dirs(a.tier_dir))
-    record = runner.run(spec)
+                            a.nodes, scale, backend_tier_dirs(a.backend, a.tier_dir))
+    record = BACKENDS[a.backend](spec)
     if a.out:
         Path(a.out).write_text(json.dumps(record, indent=1) + "\n")
     print(runner.run_table(record))

@@ -39,8 +39,9 @@ def add_parsers(sub: Any, registry_opt: Callable[[argparse.ArgumentParser], None
     v.add_argument("--repeat", default="1", help="runs per placement (default 1)")
     v.add_argument("--scale", default="1", help="every volume times F, 0 < F <= 1 (default 1)")
     v.add_argument("--seed", default="0", help="seed of the sample of placements (default 0)")
-    v.add_argument("--backend", default="local", choices=["local"],
-                   help="how placements run: local (processes on this machine)")
+    v.add_argument("--backend", default="local", choices=["local", "slurm"],
+                   help="how placements run: local (processes on this machine, default) or "
+                        "slurm (srun steps in the current allocation)")
     v.add_argument("--out", metavar="DIR", help="directory for the results (default "
                                                 "validate-NAME-vVERSION)")
     v.add_argument("--runs", metavar="RUNS.json",
@@ -142,7 +143,7 @@ def cmd_validate(a: argparse.Namespace, registry: Any) -> int:
         rows = [at[i] for i in select_rows([model.region[r] for r in at],
                                            [model.total[r] for r in at], k, seed)]
         placements = [placement_of(model, r) for r in rows]
-        tier_dirs = runner.parse_tier_dirs(a.tier_dir)
+        tier_dirs = campaign.backend_tier_dirs(backend, a.tier_dir)
         # Every run checked before the first starts, and before anything is written.
         specs = [runner.check_run(model, p, nodes, scale, tier_dirs) for p in placements]
     if scale == 1:

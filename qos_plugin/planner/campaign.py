@@ -6,8 +6,8 @@ calibrated model. The numbers are made by ``validation``, ``prediction`` and
 **Backends.** A backend takes one checked run (``runner.RunSpec``) and returns
 its record (``runner.run``'s schema: placement, nodes, scale, per-level phase
 starts and ends, total). ``local`` runs the tasks as processes on this machine;
-a Slurm backend (srun steps inside one allocation, one step per stage's tasks)
-fits the same signature and is not built yet.
+``slurm`` (``slurmrun``) as srun steps on the nodes of the allocation it runs in,
+one step per node and phase.
 
 **Runs file** (``qos-runs/1``), what validate writes and calibrate reads::
 
@@ -30,7 +30,7 @@ from typing import Any
 from qos_plugin.errors import InputError
 from qos_plugin.model.jsonio import read_json
 from qos_plugin.model.profile import StorageProfile
-from qos_plugin.planner import runner
+from qos_plugin.planner import runner, slurmrun
 from qos_plugin.planner.prediction import ModelInputs, Prediction
 from qos_plugin.planner.trained import TrainedModel
 
@@ -38,10 +38,19 @@ log = logging.getLogger(__name__)
 
 RUNS_FORMAT = "qos-runs/1"
 Backend = Callable[[runner.RunSpec], dict[str, Any]]
-BACKENDS: dict[str, Backend] = {"local": runner.run}
+BACKENDS: dict[str, Backend] = {"local": runner.run, "slurm": slurmrun.run}
 # The columns load_profile needs, in the profiler's spelling.
 PROFILE_COLUMNS = ("operation", "transferSize", "aggregateFilesizeMB", "numNodes",
                    "tasksPerNode", "trMiB", "storageType")
+
+
+def backend_tier_dirs(backend: str, given: Sequence[str]) -> dict[str, Path]:
+    """The tier directories of runs through ``backend``: ``--tier-dir`` values, over
+    (in Slurm mode) the directories the job's placement gave it."""
+    import os
+
+    base = slurmrun.job_tier_dirs(os.environ) if backend == "slurm" else {}
+    return {**base, **runner.parse_tier_dirs(given)}
 
 
 def run_placements(specs: Sequence[runner.RunSpec], repeat: int, backend: Backend,

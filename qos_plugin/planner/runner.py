@@ -13,7 +13,8 @@ What a run does, and what it takes from the model:
   (the size moving most of its bytes in the I/O data) where the model has them,
   else ``transfer_bytes`` (default 1 MiB), at most :data:`MAX_RUN_TRANSFER`;
 * task ``i`` runs on node ``i % nodes``; a node-local tier's files are under
-  ``DIR/node<j>``, a shared tier's under ``DIR``; everything under ``<workflow>/``;
+  ``DIR/node<j>`` (local mode; on node j's own ``DIR`` in Slurm mode), a shared
+  tier's under ``DIR``; everything under ``<workflow>/``;
 * task ``i`` writes one file ``<stage>/t<i>.dat``; a task reads its volume from its
   sources' files (the initial data and its predecessors' outputs) where they are on
   its tier and node (after a copy), else where they were written, cycling over them;
@@ -26,15 +27,20 @@ What a run does, and what it takes from the model:
   fan-out gives every node all outputs, a move to a shared tier gathers them there,
   a move from a shared tier onto a node-local one puts each file on its task's node.
 
-Slurm mode (srun steps on the job's nodes) is not built yet.
+Local mode and Slurm mode (``slurmrun``: srun steps on the job's nodes) share all of
+this: ``plan_run`` makes the actions of every phase from the rules above, ``execute``
+runs them phase by phase through a *launcher* and makes the record. The two differ
+only in the launcher (a process pool here; srun steps there) and in where a
+node-local tier's nodes are (``node<j>`` subdirectories here; the same path on each
+node's own disk there).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +52,7 @@ from qos_plugin.errors import InputError, QosPluginError
 from qos_plugin.model.movement import PHASES, stage_in_copies, stage_out_moves
 from qos_plugin.model.template import INITIAL_DATA, WorkflowTemplate, template_from_dict
 from qos_plugin.model.tiers import TierSet, parse_tiers
+from qos_plugin.planner import taskproc
 from qos_plugin.planner.trained import TrainedModel
 
 MIB = 1 << 20
@@ -146,195 +153,285 @@ def _transfer(volumes: Mapping[str, float], op: str, default: int) -> int:
     return max(1, min(MAX_RUN_TRANSFER, int(volumes.get(f"{op}_transfer_bytes", default))))
 
 
-# --- workers: top-level functions, so the process pool can run them ---------------
+# --- the processes: ``taskproc`` (standard library only, so a Slurm step can run it) ----
 
-def _task(reads: list[str], read_bytes: int, out: str, write_bytes: int,
-          transfer: int, write_transfer: int) -> tuple[int, int, float, float]:
-    """One task: read ``read_bytes`` cycling over ``reads`` ``transfer`` bytes at a time,
-    write ``write_bytes`` to ``out`` ``write_transfer`` at a time; returns bytes read,
-    bytes written and wall-clock start and end."""
-    start = time.time()
-    done = 0
-    sizes = [os.path.getsize(p) for p in reads]
-    if read_bytes and not any(sizes):
-        raise RuntimeError(f"nothing to read for {out}")
-    while done < read_bytes:
-        for p, size in zip(reads, sizes, strict=True):
-            if not size:
-                continue
-            with open(p, "rb", buffering=0) as f:
-                while done < read_bytes:
-                    chunk = f.read(min(transfer, read_bytes - done))
-                    if not chunk:
-                        break
-                    done += len(chunk)
-            if done >= read_bytes:
-                break
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    block = b"\0" * min(write_transfer, max(write_bytes, 1))
-    with open(out, "wb", buffering=0) as f:
-        while written < write_bytes:
-            n = f.write(block[:min(write_transfer, write_bytes - written)])
-            written += n or 0
-    return done, written, start, time.time()
-
-
-def _copy(pairs: list[tuple[str, str]]) -> tuple[int, int, float, float]:
-    """Copy each (source, destination) file; bytes read and written, start, end."""
-    start = time.time()
-    moved = 0
-    for src, dst in pairs:
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-        moved += os.path.getsize(dst)
-    return moved, moved, start, time.time()
-
-
-# --- the run ------------------------------------------------------------------------
-
-class _Layout:
-    """Where each tier's (and node's) files are."""
-
-    def __init__(self, spec: RunSpec, tiers: TierSet, workflow: str) -> None:
-        self.spec, self.tiers, self.workflow = spec, tiers, workflow
-
-    def dir(self, tier: str, node: int) -> Path:
-        base = self.spec.tier_dirs[tier]
-        if self.tiers[tier].is_local:
-            base = base / f"node{node}"
-        return base / self.workflow
-
-    def nodes_of(self, tier: str) -> range:
-        return range(self.spec.nodes) if self.tiers[tier].is_local else range(1)
-
-
-def _files(d: Path) -> list[str]:
-    return sorted(str(p) for p in d.iterdir()) if d.is_dir() else []
+# Looked up here when a local run submits a task, so a test can watch what tasks get.
+_task = taskproc.task
+_copy = taskproc.copy
 
 
 class RunFailed(QosPluginError):
     """A run that could not finish (a tier directory not writable, a disk full...)."""
 
 
-def run(spec: RunSpec) -> dict[str, Any]:
-    """Run the workflow of ``spec``; the record of what it did (see ``run_table``):
-    per stage its tasks (node, file, bytes, start and end) and per phase its seconds,
-    bytes and copies; per level each phase's start and end; totals."""
-    try:
-        return _run(spec)
-    except (OSError, RuntimeError) as e:
-        # One line as every other failure, not a worker's traceback.
-        raise RunFailed(f"the run failed: {e}") from e
+# --- the plan: which actions run on which node, phase by phase (no I/O) --------------
+
+@dataclass
+class Action:
+    """One process of a run: a ``taskproc`` action to perform on node ``node``.
+
+    ``sources`` gives, per pair of a copy, the node whose node-local tier holds the
+    source (None: a shared tier, seen on every node); a source on another node than
+    ``node`` must cross the network (a fan-out)."""
+
+    stage: str
+    node: int
+    payload: dict[str, Any]
+    sources: list[int | None] = field(default_factory=list)
 
 
-def _run(spec: RunSpec) -> dict[str, Any]:
+@dataclass
+class RunPlan:
+    """Every action of a run: ``prepare`` first (one per node), then per level the
+    actions of each phase; ``tasks`` the execution actions of each stage in task
+    order (the record's tasks)."""
+
+    prepare: list[Action]
+    levels: list[tuple[float, dict[str, list[Action]]]]
+    tasks: dict[str, list[Action]]
+
+
+class _Layout:
+    """Where each tier's (and node's) files are. ``node_dirs``: a node-local tier's
+    nodes are subdirectories ``node<j>`` of one directory (local mode, one machine);
+    else every node has the tier at the same path on a disk of its own (Slurm)."""
+
+    def __init__(self, spec: RunSpec, tiers: TierSet, workflow: str, node_dirs: bool) -> None:
+        self.spec, self.tiers, self.workflow = spec, tiers, workflow
+        self.node_dirs = node_dirs
+
+    def dir(self, tier: str, node: int) -> Path:
+        base = self.spec.tier_dirs[tier]
+        if self.tiers[tier].is_local and self.node_dirs:
+            base = base / f"node{node}"
+        return base / self.workflow
+
+    def nodes_of(self, tier: str) -> range:
+        return range(self.spec.nodes) if self.tiers[tier].is_local else range(1)
+
+    def node_of(self, tier: str, node: int) -> int | None:
+        """Whose disk ``tier``'s files of ``node`` are on (None: shared)."""
+        return node if self.tiers[tier].is_local else None
+
+
+Key = tuple[str, int, str]       # (tier, node, source): a directory of the run
+
+
+def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
+    """The actions of ``spec``'s run, from the movement rules and the per-task
+    volumes. Which files each directory holds is followed through the phases here
+    (a phase sees what the phases before it left), so that no node has to list
+    another node's disk."""
     model = spec.model
     tmpl: WorkflowTemplate = template_from_dict(model.workflow, name=model.name,
                                                 patterns=False)
     tiers = _tierset(model)
     home = tiers.home.name
-    lay = _Layout(spec, tiers, tmpl.name)
+    lay = _Layout(spec, tiers, tmpl.name, node_dirs)
     vol = model.volumes
     assert vol is not None
     columns = [np.array([tiers.index(spec.placement[s])]) for s in tmpl.stage_names]
     pos = {s: i for i, s in enumerate(tmpl.stage_names)}
     N, scale, xfer = spec.nodes, spec.scale, spec.transfer_bytes
-    # A fresh run: what an earlier run left would be read as this run's inputs.
-    for t in dict.fromkeys([home, *spec.placement.values()]):
-        for j in lay.nodes_of(t):
-            shutil.rmtree(lay.dir(t, j), ignore_errors=True)
+    files: dict[Key, list[str]] = {}
+
+    def path(key: Key, name: str) -> str:
+        return str(lay.dir(key[0], key[1]) / key[2] / name)
+
+    used = list(dict.fromkeys([home, *spec.placement.values()]))
     init_bytes = max([int(round(vol[s.name].get("in_files_mib", vol[s.name]["read_mib"])
                                 * scale * MIB)) for s in tmpl.stages if s.reads_initial_data]
                      or [0])
-    init = lay.dir(home, 0) / INITIAL_DATA / "input.dat"
-    _task([], 0, str(init), init_bytes, xfer, xfer)
+    init_key: Key = (home, 0, INITIAL_DATA)
+    prepare = []
+    for j in range(N):
+        remove = [str(lay.dir(t, j)) for t in used if j in lay.nodes_of(t)]
+        init = path(init_key, "input.dat") if j == 0 else None
+        if remove or init:
+            prepare.append(Action("", j, {"kind": "prepare", "remove": remove, "init": init,
+                                          "init_bytes": init_bytes, "transfer": xfer}))
+    files[init_key] = ["input.dat"]
 
-    stages: dict[str, dict[str, Any]] = {
-        s.name: {"tier": spec.placement[s.name], "level": s.level, "tasks": [],
-                 "transfer_bytes": {op: _transfer(vol[s.name], op, xfer)
-                                    for op in ("read", "write")},
-                 "phases": {p: {"seconds": 0.0, "read_bytes": 0, "written_bytes": 0,
-                                "copies": 0} for p in PHASES}}
-        for s in tmpl.stages}
-    levels: list[dict[str, Any]] = []
-
-    def source_dir(source: str, tier: str, node: int) -> Path:
+    def source_key(source: str, tier: str, node: int) -> Key:
         """Where a reader on ``tier``/``node`` finds ``source``: there after a copy,
         else where it was written (the initial data on home)."""
-        here = lay.dir(tier, node) / source
-        if here.is_dir():
+        here = (tier, node, source)
+        if here in files:
             return here
         if source == INITIAL_DATA:
-            return lay.dir(home, 0) / INITIAL_DATA
+            return init_key
         pt = spec.placement[source]
-        return lay.dir(pt, node if tiers[pt].is_local else 0) / source
+        return (pt, node if tiers[pt].is_local else 0, source)
 
+    def copy(stage: str, node: int, pairs: list[tuple[Key, Key, str]],
+             adds: list[tuple[Key, str]]) -> Action:
+        adds += [(dst, name) for _src, dst, name in pairs]
+        return Action(stage, node, {"kind": "copy", "pairs": [(path(s, n), path(d, n))
+                                                              for s, d, n in pairs]},
+                      [lay.node_of(s[0], s[1]) for s, _d, _n in pairs])
+
+    levels: list[tuple[float, dict[str, list[Action]]]] = []
+    tasks: dict[str, list[Action]] = {s.name: [] for s in tmpl.stages}
+    for level in tmpl.levels:
+        at = tmpl.stages_at(level)
+        phases: dict[str, list[Action]] = {}
+        for phase in PHASES:
+            acts: list[Action] = []
+            adds: list[tuple[Key, str]] = []    # seen by the phases after this one
+            for st in at:
+                s, t = pos[st.name], spec.placement[st.name]
+                if phase == "stage-in":
+                    for x, sources in stage_in_copies(tmpl, tiers, s, columns):
+                        for source, mask in sources:
+                            if not mask[0]:
+                                continue
+                            src = init_key if source == INITIAL_DATA else \
+                                (tiers.tiers[x].name, 0, source)
+                            for j in lay.nodes_of(t):
+                                acts.append(copy(st.name, j, [(src, (t, j, source), n)
+                                                              for n in files.get(src, [])],
+                                                 adds))
+                elif phase == "execution":
+                    rb = _per_task(vol[st.name]["read_mib"], scale, st.num_tasks)
+                    wb = _per_task(vol[st.name]["write_mib"], scale, st.num_tasks)
+                    tx = {op: _transfer(vol[st.name], op, xfer) for op in ("read", "write")}
+                    for i in range(st.num_tasks):
+                        j = i % N
+                        node = j if tiers[t].is_local else 0
+                        reads = [path(k, n) for src in st.predecessors
+                                 for k in [source_key(src, t, node)] for n in files.get(k, [])]
+                        out: Key = (t, node, st.name)
+                        adds.append((out, f"t{i}.dat"))
+                        a = Action(st.name, j, {"kind": "task", "reads": reads,
+                                                "read_bytes": rb, "out": path(out, f"t{i}.dat"),
+                                                "write_bytes": wb, "transfer": tx["read"],
+                                                "write_transfer": tx["write"]})
+                        tasks[st.name].append(a)
+                        acts.append(a)
+                else:
+                    for y, mask in enumerate(stage_out_moves(tmpl, tiers, s, columns)):
+                        if mask[0]:
+                            acts += [copy(st.name, node, pairs, adds) for node, pairs in
+                                     _out_pairs(lay, files, st.name, t, tiers.tiers[y].name)]
+            phases[phase] = acts
+            for key, name in adds:
+                names = files.setdefault(key, [])
+                if name not in names:
+                    names.append(name)
+                    names.sort()
+        levels.append((level, phases))
+    return RunPlan(prepare, levels, tasks)
+
+
+def _out_pairs(lay: _Layout, files: Mapping[Key, list[str]], stage: str, src_tier: str,
+               dst_tier: str) -> Iterator[tuple[int, list[tuple[Key, Key, str]]]]:
+    """The copies of a stage-out move of ``stage``'s outputs, one (node it runs on,
+    its (source, destination, file) list) per copy process."""
+    local_src = lay.tiers[src_tier].is_local
+    local_dst = lay.tiers[dst_tier].is_local
+    srcs = {j: (src_tier, j, stage) for j in lay.nodes_of(src_tier)}
+    if src_tier == dst_tier:       # fan-out: every node gets every other node's outputs
+        for j in lay.nodes_of(dst_tier):
+            yield j, [(k, (dst_tier, j, stage), n) for i, k in srcs.items() if i != j
+                      for n in files.get(k, [])]
+    elif local_dst and not local_src:   # moved once: each file onto its task's node
+        for j in lay.nodes_of(dst_tier):
+            yield j, [(srcs[0], (dst_tier, j, stage), n) for n in files.get(srcs[0], [])
+                      if int(Path(n).stem[1:]) % lay.spec.nodes == j]
+    else:                          # gathered onto a shared tier, by the node holding them
+        for j, k in srcs.items():
+            yield j, [(k, (dst_tier, 0, stage), n) for n in files.get(k, [])]
+
+
+# --- running a plan ------------------------------------------------------------------
+
+# Runs one phase's actions at once, with the barrier: every result ([bytes read,
+# bytes written, start, end, host], in the actions' order) once all have ended.
+Launcher = Callable[[list[Action]], list[list[Any]]]
+
+
+def run(spec: RunSpec) -> dict[str, Any]:
+    """Run the workflow of ``spec`` on this machine (local mode); the record of what
+    it did (see ``run_table``): per stage its tasks (node, host, file, bytes, start
+    and end) and per phase its seconds, bytes and copies; per level each phase's
+    start and end; totals."""
+    try:
+        with ProcessPoolExecutor(max_workers=spec.workers) as pool:
+            return execute(spec, plan_run(spec), _local_launcher(pool), "local")
+    except (OSError, RuntimeError) as e:
+        # One line as every other failure, not a worker's traceback.
+        raise RunFailed(f"the run failed: {e}") from e
+
+
+def _local_launcher(pool: ProcessPoolExecutor) -> Launcher:
+    host = socket.gethostname()
+
+    def submit(a: Action) -> Any:
+        p = a.payload
+        if p["kind"] == "task":
+            return pool.submit(_task, p["reads"], p["read_bytes"], p["out"], p["write_bytes"],
+                               p["transfer"], p["write_transfer"])
+        if p["kind"] == "copy":
+            return pool.submit(_copy, [tuple(x) for x in p["pairs"]])
+        return pool.submit(taskproc.prepare, p["remove"], p["init"], p["init_bytes"],
+                           p["transfer"])
+
+    def launch(actions: list[Action]) -> list[list[Any]]:
+        futures = [submit(a) for a in actions]
+        return [[*f.result(), host] for f in futures]
+    return launch
+
+
+def execute(spec: RunSpec, plan: RunPlan, launch: Launcher, mode: str,
+            extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``plan`` phase by phase through ``launch`` (a barrier after each phase);
+    the run's record. ``mode`` and ``extra`` say how and where it ran."""
+    model = spec.model
+    vol = model.volumes
+    assert vol is not None
+    stages: dict[str, dict[str, Any]] = {}
+    tmpl = template_from_dict(model.workflow, name=model.name, patterns=False)
+    for s in tmpl.stages:
+        stages[s.name] = {
+            "tier": spec.placement[s.name], "level": s.level, "tasks": [],
+            "transfer_bytes": {op: _transfer(vol[s.name], op, spec.transfer_bytes)
+                               for op in ("read", "write")},
+            "phases": {p: {"seconds": 0.0, "read_bytes": 0, "written_bytes": 0,
+                           "copies": 0} for p in PHASES}}
+    launch(plan.prepare)
+    results: dict[int, list[Any]] = {}      # by id() of the action
+    levels: list[dict[str, Any]] = []
     t0 = time.time()
-    with ProcessPoolExecutor(max_workers=spec.workers) as pool:
-        for level in tmpl.levels:
-            at = tmpl.stages_at(level)
-            lv: dict[str, Any] = {"level": level, "phases": {}}
-            for phase in PHASES:
-                jobs: list[tuple[str, Any]] = []   # (stage, future)
-                for st in at:
-                    s, t = pos[st.name], spec.placement[st.name]
-                    if phase == "stage-in":
-                        for x, sources in stage_in_copies(tmpl, tiers, s, columns):
-                            for source, mask in sources:
-                                if not mask[0]:
-                                    continue
-                                src = (lay.dir(home, 0) / INITIAL_DATA if source == INITIAL_DATA
-                                       else lay.dir(tiers.tiers[x].name, 0) / source)
-                                for j in lay.nodes_of(t):
-                                    dst = lay.dir(t, j) / source
-                                    pairs = [(f, str(dst / Path(f).name)) for f in _files(src)]
-                                    jobs.append((st.name, pool.submit(_copy, pairs)))
-                    elif phase == "execution":
-                        rb = _per_task(vol[st.name]["read_mib"], scale, st.num_tasks)
-                        wb = _per_task(vol[st.name]["write_mib"], scale, st.num_tasks)
-                        for i in range(st.num_tasks):
-                            j = i % N
-                            node = j if tiers[t].is_local else 0
-                            reads = [f for src in st.predecessors
-                                     for f in _files(source_dir(src, t, node))]
-                            out = lay.dir(t, node) / st.name / f"t{i}.dat"
-                            tx = stages[st.name]["transfer_bytes"]
-                            fut = pool.submit(_task, reads, rb, str(out), wb, tx["read"],
-                                              tx["write"])
-                            stages[st.name]["tasks"].append(
-                                {"task": i, "node": j, "path": str(out), "future": fut})
-                            jobs.append((st.name, fut))
-                    else:
-                        for y, mask in enumerate(stage_out_moves(tmpl, tiers, s, columns)):
-                            if mask[0]:
-                                jobs += [(st.name, pool.submit(_copy, pairs)) for pairs in
-                                         _out_pairs(lay, st.name, t, tiers.tiers[y].name)]
-                results = [(name, fut.result()) for name, fut in jobs]   # the barrier
-                for name, (r, w, _a, _b) in results:
-                    ph = stages[name]["phases"][phase]
-                    ph["read_bytes"] += r
-                    ph["written_bytes"] += w
-                    ph["copies"] += phase != "execution"
-                for st in at:
-                    mine = [res for name, res in results if name == st.name]
-                    if mine:
-                        stages[st.name]["phases"][phase]["seconds"] = (
-                            max(e for *_, e in mine) - min(a for *_, a, _e in mine))
-                lv["phases"][phase] = {
-                    "start": min((res[2] for _, res in results), default=None),
-                    "end": max((res[3] for _, res in results), default=None)}
-            spans = [p for p in lv["phases"].values() if p["start"] is not None]
-            lv["start"] = min((p["start"] for p in spans), default=None)
-            lv["end"] = max((p["end"] for p in spans), default=None)
-            levels.append(lv)
+    for level, phases in plan.levels:
+        lv: dict[str, Any] = {"level": level, "phases": {}}
+        for phase in PHASES:
+            acts = phases[phase]
+            got = launch(acts)               # the barrier
+            for a, res in zip(acts, got, strict=True):
+                results[id(a)] = res
+                ph = stages[a.stage]["phases"][phase]
+                ph["read_bytes"] += res[0]
+                ph["written_bytes"] += res[1]
+                ph["copies"] += phase != "execution"
+            for name in dict.fromkeys(a.stage for a in acts):
+                mine = [res for a, res in zip(acts, got, strict=True) if a.stage == name]
+                stages[name]["phases"][phase]["seconds"] = (max(r[3] for r in mine)
+                                                            - min(r[2] for r in mine))
+            lv["phases"][phase] = {"start": min((r[2] for r in got), default=None),
+                                   "end": max((r[3] for r in got), default=None)}
+        spans = [p for p in lv["phases"].values() if p["start"] is not None]
+        lv["start"] = min((p["start"] for p in spans), default=None)
+        lv["end"] = max((p["end"] for p in spans), default=None)
+        levels.append(lv)
     total = time.time() - t0
-    for rec in stages.values():
-        for task in rec["tasks"]:
-            r, w, a, b = task.pop("future").result()
-            task.update(read_bytes=r, written_bytes=w, start=a, end=b)
-    return {"model": model.name, "version": model.version, "mode": "local",
-            "nodes": N, "scale": scale, "transfer_bytes": xfer,
+    for name, acts in plan.tasks.items():
+        for i, a in enumerate(acts):
+            r, w, start, end, host = results[id(a)]
+            stages[name]["tasks"].append(
+                {"task": i, "node": a.node, "host": host, "path": a.payload["out"],
+                 "read_bytes": r, "written_bytes": w, "start": start, "end": end})
+    return {"model": model.name, "version": model.version, "mode": mode, **(extra or {}),
+            "nodes": spec.nodes, "scale": spec.scale, "transfer_bytes": spec.transfer_bytes,
             "placement": spec.placement,
             "predicted_seconds": float(model.total[spec.row]),
             "total_seconds": total, "levels": levels, "stages": stages,
@@ -342,28 +439,6 @@ def _run(spec: RunSpec) -> dict[str, Any]:
                               for p in r["phases"].values()),
             "written_bytes": sum(p["written_bytes"] for r in stages.values()
                                  for p in r["phases"].values())}
-
-
-def _out_pairs(lay: _Layout, stage: str, src_tier: str,
-               dst_tier: str) -> Iterator[list[tuple[str, str]]]:
-    """The copies of a stage-out move of ``stage``'s outputs, one list per copy job."""
-    local_src = lay.tiers[src_tier].is_local
-    local_dst = lay.tiers[dst_tier].is_local
-    srcs = {j: _files(lay.dir(src_tier, j) / stage) for j in lay.nodes_of(src_tier)}
-    if src_tier == dst_tier:       # fan-out: every node gets every other node's outputs
-        for j in lay.nodes_of(dst_tier):
-            dst = lay.dir(dst_tier, j) / stage
-            yield [(f, str(dst / Path(f).name)) for k, fs in srcs.items() if k != j for f in fs]
-    elif local_dst and not local_src:   # moved once: each file onto its task's node
-        files = srcs[0]
-        for j in lay.nodes_of(dst_tier):
-            dst = lay.dir(dst_tier, j) / stage
-            yield [(f, str(dst / Path(f).name)) for f in files
-                   if int(Path(f).stem[1:]) % lay.spec.nodes == j]
-    else:                          # gathered onto a shared tier
-        dst = lay.dir(dst_tier, 0) / stage
-        for fs in srcs.values():
-            yield [(f, str(dst / Path(f).name)) for f in fs]
 
 
 def run_table(record: Mapping[str, Any]) -> str:

@@ -50,7 +50,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from qos_plugin.errors import QosPluginError
 from qos_plugin.slurm.nodes import Node, NodeSpec
+from qos_plugin.slurm.site import parse_rate
 from tokenbucket_daemon.etcdlocal import EtcdCluster
 from tokenbucket_daemon.local import free_ports
 from tokenbucket_daemon.pki import Authority, Issued
@@ -107,8 +109,14 @@ def missing_packages() -> list[str]:
 class LocalCluster:
     def __init__(self, root: Path = DEFAULT_DIR, daemons: int = 2,
                  on_unavailable: str = "open", nodes: int = 2,
-                 enforce_local: bool = False) -> None:
+                 enforce_local: bool = False, shared_bandwidth: float = 0.0) -> None:
         self.root = root.absolute()      # not resolved: a planted link must be seen
+        # > 0: the shared tier is a device of this many bytes/s in all, as a parallel
+        # file system's servers are: the site admits reservations against it, and each
+        # of its daemons schedules and emulates its part (its store is a local directory
+        # far faster than that, where the clients' CPU, which no daemon schedules, would
+        # be the limit instead).
+        self.shared_bandwidth = shared_bandwidth
         self.n_daemons = daemons
         self.n_nodes = nodes
         # The disk tier ssd through a daemon of each node (and its qosfs), not directly.
@@ -338,7 +346,7 @@ class LocalCluster:
                 f'admin_token_file = "{self.etc / "admin.token"}"\npeers = [{peers}]\n'
                 + self._tls_toml(f"daemon-d{i}", addr)
                 + "[tiers]\n" + "".join(f'{n} = "{p}"\n' for n, p in tiers.items())
-                + etcd.daemon_config())
+                + etcd.daemon_config() + self._device_toml(tiers, len(addrs)))
             self.start_daemon(i, wait=False)
         for i in range(len(addrs)):
             self.wait_daemon(i)
@@ -474,6 +482,14 @@ class LocalCluster:
         for f in self.bin.iterdir():
             f.chmod(0o755)
 
+    def _device_toml(self, tiers: dict[str, Path], daemons: int) -> str:
+        """A shared daemon's part of ``--shared-bandwidth`` (files are striped evenly)."""
+        if self.shared_bandwidth <= 0:
+            return ""
+        part = self.shared_bandwidth / daemons
+        lines = "".join(f"{n} = {part:.0f}\n" for n in tiers)
+        return f"[tier_bandwidth]\n{lines}[emulated_device]\n{lines}"
+
     def _write_site(self, addrs: list[str], local: dict[str, str]) -> None:
         lines = [f'registry = "{self.root / "registry"}"',
                  f'on_unavailable = "{self.on_unavailable}"', f"max_nodes = {self.n_nodes}",
@@ -484,7 +500,10 @@ class LocalCluster:
             if kind == "shared":
                 lines += ['enforce = "daemons"', f'path = "{self.store_path(name)}"',
                           f'mount = "{self.tier_path(name)}"',
-                          "daemons = [" + ", ".join(f'"{a}"' for a in addrs) + "]", ""]
+                          "daemons = [" + ", ".join(f'"{a}"' for a in addrs) + "]"]
+                if self.shared_bandwidth > 0:
+                    lines.append(f'bandwidth = "{self.shared_bandwidth:.0f}B/s"')
+                lines.append("")
             elif name == "ssd" and local:
                 lines += ['enforce = "daemons"', f'path = "{self.store_path(name)}"',
                           f'mount = "{self.tier_path(name)}"', ""]
@@ -705,6 +724,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--on-unavailable", choices=("open", "closed"), default="open",
                     help="planner or daemon unreachable: run jobs anyway (open, default) or "
                     "refuse them (closed)")
+    up.add_argument("--shared-bandwidth", default="", metavar="RATE",
+                    help="make the shared tier a device of RATE (e.g. 200MB/s) in all: its "
+                    "daemons emulate and schedule their parts of it and the site admits "
+                    "reservations against it (default: the store's own speed, no "
+                    "admission)")
     down = sub.add_parser("down", help="stop everything the cluster started, by PID")
     down.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     down.add_argument("--purge", action="store_true", help="also delete the directory")
@@ -716,7 +740,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ClusterError(f"--daemons {a.daemons}: give 1 or more")
             if not 1 <= a.nodes <= 16:
                 raise ClusterError(f"--nodes {a.nodes}: give 1 to 16")
-            c = LocalCluster(a.dir, a.daemons, a.on_unavailable, a.nodes, a.enforce_local)
+            bw = 0.0
+            if a.shared_bandwidth:
+                try:
+                    bw = parse_rate(a.shared_bandwidth, "--shared-bandwidth")
+                except QosPluginError as e:
+                    raise ClusterError(str(e)) from None
+            c = LocalCluster(a.dir, a.daemons, a.on_unavailable, a.nodes, a.enforce_local,
+                             bw)
             try:
                 took = c.up(a.user or None)
             except BaseException:

@@ -1,0 +1,189 @@
+"""The processes of a run (``qos-plan run``): what one task or copy does to files,
+and the program a Slurm step runs on a compute node. Standard library only: a
+step runs it with the nodes' system Python, which has no numpy.
+
+An *action* is a JSON object; its ``kind`` says what it does:
+
+* ``task``: read ``read_bytes`` cycling over the files ``reads``, ``transfer``
+  bytes at a time, then write ``write_bytes`` to ``out``, ``write_transfer`` at a
+  time;
+* ``copy``: copy each ``[source, destination]`` of ``pairs``;
+* ``prepare``: remove the directories ``remove`` (what an earlier run left would be
+  read as this run's inputs), then write ``init_bytes`` to ``init`` when given.
+
+Each gives ``[bytes read, bytes written, start, end, host]`` (wall-clock seconds).
+
+As a program (``python -m qos_plugin.planner.taskproc MODE``), the first line of
+standard input is a JSON header:
+
+* ``run``: ``{"workers": W, "actions": [...]}``; runs the actions at once, each
+  in a process of its own (at most W at a time), and prints the JSON list of
+  their results;
+* ``send``: ``{"pairs": [[source, destination], ...]}``; writes the sources to
+  standard output as frames (a JSON line ``{"dst": D, "size": n}``, then n bytes;
+  ``{}`` ends) for a ``receive`` on another node;
+* ``receive`` (no header): writes the frames of standard input to their
+  destinations and prints the one result of the copy.
+
+A failure is one line on standard error and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO
+
+Result = tuple[int, int, float, float]
+CHUNK = 1 << 20
+
+
+def task(reads: list[str], read_bytes: int, out: str, write_bytes: int,
+         transfer: int, write_transfer: int) -> Result:
+    """One task: read ``read_bytes`` cycling over ``reads`` ``transfer`` bytes at a time,
+    write ``write_bytes`` to ``out`` ``write_transfer`` at a time; returns bytes read,
+    bytes written and wall-clock start and end."""
+    start = time.time()
+    done = 0
+    sizes = [os.path.getsize(p) for p in reads]
+    if read_bytes and not any(sizes):
+        raise RuntimeError(f"nothing to read for {out}")
+    while done < read_bytes:
+        for p, size in zip(reads, sizes, strict=True):
+            if not size:
+                continue
+            with open(p, "rb", buffering=0) as f:
+                while done < read_bytes:
+                    chunk = f.read(min(transfer, read_bytes - done))
+                    if not chunk:
+                        break
+                    done += len(chunk)
+            if done >= read_bytes:
+                break
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    block = b"\0" * min(write_transfer, max(write_bytes, 1))
+    with open(out, "wb", buffering=0) as f:
+        while written < write_bytes:
+            n = f.write(block[:min(write_transfer, write_bytes - written)])
+            written += n or 0
+    return done, written, start, time.time()
+
+
+def copy(pairs: list[tuple[str, str]]) -> Result:
+    """Copy each (source, destination) file; bytes read and written, start, end."""
+    start = time.time()
+    moved = 0
+    for src, dst in pairs:
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        moved += os.path.getsize(dst)
+    return moved, moved, start, time.time()
+
+
+def prepare(remove: list[str], init: str | None, init_bytes: int, transfer: int) -> Result:
+    """A fresh start: ``remove`` gone, then the initial data written (when ``init``)."""
+    start = time.time()
+    for d in remove:
+        shutil.rmtree(d, ignore_errors=True)
+    if init is None:
+        return 0, 0, start, time.time()
+    r, w, _, end = task([], 0, init, init_bytes, transfer, transfer)
+    return r, w, start, end
+
+
+def perform(action: dict[str, Any]) -> list[Any]:
+    """One action (see the module's text), its result with this host's name."""
+    kind = action["kind"]
+    if kind == "task":
+        res = task(action["reads"], action["read_bytes"], action["out"],
+                   action["write_bytes"], action["transfer"], action["write_transfer"])
+    elif kind == "copy":
+        res = copy([(a, b) for a, b in action["pairs"]])
+    elif kind == "prepare":
+        res = prepare(action["remove"], action.get("init"), action.get("init_bytes", 0),
+                      action.get("transfer", CHUNK))
+    else:
+        raise ValueError(f"unknown action kind {str(kind)[:40]!r}")
+    return [*res, socket.gethostname()]
+
+
+def run_actions(actions: list[dict[str, Any]], workers: int) -> list[list[Any]]:
+    """Every action at once, a process each (at most ``workers`` at a time)."""
+    if not actions:
+        return []
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(actions)))) as pool:
+        return list(pool.map(perform, actions))
+
+
+def send(pairs: list[tuple[str, str]], out: BinaryIO) -> None:
+    for src, dst in pairs:
+        size = os.path.getsize(src)
+        out.write(json.dumps({"dst": dst, "size": size}).encode() + b"\n")
+        with open(src, "rb") as f:
+            left = size
+            while left:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    raise OSError(f"{src} shrank while it was sent")
+                out.write(chunk)
+                left -= len(chunk)
+    out.write(b"{}\n")
+    out.flush()
+
+
+def receive(inp: BinaryIO) -> list[Any]:
+    """The frames of ``inp`` written to their destinations; the copy's result."""
+    start = time.time()
+    moved = 0
+    while True:
+        line = inp.readline()
+        if not line:
+            raise OSError("the sender's stream ended before its last frame")
+        frame = json.loads(line)
+        if not frame:
+            break
+        dst, left = Path(frame["dst"]), int(frame["size"])
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(dst, "wb") as f:
+            while left:
+                chunk = inp.read(min(CHUNK, left))
+                if not chunk:
+                    raise OSError(f"the stream ended inside {dst}")
+                f.write(chunk)
+                left -= len(chunk)
+                moved += len(chunk)
+    return [moved, moved, start, time.time(), socket.gethostname()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    mode = args[0] if args else ""
+    try:
+        if mode == "receive":
+            print(json.dumps(receive(sys.stdin.buffer)))
+            return 0
+        header = json.loads(sys.stdin.buffer.readline() or b"null")
+        if mode == "run":
+            print(json.dumps(run_actions(header["actions"], int(header["workers"]))))
+        elif mode == "send":
+            send([(a, b) for a, b in header["pairs"]], sys.stdout.buffer)
+        else:
+            print(f"taskproc: unknown mode {mode[:20]!r}; give run, send or receive",
+                  file=sys.stderr)
+            return 1
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
+        # One line for the step's output; the orchestrator reports it with the node.
+        print(f"{socket.gethostname()}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The plan both run modes share (``runner.plan_run``): on which node each action runs,
+which copies cross between nodes, where a node-local tier's files are in each mode;
+and ``taskproc``'s send/receive frames, which carry a fan-out from node to node."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from qos_plugin.model.iodata import stage_volumes
+from qos_plugin.model.makespan import MakespanModel
+from qos_plugin.model.regions import CartSettings
+from qos_plugin.model.synthetic import dag_workflow
+from qos_plugin.planner import runner, taskproc
+from qos_plugin.planner.registry import Registry
+from qos_plugin.planner.slurmrun import SrunLauncher, job_tier_dirs
+from qos_plugin.planner.training import build_model, fit_table_regions
+from tests.unit.test_runner import PLACEMENT, SPEED, STAGES, TIERS
+
+NODES = [1, 2]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    wf = dag_workflow("small", STAGES, TIERS, SPEED)
+    table = MakespanModel(wf.template, wf.cost_table(NODES), TIERS).evaluate(NODES)
+    configs, regions, labels = fit_table_regions(table, CartSettings())
+    root = tmp_path_factory.mktemp("registry")
+    Registry(root).save(build_model("small", 1, table, configs, regions, labels,
+                                    stage_volumes(wf.io_data(), wf.template.stage_names),
+                                    {}, "now"))
+    return Registry(root).load("small")
+
+
+def _spec(model, base: Path) -> runner.RunSpec:
+    return runner.check_run(model, PLACEMENT, 2, 1 / 64, {t: base / t for t in
+                                                          ("pfs", "nfs", "ram")})
+
+
+def _actions(plan: runner.RunPlan, stage: str, phase: str) -> list[runner.Action]:
+    return [a for _lv, phases in plan.levels for a in phases[phase] if a.stage == stage]
+
+
+@pytest.mark.parametrize("node_dirs", [True, False])
+def test_each_action_runs_where_its_files_are(model, tmp_path, node_dirs):
+    plan = runner.plan_run(_spec(model, tmp_path), node_dirs=node_dirs)
+    for name, tasks in plan.tasks.items():
+        assert [a.node for a in tasks] == [i % 2 for i in range(len(tasks))], name
+    ram = tmp_path / "ram"
+    # A on ram: task i writes on node i % 2's ram, under node<j> only in local mode.
+    for i, a in enumerate(plan.tasks["A"]):
+        where = ram / f"node{i % 2}" if node_dirs else ram
+        assert a.payload["out"] == str(where / "small" / "A" / f"t{i}.dat")
+    # The fan-out of A between ram's nodes: node j receives the other node's files.
+    fan = _actions(plan, "A", "stage-out")
+    assert [a.node for a in fan] == [0, 1]
+    for a in fan:
+        assert a.sources and all(s == 1 - a.node for s in a.sources)
+        assert sorted(Path(s).name for s, _ in a.payload["pairs"]) == \
+            [f"t{i}.dat" for i in range(3) if i % 2 != a.node]
+    # C gathered from ram onto nfs, each copy by the node holding the files.
+    gather = _actions(plan, "C", "stage-out")
+    assert [a.node for a in gather] == [0, 1]
+    assert all(s == a.node for a in gather for s in a.sources)
+    # A's stage-in from pfs onto each node: a shared source, seen on every node.
+    stage_in = _actions(plan, "A", "stage-in")
+    assert [a.node for a in stage_in] == [0, 1] and all(
+        s is None for a in stage_in for s in a.sources)
+    # C reads A's outputs on its own node: all three after the fan-out.
+    for a in plan.tasks["C"]:
+        from_a = [r for r in a.payload["reads"] if "/A/" in r]
+        assert sorted(Path(r).name for r in from_a) == ["t0.dat", "t1.dat", "t2.dat"]
+    # A fresh start on every node holding a node-local directory; the input on node 0.
+    assert [a.node for a in plan.prepare] == [0, 1]
+    assert plan.prepare[0].payload["init"] and plan.prepare[1].payload["init"] is None
+
+
+def test_frames_carry_files_exactly(tmp_path):
+    src = tmp_path / "a"
+    src.mkdir()
+    files = {"t0.dat": b"\1" * 5000, "t1.dat": b"", "t2.dat": b"\2" * (3 << 20)}
+    for n, data in files.items():
+        (src / n).write_bytes(data)
+    pairs = [(str(src / n), str(tmp_path / "b" / "A" / n)) for n in files]
+    stream = io.BytesIO()
+    taskproc.send(pairs, stream)
+    stream.seek(0)
+    r, w, start, end, host = taskproc.receive(stream)
+    assert r == w == sum(len(d) for d in files.values()) and start <= end and host
+    for n, data in files.items():
+        assert (tmp_path / "b" / "A" / n).read_bytes() == data
+    stream = io.BytesIO(stream.getvalue()[:-3])    # the end frame lost
+    with pytest.raises(OSError, match="ended before"):
+        taskproc.receive(stream)
+
+
+def test_steps_and_job_directories():
+    launcher = SrunLauncher(["node1", "node2"], workers=2, env={})
+    argv = launcher.argv(1, "run")
+    assert "--overlap" in argv and "--nodelist=node2" in argv and argv[-1] == "run"
+    assert launcher.env["PYTHONPATH"]
+    assert job_tier_dirs({"SLURM_SPANK_QOS_DIRS": "pfs=/q/pfs/u/1,ram=/q/ram/u/1"}) == {
+        "pfs": Path("/q/pfs/u/1"), "ram": Path("/q/ram/u/1")}
+    assert job_tier_dirs({}) == {}
