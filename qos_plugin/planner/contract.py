@@ -73,14 +73,18 @@ class Contract:
     def tiers(self) -> list[str]:
         return list(dict.fromkeys(n.tier for n in self.needs))
 
-    def rates(self) -> dict[str, float]:
+    def rates(self, stretch: float = 1.0) -> dict[str, float]:
         """MiB/s to hold per tier: the peak over phases, per node on node-local tiers
-        (each node's daemon sees its own share), the whole job's on shared tiers."""
+        (each node's daemon sees its own share), the whole job's on shared tiers; with
+        ``stretch`` (see :func:`deadline_stretch`) that much lower."""
+        if not (math.isfinite(stretch) and stretch >= 1.0):
+            raise ValueError(f"a stretch must be finite and at least 1, not {stretch!r}")
         out: dict[str, float] = {}
         for t in self.tiers():
             p = self.peak(t)
             assert p is not None
-            out[t] = p.per_node_mib_per_s if p.per_node_mib_per_s is not None else p.mib_per_s
+            rate = p.per_node_mib_per_s if p.per_node_mib_per_s is not None else p.mib_per_s
+            out[t] = rate / stretch
         return out
 
     def summary(self) -> dict[str, dict[str, object]]:
@@ -111,6 +115,23 @@ class ContractTables:
 
     def to_json(self) -> dict[str, Any]:
         return {"stage_in": self.stage_in, "stage_out": self.stage_out, "levels": self.levels}
+
+
+def deadline_stretch(makespan: float, deadline: float | None) -> float:
+    """How many times slower than predicted each phase may run with the job still done by
+    its deadline: ``deadline / makespan``, at least 1 (no deadline, or one the prediction
+    barely meets: 1).
+
+    If every phase's rate is divided by it, every phase takes that many times longer,
+    and the makespan, their sum, becomes the deadline. So a job reserves only what its
+    deadline needs, and the slack the user gave is left to other jobs; phases on tiers it
+    does not reserve (a direct node-local tier) run at their own speed, faster than
+    that, which only adds slack. Never above 1 times the contract: a forged deadline or
+    makespan can lower a job's own reservation, not raise it."""
+    if deadline is None or not (math.isfinite(makespan) and makespan > 0
+                                and math.isfinite(deadline)):
+        return 1.0
+    return max(1.0, deadline / makespan)
 
 
 def contract_of(tables: ContractTables, phases: Sequence[Sequence[Sequence[float]]],

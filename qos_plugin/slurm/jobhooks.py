@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from qos_plugin.errors import InputError, QosPluginError
-from qos_plugin.planner.contract import Contract
+from qos_plugin.planner.contract import Contract, deadline_stretch
 from qos_plugin.slurm.admission import Ask, admit, daemon_part
 from qos_plugin.slurm.placement import PLACEMENT_ID, SPANK_PROLOG_PREFIX, Placement
 from qos_plugin.slurm.site import Site, load_site
@@ -79,9 +79,10 @@ def job_nodes(env: Mapping[str, str]) -> list[str]:
     return p.stdout.split()
 
 
-def trusted_contract(site: Site, p: Placement) -> Contract:
-    """The job contract of the placement, read from its model (never from the job's
-    environment); InputError when the model has no such placement or no contract."""
+def trusted_contract(site: Site, p: Placement) -> tuple[Contract, float]:
+    """The job contract of the placement and its predicted makespan, read from its model
+    (never from the job's environment); InputError when the model has no such placement
+    or no contract."""
     from qos_plugin.planner.registry import Registry
 
     model = Registry(site.registry).load(p.workflow)
@@ -96,14 +97,17 @@ def trusted_contract(site: Site, p: Placement) -> Contract:
     if contract is None:
         raise InputError("the job's placement", f"model {p.workflow} has no job contracts",
                          "retrain it with 'qos-plan train' and submit the job again")
-    return contract
+    return contract, float(model.total[row])
 
 
 def trusted_bandwidth(site: Site, p: Placement) -> dict[str, float]:
-    """The rates to reserve for the placement: its contract's, on this site's tiers."""
+    """The rates to reserve for the placement: its contract's, on this site's tiers, as
+    much lower as the job's deadline allows (the deadline is the user's own request: a
+    forged one can only lower its own reservation, see ``deadline_stretch``)."""
     from qos_plugin.slurm.plan import tier_rates
 
-    return tier_rates(site, trusted_contract(site, p))
+    contract, makespan = trusted_contract(site, p)
+    return tier_rates(site, contract, deadline_stretch(makespan, p.deadline))
 
 
 def _record(site: Site, job: str) -> Path:

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from qos_plugin.errors import InputError, QosPluginError
-from qos_plugin.planner.contract import Contract
+from qos_plugin.planner.contract import Contract, deadline_stretch
 from qos_plugin.planner.query import Answer, Choice, Constraints, answer
 from qos_plugin.planner.registry import Registry
 from qos_plugin.planner.timespec import format_duration, parse_duration
@@ -141,11 +141,12 @@ def infeasible_text(model: TrainedModel, ans: Answer, site_cap: int | None,
     return "; ".join(parts)
 
 
-def tier_rates(site: Site, contract: Contract) -> dict[str, float]:
+def tier_rates(site: Site, contract: Contract, stretch: float = 1.0) -> dict[str, float]:
     """MiB/s to reserve per tier of this site: the contract's rates (a shared tier's
     total, a node-local tier's rate per node) on every tier the job moves data on,
-    including the shared tier a node-local placement stages from and flushes to."""
-    return {t: r for t, r in contract.rates().items() if t in site.tiers}
+    including the shared tier a node-local placement stages from and flushes to, each
+    divided by the deadline's ``stretch`` (``contract.deadline_stretch``)."""
+    return {t: r for t, r in contract.rates(stretch).items() if t in site.tiers}
 
 
 def new_id() -> str:
@@ -187,7 +188,7 @@ def plan(site: Site, req: Request, user: str, placement_id: str | None = None) -
     if ans.contract is None:
         raise InputError("--qos-workflow", f"model {model.name} v{model.version} has no job "
                          "contracts (trained before them)", "retrain it with 'qos-plan train'")
-    bandwidth = tier_rates(site, ans.contract)
+    bandwidth = tier_rates(site, ans.contract, deadline_stretch(ch.makespan, c.deadline))
     for t, mibps in bandwidth.items():
         cap = site.tier(t).bandwidth
         # Known now: more than the tier sustains even when no other job holds any of it.

@@ -136,3 +136,26 @@ def test_the_contract_survives_the_model_file_and_a_forged_rate_is_refused(train
     needs[0][3] *= 10                                      # reserve ten times the need
     with pytest.raises(InputError, match="rate is not its MiB over its phase's time"):
         model_from_json(doc, "m.json")
+
+
+def test_a_deadline_with_slack_lowers_every_rate_by_the_same_stretch() -> None:
+    from qos_plugin.planner.contract import Contract, Need, deadline_stretch
+
+    assert deadline_stretch(100.0, 120.0) == pytest.approx(1.2)
+    # No deadline, one tighter than the prediction, or nonsense: the contract's rates.
+    for deadline in (None, 100.0, 50.0, float("nan"), float("inf")):
+        assert deadline_stretch(100.0, deadline) == 1.0
+    for makespan in (0.0, -1.0, float("nan")):
+        assert deadline_stretch(makespan, 120.0) == 1.0
+    c = Contract(needs=(Need(0, "execution", "pfs", 600.0, 2.0, 300.0),
+                        Need(1, "stage_out", "pfs", 100.0, 1.0, 100.0),
+                        Need(0, "execution", "ssd", 800.0, 2.0, 400.0, 200.0)),
+                 stage_in=(), stage_out=())
+    assert c.rates(1.25) == pytest.approx({"pfs": 240.0, "ssd": 160.0})
+    # Each phase stretched by 1.25 takes 1.25 times as long: the makespan (3 s of phases)
+    # becomes 3.75 s, the deadline, with every byte still moved.
+    assert sum(n.mib / (n.mib_per_s / 1.25) for n in c.needs if n.tier == "pfs") == \
+        pytest.approx(1.25 * 3.0)
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="stretch"):
+            c.rates(bad)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from qos_plugin.errors import InputError
+from qos_plugin.planner.contract import deadline_stretch
 from qos_plugin.planner.query import Answer, Constraints, answer, choice
 from qos_plugin.planner.registry import Registry
 from qos_plugin.planner.timespec import parse_duration
@@ -220,11 +221,14 @@ def test_bandwidth_is_the_total_for_shared_tiers_and_per_node_for_node_local(sit
         # every tier the job moves data on, also the shared tier a node-local
         # placement stages from, which has no directory of its own
         assert set(p.bandwidth) == set(bw) and set(p.dirs) <= set(bw)
+        # The reservation is the contract's peak lowered by the deadline's slack.
+        stretch = deadline_stretch(ans.choice.makespan, p.deadline)
+        assert stretch > 1.0 or deadline is None
         for t, mibps in p.bandwidth.items():
             key = "per_node_mib_per_s" if t in LOCAL else "mib_per_s"
-            assert mibps == pytest.approx(float(bw[t][key]))
-            assert mibps == pytest.approx(float(bw[t]["mib_per_s"]) / (p.nodes if t in LOCAL
-                                                                       else 1), rel=1e-3)
+            assert mibps == pytest.approx(float(bw[t][key]) / stretch)
+            assert mibps == pytest.approx(float(bw[t]["mib_per_s"]) / stretch
+                                          / (p.nodes if t in LOCAL else 1), rel=1e-3)
         checked_multi_node |= p.nodes > 1
     assert checked_multi_node
 
