@@ -123,6 +123,9 @@ def test_a_run_with_srun_steps_moves_the_volumes_on_the_nodes_the_rule_says(
         "initial_data/input.dat": 4 * KIB16, "B/t0.dat": size["B"], "B/t1.dat": size["B"],
         "C/t0.dat": int(0.125 * KIB16)}
     assert rec["stages"]["B"]["phases"]["stage-out"]["copies"] == 2   # one from each node
+    # The steps ran in the job: the daemons counted the run's pfs writes under its id.
+    written, _read = cluster.job_bytes(job)
+    assert written == 4 * KIB16 + 2 * size["B"] + int(0.125 * KIB16), written
 
     # Barriers: every phase of a level ends before the next begins, and levels in turn.
     spans = [(p["start"], p["end"]) for lv in rec["levels"] for p in lv["phases"].values()
