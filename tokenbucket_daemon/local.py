@@ -47,14 +47,18 @@ class LocalDaemon:
     """One daemon with its own config, state and tier directories under ``base``, its
     own certificate (role daemon) from :func:`local_pki`; ``tls=False`` starts it
     plaintext (``insecure = true``); ``sessions=False`` gives it no session port, so
-    every data call pays for TLS."""
+    every data call pays for TLS. ``tier_bandwidth`` and ``emulated_device`` map tier
+    names to rates (bytes/s, or strings such as "100MB/s") for the config's tables of
+    those names."""
 
     def __init__(self, base: Path, name: str, tiers: dict[str, Path] | None = None,
                  peers: list[str] | None = None, port: int = 0, token: str = "local-admin",
                  qos: bool = True, max_request: int = 4 * MiB,
                  cpus: set[int] | None = None, metrics_port: int = 0,
                  tls: bool = True, etcd: EtcdCluster | None = None,
-                 sessions: bool = True) -> None:
+                 sessions: bool = True,
+                 tier_bandwidth: dict[str, float | str] | None = None,
+                 emulated_device: dict[str, float | str] | None = None) -> None:
         self.base, self.name, self.token = base, name, token
         self.cpus = cpus     # pin the daemon to these CPUs (benchmarks); None = any
         base.mkdir(parents=True, exist_ok=True)
@@ -83,7 +87,9 @@ class LocalDaemon:
             + ("" if tls else "insecure = true\n")
             + f'{tls_lines}[tiers]\n{tier_lines}[scheduler]\nmax_request = {max_request}\n'
             # The group's policies in this etcd (tokenbucket_daemon/etcdlocal.py).
-            + (etcd.daemon_config() if etcd else ""))
+            + (etcd.daemon_config() if etcd else "")
+            + _rate_table("tier_bandwidth", tier_bandwidth)
+            + _rate_table("emulated_device", emulated_device))
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.banner = ""     # the daemon's "listening on ..." line
@@ -125,6 +131,14 @@ class LocalDaemon:
 
     def admin(self, token: str | None = "") -> AdminClient:
         return AdminClient(self.address, self.token if token == "" else token)
+
+
+def _rate_table(name: str, rates: dict[str, float | str] | None) -> str:
+    if not rates:
+        return ""
+    return f"[{name}]\n" + "".join(
+        f'{t} = "{r}"\n' if isinstance(r, str) else f"{t} = {float(r)!r}\n"
+        for t, r in rates.items())
 
 
 def cpu_seconds(pid: int) -> float:

@@ -314,7 +314,8 @@ def class_json(c: pb.ClassStats) -> dict[str, Any]:
 def tier_json(t: pb.TierStats) -> dict[str, Any]:
     return {"tier": t.tier, "root": t.root, "bytes_read": t.bytes_read,
             "bytes_written": t.bytes_written, "requests": t.requests, "queued": t.queued,
-            "in_flight": t.in_flight}
+            "in_flight": t.in_flight, "bandwidth_bps": t.bandwidth_bps,
+            "emulated_device_bps": t.emulated_device_bps}
 
 
 def stats_json(s: pb.StatsReply) -> dict[str, Any]:
@@ -331,14 +332,18 @@ def stats_text(s: pb.StatsReply) -> str:
                 f"{c.queued}", f"{c.in_flight}", f"{c.wait_seconds_total:.2f}s",
                 format_bytes(c.tokens)] for c in s.classes]
     tiers = [[t.tier, format_bytes(t.bytes_read), format_bytes(t.bytes_written),
-              f"{t.requests}", f"{t.queued}", f"{t.in_flight}"] for t in s.tiers]
+              f"{t.requests}", f"{t.queued}", f"{t.in_flight}",
+              format_rate(t.bandwidth_bps) if t.bandwidth_bps else "uncapped",
+              format_rate(t.emulated_device_bps) if t.emulated_device_bps else "none"]
+             for t in s.tiers]
     return "\n".join([
         f"daemon {s.daemon_id}" + ("" if s.enforcing else
                                    " (enforcement OFF: requests bypass every policy)"),
         table(["JOB", "TIER", "POLICY", "READ", "WRITTEN", "RATE", "LIMIT", "RESERVATION",
                "QUEUED", "IN-FLIGHT", "WAIT", "TOKENS"], classes) if classes else "no classes",
         "",
-        table(["TIER", "READ", "WRITTEN", "REQUESTS", "QUEUED", "IN-FLIGHT"], tiers)
+        table(["TIER", "READ", "WRITTEN", "REQUESTS", "QUEUED", "IN-FLIGHT", "BANDWIDTH",
+               "EMULATED-DEVICE"], tiers)
         if tiers else "no tiers"])
 
 

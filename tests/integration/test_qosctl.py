@@ -139,9 +139,11 @@ def test_stats_show_bytes_per_class_and_tier_totals(daemon, qosctl):
     assert set(cls) >= {"rate_bps", "wait_seconds_total", "tokens_bytes", "in_flight"}
     (tier,) = doc["tiers"]
     assert tier["tier"] == "disk" and tier["bytes_written"] >= 2 * MiB
+    assert (tier["bandwidth_bps"], tier["emulated_device_bps"]) == (0, 0)    # none set
     code, out, _ = qosctl("stats", "--tier", "disk")
     assert row(out, "5")[:5] == ["5", "disk", "default", "1.0MiB", "2.0MiB"]
-    assert row(out, "TIER") == ["TIER", "READ", "WRITTEN", "REQUESTS", "QUEUED", "IN-FLIGHT"]
+    assert row(out, "TIER") == ["TIER", "READ", "WRITTEN", "REQUESTS", "QUEUED", "IN-FLIGHT",
+                                "BANDWIDTH", "EMULATED-DEVICE"]
     code, out, _ = qosctl("stats", "--job", "5", "--watch", "0.1", "--count", "2", "--json")
     snaps = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(snaps) == 2

@@ -34,6 +34,22 @@ def base(tmp_path):
     ({"state_dir": "s", "tiers": {"ram": "ram"}, "inline_memory_tiers": "no"},
      "inline_memory_tiers must be true or false: 'no'"),
     ({"state_dir": "s", "tiers": {"ram": "ram"}, "qos": 0}, "qos must be true or false"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "tier_bandwidth": {"nvme": "1GB/s"}},
+     "[tier_bandwidth] names a tier not in [tiers]: 'nvme'; use one of ram"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "tier_bandwidth": {"ram": "fast"}},
+     "[tier_bandwidth] ram is not a rate: 'fast'"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "tier_bandwidth": {"ram": float("inf")}},
+     "[tier_bandwidth] ram must be a rate above 0 and at most 1e+12 bytes/s: inf"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "tier_bandwidth": "100MB/s"},
+     "tier_bandwidth must be a table"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "emulated_device": {"ram": 0}},
+     "[emulated_device] ram must be a rate above 0"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "emulated_device": {"ram": "2TB/s"}},
+     "[emulated_device] ram must be a rate above 0 and at most 1e+12 bytes/s"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "emulated_device": {"ram": "-5MB/s"}},
+     "[emulated_device] ram is not a rate: '-5MB/s'"),
+    ({"state_dir": "s", "tiers": {"ram": "ram"}, "scheduler": {"tier_burst_seconds": 5}},
+     "tier_burst_seconds must be between 0.001 and 1"),
 ])
 def test_bad_config_is_one_line_and_creates_nothing(base, raw, needle):
     with pytest.raises(InvalidArgument) as e:
@@ -55,6 +71,17 @@ def test_admin_token_file_must_be_private_and_non_empty(base):
     tok.write_text("")
     with pytest.raises(InvalidArgument, match="is empty"):
         cfg.admin_token()
+
+
+def test_tier_bandwidth_and_emulated_device_take_numbers_and_rate_strings(base):
+    cfg = config_from_dict({"state_dir": "s", "tiers": {"ram": "ram"}, "insecure": True,
+                            "tier_bandwidth": {"ram": "100MB/s"},
+                            "emulated_device": {"ram": 200 * 2**20}}, base=base)
+    assert cfg.tier_bandwidth == {"ram": 100e6}
+    assert cfg.emulated_device == {"ram": float(200 * 2**20)}
+    plain = config_from_dict({"state_dir": "s", "tiers": {"ram": "ram"}, "insecure": True},
+                             base=base)
+    assert (plain.tier_bandwidth, plain.emulated_device) == ({}, {})
 
 
 def test_sizes_and_rates():

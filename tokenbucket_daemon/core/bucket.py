@@ -13,7 +13,8 @@ requests are as large as the bucket (1 MiB requests, 1 MiB depth) falls short of
 rate by the delay every time; on a busy 2-core node the delays reach tens of
 milliseconds. So while a request waits, the bucket may fill beyond its depth by one
 request or ``LATE_CREDIT`` seconds of its rate, whichever is more; idle time still fills
-it to ``depth`` only.
+it to ``depth`` only. A bucket made with ``late_credit=False`` banks nothing beyond its
+depth: a tier's capacity (see the scheduler), whose burst must stay a bound.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ LATE_CREDIT = 0.1       # seconds of rate a waiting request may bank beyond the 
 
 
 class TokenBucket:
-    def __init__(self, rate: float, depth: float, now: float) -> None:
+    def __init__(self, rate: float, depth: float, now: float, late_credit: bool = True) -> None:
         self.rate = rate
         self.depth = depth
         self.tokens = depth
         self._t = now
+        self._late = late_credit
         # An attribute, not a property: it is read several times per request.
         self.limited = rate != UNLIMITED
 
@@ -62,7 +64,7 @@ class TokenBucket:
             self.tokens -= cost
 
     def _credit(self, cost: float) -> float:
-        return max(cost, self.rate * LATE_CREDIT) if self.limited else 0.0
+        return max(cost, self.rate * LATE_CREDIT) if self.limited and self._late else 0.0
 
     def reconfigure(self, rate: float, depth: float, now: float) -> None:
         """Change rate and depth; the tokens earned so far at the old rate are kept

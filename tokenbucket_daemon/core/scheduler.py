@@ -20,6 +20,15 @@ Every dispatch advances both clocks, so a reservation is a floor: a class gets a
 least its reservation and otherwise its weighted share. A limit (token bucket,
 bytes) caps both. A policy change re-resolves every class at once and waiting
 requests see the new rate at the next poll.
+
+A tier may have a bandwidth (:meth:`Scheduler.set_tier_bandwidth`): a token bucket of
+its own, at that rate and a shallow depth (``tier_burst_seconds`` of it), which every
+dispatch to the tier also takes from. The daemon then never hands the tier more than it
+can serve, so requests wait here, where the rules above decide who goes next, and not
+in the device's queue, where arrival order would. Per capped tier only its best ready
+class (by the rules above) may take the tier's tokens: a small request of a lower class
+cannot take them from a large one of a higher class that waits for enough to gather.
+A tier without a bandwidth is scheduled exactly as before.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenbucket_daemon.core.bucket import LATE_CREDIT, UNLIMITED, TokenBucket
+from tokenbucket_daemon.core.device import check_rate
 from tokenbucket_daemon.core.policy import Policy, PolicyTable, Scope, Tag
 from tokenbucket_daemon.core.split import Demand
 from tokenbucket_daemon.core.window import RateWindow
@@ -68,6 +78,13 @@ class SchedulerConfig:
     # the event loop and gRPC more than a request: 433 against 252 us of daemon CPU
     # per throttled 4 KiB write at 0 and 10 ms. 0 = each at its exact eligible time.
     timer_slack: float = 0.01
+    # Depth of a tier's capacity bucket, in seconds of its bandwidth (at least
+    # default_burst). While the tier is busy the device holds about this much (the first
+    # burst stays queued, as the bucket fills as fast as the device drains), so every
+    # request waits this long there, in arrival order: with 50 ms a one-stream job
+    # reserved 40 of 100 MB/s got 34; with 10 ms late timers cost the tier 9% of its
+    # bandwidth; 20 ms gave 38 MB/s and the tier full (docs/daemon.md).
+    tier_burst_seconds: float = 0.02
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -88,6 +105,10 @@ class SchedulerConfig:
         if self.max_classes < 1:
             raise InvalidArgument("max_classes must be at least 1", self.max_classes,
                                   "set max_classes = 4096 in the [scheduler] section")
+        if not 0.001 <= self.tier_burst_seconds <= 1.0:
+            raise InvalidArgument("tier_burst_seconds must be between 0.001 and 1",
+                                  self.tier_burst_seconds,
+                                  "set tier_burst_seconds = 0.02 in [scheduler]")
 
 
 ClassKey = tuple[str, str]   # (job, tier); job "" = the default class
@@ -173,6 +194,8 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.policies = policies or PolicyTable()
         self._classes: dict[ClassKey, _Class] = {}
+        # Tiers with a bandwidth: their capacity buckets (set_tier_bandwidth).
+        self._capacity: dict[str, TokenBucket] = {}
         # Classes with requests queued, in creation order: poll looks only at these,
         # so its cost follows the backlog, not the number of jobs seen.
         self._waiting: dict[ClassKey, _Class] = {}
@@ -229,7 +252,10 @@ class Scheduler:
                 self._evict(now)
             return True
         cls = self._admit(req, now)
+        # Never on a capped tier: poll gives its tokens to its best class, and a request
+        # that fits them now may still have to leave them to a larger one waiting.
         if (not cls.queue and self.in_flight < self.config.max_in_flight
+                and cls.key[1] not in self._capacity
                 and cls.bucket.eligible_at(req.cost, now, now) <= now
                 and not any(self._ready(c, now) for c in self._waiting.values())):
             self._start(cls, req, now)
@@ -323,15 +349,42 @@ class Scheduler:
         """The fractions set by a leader (the others are at the even split)."""
         return dict(self._fractions)
 
+    def set_tier_bandwidth(self, tier: str, bps: float | None, now: float) -> None:
+        """Dispatch at most ``bps`` bytes/s (plus a burst of ``tier_burst_seconds``) to
+        ``tier``, all classes together; None lifts the cap. Tokens earned so far are kept
+        when the rate changes."""
+        if bps is None:
+            self._capacity.pop(tier, None)
+        else:
+            rate = check_rate(f"bandwidth of tier {tier}", bps,
+                              "give the tier's bandwidth in bytes/s, e.g. 200MiB/s")
+            depth = max(float(self.config.default_burst),
+                        rate * self.config.tier_burst_seconds)
+            cap = self._capacity.get(tier)
+            if cap is None:
+                self._capacity[tier] = TokenBucket(rate, depth, now, late_credit=False)
+            else:
+                cap.reconfigure(rate, depth, now)
+        for cls in self._classes.values():
+            if cls.key[1] == tier:
+                self._apply(cls, cls.policy, now)
+
+    def tier_bandwidth(self) -> dict[str, float]:
+        """The capped tiers and their bandwidth in bytes/s."""
+        return {t: b.rate for t, b in self._capacity.items()}
+
     # -- decisions out -------------------------------------------------------------
 
     def poll(self, now: float) -> Decision:
         out: list[Request] = []
         wake: float | None = None
+        caps = self._capacity
         while self.in_flight < self.config.max_in_flight:
             best: _Class | None = None
             best_key: tuple[int, float, int] | None = None
             wake = None
+            # A capped tier's best ready class, which alone may take the tier's tokens.
+            capped: dict[str, tuple[tuple[int, float, int], _Class]] = {}
             for cls in self._waiting.values():
                 at = self._eligible_at(cls, now)
                 if at > now:
@@ -339,7 +392,18 @@ class Scheduler:
                     continue
                 reserved = cls.policy.reservation_bps > 0 and cls.r_next <= now
                 key = (0, cls.r_next, cls.order) if reserved else (1, cls.p_tag, cls.order)
+                if caps and cls.key[1] in caps:
+                    held = capped.get(cls.key[1])
+                    if held is None or key < held[0]:
+                        capped[cls.key[1]] = (key, cls)
+                    continue
                 if best_key is None or key < best_key:
+                    best, best_key = cls, key
+            for tier, (key, cls) in capped.items():
+                at = caps[tier].eligible_at(cls.queue[0].cost, now)
+                if at > now:
+                    wake = at if wake is None else min(wake, at)
+                elif best_key is None or key < best_key:
                     best, best_key = cls, key
             if best is None:
                 break
@@ -354,7 +418,10 @@ class Scheduler:
         return max(head.hold, cls.bucket.eligible_at(head.cost, now, head.arrival))
 
     def _ready(self, cls: _Class, now: float) -> bool:
-        return self._eligible_at(cls, now) <= now
+        if self._eligible_at(cls, now) > now:
+            return False
+        cap = self._capacity.get(cls.key[1]) if self._capacity else None
+        return cap is None or cap.eligible_at(cls.queue[0].cost, now) <= now
 
     def release_all(self, now: float) -> list[Request]:
         """Every queued request at once, past K and without charging buckets or clocks
@@ -377,6 +444,10 @@ class Scheduler:
         """The books of a request leaving its queue for the tier."""
         if charge:
             cls.bucket.take(req.cost, now)
+            if self._capacity:
+                cap = self._capacity.get(cls.key[1])
+                if cap is not None:
+                    cap.take(req.cost, now)
             self._vtime = cls.p_tag
             cls.p_tag += req.cost / cls.policy.weight
             res = cls.policy.reservation_bps
@@ -421,7 +492,8 @@ class Scheduler:
             depth = float(policy.burst_bytes or max(self.config.default_burst,
                                                     limit * self.config.burst_seconds))
         cls.bucket.reconfigure(limit if limit != math.inf else UNLIMITED, depth, now)
-        cls.plain = not cls.bucket.limited and policy.reservation_bps <= 0
+        cls.plain = (not cls.bucket.limited and policy.reservation_bps <= 0
+                     and cls.key[1] not in self._capacity)
 
     def _evict(self, now: float) -> None:
         # A sweep over every class per poll would cost more than the dispatch itself;

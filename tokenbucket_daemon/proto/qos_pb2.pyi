@@ -528,7 +528,7 @@ class ClassStats(_message.Message):
     def __init__(self, tag: _Optional[str] = ..., tier: _Optional[str] = ..., selector: _Optional[str] = ..., bytes_read: _Optional[int] = ..., bytes_written: _Optional[int] = ..., requests: _Optional[int] = ..., queued: _Optional[int] = ..., in_flight: _Optional[int] = ..., wait_seconds_total: _Optional[float] = ..., rate_bps: _Optional[float] = ..., tokens: _Optional[float] = ..., limit_bps: _Optional[float] = ..., reservation_bps: _Optional[float] = ..., weight: _Optional[float] = ..., rejected: _Optional[int] = ...) -> None: ...
 
 class TierStats(_message.Message):
-    __slots__ = ("tier", "root", "bytes_read", "bytes_written", "requests", "in_flight", "queued")
+    __slots__ = ("tier", "root", "bytes_read", "bytes_written", "requests", "in_flight", "queued", "bandwidth_bps", "emulated_device_bps")
     TIER_FIELD_NUMBER: _ClassVar[int]
     ROOT_FIELD_NUMBER: _ClassVar[int]
     BYTES_READ_FIELD_NUMBER: _ClassVar[int]
@@ -536,6 +536,8 @@ class TierStats(_message.Message):
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_BPS_FIELD_NUMBER: _ClassVar[int]
+    EMULATED_DEVICE_BPS_FIELD_NUMBER: _ClassVar[int]
     tier: str
     root: str
     bytes_read: int
@@ -543,7 +545,9 @@ class TierStats(_message.Message):
     requests: int
     in_flight: int
     queued: int
-    def __init__(self, tier: _Optional[str] = ..., root: _Optional[str] = ..., bytes_read: _Optional[int] = ..., bytes_written: _Optional[int] = ..., requests: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
+    bandwidth_bps: float
+    emulated_device_bps: float
+    def __init__(self, tier: _Optional[str] = ..., root: _Optional[str] = ..., bytes_read: _Optional[int] = ..., bytes_written: _Optional[int] = ..., requests: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., bandwidth_bps: _Optional[float] = ..., emulated_device_bps: _Optional[float] = ...) -> None: ...
 
 class DemandReport(_message.Message):
     __slots__ = ("daemon_id", "time_ns", "jobs")

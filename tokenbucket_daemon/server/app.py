@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tokenbucket_daemon.core.device import DeviceClock
 from tokenbucket_daemon.core.policy import PolicyTable
 from tokenbucket_daemon.core.session import SessionTable
 from tokenbucket_daemon.errors import DaemonError
@@ -31,6 +32,7 @@ from tokenbucket_daemon.server.replication import PolicySync
 from tokenbucket_daemon.server.service import AdminService, DataPlane, Node
 from tokenbucket_daemon.server.store import PolicyStore
 from tokenbucket_daemon.tls import Tls
+from tokenbucket_daemon.units import format_rate
 
 log = logging.getLogger(__name__)
 SERVICES = ("qos.v1.DataPlane", "qos.v1.AdminService", "qos.v1.PeerService")
@@ -40,9 +42,10 @@ MAX_STREAMS_PER_CONN = 1024     # HTTP/2 streams at once on one connection
 async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     store = PolicyStore(cfg.state_dir / "policies.sqlite")
     policies = PolicyTable()
-    gate = Gate(cfg.scheduler, policies, enabled=cfg.qos)
+    gate = Gate(cfg.scheduler, policies, enabled=cfg.qos, tier_bandwidth=cfg.tier_bandwidth)
     tiers = {name: TierBackend(name, path) for name, path in cfg.tiers.items()}
     node = Node(cfg.daemon_id, tiers, gate, policies, cfg.scheduler.max_request)
+    node.devices = {name: DeviceClock(bps) for name, bps in cfg.emulated_device.items()}
     # The SQLite copy is in force before the first request; etcd, when the group has
     # one, replaces it as soon as it answers (server/replication.py).
     sync = PolicySync(node, store, EtcdClient(cfg.etcd) if cfg.etcd else None,
@@ -111,7 +114,9 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
           + (" tls" if tls else " INSECURE")
           + (f" sessions :{node.session_port}" if node.session_port else "")
           + (f" etcd {','.join(cfg.etcd.endpoints)}" if cfg.etcd else "")
-          + (f" inline-io {','.join(sorted(node.inline))}" if node.inline else ""), flush=True)
+          + (f" inline-io {','.join(sorted(node.inline))}" if node.inline else "")
+          + _rates(" bandwidth", cfg.tier_bandwidth)
+          + _rates(" emulated-device", cfg.emulated_device), flush=True)
     if ready is not None:
         ready(port)
     stop = asyncio.Event()
@@ -130,6 +135,13 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
     node.pool.shutdown()
     store.close()
     print(f"tokenbucketd {cfg.daemon_id} stopped", flush=True)
+
+
+def _rates(label: str, rates: dict[str, float]) -> str:
+    """`` bandwidth pfs=95.4MiB/s,...`` for the banner; "" when there are none."""
+    if not rates:
+        return ""
+    return label + " " + ",".join(f"{t}={format_rate(b)}" for t, b in sorted(rates.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,18 @@ keepalive = 5.0                     # seconds between pings of a member (0.2..60
 [tiers]
 tmpfs = "/dev/shm/qos"
 nvme = "/mnt/nvme/qos"
+pfs = "/srv/pfs/qos"
+
+[tier_bandwidth]                    # bytes/s the tier's device serves (optional, per tier):
+pfs = "100MB/s"                     # the daemon dispatches no more than this into it, so
+                                    # the scheduler (reservations first, then spare by
+                                    # weight), not the device's queue, decides who gets it
+
+[emulated_device]                   # a device of this rate in front of the tier's store
+pfs = "100MB/s"                     # (optional, per tier; tests and the local cluster):
+                                    # every read and write is done no sooner than a FIFO
+                                    # device of this rate would finish it, enforcement on
+                                    # or off; metadata is free (docs/daemon.md)
 
 [scheduler]
 max_in_flight = 16
@@ -46,6 +58,7 @@ default_burst = 1048576
 max_request = 67108864
 idle_evict = 60.0
 timer_slack = 0.01                  # a throttled request waits at least this (0..0.1 s)
+tier_burst_seconds = 0.02           # a [tier_bandwidth] bucket's depth, in seconds of it
 min_charge = 4096                   # tokens a read or write message costs at least
 max_classes = 4096                  # live (job, tier) classes; idle ones evicted first
 
@@ -69,9 +82,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenbucket_daemon.core.device import check_rate
 from tokenbucket_daemon.core.scheduler import SchedulerConfig
 from tokenbucket_daemon.errors import InvalidArgument
 from tokenbucket_daemon.server.limits import Limits
+from tokenbucket_daemon.units import parse_rate
 
 
 @dataclass(frozen=True)
@@ -138,6 +153,8 @@ class DaemonConfig:
     session_lifetime: float = 3600.0
     insecure: bool = False
     limits: Limits = field(default_factory=Limits)
+    tier_bandwidth: dict[str, float] = field(default_factory=dict)    # bytes/s per tier
+    emulated_device: dict[str, float] = field(default_factory=dict)   # bytes/s per tier
 
     def admin_token(self) -> str | None:
         """The admin credential, from a file only its owner may read."""
@@ -199,6 +216,29 @@ def _sessions(raw: Any, source: str) -> tuple[str, float]:
     return listen, float(life)
 
 
+def _tier_rates(raw: Any, table: str, tiers: dict[str, Path], source: str) -> dict[str, float]:
+    """A table of tier name -> rate (bytes/s as a number, or a string like "200MiB/s")."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"{source}: {table} must be a table", raw,
+                              f'write a [{table}] section, e.g. pfs = "100MB/s"')
+    out = {}
+    for name, value in raw.items():
+        if name not in tiers:
+            raise InvalidArgument(f"{source}: [{table}] names a tier not in [tiers]", name,
+                                  f"use one of {', '.join(sorted(tiers))}")
+        what = f"[{table}] {name}"
+        fix = 'write a rate such as "100MB/s" or 100e6 (bytes/s)'
+        if isinstance(value, str):
+            try:
+                value = parse_rate(value)
+            except ValueError:
+                raise InvalidArgument(f"{source}: {what} is not a rate", value, fix) from None
+        out[name] = check_rate(f"{source}: {what}", value, fix)
+    return out
+
+
 def _host_port(text: str) -> bool:
     host, sep, port = text.rpartition(":")
     return bool(sep and host and port.isascii() and port.isdigit() and int(port) < 65536)
@@ -220,7 +260,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
                      source: str = "config") -> DaemonConfig:
     known = {"daemon_id", "listen", "state_dir", "admin_token_file", "metrics_port", "peers",
              "qos", "tiers", "scheduler", "peer_interval", "inline_memory_tiers", "tls",
-             "insecure", "etcd", "limits"}
+             "insecure", "etcd", "limits", "tier_bandwidth", "emulated_device"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidArgument(f"{source}: unknown key", unknown[0],
@@ -239,6 +279,8 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
             raise InvalidArgument(f"{source}: tier {name} is not a directory", str(path),
                                   "create it first")
         resolved[name] = path
+    bandwidth = _tier_rates(raw.get("tier_bandwidth"), "tier_bandwidth", resolved, source)
+    emulated = _tier_rates(raw.get("emulated_device"), "emulated_device", resolved, source)
     if "state_dir" not in raw:
         raise InvalidArgument(f"{source}: no state_dir", None,
                               'add state_dir = "/var/lib/tokenbucketd"')
@@ -285,6 +327,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path("."),
         inline_memory_tiers=raw.get("inline_memory_tiers", True),
         tls=tls, insecure=raw.get("insecure", False),
         session_listen=session_listen, session_lifetime=session_lifetime,
-        etcd=_etcd(raw.get("etcd"), base, source), limits=limits)
+        etcd=_etcd(raw.get("etcd"), base, source), limits=limits,
+        tier_bandwidth=bandwidth, emulated_device=emulated)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     return cfg

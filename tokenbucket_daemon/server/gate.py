@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from tokenbucket_daemon.core.policy import PolicyTable, Tag
@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class Gate:
-    def __init__(self, config: SchedulerConfig, policies: PolicyTable, enabled: bool = True):
+    def __init__(self, config: SchedulerConfig, policies: PolicyTable, enabled: bool = True,
+                 tier_bandwidth: Mapping[str, float] | None = None) -> None:
         self.scheduler = Scheduler(config, policies)
+        for tier, bps in (tier_bandwidth or {}).items():
+            self.scheduler.set_tier_bandwidth(tier, bps, self.now())
         self.enabled = enabled
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None

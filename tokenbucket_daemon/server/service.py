@@ -13,6 +13,11 @@ I/O thread or, for inline memory tiers, on the event loop, switched back before 
 else runs there. Without a caller the daemon acts as its own user, as it always did: what
 legacy clients (qos-ior, the client library's default) get until DataPlane callers are
 authenticated.
+
+On a tier with an emulated device (``[emulated_device]``, :mod:`..core.device`) each read
+and write, once it reaches the tier, waits on the event loop until the device would have
+finished it, whether enforcement is on or off; its slot stays taken meanwhile, as the
+request is still at the device.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import grpc
 
 from tokenbucket_daemon.caller import Caller
 from tokenbucket_daemon.convert import caller_from_pb, policy_from_pb, policy_to_pb
+from tokenbucket_daemon.core.device import DeviceClock
 from tokenbucket_daemon.core.policy import Kind, Policy, PolicyTable, Selector, Tag, check_name
 from tokenbucket_daemon.core.session import RANDOM_BYTES, SessionTable
 from tokenbucket_daemon.errors import (
@@ -110,6 +116,20 @@ class Node:
         # and 0 when the daemon has no session port.
         self.sessions: SessionTable | None = None
         self.session_port = 0
+        self.devices: dict[str, DeviceClock] = {}    # tiers with an emulated device
+
+    def to_device(self, tier: str, size: int) -> float | None:
+        """Hand ``size`` bytes to ``tier``'s emulated device: when it is done with them
+        (None: the tier has no emulated device)."""
+        dev = self.devices.get(tier)
+        return None if dev is None else dev.admit(size, self.gate.now())
+
+    async def device_done(self, done_at: float | None) -> None:
+        """Wait, without holding a thread, until the emulated device is done."""
+        if done_at is not None:
+            delay = done_at - self.gate.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     def set_limits(self, limits: Limits) -> None:
         """Hold this node to ``limits`` (the config's [limits]), its tiers included."""
@@ -282,7 +302,9 @@ class DataPlane(rpc.DataPlaneServicer):
         try:
             # As the caller too: a write by anyone but root clears the file's setuid and
             # setgid bits (the kernel's rule), and a write as root would not.
+            done_at = node.to_device(tier_name, len(data))
             n = await node.io(tier_name, writer.write_at, offset, data, caller=caller)
+            await node.device_done(done_at)
         finally:
             node.gate.release(slot)
         c = node.counters[tier_name]
@@ -315,9 +337,11 @@ class DataPlane(rpc.DataPlaneServicer):
             idle = IdleWatch(node.limits.stream_idle_seconds)
             try:
                 while offset < end:
-                    async with node.gate.admit(tag, request.tier, "read",
-                                               min(chunk, end - offset)):
+                    want = min(chunk, end - offset)
+                    async with node.gate.admit(tag, request.tier, "read", want):
+                        done_at = node.to_device(request.tier, want)
                         data = await node.io(request.tier, next, it, None, caller=caller)
+                        await node.device_done(done_at)
                     if not data:
                         break
                     c = node.counters[request.tier]
@@ -491,6 +515,7 @@ class AdminService(rpc.AdminServiceServicer):
             reservation_bps=s.reservation_bps, weight=s.weight, rejected=s.rejected)
             for s in matched[:most]]
         tiers = []
+        caps = sched.tier_bandwidth()
         for name, t in sorted(node.tiers.items()):
             if tier and name != tier:
                 continue
@@ -499,7 +524,10 @@ class AdminService(rpc.AdminServiceServicer):
             tiers.append(pb.TierStats(tier=name, root=str(t.root), bytes_read=c.bytes_read,
                                       bytes_written=c.bytes_written, requests=c.requests,
                                       in_flight=sum(s.in_flight for s in mine),
-                                      queued=sum(s.queued for s in mine)))
+                                      queued=sum(s.queued for s in mine),
+                                      bandwidth_bps=caps.get(name, 0.0),
+                                      emulated_device_bps=node.devices[name].rate
+                                      if name in node.devices else 0.0))
         return pb.StatsReply(time_ns=time.time_ns(), daemon_id=node.daemon_id,
                              classes=classes, tiers=tiers, enforcing=node.gate.enabled,
                              truncated=len(matched) > most, total_classes=len(matched))
