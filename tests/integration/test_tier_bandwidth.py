@@ -115,3 +115,18 @@ def test_a_reservation_holds_under_the_tier_bandwidth_and_the_rest_goes_to_the_n
     assert job >= 0.85 * RESERVED
     assert neighbour >= 0.8 * (CAPACITY - RESERVED)     # the spare is not wasted
     assert job + neighbour <= 1.1 * CAPACITY
+
+
+def test_reads_wait_for_the_emulated_device_too(tmp_path):
+    # Enforcement off and no tier bandwidth: only the device stands between the readers
+    # and a store that reads at GB/s.
+    base = tmp_path / "reads"
+    d = LocalDaemon(base, "pfs1", tiers={"pfs": base / "pfs"}, qos=False,
+                    emulated_device={"pfs": "50MB/s"}).start()
+    try:
+        got = run_ior([d.address], "pfs", NEIGHBOUR, MiB, BLOCK, 2, 5.0, op="read",
+                      warmup=1.0, prefix="r")
+    finally:
+        d.stop(signal.SIGKILL)
+    print(f"reads {got.steady_bps / MB:.1f} MB/s")
+    assert 0.7 * 50 * MB <= got.steady_bps <= 1.1 * 50 * MB
