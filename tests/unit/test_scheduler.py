@@ -432,3 +432,25 @@ def test_cancel_drops_a_queued_request_once_and_not_one_in_flight():
     assert s.cancel(second, 0.0) and s.queued() == 0
     assert not s.cancel(second, 0.0)
     assert s.poll(1.0).dispatch == []
+
+
+def test_requests_served_with_enforcement_off_are_still_counted_per_job() -> None:
+    """Enforcement off bypasses queues and buckets, not the books: per-job bytes go on,
+    under the same class a scheduled request would have had, and nothing waits."""
+    s = sched(job("A", limit_bps=1.0))
+    s.account(A, "t", "write", 5 * MiB, 0.0)
+    s.account(A, "t", "read", 3 * MiB, 0.5)
+    s.account(B, "t", "meta", 0, 0.6)
+    s.account(Tag("", "ana"), "t", "write", KiB, 0.7)
+    got = {(c.job, c.tier): c for c in s.stats(1.0)}
+    a = got[("A", "t")]
+    assert (a.bytes_written, a.bytes_read, a.requests) == (5 * MiB, 3 * MiB, 2)
+    assert a.limit_bps == 1.0 and a.queued == 0 and a.in_flight == 0   # not held back
+    assert got[("B", "t")].requests == 1 and got[("B", "t")].bytes_written == 0
+    assert got[("user:ana", "t")].bytes_written == KiB
+    assert s.in_flight == 0
+    # Every class busy at max_classes: the request is not counted, and nothing raises.
+    full = sched(max_classes=1)
+    full.submit(req(A), 0.0)
+    full.account(B, "t", "write", MiB, 0.0)
+    assert [c.job for c in full.stats(0.0)] == ["A"]

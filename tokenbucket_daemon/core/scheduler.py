@@ -214,6 +214,26 @@ class Scheduler:
         self._queue(self._admit(req, now), req)
         return req
 
+    def account(self, tag: Tag, tier: str, op: str, size: int, now: float) -> None:
+        """Count a request served while enforcement is off (it bypassed the queues and
+        buckets): its class's requests and bytes go on, so per-job statistics still say
+        what each job moved. A class that cannot be made (every class busy at
+        max_classes) is not counted: accounting never refuses a request."""
+        try:
+            cls = self._class_of(tag, tier, now)
+        except ResourceExhausted:
+            return
+        cls.requests += 1
+        if op == "write":
+            cls.bytes_written += size
+        elif op == "read":
+            cls.bytes_read += size
+        cost = float(max(size, self.config.min_charge)) if op != "meta" \
+            else float(self.config.meta_cost)
+        cls.arrived.add(now, cost)
+        cls.served.add(now, cost)
+        cls.idle_since = now           # counted as used: not evicted while it works
+
     def submit_now(self, req: Request, now: float) -> bool:
         """Submit ``req`` and dispatch it at once when its class has no queue, a slot is
         free, its bucket lets it go and no waiting class could go now: then ``poll``

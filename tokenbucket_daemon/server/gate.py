@@ -43,6 +43,7 @@ class Gate:
         not given a future at all: at 64 KiB that bookkeeping is a visible share of the
         daemon's CPU."""
         if not self.enabled:
+            self.scheduler.account(tag, tier, op, size, time.monotonic())
             return None
         req = Request(tag, tier, op, size)
         if self.scheduler.submit_now(req, time.monotonic()) or self._pump(req):
