@@ -3,8 +3,9 @@
 a registry of the test: exact bytes per task (in the record and in the files on each
 node's own disk), every task on the node the rule says (its host in the record), the
 fan-out between the nodes' tmpfs crossing from one node to the other, the barriers;
-and ``deploy/local/profile``: a profile measured by a job through the job paths, its
-tiers the site's, models trained from it that sbatch --qos-deadline accepts."""
+and ``deploy/local/profile``: a profile measured by a job through the job paths (the
+fan-outs node to node by a second job), its tiers the site's, models trained from it
+that sbatch --qos-deadline accepts."""
 
 from __future__ import annotations
 
@@ -198,6 +199,15 @@ def test_profile_through_the_job_paths_trains_models_sbatch_accepts(
     moves = {r["storageType"] for r in rows if r["operation"] in ("cp", "scp")}
     assert {"pfs-ram", "ram-pfs", "pfs-ssd", "ssd-pfs", "ram-ram", "ssd-ssd"} <= moves
     assert all(float(r["trMiB"]) > 0 for r in rows)
+    # The fan-outs measured node to node through srun (a second job on two nodes): the
+    # profile's scp rows are that job's, for 1 and 2 copies of each node-local tier.
+    with open(cluster.root / "profile" / "fanout.csv", newline="") as f:
+        fanout = list(csv.DictReader(f))
+    scp = [r for r in rows if r["operation"] == "scp"]
+    assert sorted((r["storageType"], r["numTasks"]) for r in scp) == [
+        ("ram-ram", "1"), ("ram-ram", "2"), ("ssd-ssd", "1"), ("ssd-ssd", "2")]
+    assert scp == fanout
+    assert "fan-outs by job " in p.stdout
     # Through qosfs: the daemons counted the job's bytes on pfs (64 MiB per write run).
     job = p.stdout.split("measured by job ")[1].split()[0]
     written, read = cluster.job_bytes(job)
