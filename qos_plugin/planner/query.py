@@ -19,12 +19,13 @@ with the placement it would give.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from typing import Any
 
 from qos_plugin.errors import InputError
-from qos_plugin.planner.contract import Contract
+from qos_plugin.planner.contract import Contract, deadline_stretch
 from qos_plugin.planner.trained import DIGITS, RegionInfo, TrainedModel
 
 OBJECTIVES = ("fastest", "frugal")
@@ -42,6 +43,10 @@ class Constraints:
     exclude: frozenset[str] = frozenset()
     down: frozenset[str] = frozenset()
     objective: str = "fastest"
+    # MiB/s a tier sustains (a shared tier in all, a node-local one per node): a
+    # placement whose contract needs more there, after the deadline's slack, is not
+    # chosen (the site's `bandwidth`, what admission holds reservations to).
+    sustains: Mapping[str, float] | None = None
 
     def validate(self, model: TrainedModel) -> None:
         known = model.tier_names
@@ -89,6 +94,8 @@ class Answer:
     relaxations: dict[str, Choice] = field(default_factory=dict)
     with_down_up: Choice | None = None       # best placement were the down tiers up
     candidates: int = 0                      # placements meeting all but the deadline
+    too_fast: int = 0                        # better ones passed over: more than a tier
+                                             # sustains (Constraints.sustains)
 
 
 Rows = list[int]
@@ -152,6 +159,35 @@ def _top(model: TrainedModel, rows: Rows, objective: str, k: int) -> Rows:
                                                          rows))]
 
 
+# Placements whose contract is read to find ones the tiers sustain, best first, at most.
+SUSTAIN_CHECKS = 4096
+
+
+def needs_fit(model: TrainedModel, row: int, c: Constraints) -> bool:
+    """The row's contract, lowered by the deadline's slack, asks no tier for more than
+    ``c.sustains`` gives (a row without a contract: nothing is known to be too much)."""
+    contract = model.contract(row)
+    if contract is None or not c.sustains:
+        return True
+    rates = contract.rates(deadline_stretch(float(model.total[row]), c.deadline))
+    return all(rates.get(t, 0.0) <= cap * (1 + 1e-9) for t, cap in c.sustains.items())
+
+
+def _sustained(model: TrainedModel, rows: Rows, c: Constraints) -> tuple[Rows, int]:
+    """The best two of ``rows`` the tiers sustain (at most SUSTAIN_CHECKS looked at, in
+    the objective's order), and how many better ones were passed over for it."""
+    kept: list[int] = []
+    passed = 0
+    for row in _top(model, rows, c.objective, min(len(rows), SUSTAIN_CHECKS)):
+        if needs_fit(model, row, c):
+            kept.append(row)
+            if len(kept) == 2:
+                break
+        elif not kept:
+            passed += 1
+    return kept, passed
+
+
 def choice(model: TrainedModel, row: int) -> Choice:
     names = model.tier_names
     tiers = model.placement[row]
@@ -171,6 +207,14 @@ def answer(model: TrainedModel, c: Constraints) -> Answer:
     hard = _rows(model, masks, skip="deadline")
     ok = [r for r in hard if masks["deadline"][r]] if "deadline" in masks else hard
     out = Answer(feasible=bool(ok), constraints=c, candidates=len(hard))
+    if ok and c.sustains:
+        kept, out.too_fast = _sustained(model, ok, c)
+        if not kept:
+            out.feasible = False
+            out.binding = "sustains"
+            out.closest = choice(model, _top(model, ok, c.objective, 1)[0])
+            return out
+        ok = kept
     if ok:
         ranked = _top(model, ok, c.objective, 2)
         out.choice = choice(model, ranked[0])

@@ -120,6 +120,11 @@ def infeasible_text(model: TrainedModel, ans: Answer, site_cap: int | None,
         cap = ("the cluster's limit" if user_cap is None or (site_cap or user_cap) < user_cap
                else "--qos-max-nodes")
         why = f"{head} runs on at most {c.max_nodes} nodes ({cap})"
+    elif ans.binding == "sustains":
+        caps = ", ".join(f"{t} {v:.1f} MiB/s" for t, v in sorted((c.sustains or {}).items()))
+        why = (f"{head} that meets the other constraints needs no more than its tiers "
+               f"sustain ({caps}); give a later --qos-deadline, fewer --qos-max-nodes or "
+               "exclude the tier")
     elif ans.binding in ("exclude", "tiers"):
         why = f"{head} is left once the excluded tiers are removed (--qos-exclude-tier)"
     else:
@@ -167,7 +172,11 @@ def plan(site: Site, req: Request, user: str, placement_id: str | None = None) -
     c = Constraints(deadline=parse_duration(req.deadline, "--qos-deadline")
                     if req.deadline else None,
                     max_nodes=min(caps) if caps else None,
-                    exclude=user_exclude | missing, objective=req.objective)
+                    exclude=user_exclude | missing, objective=req.objective,
+                    # Only placements whose reservations the enforced tiers can hold:
+                    # a slower one that fits beats a refusal at admission.
+                    sustains={t.name: t.bandwidth / MiB for t in site.tiers.values()
+                              if t.enforced and t.bandwidth is not None} or None)
     try:
         ans = answer(model, c)
     except InputError as e:

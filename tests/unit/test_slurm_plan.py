@@ -465,3 +465,24 @@ def test_the_prolog_reserves_the_models_rates_not_the_jobs(site):
     p.stages = {"prep_a": "tmpfs"}
     with pytest.raises(QosPluginError, match="are not a placement of"):
         trusted_bandwidth(site, p)
+
+
+def test_the_planner_passes_over_placements_whose_needs_a_tier_cannot_hold(tmp_path,
+                                                                          registry):
+    """A site that says what its enforced tiers sustain gets the best placement whose
+    reservations fit, rather than the best one refused at admission; nothing fits: one
+    line that says so."""
+    from dataclasses import replace
+
+    site = make_site(tmp_path, registry)
+    ask = {"objective": "fastest", "exclude": "tmpfs,nvme"}
+    free = plan(site, req(**ask), "alice")
+    need = free.bandwidth["lustre"]
+    site.tiers["lustre"] = replace(site.tiers["lustre"], bandwidth=0.9 * need * MiB)
+    held = plan(site, req(**ask), "alice")
+    assert held.bandwidth["lustre"] <= 0.9 * need * (1 + 1e-9)
+    assert (held.nodes, held.stages) != (free.nodes, free.stages)
+    assert held.makespan >= free.makespan
+    site.tiers["lustre"] = replace(site.tiers["lustre"], bandwidth=1.0)
+    msg = infeasible(site, **ask)
+    assert "needs no more than its tiers sustain (lustre 0.0 MiB/s)" in msg
