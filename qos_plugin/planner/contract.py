@@ -117,13 +117,18 @@ class ContractTables:
         return {"stage_in": self.stage_in, "stage_out": self.stage_out, "levels": self.levels}
 
 
+# The part of a deadline a reservation aims at: the rest is kept for what the model does
+# not charge (the job's start, each srun step's, the prolog's stage-in) and its error.
+DEADLINE_MARGIN = 0.9
+
+
 def deadline_stretch(makespan: float, deadline: float | None) -> float:
     """How many times slower than predicted each phase may run with the job still done by
-    its deadline: ``deadline / makespan``, at least 1 (no deadline, or one the prediction
-    barely meets: 1).
+    its deadline: ``DEADLINE_MARGIN * deadline / makespan``, at least 1 (no deadline, or
+    one the prediction barely meets: 1).
 
     If every phase's rate is divided by it, every phase takes that many times longer,
-    and the makespan, their sum, becomes the deadline. So a job reserves only what its
+    and the makespan, their sum, becomes the deadline less its margin. So a job reserves only what its
     deadline needs, and the slack the user gave is left to other jobs; phases on tiers it
     does not reserve (a direct node-local tier) run at their own speed, faster than
     that, which only adds slack. Never above 1 times the contract: a forged deadline or
@@ -131,7 +136,7 @@ def deadline_stretch(makespan: float, deadline: float | None) -> float:
     if deadline is None or not (math.isfinite(makespan) and makespan > 0
                                 and math.isfinite(deadline)):
         return 1.0
-    return max(1.0, deadline / makespan)
+    return max(1.0, DEADLINE_MARGIN * deadline / makespan)
 
 
 def contract_of(tables: ContractTables, phases: Sequence[Sequence[Sequence[float]]],

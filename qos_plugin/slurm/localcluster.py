@@ -67,7 +67,7 @@ PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "libslurm-dev", "gcc
 TIERS = (("pfs", "shared", 100.0, 80.0, 0.5), ("ram", "node-local", 2000.0, 1500.0, 0.3),
          ("ssd", "node-local", 500.0, 300.0, 0.4))
 PYTHON = REPO / ".venv" / "bin" / "python"
-RAM_SIZE = "1g"                 # each node's memory tier
+RAM_SIZE = "4g"      # each node's memory tier: a tmpfs, holding only what jobs write there
 NODE_MEMORY_MB = 2048
 SLURMD_TIMEOUT = 5
 

@@ -139,9 +139,10 @@ def test_the_contract_survives_the_model_file_and_a_forged_rate_is_refused(train
 
 
 def test_a_deadline_with_slack_lowers_every_rate_by_the_same_stretch() -> None:
-    from qos_plugin.planner.contract import Contract, Need, deadline_stretch
+    from qos_plugin.planner.contract import DEADLINE_MARGIN, Contract, Need, deadline_stretch
 
-    assert deadline_stretch(100.0, 120.0) == pytest.approx(1.2)
+    assert deadline_stretch(100.0, 150.0) == pytest.approx(150.0 * DEADLINE_MARGIN / 100.0)
+    assert deadline_stretch(100.0, 105.0) == 1.0     # within the margin: the contract
     # No deadline, one tighter than the prediction, or nonsense: the contract's rates.
     for deadline in (None, 100.0, 50.0, float("nan"), float("inf")):
         assert deadline_stretch(100.0, deadline) == 1.0
