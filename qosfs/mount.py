@@ -129,7 +129,10 @@ async def serve(spec: MountSpec, ready: asyncio.Future[None] | None = None) -> N
         opts = set(pyfuse3.default_options)
         # The kernel checks every access against the owners and modes qosfs reports (the
         # daemons check again, acting as the caller, against the stores).
-        opts |= {f"fsname=qosfs:{spec.tier}", "subtype=qosfs", "default_permissions"}
+        # nosuid, nodev: no file the daemons report (over a session port whose replies
+        # are not authenticated, docs/auth.md) can raise a program's rights or be a device.
+        opts |= {f"fsname=qosfs:{spec.tier}", "subtype=qosfs", "default_permissions",
+                 "nosuid", "nodev"}
         if os.geteuid() == 0:
             opts.add("allow_other")     # a root mount serves every user's programs
         pyfuse3.init(fs, spec.mountpoint, opts)

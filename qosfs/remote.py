@@ -97,15 +97,16 @@ class TierClient:
         """The stub for daemon ``d``'s data calls and the session sealing them (None:
         over TLS)."""
         s = self._sessions[d]
-        if not self._want_session[d] or (s is not None and s.fresh()):
-            data = self._data[d]
-            return (data[2], s) if s is not None and data is not None else (self._stubs[d],
-                                                                            None)
-        async with self._opening[d]:
+        if self._want_session[d] and (s is None or not s.fresh()):
+            async with self._opening[d]:
+                s = self._sessions[d]
+                if s is None or not s.fresh():
+                    await self._open(d)       # once per call at most, fresh or not
             s = self._sessions[d]
-            if s is None or not s.fresh():
-                await self._open(d)
-        return await self._route(d)
+        data = self._data[d]
+        if self._want_session[d] and s is not None and data is not None:
+            return data[2], s
+        return self._stubs[d], None
 
     async def _open(self, d: int) -> None:
         try:

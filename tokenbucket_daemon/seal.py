@@ -51,29 +51,32 @@ def parse_seal(text: str) -> tuple[bytes, int, bytes]:
 
 @dataclass
 class AgentSession:
-    """A session the agent holds with one daemon: seals calls with a fresh counter each."""
+    """A session the agent holds with one daemon: seals calls with a fresh counter each.
+    Its life is timed on this host's monotonic clock from the daemon's lifetime, not by
+    comparing wall clocks (a clock ahead by an hour would make every session stale)."""
 
     session_id: bytes
     key: bytes
-    expires_ns: int
+    ends_mono_ns: int
     data_port: int
     lifetime_ns: int
     _counter: Any = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def from_reply(cls, r: pb.OpenSessionReply, now_ns: int | None = None) -> AgentSession:
-        if len(r.session_id) != ID_BYTES or len(r.key) != KEY_BYTES or not r.data_port:
+    def from_reply(cls, r: pb.OpenSessionReply, now_mono_ns: int | None = None) -> AgentSession:
+        if len(r.session_id) != ID_BYTES or len(r.key) != KEY_BYTES or not r.data_port \
+                or not r.lifetime_seconds:
             raise ValueError("malformed session reply")
-        now = time.time_ns() if now_ns is None else now_ns
-        return cls(bytes(r.session_id), bytes(r.key), r.expires_ns, r.data_port,
-                   max(0, r.expires_ns - now))
+        now = time.monotonic_ns() if now_mono_ns is None else now_mono_ns
+        life = int(r.lifetime_seconds) * 10**9
+        return cls(bytes(r.session_id), bytes(r.key), now + life, r.data_port, life)
 
-    def fresh(self, now_ns: int | None = None) -> bool:
+    def fresh(self, now_mono_ns: int | None = None) -> bool:
         """Still good for a while: renewed once three quarters of its life are gone, so
         a call never starts on a session about to end."""
-        now = time.time_ns() if now_ns is None else now_ns
-        return now < self.expires_ns - self.lifetime_ns // 4
+        now = time.monotonic_ns() if now_mono_ns is None else now_mono_ns
+        return now < self.ends_mono_ns - self.lifetime_ns // 4
 
     def seal(self, method: str, request: Any) -> tuple[tuple[str, str]]:
         """The metadata that seals one call of ``method`` (full name) with ``request``."""

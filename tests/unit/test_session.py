@@ -124,8 +124,38 @@ def test_malformed_seals_are_value_errors(text: str) -> None:
 
 
 def test_the_agent_renews_before_the_end() -> None:
-    s = AgentSession(b"i" * 16, b"k" * 32, expires_ns=100 * SEC, data_port=1,
+    s = AgentSession(b"i" * 16, b"k" * 32, ends_mono_ns=100 * SEC, data_port=1,
                      lifetime_ns=100 * SEC)
     assert s.fresh(74 * SEC) and not s.fresh(76 * SEC)
     counters = {parse_seal(s.seal("/m", pb.StatRequest())[0][1])[1] for _ in range(100)}
     assert counters == set(range(1, 101))
+
+
+def test_a_huge_counter_jump_costs_nothing_and_forgets_the_window() -> None:
+    """Shifting the seen-bitmap by the jump before masking it built an integer of that
+    many bits: 2^40 would be 128 GiB. Past the window, it is reset instead."""
+    import time as _time
+
+    t = table(window=64)
+    s = t.open("a", 0, os.urandom(RANDOM_BYTES))
+    assert isinstance(t.check(*sealed(s, 5), now_ns=1), Session)
+    t0 = _time.perf_counter()
+    assert isinstance(t.check(*sealed(s, 1 << 40), now_ns=1), Session)
+    assert _time.perf_counter() - t0 < 1.0
+    assert s.seen == 1 and s.highest == 1 << 40
+    assert t.check(*sealed(s, 1 << 40), now_ns=1) == Refusal(f"counter {1 << 40} replayed")
+    assert t.check(*sealed(s, 5), now_ns=1) == Refusal("counter 5 too old")
+
+
+def test_the_agent_times_its_session_on_its_own_clock() -> None:
+    """A reply says how long the session lasts; the agent's wall clock does not enter
+    (an agent an hour ahead of the daemon once found every session stale at once)."""
+    r = pb.OpenSessionReply(session_id=b"i" * 16, key=b"k" * 32, expires_ns=1,
+                            data_port=9, window=4096, lifetime_seconds=100)
+    s = AgentSession.from_reply(r, now_mono_ns=5 * SEC)
+    assert s.fresh(5 * SEC) and s.fresh(79 * SEC) and not s.fresh(81 * SEC)
+    for bad in (pb.OpenSessionReply(session_id=b"i" * 16, key=b"k" * 32, data_port=9),
+                pb.OpenSessionReply(session_id=b"i", key=b"k" * 32, data_port=9,
+                                    lifetime_seconds=100)):
+        with pytest.raises(ValueError, match="malformed"):
+            AgentSession.from_reply(bad)

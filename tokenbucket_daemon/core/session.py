@@ -47,7 +47,9 @@ class Session:
         """Use ``counter``; "" when it was fresh, else why not."""
         if counter > self.highest:
             shift = counter - self.highest
-            self.seen = ((self.seen << shift) | 1) & ((1 << window) - 1)
+            # A jump past the window forgets it: shifting first would build an integer
+            # of `shift` bits (a counter of 2^36 is gigabytes) before the mask.
+            self.seen = 1 if shift >= window else ((self.seen << shift) | 1) & ((1 << window) - 1)
             self.highest = counter
             return ""
         back = self.highest - counter
@@ -98,16 +100,24 @@ class SessionTable:
         self._sessions[s.session_id] = s
         return s
 
-    def check(self, session_id: bytes, counter: int, mac: bytes, body: bytes,
-              now_ns: int) -> Session | Refusal:
-        """The session a sealed call belongs to, or why the seal fails. The mac is checked
-        before the counter is used, so a forged call cannot burn a real one's counter."""
+    def lookup(self, session_id: bytes, now_ns: int) -> Session | Refusal:
+        """The live session of this id, or why there is none (unknown, expired): asked
+        before anything of the call is read, so a made-up seal costs the daemon nothing."""
         s = self._sessions.get(session_id)
         if s is None:
             return Refusal("unknown session", "unknown")
         if now_ns >= s.expires_ns:
             del self._sessions[session_id]
             return Refusal("session expired", "expired")
+        return s
+
+    def check(self, session_id: bytes, counter: int, mac: bytes, body: bytes,
+              now_ns: int) -> Session | Refusal:
+        """The session a sealed call belongs to, or why the seal fails. The mac is checked
+        before the counter is used, so a forged call cannot burn a real one's counter."""
+        s = self.lookup(session_id, now_ns)
+        if isinstance(s, Refusal):
+            return s
         if not 0 < counter <= MAX_COUNTER:
             return Refusal(f"counter {counter} out of range")
         if not hmac.compare_digest(mac, mac_of(s.key, body)):

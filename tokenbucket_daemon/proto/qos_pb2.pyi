@@ -34,18 +34,20 @@ class OpenSessionRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class OpenSessionReply(_message.Message):
-    __slots__ = ("session_id", "key", "expires_ns", "data_port", "window")
+    __slots__ = ("session_id", "key", "expires_ns", "data_port", "window", "lifetime_seconds")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_NS_FIELD_NUMBER: _ClassVar[int]
     DATA_PORT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    LIFETIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     session_id: bytes
     key: bytes
     expires_ns: int
     data_port: int
     window: int
-    def __init__(self, session_id: _Optional[bytes] = ..., key: _Optional[bytes] = ..., expires_ns: _Optional[int] = ..., data_port: _Optional[int] = ..., window: _Optional[int] = ...) -> None: ...
+    lifetime_seconds: int
+    def __init__(self, session_id: _Optional[bytes] = ..., key: _Optional[bytes] = ..., expires_ns: _Optional[int] = ..., data_port: _Optional[int] = ..., window: _Optional[int] = ..., lifetime_seconds: _Optional[int] = ...) -> None: ...
 
 class WriteChunk(_message.Message):
     __slots__ = ("tag", "tier", "path", "offset", "data", "fsync")

@@ -287,7 +287,8 @@ class DataPlaneServicer:
         or one more than `window` below the highest seen, is UNAUTHENTICATED, as is a bad
         mac, an unknown or expired session (trailing `qos-session` = "expired" or "unknown":
         open a new one). Payload bytes are not covered: the session authenticates who calls
-        and what they ask (job, caller, tier, path, offset, length), not the data.
+        and what they ask (job, caller, tier, path, offset; a Read's length), not the data,
+        nor a Write stream's later chunks, nor replies (docs/auth.md).
         FAILED_PRECONDITION when the daemon has no session port.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

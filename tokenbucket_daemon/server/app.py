@@ -75,10 +75,10 @@ async def serve(cfg: DaemonConfig, ready: Any = None) -> None:
                                       ("grpc.max_send_message_length", limit),
                                       # Bounds for connections anyone can open to the
                                       # plaintext session port: streams per connection,
-                                      # and a connection idle for 10 minutes is closed
+                                      # and a connection idle for 2 minutes is closed
                                       # (clients reconnect on their next call).
                                       ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONN),
-                                      ("grpc.max_connection_idle_ms", 600_000)],
+                                      ("grpc.max_connection_idle_ms", 120_000)],
                              interceptors=interceptors)
     rpc.add_DataPlaneServicer_to_server(DataPlane(node), server)
     rpc.add_AdminServiceServicer_to_server(AdminService(node, token), server)

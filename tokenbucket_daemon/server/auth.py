@@ -24,14 +24,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import Message
 
 from tokenbucket_daemon.core.session import Refusal, SessionTable
 from tokenbucket_daemon.errors import ResourceExhausted
 from tokenbucket_daemon.pki import parse_common_name
 from tokenbucket_daemon.seal import OPEN, SEAL, SESSION_STATE, parse_seal, sealed_bytes
 from tokenbucket_daemon.server.limits import Admission
+from tokenbucket_daemon.server.logbound import bounded
 
-log = logging.getLogger(__name__)
+# Refusals are what an attacker makes happen at will: bounded and rate-limited.
+log = bounded(logging.getLogger(__name__))
 
 # Service (the method's prefix) -> roles that may call it.
 ALLOWED: dict[str, frozenset[str]] = {
@@ -120,6 +123,12 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
             sid, counter, mac = parse_seal(str(seal))
         except ValueError:
             await self._refuse(context, method, Refusal("malformed seal"))
+        # An unknown or expired session is refused before the daemon waits for, or reads,
+        # anything of the call: a made-up seal holds no stream slot (only the agent,
+        # which got the id over TLS, knows a live one).
+        live = self.sessions.lookup(sid, self.clock())
+        if isinstance(live, Refusal):
+            await self._refuse(context, method, live)
         try:
             if first.stream is not None and self.admission is not None:
                 with self.admission().stream(context.peer()):
@@ -133,6 +142,9 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                 f"{method}: no first message within {self.stream_wait:g} s; "
                                 "send the chunk the seal covers right away")
+        if request is not None and not isinstance(request, Message):
+            # The error interceptor's stand-in for a body that did not parse.
+            await self._refuse(context, method, Refusal("the request does not parse"))
         got = self.sessions.check(sid, counter, mac, sealed_bytes(method, counter, request),
                                   self.clock())
         if isinstance(got, Refusal):

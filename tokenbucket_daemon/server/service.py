@@ -200,7 +200,8 @@ class DataPlane(rpc.DataPlaneServicer):
                  len(node.sessions))
         return pb.OpenSessionReply(session_id=s.session_id, key=s.key,
                                    expires_ns=s.expires_ns, data_port=node.session_port,
-                                   window=node.sessions.window)
+                                   window=node.sessions.window,
+                                   lifetime_seconds=node.sessions.lifetime_ns // 10**9)
 
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk],
                     context: grpc.aio.ServicerContext) -> pb.WriteReply:
