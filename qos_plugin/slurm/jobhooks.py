@@ -199,7 +199,10 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
         log.error("job %s: shared stage-in: %s", job, e)
         cancel_job(job, f"qos: stage-in failed: {e}")
         return 0
-    if rates != p.bandwidth:
+    # The environment carries the rates rounded (placement.py): only a real difference,
+    # a forged or stale placement, is worth a warning.
+    if set(rates) != set(p.bandwidth) or any(
+            abs(rates[t] - p.bandwidth[t]) > 1e-3 * max(1.0, abs(rates[t])) for t in rates):
         log.warning("job %s: the job's environment asked for %s; reserving the model's %s",
                     job, p.bandwidth, rates)
     p.bandwidth = rates
