@@ -7,8 +7,9 @@ call sealed on the plaintext session port (docs/auth.md). The load is a node age
 (certificates from tokenbucket_daemon.local's CA). Modes run in A-B-C-C-B-A order,
 repeated ``--pairs`` times, so that no mode always runs first or on a warmer machine.
 The load is qos-ior (4 streams of 4 MiB files, 1 MiB and 64 KiB writes to a tmpfs tier)
-in its own process; the daemon is pinned to CPU 0 and the load to CPU 1. Figures: the daemon's bytes/s (its own counters) as fast as the load goes, and
-its CPU seconds per GB (the kernel's CPU clock of the process).
+in its own process; the daemon is pinned to CPU 0 and the load to CPU 1. Figures: the
+daemon's bytes/s (its own counters) as fast as the load goes, and its CPU seconds per GB
+(the kernel's CPU clock of the process).
 
 Two processes of the same code differ by themselves (up to 10-20% here, see
 benchmarks/sdqos); the A-B-C-C-B-A blocks and their spread say how much of a difference is

@@ -128,11 +128,11 @@ def deadline_stretch(makespan: float, deadline: float | None) -> float:
     one the prediction barely meets: 1).
 
     If every phase's rate is divided by it, every phase takes that many times longer,
-    and the makespan, their sum, becomes the deadline less its margin. So a job reserves only what its
-    deadline needs, and the slack the user gave is left to other jobs; phases on tiers it
-    does not reserve (a direct node-local tier) run at their own speed, faster than
-    that, which only adds slack. Never above 1 times the contract: a forged deadline or
-    makespan can lower a job's own reservation, not raise it."""
+    and the makespan, their sum, becomes the deadline less its margin. So a job reserves
+    only what its deadline needs, and the slack the user gave is left to other jobs;
+    phases on tiers it does not reserve (a direct node-local tier) run at their own
+    speed, faster than that, which only adds slack. Never above 1 times the contract: a
+    forged deadline or makespan can lower a job's own reservation, not raise it."""
     if deadline is None or not (math.isfinite(makespan) and makespan > 0
                                 and math.isfinite(deadline)):
         return 1.0
