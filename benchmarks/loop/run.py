@@ -368,7 +368,8 @@ def validation(loop: Loop, ref: str, nodes: list[int], k: int) -> list[dict[str,
                 row["calibrate"] = {k: cal.get(k) for k in ("model", "version", "factors",
                                                              "median_error_before",
                                                              "median_error_after")}
-                model = f"{cal['model']}@{cal['version']}"
+                # Its "model" field names the model it was calibrated from.
+                model = f"{ref.split('@')[0]}@{cal['version']}"
                 for q in [registry, *registry.rglob("*")]:
                     q.chmod(0o755 if q.is_dir() else 0o644)
         out.append(row)
