@@ -50,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
+from qos_plugin.errors import QosPluginError  # noqa: E402
 from qos_plugin.examples.pipeline import pipeline  # noqa: E402
 from qos_plugin.model.synthetic import TierModel  # noqa: E402
 from qos_plugin.planner.query import (  # noqa: E402
@@ -61,7 +62,7 @@ from qos_plugin.planner.query import (  # noqa: E402
 )
 from qos_plugin.planner.registry import Registry  # noqa: E402
 from qos_plugin.planner.trained import TrainedModel  # noqa: E402
-from qos_plugin.slurm.localcluster import TIERS, LocalCluster  # noqa: E402
+from qos_plugin.slurm.localcluster import TIERS, ClusterError, LocalCluster  # noqa: E402
 from qos_plugin.slurm.localprofile import profile_cluster, train_workflow  # noqa: E402
 from qos_plugin.slurm.site import load_site, parse_rate  # noqa: E402
 from qos_plugin.slurm.slurmapi import CommandBackend  # noqa: E402
@@ -580,4 +581,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ClusterError, QosPluginError) as e:
+        # A cluster that cannot start, or a planner refusal: one line, not a traceback.
+        print(f"benchmarks/loop/run.py: error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -101,7 +101,7 @@ def enumerate_configs(template: WorkflowTemplate, tiers: TierSet) -> np.ndarray:
 
 
 def evaluation_bytes(template: WorkflowTemplate, tiers: TierSet, n_configs: int,
-                     n_nodes: int) -> int:
+                     n_nodes: int, move_groups: int = 1) -> int:
     """Peak bytes an evaluation of ``n_configs`` configurations at ``n_nodes`` node
     counts needs, with the breakdown and critical paths every caller then reads
     (the makespan CSV, training).
@@ -116,7 +116,8 @@ def evaluation_bytes(template: WorkflowTemplate, tiers: TierSet, n_configs: int,
     peak (``benchmarks/security/memory_estimate.py``).
     """
     S, L = len(template.stages), len(template.levels)
-    per_config = 16 * S + 30 * L + 30
+    # Twice per configuration when N = 1 is evaluated beside others (its own moves).
+    per_config = (16 * S + 30 * L + 30) * move_groups
     per_row = 50 * S + 40 * L + 60
     enumeration = min(len(tiers) ** S, ENUM_CHUNK) * (S + 16) + 2 * n_configs * S
     evaluation = n_configs * per_config + n_configs * n_nodes * per_row
@@ -124,12 +125,12 @@ def evaluation_bytes(template: WorkflowTemplate, tiers: TierSet, n_configs: int,
 
 
 def check_memory(template: WorkflowTemplate, tiers: TierSet, n_configs: int, n_nodes: int,
-                 budget: int | None) -> None:
+                 budget: int | None, move_groups: int = 1) -> None:
     """Refuse an evaluation whose estimated peak exceeds ``budget`` bytes (None:
     no limit), before any of its arrays exist."""
     if budget is None:
         return
-    need = evaluation_bytes(template, tiers, n_configs, n_nodes)
+    need = evaluation_bytes(template, tiers, n_configs, n_nodes, move_groups)
     if need > budget:
         rows = n_configs * n_nodes
         raise InputError(
@@ -163,7 +164,11 @@ class _Space:
     tpn: np.ndarray                 # (K, S) tasks per node
     read_considered: np.ndarray     # (S,) stages whose read is a column (else "-")
     members: tuple[np.ndarray, ...]  # stage indices of each level
-    moves: dict[str, np.ndarray]    # per configuration: staging terms and their winners
+    # Per move group and configuration: staging terms and their winners. Moves do not
+    # depend on N, except that one node has no fan-out: group 1 is N = 1 when an
+    # evaluation has both (``group`` gives each node count's).
+    moves: dict[str, np.ndarray]    # (G, V, ...)
+    group: np.ndarray               # (K,) move group of each node count
 
 
 class MakespanTable:
@@ -261,7 +266,8 @@ class MakespanTable:
 
     def _staging(self, name: str) -> np.ndarray:
         # N-independent columns: a gather from the per-configuration arrays.
-        return self._cached(name, lambda: self._space.moves[name][self._c_idx])
+        sp = self._space
+        return self._cached(name, lambda: sp.moves[name][sp.group[self._n_idx], self._c_idx])
 
     def _exec(self, name: str) -> np.ndarray:
         self._exec_detail()
@@ -579,7 +585,10 @@ class MakespanModel:
                              f"give node counts from 1 to {MAX_NODES:,}")
         tmpl = self.template
         cfg = enumerate_configs(tmpl, self.tiers) if configs is None else configs
-        check_memory(tmpl, self.tiers, int(cfg.shape[0]), len(nodes), memory_budget)
+        one_node = [int(n) == 1 for n in nodes]
+        groups = sorted(set(one_node))          # [False], [True] or [False, True]
+        check_memory(tmpl, self.tiers, int(cfg.shape[0]), len(nodes), memory_budget,
+                     len(groups))
         pos = {name: i for i, name in enumerate(tmpl.stage_names)}
         # Tier index of each stage as an index array, shared by every gather below.
         columns = [np.ascontiguousarray(cfg[:, s], dtype=np.intp) for s in range(cfg.shape[1])]
@@ -593,17 +602,20 @@ class MakespanModel:
                            dtype=np.int64),
             read_considered=np.array([bool(st.stage_predecessors) or st.only_initial_data
                                       for st in tmpl.stages]),
-            members=members, moves=self._movement(cfg, columns, members))
+            members=members, moves=_stack([self._movement(cfg, columns, members, g)
+                                           for g in groups]),
+            group=np.asarray([groups.index(f) for f in one_node], dtype=np.intp))
         V = cfg.shape[0]
         # Summed level by level from 0, in the artifact's order, so totals match
         # it to the last bit and rows sort identically.
-        tot_in = np.zeros(V)
-        tot_out = np.zeros(V)
+        tot_in = np.zeros((len(groups), V))
+        tot_out = np.zeros((len(groups), V))
         for k in range(len(members)):
-            tot_in = tot_in + space.moves["level_in"][:, k]
-            tot_out = tot_out + space.moves["level_out"][:, k]
+            tot_in = tot_in + space.moves["level_in"][:, :, k]
+            tot_out = tot_out + space.moves["level_out"][:, :, k]
         total = np.empty(len(nodes) * V)
         for k in range(len(nodes)):
+            g = int(space.group[k])
             exe = space.read[k] + space.write[k]
             tot_exec = np.zeros(V)
             for m in members:
@@ -611,7 +623,7 @@ class MakespanModel:
                 for s in m[1:]:
                     level = np.maximum(level, exe[s][columns[s]])
                 tot_exec = tot_exec + np.maximum(level, 0.0)
-            total[k * V:(k + 1) * V] = (tot_in + tot_exec) + tot_out
+            total[k * V:(k + 1) * V] = (tot_in[g] + tot_exec) + tot_out[g]
         n_all = np.repeat(space.node_counts, V)
         order = np.lexsort((n_all, total))
         return MakespanTable(tmpl, self.tiers, space, order // V, order % V, total[order])
@@ -642,8 +654,9 @@ class MakespanModel:
                  "producerStorageType": src, "consumerStorageType": move_name(src, dst)})
 
     def _movement(self, cfg: np.ndarray, columns: Sequence[np.ndarray],
-                  members: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Stage-in and stage-out terms of every configuration (N-independent)."""
+                  members: Sequence[np.ndarray], one_node: bool) -> dict[str, np.ndarray]:
+        """Stage-in and stage-out terms of every configuration: N-independent, but on
+        ``one_node`` without fan-outs (``movement.stage_out_moves``)."""
         tmpl, tiers, mv = self.template, self.tiers, self._moves
         V, S = cfg.shape
         T = len(tiers)
@@ -680,7 +693,7 @@ class MakespanModel:
 
             # Stage-out: one move per tier used by a consumer at a later level.
             acts = []
-            for y, target in enumerate(stage_out_moves(tmpl, tiers, s, columns)):
+            for y, target in enumerate(stage_out_moves(tmpl, tiers, s, columns, one_node)):
                 self._check_moves(target & np.isnan(mv.out_cost[s, :, y][t_s]),
                                   t_s, partial(self._stage_out_row, s, y=y))
                 c = np.nan_to_num(mv.out_cost[s, :, y][t_s], nan=0.0)
@@ -705,6 +718,11 @@ class MakespanModel:
             cp_in_tpn=np.where(in_has, in_tpn[r, in_win], -1).astype(np.int32),
             cp_out_stage=np.where(out_has, out_win, -1).astype(np.int16),
             cp_out_tpn=np.where(out_has, out_pick[r, out_win], -1).astype(np.int32))
+
+
+def _stack(groups: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The staging terms of each move group, stacked on a new first axis."""
+    return {name: np.stack([g[name] for g in groups]) for name in groups[0]}
 
 
 def _first_winner(values: np.ndarray, best: np.ndarray) -> np.ndarray:

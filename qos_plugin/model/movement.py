@@ -11,7 +11,8 @@ Per stage s of a configuration (tier t_s):
 * **stage-out**: one move per tier y that a consumer at a later level uses (and, at
   the last level, the home tier for node-local outputs: the final flush), where a
   move applies: between a shared and a node-local tier, between two shared tiers,
-  or a fan-out between the nodes of one node-local tier.
+  or a fan-out between the nodes of one node-local tier (on more than one node:
+  one node has no other to fan out to).
 
 Functions here take the configurations as one index array per stage (tier index
 of every configuration) and return boolean masks over them; no loops over
@@ -67,8 +68,9 @@ def stage_in_copies(template: WorkflowTemplate, tiers: TierSet, s: int,
 
 
 def stage_out_moves(template: WorkflowTemplate, tiers: TierSet, s: int,
-                    columns: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Per tier y, the configurations where stage ``s``'s outputs move to y."""
+                    columns: Sequence[np.ndarray], one_node: bool = False) -> list[np.ndarray]:
+    """Per tier y, the configurations where stage ``s``'s outputs move to y. On
+    ``one_node`` there is no other node to fan out to: a fan-out does not apply."""
     stage = template.stages[s]
     pos = {name: i for i, name in enumerate(template.stage_names)}
     T = len(tiers)
@@ -84,7 +86,8 @@ def stage_out_moves(template: WorkflowTemplate, tiers: TierSet, s: int,
             target |= columns[d] == y
         if stage.level == template.levels[-1] and y == home:
             target |= is_local[t_s]      # final flush of node-local outputs
-        out.append(target & applies[t_s, y])
+        fan_out = is_local[y] & (t_s == y)
+        out.append(target & applies[t_s, y] & ~(one_node & fan_out))
     return out
 
 
@@ -146,8 +149,9 @@ def level_mib(template: WorkflowTemplate, tiers: TierSet, columns: Sequence[np.n
         for y, mask in enumerate(stage_out_moves(template, tiers, s, columns)):
             mib = np.where(mask, out_mib, 0.0)
             fan_out = t_s == y
-            # A fan-out gives every node the outputs; a copy or flush moves them once.
+            # A fan-out gives every node the outputs the other nodes wrote, (N - 1)
+            # times them in all (none on one node); a copy or flush moves them once.
             per_node[:, k, 2, y] += np.where(fan_out, mib, 0.0)
-            fixed[:, k, 2, y] += np.where(fan_out, 0.0, mib)
+            fixed[:, k, 2, y] += np.where(fan_out, -mib, mib)
             fixed[rows, k, 2, t_s] += np.where(fan_out, 0.0, mib)
     return LevelMib(fixed, per_node)

@@ -309,7 +309,8 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
                         tasks[st.name].append(a)
                         acts.append(a)
                 else:
-                    for y, mask in enumerate(stage_out_moves(tmpl, tiers, s, columns)):
+                    for y, mask in enumerate(stage_out_moves(tmpl, tiers, s, columns,
+                                                             N == 1)):
                         if mask[0]:
                             acts += [copy(st.name, node, pairs, adds) for node, pairs in
                                      _out_pairs(lay, files, st.name, t, tiers.tiers[y].name)]

@@ -119,3 +119,36 @@ def test_a_subset_of_rows_keeps_its_breakdown_and_paths(table):
         np.testing.assert_array_equal(getattr(part, name), getattr(table, name)[rows])
     np.testing.assert_allclose(part.total, np.c_[part.level_in, part.level_exec,
                                                  part.level_out].sum(axis=1), rtol=1e-12)
+
+
+def test_one_node_has_no_fan_out():
+    # On one node there is no other node to fan out to: A's fan-out (9.0 on two nodes)
+    # is not charged, and level 1's stage-out is B's copy, 3.0. In the same evaluation
+    # two nodes keep it; the staging of levels 2 and 3 does not change.
+    t = MakespanModel(TEMPLATE, cost_table(), TIERS).evaluate([1, 2])
+    tiers = dict(A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
+    one, two = row(t, 1, **tiers), row(t, 2, **tiers)
+    a = TEMPLATE.stage_names.index("A")
+    assert t.level_out[two].tolist() == pytest.approx([9.0, 1.2, 0.0])
+    assert t.level_out[one].tolist() == pytest.approx([3.0, 1.2, 0.0])
+    assert np.isnan(t.stage_out[one, a]) and t.stage_out[two, a] == pytest.approx(9.0)
+    assert t.level_in[one].tolist() == t.level_in[two].tolist()
+    assert "stage_out_A" not in t.critical_paths()[one]
+    assert "stage_out_A(2)" in t.critical_paths()[two]
+    exec_one = float(t.level_exec[one].sum())
+    assert t.total[one] == pytest.approx(5.0 + 1.25 + exec_one + 3.0 + 1.2, abs=1e-12)
+
+
+def test_fan_out_bytes_are_the_other_nodes_outputs():
+    from qos_plugin.model.movement import level_mib
+
+    cfg = np.array([[TIERS.index(t) for t in ("nvme", "pfs", "nvme", "nvme", "pfs")]])
+    columns = [cfg[:, s] for s in range(cfg.shape[1])]
+    vol = {s: {"read_mib": 0.0, "write_mib": 0.0, "in_files_mib": 0.0,
+               "out_files_mib": 10.0 if s == "A" else 0.0} for s in TEMPLATE.stage_names}
+    mib = level_mib(TEMPLATE, TIERS, columns, vol)
+    nvme = TIERS.index("nvme")
+    # A's 10 MiB are written over N nodes; each node gets the (N - 1) / N of them the
+    # others wrote: (N - 1) x 10 MiB in all, nothing on one node.
+    got = [float(mib.at(0, np.array([0]), np.array([n]))[0, 2, nvme]) for n in (1, 2, 3)]
+    assert got == pytest.approx([0.0, 10.0, 20.0])
