@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from tokenbucket_daemon.client import CHANNEL_OPTIONS
 from tokenbucket_daemon.convert import caller_to_pb
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
-from tokenbucket_daemon.seal import PREFIX, AgentSession, data_address, session_state
+from tokenbucket_daemon.seal import PREFIX, AgentSession, SessionRoute
 from tokenbucket_daemon.tls import Tls, secure_channel
 
 log = logging.getLogger(__name__)
@@ -84,55 +85,49 @@ class TierClient:
         # With TLS, each daemon's data calls go sealed with a data session to its session
         # port when it has one (docs/auth.md): opened on first use, renewed before it
         # ends, opened again when the daemon forgot it (restarted).
-        self._want_session = [tls is not None] * len(addresses)
-        self._sessions: list[AgentSession | None] = [None] * len(addresses)
-        self._data: list[tuple[int, grpc.aio.Channel, Any] | None] = [None] * len(addresses)
+        self._routes = [SessionRoute(a, tls is not None) for a in addresses]
+        # Per daemon: the channel to the port of its route's session, and its stub.
+        self._data: list[tuple[grpc.aio.Channel, Any] | None] = [None] * len(addresses)
         self._opening = [asyncio.Lock() for _ in addresses]
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels),
-                             *(d[1].close() for d in self._data if d is not None))
+                             *(d[0].close() for d in self._data if d is not None))
 
     async def _route(self, d: int) -> tuple[Any, AgentSession | None]:
         """The stub for daemon ``d``'s data calls and the session sealing them (None:
         over TLS)."""
-        s = self._sessions[d]
-        if self._want_session[d] and (s is None or not s.fresh()):
+        route = self._routes[d]
+        if route.must_open(time.monotonic_ns()):
             async with self._opening[d]:
-                s = self._sessions[d]
-                if s is None or not s.fresh():
-                    await self._open(d)       # once per call at most, fresh or not
-            s = self._sessions[d]
-        data = self._data[d]
-        if self._want_session[d] and s is not None and data is not None:
-            return data[2], s
-        return self._stubs[d], None
+                if route.must_open(time.monotonic_ns()):    # not opened while we waited
+                    await self._open(d)
+        session, data = route.sealing, self._data[d]
+        if session is None or data is None:
+            return self._stubs[d], None
+        return data[1], session
 
     async def _open(self, d: int) -> None:
+        route = self._routes[d]
         try:
             r = await self._stubs[d].OpenSession(pb.OpenSessionRequest(),
                                                  timeout=self.timeouts.meta)
         except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            if route.open_failed(e.code().name):
                 log.info("daemon %s (%s) has no session port: data over TLS", d,
                          self.addresses[d])
-                self._want_session[d] = False
                 return
             raise RemoteError(errno_of(e), f"open a data session on daemon "
                                            f"{self.addresses[d]}: {e.details()}") from None
-        s = AgentSession.from_reply(r)
-        data = self._data[d]
-        if data is None or data[0] != s.data_port:
-            if data is not None:
-                await data[1].close()
-            chan = grpc.aio.insecure_channel(data_address(self.addresses[d], s.data_port),
-                                             options=_OPTIONS)
-            self._data[d] = (s.data_port, chan, rpc.DataPlaneStub(chan))
-        self._sessions[d] = s
-
-    def _forget(self, d: int, s: AgentSession | None) -> None:
-        if s is not None and self._sessions[d] is s:
-            self._sessions[d] = None
+        moved_to = route.opened(r, time.monotonic_ns())
+        if moved_to is not None:
+            # The new channel is in place before the old one's close yields, so no call
+            # meanwhile pairs the new session with the old port.
+            old = self._data[d]
+            chan = grpc.aio.insecure_channel(moved_to, options=_OPTIONS)
+            self._data[d] = (chan, rpc.DataPlaneStub(chan))
+            if old is not None:
+                await old[0].close()
 
     @staticmethod
     def _tag(who: Identity | None) -> pb.JobTag:
@@ -158,15 +153,9 @@ class TierClient:
             try:
                 return await fn(stub, md)
             except grpc.aio.AioRpcError as e:
-                if session is not None and not reopened and (
-                        e.code() == grpc.StatusCode.UNAVAILABLE
-                        or (e.code() == grpc.StatusCode.UNAUTHENTICATED
-                            and session_state(e.trailing_metadata()))):
-                    # The daemon restarted (its session port may have moved) or the session
-                    # ran out: ask for a new one over TLS, once; a daemon still down fails
-                    # that call.
-                    self._forget(d, session)
-                    reopened = True
+                if self._routes[d].retry(session, e.code().name, e.trailing_metadata(),
+                                         reopened):
+                    reopened = True     # a daemon still down fails the OpenSession
                     continue
                 code = errno_of(e)
                 if code == errno.EAGAIN:

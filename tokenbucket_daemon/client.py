@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from tokenbucket_daemon.convert import caller_to_pb, policy_from_pb, policy_to_p
 from tokenbucket_daemon.core.policy import Kind, Policy, Selector, Tag
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
-from tokenbucket_daemon.seal import AgentSession, SealedStub, data_address
+from tokenbucket_daemon.seal import SealedStub, SessionRoute
 from tokenbucket_daemon.tls import Tls, from_env, secure_channel
 
 MiB = 1 << 20
@@ -65,33 +66,31 @@ class DataClient:
         # With TLS and sessions, data calls go sealed to the daemon's session port
         # (docs/auth.md), opened on first use and renewed before they end; a daemon
         # without one is spoken to over TLS.
-        self._want_session = sessions and isinstance(chosen, Tls)
-        self._sealed: SealedStub | None = None
+        self._route = SessionRoute(address, sessions and isinstance(chosen, Tls))
         self._data_chan: grpc.Channel | None = None
+        self._data_stub: Any = None     # on the session port of the route's session
 
     @property
     def stub(self) -> Any:
         """The stub data calls go through: sealed on the session port, or over TLS."""
-        if self._want_session and (self._sealed is None or not self._sealed.session.fresh()):
+        if self._route.must_open(time.monotonic_ns()):
             self._open_session()
-        return self._sealed or self._tls_stub
+        session = self._route.sealing
+        return self._tls_stub if session is None else SealedStub(self._data_stub, session)
 
     def _open_session(self) -> None:
         try:
             r = self._tls_stub.OpenSession(pb.OpenSessionRequest(), timeout=10)
         except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                raise
-            self._want_session = False      # no session port: TLS it is
-            return
-        s = AgentSession.from_reply(r)
-        if self._data_chan is None or self._sealed is None \
-                or self._sealed.session.data_port != s.data_port:
+            if self._route.open_failed(e.code().name):
+                return
+            raise
+        moved_to = self._route.opened(r, time.monotonic_ns())
+        if moved_to is not None:
             if self._data_chan is not None:
                 self._data_chan.close()
-            self._data_chan = grpc.insecure_channel(data_address(self.address, s.data_port),
-                                                    options=CHANNEL_OPTIONS)
-        self._sealed = SealedStub(rpc.DataPlaneStub(self._data_chan), s)
+            self._data_chan = grpc.insecure_channel(moved_to, options=CHANNEL_OPTIONS)
+            self._data_stub = rpc.DataPlaneStub(self._data_chan)
 
     def _pbtag(self) -> pb.JobTag:
         t = pb.JobTag(job_id=self.tag.job, user=self.tag.user, account=self.tag.account)

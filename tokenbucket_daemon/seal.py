@@ -99,6 +99,70 @@ def data_address(address: str, port: int) -> str:
     return f"{address.rpartition(':')[0]}:{port}"
 
 
+class SessionRoute:
+    """Where an agent's data calls to one daemon go, and when it opens a data session:
+    the decisions the agents (DataClient, qosfs's TierClient) share, without I/O. The
+    agent asks, makes the calls, and says here what they gave; ``now_ns`` is this host's
+    monotonic clock.
+
+    The agent keeps one data channel, on the port of :attr:`session`, the last session
+    opened, even once that is forgotten: a new session on the same port reuses it."""
+
+    def __init__(self, address: str, wanted: bool) -> None:
+        self.address = address      # the daemon's TLS address, HOST:PORT
+        # False: data over TLS (no TLS, sessions not asked for, no session port).
+        self.wanted = wanted
+        self.session: AgentSession | None = None
+        self._forgotten = False
+
+    def must_open(self, now_ns: int) -> bool:
+        """Open a session over TLS before the next data call: none yet, the last one
+        forgotten, or about to end."""
+        s = self.session
+        return self.wanted and (s is None or self._forgotten or not s.fresh(now_ns))
+
+    def open_failed(self, code: str) -> bool:
+        """OpenSession failed with status ``code`` (its name). True: data go over TLS from
+        now on (FAILED_PRECONDITION: the daemon has no session port); False: the failure
+        is the agent's to report."""
+        if code != "FAILED_PRECONDITION":
+            return False
+        self.wanted = False
+        return True
+
+    def opened(self, reply: pb.OpenSessionReply, now_ns: int) -> str | None:
+        """Take the session ``reply`` gives. Returns the address to open a new data
+        channel to (closing the old one) when there is none yet or the port moved (the
+        daemon restarted), else None."""
+        new = AgentSession.from_reply(reply, now_ns)
+        old, self.session, self._forgotten = self.session, new, False
+        if old is not None and old.data_port == new.data_port:
+            return None
+        return data_address(self.address, new.data_port)
+
+    @property
+    def sealing(self) -> AgentSession | None:
+        """The session to seal the next data call with; None: over TLS. Once opened it
+        is used even if already stale, so a call opens one session at most."""
+        return self.session if self.wanted and not self._forgotten else None
+
+    def retry(self, session: AgentSession | None, code: str, trailing: Any,
+              retried: bool) -> bool:
+        """A data call sealed with ``session`` (None: over TLS) failed with status
+        ``code`` and ``trailing`` metadata. True: forget that session and make the call
+        again, once (``retried``: it was made again already): the daemon restarted
+        (UNAVAILABLE; its session port may have moved) or forgot the session
+        (UNAUTHENTICATED saying so); a new one is opened over TLS."""
+        if session is None or retried:
+            return False
+        if code != "UNAVAILABLE" and not (code == "UNAUTHENTICATED"
+                                          and session_state(trailing)):
+            return False
+        if self.session is session:     # not one another call opened meanwhile
+            self._forgotten = True
+        return True
+
+
 class SealedStub:
     """A DataPlane stub whose every call is sealed with ``session``; on the session port.
 

@@ -63,8 +63,9 @@ def test_the_client_library_moves_data_on_the_session_port(daemon: LocalDaemon) 
         data = os.urandom(3 * (1 << 20) + 5)
         assert c.write("ram", "s.dat", data) == len(data)
         assert c.read("ram", "s.dat") == data
-        assert c._sealed is not None      # it really went sealed, not over TLS
-        port = c._sealed.session.data_port
+        session = c._route.sealing
+        assert session is not None        # it really went sealed, not over TLS
+        port = session.data_port
         assert port and data_address(daemon.address, port) != daemon.address
     finally:
         c.close()
@@ -186,7 +187,7 @@ def test_a_daemon_without_a_session_port_is_spoken_to_over_tls(tmp_path: Path) -
         c = DataClient(d.address, Tag(job="33"))
         try:
             assert c.write("ram", "t.dat", b"z" * 1000) == 1000
-            assert c._sealed is None
+            assert c._route.sealing is None
         finally:
             c.close()
         assert AdminClient(d.address, d.token).stats(job="33").classes[0].bytes_written == 1000

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -30,6 +30,7 @@ from tokenbucket_daemon.core.session import Refusal, SessionTable
 from tokenbucket_daemon.errors import ResourceExhausted
 from tokenbucket_daemon.pki import parse_common_name
 from tokenbucket_daemon.seal import OPEN, SEAL, SESSION_STATE, parse_seal, sealed_bytes
+from tokenbucket_daemon.server.guard import Guard, guarded
 from tokenbucket_daemon.server.limits import Admission
 from tokenbucket_daemon.server.logbound import bounded
 
@@ -109,7 +110,7 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                     f"{method} is not for {who}; it needs a certificate "
                                     f"with role {' or '.join(sorted(need)) or 'none'}")
-        return _guarded(handler, check, self.stream_wait)
+        return guarded(handler, _Checked(check, self.stream_wait))
 
     async def _unseal(self, context: grpc.aio.ServicerContext, method: str,
                       need: frozenset[str], seal: str | bytes | None,
@@ -223,51 +224,18 @@ async def _ended() -> Any:
 Check = Callable[[Any, _First], Awaitable[None]]
 
 
-def _guarded(handler: Any, check: Check, wait: float = 30.0) -> Any:
-    """``handler`` with ``check(context, first)`` run before its behaviour, for each kind;
-    ``first.get()`` is the request (a stream's first message, None for an empty one)."""
-    if handler.unary_unary:
-        inner = handler.unary_unary
+class _Checked(Guard):
+    """``check(context, first)`` before the behaviour; ``first.get()`` is the request (a
+    stream's first message, None for an empty one)."""
 
-        async def uu(request: Any, context: Any) -> Any:
-            await check(context, _First(request))
-            return await inner(request, context)
-        return grpc.unary_unary_rpc_method_handler(
-            uu, handler.request_deserializer, handler.response_serializer)
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
+    def __init__(self, check: Check, wait: float) -> None:
+        self.check, self.wait = check, wait
 
-        async def su(requests: Any, context: Any) -> Any:
-            first = _First(stream=requests.__aiter__(), wait=wait)
-            await check(context, first)
-            return await inner_su(first.rest(requests), context)
-        return grpc.stream_unary_rpc_method_handler(
-            su, handler.request_deserializer, handler.response_serializer)
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
+    async def unary(self, request: Any, context: Any) -> Any:
+        await self.check(context, _First(request))
+        return request
 
-        async def us(request: Any, context: Any) -> AsyncIterator[Any]:
-            await check(context, _First(request))
-            async for item in _aiter(inner_us(request, context)):
-                yield item
-        return grpc.unary_stream_rpc_method_handler(
-            us, handler.request_deserializer, handler.response_serializer)
-    inner_ss = handler.stream_stream
-
-    async def ss(requests: Any, context: Any) -> AsyncIterator[Any]:
-        first = _First(stream=requests.__aiter__(), wait=wait)
-        await check(context, first)
-        async for item in _aiter(inner_ss(first.rest(requests), context)):
-            yield item
-    return grpc.stream_stream_rpc_method_handler(
-        ss, handler.request_deserializer, handler.response_serializer)
-
-
-async def _aiter(result: Any) -> AsyncIterator[Any]:
-    """A streaming handler's output, whether it is an async generator or a coroutine
-    that writes with ``context.write`` and returns None."""
-    if hasattr(result, "__aiter__"):
-        async for item in result:
-            yield item
-    else:
-        await result
+    async def stream(self, requests: Any, context: Any) -> Any:
+        first = _First(stream=requests.__aiter__(), wait=self.wait)
+        await self.check(context, first)
+        return first.rest(requests)

@@ -20,20 +20,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
 
 from tokenbucket_daemon.errors import MAX_MESSAGE, DaemonError, InvalidArgument, shorten
+from tokenbucket_daemon.server.guard import Guard, Handler, guarded
 from tokenbucket_daemon.server.limits import Limits
 from tokenbucket_daemon.server.logbound import bounded
 from tokenbucket_daemon.server.service import Node
 
 log = bounded(logging.getLogger(__name__))
 
-Handler = Any          # grpc.RpcMethodHandler: its four behaviour slots, one set
 HEALTH = "/grpc.health.v1.Health/"
 # Health of these names follows the daemon's ability to serve data; AdminService and
 # PeerService keep answering from the descriptors kept in reserve.
@@ -97,99 +97,43 @@ def _passes(e: BaseException) -> bool:
 
 
 def _wrap(handler: Handler, method: str) -> Handler:
-    """``handler`` with its behaviour's exceptions turned into statuses, for each kind;
-    sync behaviours (none of ours) are left as they are."""
-    des = handler.request_deserializer
+    """``handler`` with its behaviour's exceptions turned into statuses; sync behaviours
+    (none of ours) are left as they are."""
+    behaviour = (handler.unary_unary or handler.stream_unary or handler.unary_stream
+                 or handler.stream_stream)
+    if not (inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)):
+        return handler
+    return guarded(handler, _Errors(method))
 
-    def parse_unary(raw: bytes) -> Any:
-        try:
-            return des(raw) if des is not None else raw
-        except Exception as e:        # noqa: BLE001 - any parser failure is the caller's
-            return _Malformed(str(e))
 
-    def parse_stream(raw: bytes) -> Any:
-        try:
-            return des(raw) if des is not None else raw
-        except Exception as e:        # noqa: BLE001
-            raise _parse_error(e) from None
+class _Errors(Guard):
+    """A request that does not parse is INVALID_ARGUMENT, any other exception its status."""
 
-    if handler.unary_unary and inspect.iscoroutinefunction(handler.unary_unary):
-        uu = handler.unary_unary
+    def __init__(self, method: str) -> None:
+        self.method = method
 
-        async def unary_unary(request: Any, context: Any) -> Any:
+    async def unary(self, request: Any, context: Any) -> Any:
+        if isinstance(request, _Malformed):
+            raise _parse_error(ValueError(request.reason))
+        return request
+
+    async def failed(self, context: Any, e: BaseException) -> None:
+        if not _passes(e):
+            await _fail(context, self.method, e)
+
+    def parsers(self, deserializer: Any) -> tuple[Any, Any]:
+        def parse_unary(raw: bytes) -> Any:
             try:
-                if isinstance(request, _Malformed):
-                    raise _parse_error(ValueError(request.reason))
-                return await uu(request, context)
-            except BaseException as e:
-                if _passes(e):
-                    raise
-                await _fail(context, method, e)
-        return grpc.unary_unary_rpc_method_handler(unary_unary, parse_unary,
-                                                   handler.response_serializer)
-    if handler.stream_unary and inspect.iscoroutinefunction(handler.stream_unary):
-        su = handler.stream_unary
+                return deserializer(raw) if deserializer is not None else raw
+            except Exception as e:        # noqa: BLE001 - any parser failure is the caller's
+                return _Malformed(str(e))
 
-        async def stream_unary(requests: Any, context: Any) -> Any:
+        def parse_stream(raw: bytes) -> Any:
             try:
-                return await su(requests, context)
-            except BaseException as e:
-                if _passes(e):
-                    raise
-                await _fail(context, method, e)
-        return grpc.stream_unary_rpc_method_handler(stream_unary, parse_stream,
-                                                    handler.response_serializer)
-    if handler.unary_stream:
-        us = handler.unary_stream
-        if inspect.isasyncgenfunction(us):
-            async def unary_stream_gen(request: Any, context: Any) -> AsyncIterator[Any]:
-                try:
-                    if isinstance(request, _Malformed):
-                        raise _parse_error(ValueError(request.reason))
-                    async for item in us(request, context):
-                        yield item
-                except BaseException as e:
-                    if _passes(e) or isinstance(e, GeneratorExit):
-                        raise
-                    await _fail(context, method, e)
-            return grpc.unary_stream_rpc_method_handler(unary_stream_gen, parse_unary,
-                                                        handler.response_serializer)
-        if inspect.iscoroutinefunction(us):
-            async def unary_stream(request: Any, context: Any) -> None:
-                try:
-                    if isinstance(request, _Malformed):
-                        raise _parse_error(ValueError(request.reason))
-                    await us(request, context)
-                except BaseException as e:
-                    if _passes(e):
-                        raise
-                    await _fail(context, method, e)
-            return grpc.unary_stream_rpc_method_handler(unary_stream, parse_unary,
-                                                        handler.response_serializer)
-    if handler.stream_stream:
-        ss = handler.stream_stream
-        if inspect.isasyncgenfunction(ss):
-            async def stream_stream_gen(requests: Any, context: Any) -> AsyncIterator[Any]:
-                try:
-                    async for item in ss(requests, context):
-                        yield item
-                except BaseException as e:
-                    if _passes(e) or isinstance(e, GeneratorExit):
-                        raise
-                    await _fail(context, method, e)
-            return grpc.stream_stream_rpc_method_handler(stream_stream_gen, parse_stream,
-                                                         handler.response_serializer)
-        if inspect.iscoroutinefunction(ss):
-            async def stream_stream(requests: Any, context: Any) -> None:
-                try:
-                    await ss(requests, context)
-                except BaseException as e:
-                    if _passes(e):
-                        raise
-                    await _fail(context, method, e)
-            return grpc.stream_stream_rpc_method_handler(stream_stream, parse_stream,
-                                                         handler.response_serializer)
-    return handler
+                return deserializer(raw) if deserializer is not None else raw
+            except Exception as e:        # noqa: BLE001
+                raise _parse_error(e) from None
+        return parse_unary, parse_stream
 
 
 # ---------------------------------------------------------------------------- health
