@@ -5,8 +5,11 @@ it was made for (docs/auth.md)."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -14,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenbucket_daemon.client import AdminClient, DataClient
 from tokenbucket_daemon.core.policy import Tag
-from tokenbucket_daemon.local import LocalDaemon, local_pki
+from tokenbucket_daemon.local import LocalDaemon, free_ports, local_pki
 from tokenbucket_daemon.proto import qos_pb2 as pb
 from tokenbucket_daemon.proto import qos_pb2_grpc as rpc
 from tokenbucket_daemon.seal import AgentSession, data_address, session_state
@@ -232,3 +235,111 @@ def test_made_up_seals_hold_nothing_while_the_agent_works(daemon: LocalDaemon) -
     codes, wrote = asyncio.run(go())
     assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 300
     assert wrote == 100
+
+
+def restartable(base: Path, name: str, keep_session_port: bool) -> LocalDaemon:
+    """A daemon that comes back on its TLS port when restarted (its agents' address), and
+    on its session port too if ``keep_session_port``, else on a new one."""
+    tls_port, session_port = free_ports(2)
+    d = LocalDaemon(base, name, port=tls_port)
+    if keep_session_port:
+        cfg = base / "d.toml"
+        cfg.write_text(cfg.read_text().replace('session_listen = "127.0.0.1:0"',
+                                               f'session_listen = "127.0.0.1:{session_port}"'))
+    return d.start()
+
+
+def restart(d: LocalDaemon) -> None:
+    address = d.address
+    d.stop()
+    d.start()
+    assert d.address == address
+
+
+# Kept: the old session's seal reaches the new daemon, which does not know it
+# (UNAUTHENTICATED, "unknown"). Moved: the old session port is closed (UNAVAILABLE).
+PORTS = pytest.mark.parametrize("keep_session_port", [True, False], ids=["kept", "moved"])
+
+
+@PORTS
+def test_a_call_after_a_daemon_restart_is_made_again_with_a_new_session(
+        tmp_path: Path, keep_session_port: bool) -> None:
+    d = restartable(tmp_path, "s3", keep_session_port)
+    c = DataClient(d.address, Tag(job="34"))
+    try:
+        c.mkdir("ram", "r")
+        old = c._route.sealing
+        restart(d)
+        assert c.stat("ram", "r").is_dir
+        new = c._route.sealing
+        assert old is not None and new is not None and new.session_id != old.session_id
+        # Writes of bytes and reads can be made again too.
+        restart(d)
+        assert c.write("ram", "r/a.dat", b"a" * 3000, chunk=1000) == 3000
+        restart(d)
+        assert c.read("ram", "r/a.dat") == b"a" * 3000
+        assert c._route.sealing is not None      # still sealed, not over TLS
+    finally:
+        c.close()
+        d.stop()
+
+
+@PORTS
+def test_a_write_of_a_generator_fails_after_a_restart_and_the_next_call_works(
+        tmp_path: Path, keep_session_port: bool) -> None:
+    d = restartable(tmp_path, "s4", keep_session_port)
+    c = DataClient(d.address, Tag(job="35"))
+    try:
+        assert c.write_chunks("ram", "g.dat", (b"g" * 10 for _ in range(3))) == 30
+        restart(d)
+        with pytest.raises(grpc.RpcError) as e:
+            c.write_chunks("ram", "g.dat", (b"h" * 10 for _ in range(3)))
+        assert e.value.code() == (UNAUTH if keep_session_port
+                                  else grpc.StatusCode.UNAVAILABLE)
+        assert c.write_chunks("ram", "g.dat", (b"i" * 10 for _ in range(3))) == 30
+        assert (d.base / "ram" / "g.dat").read_bytes() == b"i" * 30
+    finally:
+        c.close()
+        d.stop()
+
+
+class CountingOpens:
+    """A DataPlane stub whose OpenSession is counted and slow, so that two threads
+    needing a session at once both get to ask for one unless something stops them."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub, self.opens = stub, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def OpenSession(self, *args: Any, **kw: Any) -> Any:
+        self.opens += 1
+        time.sleep(0.3)
+        return self._stub.OpenSession(*args, **kw)
+
+
+def test_threads_sharing_a_client_open_one_session_between_them(daemon: LocalDaemon) -> None:
+    c = DataClient(daemon.address, Tag(job="36"))
+    counting = CountingOpens(c._tls_stub)
+    c._tls_stub = counting
+    start = threading.Barrier(2)
+    failed: list[BaseException] = []
+
+    def stat() -> None:
+        start.wait()
+        try:
+            c.stat("ram", "")
+        except BaseException as e:   # noqa: BLE001 - reported by the test's thread
+            failed.append(e)
+    try:
+        threads = [threading.Thread(target=stat) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not failed
+        assert counting.opens == 1
+        assert c._route.sealing is not None
+    finally:
+        c.close()
