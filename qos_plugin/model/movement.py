@@ -113,7 +113,7 @@ def _volume(volumes: Volumes, stage: str, key: str, fallback: str = "") -> float
     return float(str(v.get(key, v.get(fallback, 0.0)) if fallback else v.get(key, 0.0)))
 
 
-def _copied_from(volumes: Volumes, stage: str, source: str) -> float:
+def copied_from(volumes: Volumes, stage: str, source: str) -> float:
     """MiB of ``source``'s files a stage-in copy brings to one node: the distinct files
     read from that source when the I/O data names them, else all of the stage's
     distinct input files (an overestimate, never an underestimate)."""
@@ -142,7 +142,7 @@ def level_mib(template: WorkflowTemplate, tiers: TierSet, columns: Sequence[np.n
                                    + _volume(volumes, name, "write_mib"))
         for x, sources in stage_in_copies(template, tiers, s, columns):
             for source, mask in sources:
-                mib = np.where(mask, _copied_from(volumes, name, source), 0.0)
+                mib = np.where(mask, copied_from(volumes, name, source), 0.0)
                 per_node[:, k, 0, x] += mib
                 per_node[rows, k, 0, t_s] += mib
         out_mib = _volume(volumes, name, "out_files_mib", "write_mib")

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from qos_plugin.errors import InputError, QosPluginError
-from qos_plugin.model.movement import PHASES, stage_in_copies, stage_out_moves
+from qos_plugin.model.movement import PHASES, copied_from, stage_in_copies, stage_out_moves
 from qos_plugin.model.template import INITIAL_DATA, WorkflowTemplate, template_from_dict
 from qos_plugin.model.tiers import TierSet, parse_tiers
 from qos_plugin.planner import taskproc
@@ -252,10 +252,10 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
                                           "init_bytes": init_bytes, "transfer": xfer}))
     files[init_key] = ["input.dat"]
 
-    def source_key(source: str, tier: str, node: int) -> Key:
-        """Where a reader on ``tier``/``node`` finds ``source``: there after a copy,
-        else where it was written (the initial data on home)."""
-        here = (tier, node, source)
+    def source_key(source: str, tier: str, node: int, stage: str) -> Key:
+        """Where a reader (of ``stage``) on ``tier``/``node`` finds ``source``: there
+        after a copy, else where it was written (the initial data on home)."""
+        here = (tier, node, _copy_name(source, stage))
         if here in files:
             return here
         if source == INITIAL_DATA:
@@ -264,10 +264,13 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
         return (pt, node if tiers[pt].is_local else 0, source)
 
     def copy(stage: str, node: int, pairs: list[tuple[Key, Key, str]],
-             adds: list[tuple[Key, str]]) -> Action:
+             adds: list[tuple[Key, str]], limit: int | None = None) -> Action:
         adds += [(dst, name) for _src, dst, name in pairs]
-        return Action(stage, node, {"kind": "copy", "pairs": [(path(s, n), path(d, n))
-                                                              for s, d, n in pairs]},
+        # A limit copies the first ``limit`` bytes of each file (taskproc.copy).
+        tail = [] if limit is None else [limit]
+        return Action(stage, node, {"kind": "copy",
+                                    "pairs": [[path(s, n), path(d, n), *tail]
+                                              for s, d, n in pairs]},
                       [lay.node_of(s[0], s[1]) for s, _d, _n in pairs])
 
     levels: list[tuple[float, dict[str, list[Action]]]] = []
@@ -287,10 +290,17 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
                                 continue
                             src = init_key if source == INITIAL_DATA else \
                                 (tiers.tiers[x].name, 0, source)
+                            # The initial data's copy carries what the model charges
+                            # this stage's (movement.copied_from): its own part, in a
+                            # directory of its own, not the whole input per stage.
+                            limit = (min(init_bytes, int(round(copied_from(
+                                vol, st.name, INITIAL_DATA) * scale * MIB)))
+                                if source == INITIAL_DATA else None)
                             for j in lay.nodes_of(t):
-                                acts.append(copy(st.name, j, [(src, (t, j, source), n)
+                                dst: Key = (t, j, _copy_name(source, st.name))
+                                acts.append(copy(st.name, j, [(src, dst, n)
                                                               for n in files.get(src, [])],
-                                                 adds))
+                                                 adds, limit))
                 elif phase == "execution":
                     rb = _per_task(vol[st.name]["read_mib"], scale, st.num_tasks)
                     wb = _per_task(vol[st.name]["write_mib"], scale, st.num_tasks)
@@ -299,7 +309,8 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
                         j = i % N
                         node = j if tiers[t].is_local else 0
                         reads = [path(k, n) for src in st.predecessors
-                                 for k in [source_key(src, t, node)] for n in files.get(k, [])]
+                                 for k in [source_key(src, t, node, st.name)]
+                                 for n in files.get(k, [])]
                         out: Key = (t, node, st.name)
                         adds.append((out, f"t{i}.dat"))
                         a = Action(st.name, j, {"kind": "task", "reads": reads,
@@ -322,6 +333,13 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
                     names.sort()
         levels.append((level, phases))
     return RunPlan(prepare, levels, tasks)
+
+
+def _copy_name(source: str, stage: str) -> str:
+    """The directory a stage-in copy of ``source`` goes to: the initial data's is the
+    stage's own (each stage's copy carries its own part); a stage's outputs are shared
+    by the readers on that tier and node."""
+    return f"{INITIAL_DATA}-{stage}" if source == INITIAL_DATA else source
 
 
 def _out_pairs(lay: _Layout, files: Mapping[Key, list[str]], stage: str, src_tier: str,

@@ -40,6 +40,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
+# Bytes a limited copy moves at a time.
+COPY_CHUNK = 1 << 20
+
 Result = tuple[int, int, float, float]
 CHUNK = 1 << 20
 
@@ -76,13 +79,21 @@ def task(reads: list[str], read_bytes: int, out: str, write_bytes: int,
     return done, written, start, time.time()
 
 
-def copy(pairs: list[tuple[str, str]]) -> Result:
-    """Copy each (source, destination) file; bytes read and written, start, end."""
+def copy(pairs: list[tuple[Any, ...]]) -> Result:
+    """Copy each (source, destination) file, or its first ``limit`` bytes for a
+    (source, destination, limit); bytes read and written, start, end."""
     start = time.time()
     moved = 0
-    for src, dst in pairs:
+    for src, dst, *limit in pairs:
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        if not limit:
+            shutil.copyfile(src, dst)
+        else:
+            with open(src, "rb") as fi, open(dst, "wb") as fo:
+                left = int(limit[0])
+                while left > 0 and (chunk := fi.read(min(COPY_CHUNK, left))):
+                    fo.write(chunk)
+                    left -= len(chunk)
         moved += os.path.getsize(dst)
     return moved, moved, start, time.time()
 
@@ -105,7 +116,7 @@ def perform(action: dict[str, Any]) -> list[Any]:
         res = task(action["reads"], action["read_bytes"], action["out"],
                    action["write_bytes"], action["transfer"], action["write_transfer"])
     elif kind == "copy":
-        res = copy([(a, b) for a, b in action["pairs"]])
+        res = copy([tuple(p) for p in action["pairs"]])
     elif kind == "prepare":
         res = prepare(action["remove"], action.get("init"), action.get("init_bytes", 0),
                       action.get("transfer", CHUNK))

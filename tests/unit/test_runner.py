@@ -85,8 +85,10 @@ def test_a_run_moves_exactly_the_scaled_volumes_where_the_placement_says(registr
             ["t0.dat", "t1.dat", "t2.dat"]
         # stage-in copies onto every node: the input (A) and B's outputs from pfs (C);
         # B's stage-out put each of its files on its task's node only.
-        # The input is the largest distinct input of a stage reading it: A's 3 x 4 MiB.
-        assert (ram / f"node{j}/small/initial_data/input.dat").stat().st_size == 12 * 16 * kib
+        # The input is the largest distinct input of a stage reading it, A's 3 x 4 MiB;
+        # A's copy (a directory of A's own) carries what A reads of it: all of it.
+        assert (ram / f"node{j}/small/initial_data-A/input.dat").stat().st_size == \
+            12 * 16 * kib
         assert sorted(p.name for p in (ram / f"node{j}/small/B").iterdir()) == \
             ["t0.dat", "t1.dat"]
     # C (ram) gathered onto nfs for D; D on nfs, a shared tier: no flush to pfs.

@@ -104,3 +104,37 @@ def test_steps_and_job_directories():
     assert job_tier_dirs({"SLURM_SPANK_QOS_DIRS": "pfs=/q/pfs/u/1,ram=/q/ram/u/1"}) == {
         "pfs": Path("/q/pfs/u/1"), "ram": Path("/q/ram/u/1")}
     assert job_tier_dirs({}) == {}
+
+
+def test_each_stage_copies_its_own_part_of_the_input(model, tmp_path):
+    # A and B both read the input on ram: each stage-in copy carries what the model
+    # charges that stage (movement.copied_from), into a directory of its own, so the
+    # job moves A's 12 MiB and B's 2 MiB per node (x 1/64), not the whole input twice.
+    from qos_plugin.model.movement import copied_from
+
+    placement = {"A": "ram", "B": "ram", "C": "ram", "D": "nfs"}
+    spec = runner.check_run(model, placement, 2, 1 / 64,
+                            {t: tmp_path / t for t in ("pfs", "nfs", "ram")})
+    plan = runner.plan_run(spec)
+    limits = {}
+    for stage in ("A", "B"):
+        copies = _actions(plan, stage, "stage-in")
+        assert [a.node for a in copies] == [0, 1]
+        for a in copies:
+            (src, dst, limit), = a.payload["pairs"]
+            assert src.endswith("initial_data/input.dat")
+            assert f"/initial_data-{stage}/" in dst
+            limits[stage] = limit
+    assert model.volumes is not None
+    for stage, limit in limits.items():
+        assert limit == round(copied_from(model.volumes, stage, "initial_data") * 1024 * 1024 / 64)
+    assert limits == {"A": 12 * 16 * 1024, "B": 2 * 16 * 1024}
+    # and B's tasks read their copy, not A's
+    for a in plan.tasks["B"]:
+        assert all("/initial_data-B/" in r for r in a.payload["reads"])
+    # a run does it: the copies are that large
+    rec = runner.run(spec)
+    for j in (0, 1):
+        assert (tmp_path / f"ram/node{j}/small/initial_data-B/input.dat").stat().st_size == \
+            limits["B"]
+    assert rec["stages"]["B"]["phases"]["stage-in"]["written_bytes"] == 2 * limits["B"]
