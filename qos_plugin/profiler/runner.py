@@ -1,4 +1,4 @@
-"""Run the sweep on this machine: fio for reads and writes, cp for moves."""
+"""Run the sweep on this machine: fio for reads and writes, the runner's copy for moves."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from qos_plugin.errors import QosPluginError
+from qos_plugin.planner.taskproc import copy as copy_files
 from qos_plugin.profiler.sweep import MIB, IoRun, MoveRun, io_row, move_row
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def _fio(args: list[str]) -> dict[str, object]:
 
 
 def run_move(run: MoveRun, src_dir: Path, dst_dir: Path) -> dict[str, object]:
-    """``copies`` concurrent cp processes moving ``mib`` MiB between two directories."""
+    """``copies`` concurrent copies moving ``mib`` MiB between two directories."""
     per_copy = max(run.mib * MIB // run.copies, 1)
     chunk = b"\0" * min(per_copy, 4 * MIB)
     sources = []
@@ -82,8 +84,13 @@ def run_move(run: MoveRun, src_dir: Path, dst_dir: Path) -> dict[str, object]:
         sources.append(p)
     _drop_cache(sources)
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(["cp", str(p), str(dst_dir / p.name)]) for p in sources]
-    codes = [p.wait() for p in procs]
+    # The copy a run's stage-in and stage-out make (taskproc.copy: ranges in parallel),
+    # so that the profile prices the moves jobs make, not cp's.
+    try:
+        with ThreadPoolExecutor(run.copies) as pool:
+            list(pool.map(lambda p: copy_files([(str(p), str(dst_dir / p.name))]), sources))
+    except OSError as e:
+        raise ProfilerError(f"copy {src_dir} -> {dst_dir} failed: {e}") from None
     for i in range(run.copies):
         fd = os.open(dst_dir / f"move.{i}", os.O_RDONLY)
         try:
@@ -91,8 +98,6 @@ def run_move(run: MoveRun, src_dir: Path, dst_dir: Path) -> dict[str, object]:
         finally:
             os.close(fd)
     seconds = time.perf_counter() - t0
-    if any(codes):
-        raise ProfilerError(f"cp {src_dir} -> {dst_dir} failed (exit {max(codes)})")
     return move_row(run, seconds)
 
 

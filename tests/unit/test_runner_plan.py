@@ -138,3 +138,18 @@ def test_each_stage_copies_its_own_part_of_the_input(model, tmp_path):
         assert (tmp_path / f"ram/node{j}/small/initial_data-B/input.dat").stat().st_size == \
             limits["B"]
     assert rec["stages"]["B"]["phases"]["stage-in"]["written_bytes"] == 2 * limits["B"]
+
+
+@pytest.mark.parametrize("streams", [1, 4])
+@pytest.mark.parametrize("limit", [None, 3 * taskproc.COPY_CHUNK + 7, 10])
+def test_a_copy_in_ranges_is_the_file_byte_for_byte(tmp_path, streams, limit):
+    import os
+
+    data = os.urandom(5 * taskproc.COPY_CHUNK + 123)
+    (tmp_path / "src").write_bytes(data)
+    pair = [str(tmp_path / "src"), str(tmp_path / "d" / "dst")]
+    r, w, start, end = taskproc.copy([tuple(pair + ([] if limit is None else [limit]))],
+                                     streams=streams)
+    want = data if limit is None else data[:limit]
+    assert (tmp_path / "d" / "dst").read_bytes() == want
+    assert r == w == len(want) and end >= start
