@@ -2,11 +2,23 @@
 
 Each row is one IOR-style run: ``operation`` (read, write, cp, scp), the tier (or a
 move ``a-b``), transfer size, data size, nodes, tasks per node and the measured
-aggregate rate ``trMiB`` (MiB/s). :meth:`StorageProfile.rate` estimates the rate
-at an unmeasured point: it narrows the runs one dimension at a time (nodes, tasks
-per node, transfer size, data size) to the measured values bracketing the target,
-interpolates (or extrapolates) linearly along each dimension, and takes the
-median of the positive one-dimensional estimates.
+aggregate rate ``trMiB`` (MiB/s). :meth:`StorageProfile.rate` estimates the rate at
+an unmeasured point, in one of two ways (the profile's optional ``estimator``
+column; one value for the whole file):
+
+* ``qosflow`` (the default, QoSFlow's published estimator, which the artifact's
+  costs were built with): it narrows the runs one dimension at a time (nodes, tasks
+  per node, transfer size, data size) to the measured values bracketing the target,
+  interpolates (or extrapolates) linearly along each dimension the mean of the runs
+  left at its two values, and takes the median of the positive one-dimensional
+  estimates. On a dense grid that is smooth; on a sparse one the means mix runs of
+  other transfer sizes and loads (a write at 1 MiB measured at 103 MiB/s is
+  estimated at 64 beside 4 KiB runs at 21);
+* ``grid`` (what ``qos-plan profile`` writes): exact on a measured point, linear
+  between the two measured values around the target one dimension at a time
+  (nodes first: each is interpolated among the runs under the values already
+  chosen), and the nearest measured value outside the measured range: a rate is
+  not extrapolated beyond the loads that were run.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from qos_plugin.errors import InputError
-from qos_plugin.model.csvio import read_table
+from qos_plugin.model.csvio import Table, read_table
 from qos_plugin.model.limits import (
     MAX_MIB,
     MAX_NODES,
@@ -30,6 +42,7 @@ from qos_plugin.model.tiers import Tier, TierKind, TierSet, split_move
 
 REQUIRED = ("operation", "transferSize", "aggregateFilesizeMB", "numNodes", "tasksPerNode",
             "trMiB", "storageType")
+ESTIMATORS = ("qosflow", "grid")
 DIMENSIONS = ("nodes", "tpn", "transfer", "size")
 
 
@@ -38,6 +51,7 @@ class StorageProfile:
     source: str
     # (operation, storage type) -> (rows, 4) of (nodes, tpn, transfer, size), rates
     runs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
+    estimator: str = "qosflow"              # one of ESTIMATORS
     _grids: dict[tuple[str, str], _Grid | None] = field(default_factory=dict, repr=False)
 
     def storage_types(self) -> set[str]:
@@ -77,6 +91,8 @@ class StorageProfile:
         if grid is None:
             return float("nan")
         target = (float(nodes), float(tpn), float(transfer), float(size))
+        if self.estimator == "grid":
+            return grid.between(target)
         # Narrow one dimension at a time: among the runs left, keep the measured
         # values bracketing the target.
         prefixes: list[tuple[float, ...]] = [()]
@@ -128,6 +144,24 @@ class _Grid:
         return cls({k: float(sum(v)) for k, v in cell.items()},
                    {k: len(v) for k, v in cell.items()}, dict(nxt))
 
+    def between(self, target: tuple[float, ...], prefix: tuple[float, ...] = ()) -> float:
+        """The ``grid`` estimate at ``target`` among the runs under ``prefix``."""
+        d = len(prefix)
+        if d == len(target):
+            return self.sums[prefix] / self.counts[prefix]
+        values = sorted(self.next_values[prefix])
+        t = target[d]
+        if t <= values[0] or t >= values[-1]:       # measured there, or outside: nearest
+            return self.between(target, prefix + (values[0] if t <= values[0]
+                                                  else values[-1],))
+        lo = max(v for v in values if v < t)
+        hi = min(v for v in values if v >= t)
+        y1 = self.between(target, prefix + (hi,))
+        if hi == t:
+            return y1
+        y0 = self.between(target, prefix + (lo,))
+        return y0 + (y1 - y0) * (t - lo) / (hi - lo)
+
 
 def _bracket(values: list[float], t: float) -> list[float]:
     """Two measured values around ``t``, so every dimension keeps a slope: the
@@ -177,4 +211,17 @@ def load_profile(path: str | Path) -> StorageProfile:
     for k, (o, s) in enumerate(zip(ops, types, strict=True)):
         if rate[k] > 0:
             groups[(o, s)].append(k)
-    return StorageProfile(t.source, {key: (cols[idx], rate[idx]) for key, idx in groups.items()})
+    return StorageProfile(t.source, {key: (cols[idx], rate[idx]) for key, idx in groups.items()},
+                          _estimator(t))
+
+
+def _estimator(t: Table) -> str:
+    """The profile's ``estimator`` column (absent: ``qosflow``), one value for all rows."""
+    if not t.has("estimator") or not len(t):
+        return "qosflow"
+    seen = sorted({v.strip() or "qosflow" for v in t.text("estimator")})
+    if len(seen) > 1 or seen[0] not in ESTIMATORS:
+        raise InputError(t.source, f"estimator {', '.join(seen)[:60]!r} is not one of "
+                         f"{', '.join(ESTIMATORS)} for the whole file",
+                         "give one estimator in every row, or no estimator column")
+    return seen[0]

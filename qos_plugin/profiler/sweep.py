@@ -20,7 +20,11 @@ from qos_plugin.errors import InputError
 from qos_plugin.model.tiers import TierKind
 
 COLUMNS = ("operation", "randomOffset", "transferSize", "aggregateFilesizeMB", "numTasks",
-           "totalTime", "numNodes", "tasksPerNode", "parallelism", "trMiB", "storageType")
+           "totalTime", "numNodes", "tasksPerNode", "parallelism", "trMiB", "storageType",
+           "estimator")
+# How a profile of this sweep is to be read (model/profile.py): a sweep measures a few
+# points, on which the published estimator's means mix transfer sizes and loads.
+ESTIMATOR = "grid"
 MIB = 1 << 20
 _SPEC = re.compile(r"([A-Za-z0-9_.]+)=(.+):(shared|node-local)")
 
@@ -120,4 +124,4 @@ def _row(op: str, transfer: int, mib: int, tasks: int, seconds: float, storage: 
     return {"operation": op, "randomOffset": 0, "transferSize": transfer,
             "aggregateFilesizeMB": mib, "numTasks": tasks, "totalTime": round(seconds, 6),
             "numNodes": 1, "tasksPerNode": tasks, "parallelism": tasks,
-            "trMiB": round(mib / seconds, 4), "storageType": storage}
+            "trMiB": round(mib / seconds, 4), "storageType": storage, "estimator": ESTIMATOR}

@@ -85,3 +85,54 @@ def test_rate_brackets_with_two_measured_values_and_takes_the_median():
     # Beyond the range the size line extrapolates to 200; the median stays 50.
     assert prof.rate("read", "t", 1, 1, 1000, 8.0) == pytest.approx(50.0)
     assert np.isnan(prof.rate("write", "t", 1, 1, 1000, 8.0))
+
+
+def test_the_grid_estimator_is_exact_on_measured_points_and_never_extrapolates():
+    # A sparse profile as qos-plan profile measures it: one size, 1 and 2 tasks,
+    # 4 KiB and 1 MiB transfers.
+    x = np.array([[1.0, 1.0, 4096.0, 64.0], [1.0, 2.0, 4096.0, 64.0],
+                  [1.0, 1.0, 1048576.0, 64.0], [1.0, 2.0, 1048576.0, 64.0]])
+    rates = np.array([21.0, 29.0, 103.0, 107.0])
+    qosflow = StorageProfile("hand", {("write", "t"): (x, rates)})
+    grid = StorageProfile("hand", {("write", "t"): (x, rates)}, estimator="grid")
+    # The published estimator mixes the transfer sizes into its other dimensions.
+    assert qosflow.rate("write", "t", 1, 1, 1048576, 64) < 80
+    for point, rate in zip(x.tolist(), rates.tolist(), strict=True):
+        assert grid.rate("write", "t", *point) == pytest.approx(rate)
+    # Between measured values: linear in each dimension, the first dimension first.
+    mid = (1.0, 1.0, (4096 + 1048576) / 2, 64.0)
+    assert grid.rate("write", "t", *mid) == pytest.approx((21 + 103) / 2)
+    # Outside the measured range: the nearest measured value (8 tasks: the 2 tasks'
+    # rate; 720 MiB: the 64 MiB runs'; 3 nodes: the one node's).
+    assert grid.rate("write", "t", 1, 8, 1048576, 720) == pytest.approx(107.0)
+    assert grid.rate("write", "t", 3, 1, 1048576, 64) == pytest.approx(103.0)
+    assert grid.rate("write", "t", 1, 1, 512, 1) == pytest.approx(21.0)
+    assert np.isnan(grid.rate("read", "t", 1, 1, 4096, 64))
+
+
+def test_a_profile_says_how_it_is_read(tmp_path):
+    from qos_plugin.errors import InputError
+    from qos_plugin.model.profile import load_profile
+    from qos_plugin.planner.campaign import write_profile
+
+    head = ("operation,transferSize,aggregateFilesizeMB,numNodes,tasksPerNode,trMiB,"
+            "storageType")
+    rows = ["write,4096,64,1,1,21,t", "write,1048576,64,1,1,103,t"]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\n".join([head, *rows]) + "\n")
+    assert load_profile(plain).estimator == "qosflow"
+    tagged = tmp_path / "grid.csv"
+    tagged.write_text("\n".join([head + ",estimator", *(r + ",grid" for r in rows)]) + "\n")
+    prof = load_profile(tagged)
+    assert prof.estimator == "grid" and prof.rate("write", "t", 1, 1, 1048576, 64) == 103
+    # written back (a calibrated profile) it is read the same way
+    write_profile(prof, tmp_path / "again.csv")
+    assert load_profile(tmp_path / "again.csv").estimator == "grid"
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("\n".join([head + ",estimator", rows[0] + ",grid", rows[1] + ",qosflow"]))
+    with pytest.raises(InputError, match="not one of qosflow, grid for the whole file"):
+        load_profile(mixed)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([head + ",estimator", rows[0] + ",spline"]))
+    with pytest.raises(InputError, match="'spline' is not one of"):
+        load_profile(bad)
