@@ -51,8 +51,12 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from qos_plugin.errors import QosPluginError  # noqa: E402
+from qos_plugin.examples.genome import GenomeShape  # noqa: E402
+from qos_plugin.examples.genome import io_data as genome_io  # noqa: E402
+from qos_plugin.examples.genome import template_dict as genome_template  # noqa: E402
 from qos_plugin.examples.pipeline import pipeline  # noqa: E402
 from qos_plugin.model.synthetic import TierModel  # noqa: E402
+from qos_plugin.planner.prediction import scale_io  # noqa: E402
 from qos_plugin.planner.query import (  # noqa: E402
     Choice,
     Constraints,
@@ -181,6 +185,14 @@ class Loop:
         site = load_site(self.cluster.site_conf)
         return train_workflow(site, profile, self.root / "profile", "loop", wf.template,
                               wf.io_data(), len(self.cluster.node_names()))
+
+    def train_genome(self, scale: float, shape: GenomeShape, profile: Path) -> str:
+        """The 1000 Genomes example (its DAG and file sizes, ``shape`` chromosomes x
+        individuals per chromosome) with every volume times ``scale``, as ``kgenome``."""
+        site = load_site(self.cluster.site_conf)
+        return train_workflow(site, profile, self.root / "profile", "kgenome",
+                              genome_template(shape), scale_io(genome_io(shape), scale),
+                              len(self.cluster.node_names()))
 
     def model(self, ref: str) -> TrainedModel:
         return Registry(load_site(self.cluster.site_conf).registry).load(ref)
@@ -325,13 +337,14 @@ def validation(loop: Loop, ref: str, nodes: list[int], k: int) -> list[dict[str,
     registry = load_site(loop.cluster.site_conf).registry
     qp = f"{PY} -m qos_plugin.cli.qos_plan"
     out: list[dict[str, Any]] = []
+    name = ref.split("@")[0]
     for n in nodes:
-        row: dict[str, Any] = {"nodes": n}
+        row: dict[str, Any] = {"workflow": name, "nodes": n}
         model = ref
         for when in ("before", "after"):
-            d = loop.work / f"validate-{n}-{when}"
+            d = loop.work / f"validate-{name}-{n}-{when}"
             shutil.rmtree(d, ignore_errors=True)
-            home = loop.cluster.tier_path("pfs") / "plain" / f"validate-{n}-{when}"
+            home = loop.cluster.tier_path("pfs") / "plain" / f"validate-{name}-{n}-{when}"
             dirs = (f"--tier-dir pfs={home} --tier-dir ram={loop.cluster.tier_path('ram')}/v "
                     f"--tier-dir ssd={loop.cluster.tier_path('ssd')}/v")
             body = (f"mkdir -p {home} && srun --overlap -N{n} --ntasks-per-node=1 mkdir -p "
@@ -356,7 +369,8 @@ def validation(loop: Loop, ref: str, nodes: list[int], k: int) -> list[dict[str,
                                             "median_relative_error", "max_relative_error",
                                             "phases", "predicted_best", "measured_best",
                                             "best_gap", "best_within", "placements")}}
-            print(f"  validate N={n} {when}: {json.dumps(row[when])[:300]}", flush=True)
+            print(f"  validate {name} N={n} {when}: {json.dumps(row[when])[:300]}",
+                  flush=True)
             if when == "before":
                 p = subprocess.run([str(PY), "-m", "qos_plugin.cli.qos_plan", "calibrate",
                                     model, "--runs", str(d / "runs.json"), "--json",
@@ -428,18 +442,19 @@ def tables(res: dict[str, Any]) -> str:
                   f"| **share of what is left that it got** | **{got / left:.2f}** |"
                   if left > 0 else "| share of what is left | (nothing left) |"]
     if res.get("validation"):
-        lines += ["", "| N | model | placements | concordance | Spearman | median error | "
-                  "max error | predicted best within 5% of measured best |",
-                  "|---:|---|---:|---:|---:|---:|---:|---|"]
+        lines += ["", "| workflow | N | model | placements | concordance | Spearman | "
+                  "median error | max error | predicted best within 5% of measured best |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---|"]
         for row in res["validation"]:
+            wf = row.get("workflow", "loop")
             for when in ("before", "after"):
                 v = row.get(when)
                 if not v or "error" in v:
-                    lines.append(f"| {row['nodes']} | {when}: "
+                    lines.append(f"| {wf} | {row['nodes']} | {when}: "
                                  f"{(v or {}).get('error', 'not run')} | | | | | | |")
                     continue
                 lines.append(
-                    f"| {row['nodes']} | {v['model']} ({when} calibration) | "
+                    f"| {wf} | {row['nodes']} | {v['model']} ({when} calibration) | "
                     f"{len(v.get('placements') or [])} | {_f(v['concordance'])} | "
                     f"{_f(v['spearman'])} | {_pct(v['median_relative_error'])} | "
                     f"{_pct(v['max_relative_error'])} | "
@@ -495,6 +510,14 @@ def main(argv: list[str] | None = None) -> int:
                     "again (issue 19 (a); e.g. 1,2,3)")
     ap.add_argument("--validate-placements", type=int, default=8, metavar="K",
                     help="placements per validation (default 8)")
+    ap.add_argument("--validate-workflows", default="loop", metavar="NAME,...",
+                    help="which workflows --validate runs: loop (the pipeline example at "
+                    "--scale) and kgenome (the 1000 Genomes example at --genome-scale, "
+                    "--genome-shape); default loop")
+    ap.add_argument("--genome-shape", default="2x4", metavar="CxI",
+                    help="kgenome's chromosomes x individuals per chromosome (default 2x4)")
+    ap.add_argument("--genome-scale", type=float, default=0.01,
+                    help="kgenome's volumes times this (default 0.01)")
     ap.add_argument("--runs-only", action="store_true",
                     help="skip (b) and (c): only --validate")
     ap.add_argument("--tables", type=Path, metavar="RESULTS.json",
@@ -565,8 +588,18 @@ def main(argv: list[str] | None = None) -> int:
             loop.enforcement(True)
         a.out.mkdir(parents=True, exist_ok=True)
         if a.validate:
-            res["validation"] = validation(loop, ref, [int(x) for x in a.validate.split(",")],
-                                           a.validate_placements)
+            counts = [int(x) for x in a.validate.split(",")]
+            res["validation"] = []
+            for wf in [w for w in a.validate_workflows.split(",") if w]:
+                if wf == "kgenome":
+                    c, _, i = a.genome_shape.partition("x")
+                    wref = loop.train_genome(a.genome_scale, GenomeShape(int(c), int(i)),
+                                             Path(str(prof["profile"])))
+                elif wf == "loop":
+                    wref = ref
+                else:
+                    raise SystemExit(f"--validate-workflows: {wf!r} is not loop or kgenome")
+                res["validation"] += validation(loop, wref, counts, a.validate_placements)
         stem = "validation" if a.runs_only else "results"
         (a.out / f"{stem}.json").write_text(json.dumps(res, indent=1))
         text = tables(res)
