@@ -98,8 +98,9 @@ def speeds_table(found: dict[str, dict[str, float]], site: Site, node: str) -> s
         lines.append(f"| {name} | {t.kind} | {how} | " + " | ".join(cells) + " |")
     moves = sorted((k, v) for k, v in found.items() if k not in site.tiers)
     if moves:
-        lines += ["", "| move | operation | MiB/s (one copy; scp: node to node through "
-                  "srun when measured on two nodes) |", "|---|---|---:|"]
+        lines += ["", "| move | operation | MiB/s (one copy, 8 ranges at once as runs copy; "
+                  "scp: node to node through srun when measured on two nodes) |",
+                  "|---|---|---:|"]
         for k, v in moves:
             for op, rate in sorted(v.items()):
                 lines.append(f"| {k} | {op} | {rate:.0f} |")
