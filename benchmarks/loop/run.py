@@ -291,7 +291,11 @@ class Loop:
                         / max(samples[-1][0] - t0, 1e-9)}
             time.sleep(0.5)
         samples.append((time.time(), self.job_bytes(neighbour)))
-        if s == "TIMEOUT" and running_since is not None:
+        # A job at its time limit may also end FAILED: its last srun step is refused
+        # ("Job/step already completing") before Slurm marks it TIMEOUT.
+        overran = running_since is not None and not out.exists() and \
+            samples[-1][0] - running_since >= deadline
+        if (s == "TIMEOUT" or overran) and running_since is not None:
             # Slurm ended it at its time limit, the deadline (rounded up to the minute,
             # job_submit.lua): the deadline was missed, and the run took at least this.
             t0 = running_since
