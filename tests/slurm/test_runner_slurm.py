@@ -111,7 +111,7 @@ def test_a_run_with_srun_steps_moves_the_volumes_on_the_nodes_the_rule_says(
     size = {"A": int(0.5 * KIB16), "B": int(0.25 * KIB16)}
     for j, node in enumerate(HOSTS):
         have = _files(cluster, node, dirs["ram"] / "small")
-        want = {"initial_data/input.dat": 4 * KIB16,
+        want = {"initial_data-A/input.dat": 4 * KIB16,      # A's own copy of the input
                 **{f"A/t{i}.dat": size["A"] for i in range(4)},
                 f"B/t{j}.dat": size["B"]}
         assert have == want, (node, have)
