@@ -41,15 +41,12 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
-# A copy moves this many bytes per read and write.
-COPY_CHUNK = 1 << 20
+Result = tuple[int, int, float, float]
+CHUNK = 1 << 20
 # A file of at least COPY_STREAMS chunks is copied by this many threads, each its own
 # range, as parallel staging tools do: one stream has one request out at a time, and
 # behind a busy shared tier's queue that is a fraction of the rate reserved for it.
 COPY_STREAMS = 8
-
-Result = tuple[int, int, float, float]
-CHUNK = 1 << 20
 
 
 def task(reads: list[str], read_bytes: int, out: str, write_bytes: int,
@@ -99,7 +96,7 @@ def copy(pairs: list[tuple[Any, ...]], streams: int = COPY_STREAMS) -> Result:
         try:
             fo = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                k = max(1, min(streams, size // COPY_CHUNK))
+                k = max(1, min(streams, size // CHUNK))
                 cuts = [size * i // k for i in range(k + 1)]
                 if k == 1:
                     _copy_range(fi, fo, 0, size)
@@ -117,7 +114,7 @@ def copy(pairs: list[tuple[Any, ...]], streams: int = COPY_STREAMS) -> Result:
 def _copy_range(fi: int, fo: int, begin: int, end: int) -> None:
     at = begin
     while at < end:
-        chunk = os.pread(fi, min(COPY_CHUNK, end - at), at)
+        chunk = os.pread(fi, min(CHUNK, end - at), at)
         if not chunk:                     # the source is shorter than it was
             return
         done = 0

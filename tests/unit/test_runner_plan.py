@@ -141,11 +141,11 @@ def test_each_stage_copies_its_own_part_of_the_input(model, tmp_path):
 
 
 @pytest.mark.parametrize("streams", [1, 4])
-@pytest.mark.parametrize("limit", [None, 3 * taskproc.COPY_CHUNK + 7, 10])
+@pytest.mark.parametrize("limit", [None, 3 * taskproc.CHUNK + 7, 10])
 def test_a_copy_in_ranges_is_the_file_byte_for_byte(tmp_path, streams, limit):
     import os
 
-    data = os.urandom(5 * taskproc.COPY_CHUNK + 123)
+    data = os.urandom(5 * taskproc.CHUNK + 123)
     (tmp_path / "src").write_bytes(data)
     pair = [str(tmp_path / "src"), str(tmp_path / "d" / "dst")]
     r, w, start, end = taskproc.copy([tuple(pair + ([] if limit is None else [limit]))],
