@@ -405,7 +405,7 @@ def cmd_rank(a: argparse.Namespace) -> int:
 def cmd_profile(a: argparse.Namespace) -> int:
     from qos_plugin.cli.progress import Progress
     from qos_plugin.model.csvio import write_csv
-    from qos_plugin.profiler.runner import fio_path, run_sweep
+    from qos_plugin.profiler.runner import fio_path, measure_phase_start, run_sweep
     from qos_plugin.profiler.sweep import (
         COLUMNS,
         FULL,
@@ -425,10 +425,13 @@ def cmd_profile(a: argparse.Namespace) -> int:
     progress = Progress("profile")
     rows = run_sweep(io, moves, progress)
     progress.finish()
+    start, how = measure_phase_start()
+    for r in rows:
+        r["phaseStartSeconds"] = round(start, 4)
     write_csv(a.out, list(COLUMNS), ([r[c] for c in COLUMNS] for r in rows))
     print(f"measured {len(io)} read/write runs and {len(moves)} moves on "
-          f"{', '.join(f'{t.name} ({t.kind})' for t in tiers)} in "
-          f"{time.perf_counter() - t0:.1f} s; wrote {a.out}")
+          f"{', '.join(f'{t.name} ({t.kind})' for t in tiers)}, and a phase's start "
+          f"({start:.3f} s, {how}) in {time.perf_counter() - t0:.1f} s; wrote {a.out}")
     return 0
 
 

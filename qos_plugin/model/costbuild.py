@@ -25,6 +25,14 @@ Each parallelism becomes one cost row; the batches sharing it are charged their
 slowest, and the data side of the row covers the files of those batches. The
 makespan model then takes the cheapest row of a move.
 
+**Phase starts.** A profile with a phase start (``phaseStartSeconds``: a run
+starts each phase's processes on its nodes and waits for them all, srun steps in
+an allocation) adds it to every cost that moves anything: a stage's write (its
+execution is its reads plus its write, one start), each copy of a stage-in and
+each move of a stage-out. A level's phase is the largest of its actions, so it
+pays one start, as a run does; a phase with nothing to move pays none. The
+artifact's profiles have none, so its costs are unchanged.
+
 A profile measured on one machine only (every run at one node) says nothing
 about how tiers scale over nodes: a node-local tier, or a copy between
 node-local tiers, then gets its one-node rate on every node (each node has its
@@ -94,6 +102,7 @@ class _Builder:
                  tiers: TierSet, nodes: Sequence[int]) -> None:
         self.template, self.tiers, self.nodes = template, tiers, list(nodes)
         self.pricer = _Pricer(profile)
+        self.phase_start = profile.phase_start_s
         self.records = {s.name: [r for r in io.records if r.stage == s.name]
                         for s in template.stages}
         self.volume = {(s, op): sum(r.size_mb for r in rs if r.operation == op)
@@ -134,6 +143,10 @@ class _Builder:
                 worst = secs if worst != worst else max(worst, secs)
         return 0.0 if worst != worst else worst
 
+    def started(self, seconds: float) -> float:
+        """``seconds`` of an action, with its phase's start when it moves anything."""
+        return seconds + self.phase_start if seconds > 0 else seconds
+
     def edge_rows(self, c: Stage) -> list[CostRow]:
         rows = []
         for p in c.stage_predecessors:
@@ -149,7 +162,7 @@ class _Builder:
                     rows.append(CostRow(
                         p, pst.level, c.name, c.level, tier.name, pst.tasks_per_node(n),
                         tier.name, c.tasks_per_node(n),
-                        self.io_seconds(pst, p_recs, tier, n),
+                        self.started(self.io_seconds(pst, p_recs, tier, n)),
                         self.io_seconds(c, c_recs, tier, n)))
         return rows
 
@@ -199,7 +212,7 @@ class _Builder:
                     for n in self.nodes:
                         rows.append(CostRow(
                             stage_in_name(c.name), c.level - 0.5, c.name, c.level, move, k,
-                            tier.name, c.tasks_per_node(n), secs,
+                            tier.name, c.tasks_per_node(n), self.started(secs),
                             self.io_seconds(c, recs, tier, n)))
         return rows
 
@@ -224,7 +237,8 @@ class _Builder:
                         ptpn = c.tasks_per_node(n)
                         rows.append(CostRow(
                             c.name, c.level, stage_out_name(c.name), c.level + 0.5, x.name, ptpn,
-                            move, k, self.io_seconds(c, recs, x, n), secs))
+                            move, k, self.started(self.io_seconds(c, recs, x, n)),
+                            self.started(secs)))
         return rows
 
 

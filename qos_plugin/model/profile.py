@@ -19,6 +19,13 @@ column; one value for the whole file):
   (nodes first: each is interpolated among the runs under the values already
   chosen), and the nearest measured value outside the measured range: a rate is
   not extrapolated beyond the loads that were run.
+
+A profile may also say how long a phase takes to start where it is measured: the
+optional ``phaseStartSeconds`` column (one value for the whole file; 0 when absent,
+as in the artifact's profiles). A run starts every phase of every level as processes
+on its nodes (srun steps in a Slurm allocation: 0.1-0.2 s each here) and waits for all
+of them before the next; the cost build charges that start to every action that moves
+anything (``costbuild.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from qos_plugin.model.tiers import Tier, TierKind, TierSet, split_move
 REQUIRED = ("operation", "transferSize", "aggregateFilesizeMB", "numNodes", "tasksPerNode",
             "trMiB", "storageType")
 ESTIMATORS = ("qosflow", "grid")
+# A phase that takes longer than this to start is a broken launcher, not a cost.
+MAX_PHASE_START_S = 60.0
 DIMENSIONS = ("nodes", "tpn", "transfer", "size")
 
 
@@ -52,6 +61,7 @@ class StorageProfile:
     # (operation, storage type) -> (rows, 4) of (nodes, tpn, transfer, size), rates
     runs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
     estimator: str = "qosflow"              # one of ESTIMATORS
+    phase_start_s: float = 0.0              # seconds to start a phase's processes
     _grids: dict[tuple[str, str], _Grid | None] = field(default_factory=dict, repr=False)
 
     def storage_types(self) -> set[str]:
@@ -212,7 +222,7 @@ def load_profile(path: str | Path) -> StorageProfile:
         if rate[k] > 0:
             groups[(o, s)].append(k)
     return StorageProfile(t.source, {key: (cols[idx], rate[idx]) for key, idx in groups.items()},
-                          _estimator(t))
+                          _estimator(t), _phase_start(t))
 
 
 def _estimator(t: Table) -> str:
@@ -225,3 +235,16 @@ def _estimator(t: Table) -> str:
                          f"{', '.join(ESTIMATORS)} for the whole file",
                          "give one estimator in every row, or no estimator column")
     return seen[0]
+
+
+def _phase_start(t: Table) -> float:
+    """The profile's ``phaseStartSeconds`` column (absent: 0), one value for all rows."""
+    if not t.has("phaseStartSeconds") or not len(t):
+        return 0.0
+    values = set(t.numbers("phaseStartSeconds", lo=0.0, hi=MAX_PHASE_START_S,
+                           hint="seconds to start a phase: 0 to 60").tolist())
+    if len(values) > 1:
+        shown = ", ".join(f"{v:g}" for v in sorted(values)[:4])
+        raise InputError(t.source, f"phaseStartSeconds differs between rows ({shown})",
+                         "give one value in every row, or no phaseStartSeconds column")
+    return float(values.pop())

@@ -86,7 +86,9 @@ def corrected_profile(profile: StorageProfile, factors: Mapping[RateKey, float]
                       ) -> StorageProfile:
     """``profile`` with the rates of each key times its factor (others as they are)."""
     runs = {k: (x, rates * float(factors.get(k, 1.0))) for k, (x, rates) in profile.runs.items()}
-    return StorageProfile(f"{profile.source} (calibrated)", runs, profile.estimator)
+    # A phase's start is not a rate: the runs' starts are what they were.
+    return StorageProfile(f"{profile.source} (calibrated)", runs, profile.estimator,
+                          profile.phase_start_s)
 
 
 def _key(placement: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

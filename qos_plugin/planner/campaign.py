@@ -132,13 +132,18 @@ def write_profile(profile: StorageProfile, path: Path) -> None:
     from qos_plugin.model.csvio import write_csv
 
     rows = []
-    # The estimator goes with the runs: a corrected profile is read as its source was.
-    tail = [] if profile.estimator == "qosflow" else [profile.estimator]
+    # The estimator and the phase start go with the runs: a corrected profile is read
+    # as its source was.
+    extra: dict[str, str] = {}
+    if profile.estimator != "qosflow":
+        extra["estimator"] = profile.estimator
+    if profile.phase_start_s:
+        extra["phaseStartSeconds"] = repr(profile.phase_start_s)
     for (op, st), (x, rates) in sorted(profile.runs.items()):
         for (nodes, tpn, transfer, size), rate in zip(x.tolist(), rates.tolist(), strict=True):
             rows.append([op, repr(transfer), repr(size), repr(nodes), repr(tpn), repr(rate), st,
-                         *tail])
-    write_csv(path, list(PROFILE_COLUMNS) + (["estimator"] if tail else []), rows)
+                         *extra.values()])
+    write_csv(path, list(PROFILE_COLUMNS) + list(extra), rows)
 
 
 def retrain(base: TrainedModel, inputs: ModelInputs, profile_path: Path, version: int,

@@ -376,13 +376,14 @@ def run(spec: RunSpec) -> dict[str, Any]:
     start and end; totals."""
     try:
         with ProcessPoolExecutor(max_workers=spec.workers) as pool:
-            return execute(spec, plan_run(spec), _local_launcher(pool), "local")
+            return execute(spec, plan_run(spec), local_launcher(pool), "local")
     except (OSError, RuntimeError) as e:
         # One line as every other failure, not a worker's traceback.
         raise RunFailed(f"the run failed: {e}") from e
 
 
-def _local_launcher(pool: ProcessPoolExecutor) -> Launcher:
+def local_launcher(pool: ProcessPoolExecutor) -> Launcher:
+    """The local mode's launcher: each action a call in ``pool``'s processes."""
     host = socket.gethostname()
 
     def submit(a: Action) -> Any:
@@ -425,7 +426,9 @@ def execute(spec: RunSpec, plan: RunPlan, launch: Launcher, mode: str,
         lv: dict[str, Any] = {"level": level, "phases": {}}
         for phase in PHASES:
             acts = phases[phase]
+            launched = time.time()
             got = launch(acts)               # the barrier
+            returned = time.time()
             for a, res in zip(acts, got, strict=True):
                 results[id(a)] = res
                 ph = stages[a.stage]["phases"][phase]
@@ -436,8 +439,12 @@ def execute(spec: RunSpec, plan: RunPlan, launch: Launcher, mode: str,
                 mine = [res for a, res in zip(acts, got, strict=True) if a.stage == name]
                 stages[name]["phases"][phase]["seconds"] = (max(r[3] for r in mine)
                                                             - min(r[2] for r in mine))
+            # start/end: of the actions themselves; launched/returned: the phase as the
+            # run waits for it, its processes' start included (what the model charges).
             lv["phases"][phase] = {"start": min((r[2] for r in got), default=None),
-                                   "end": max((r[3] for r in got), default=None)}
+                                   "end": max((r[3] for r in got), default=None),
+                                   "launched": launched if acts else None,
+                                   "returned": returned if acts else None}
         spans = [p for p in lv["phases"].values() if p["start"] is not None]
         lv["start"] = min((p["start"] for p in spans), default=None)
         lv["end"] = max((p["end"] for p in spans), default=None)

@@ -72,8 +72,10 @@ _CLOCK = 1e11
 
 def measurement_of(record: Mapping[str, Any], source: str = "run record") -> Measurement:
     """The measurement in a run record of ``qos-plan run`` (InputError when it is
-    not one). A level's phase lasts from its first action's start to its last
-    action's end; a phase with no action took 0 s."""
+    not one). A level's phase lasts from its launch to its barrier (the start of its
+    processes included, as a profile's phase start charges it), or, in a record
+    without those times, from its first action's start to its last action's end; a
+    phase with no action took 0 s."""
     try:
         placement = record["placement"]
         if not isinstance(placement, dict) or not all(
@@ -91,6 +93,8 @@ def measurement_of(record: Mapping[str, Any], source: str = "run record") -> Mea
             for p in PHASES:
                 ph = lv["phases"][p]
                 start, end = ph["start"], ph["end"]
+                if ph.get("launched") is not None and ph.get("returned") is not None:
+                    start, end = ph["launched"], ph["returned"]
                 spans.append(0.0 if start is None or end is None else
                              max(0.0, _seconds(end, "a phase end", _CLOCK)
                                  - _seconds(start, "a phase start", _CLOCK)))

@@ -10,8 +10,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from statistics import median
 
 from qos_plugin.errors import QosPluginError
 from qos_plugin.planner.taskproc import copy as copy_files
@@ -99,6 +100,42 @@ def run_move(run: MoveRun, src_dir: Path, dst_dir: Path) -> dict[str, object]:
             os.close(fd)
     seconds = time.perf_counter() - t0
     return move_row(run, seconds)
+
+
+# Starts of a phase timed for the profile; their median is its phaseStartSeconds.
+PHASE_STARTS = 7
+
+
+def measure_phase_start(env: dict[str, str] | None = None, repeats: int = PHASE_STARTS
+                        ) -> tuple[float, str]:
+    """Seconds ``qos-plan run`` takes to start a phase that moves nothing and to see
+    it end (the barrier), with the launcher a run here would use: srun steps on the
+    allocation's first node inside a Slurm job, else the local runner's processes.
+    The median of ``repeats`` starts (after one to warm up), and how it was started."""
+    from qos_plugin.planner import runner
+    from qos_plugin.planner.slurmrun import SrunLauncher, job_hosts
+
+    env = dict(os.environ if env is None else env)
+    noop = runner.Action("", 0, {"kind": "prepare", "remove": [], "init": None,
+                                 "init_bytes": 0, "transfer": MIB})
+
+    def timed(launch: runner.Launcher) -> float:
+        launch([noop])
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            launch([noop])
+            times.append(time.perf_counter() - t0)
+        return float(median(times))
+
+    try:
+        if env.get("SLURM_JOB_ID"):
+            hosts = job_hosts(env)
+            return timed(SrunLauncher(hosts[:1], 1, env)), f"srun steps on {hosts[0]}"
+        with ProcessPoolExecutor(max_workers=1) as pool:
+            return timed(runner.local_launcher(pool)), "local processes"
+    except (OSError, QosPluginError) as e:
+        raise ProfilerError(f"timing a phase's start failed: {e}") from None
 
 
 def _drop_cache(paths: list[Path]) -> None:

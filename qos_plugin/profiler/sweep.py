@@ -21,7 +21,7 @@ from qos_plugin.model.tiers import TierKind
 
 COLUMNS = ("operation", "randomOffset", "transferSize", "aggregateFilesizeMB", "numTasks",
            "totalTime", "numNodes", "tasksPerNode", "parallelism", "trMiB", "storageType",
-           "estimator")
+           "estimator", "phaseStartSeconds")
 # How a profile of this sweep is to be read (model/profile.py): a sweep measures a few
 # points, on which the published estimator's means mix transfer sizes and loads.
 ESTIMATOR = "grid"
@@ -124,4 +124,5 @@ def _row(op: str, transfer: int, mib: int, tasks: int, seconds: float, storage: 
     return {"operation": op, "randomOffset": 0, "transferSize": transfer,
             "aggregateFilesizeMB": mib, "numTasks": tasks, "totalTime": round(seconds, 6),
             "numNodes": 1, "tasksPerNode": tasks, "parallelism": tasks,
-            "trMiB": round(mib / seconds, 4), "storageType": storage, "estimator": ESTIMATOR}
+            "trMiB": round(mib / seconds, 4), "storageType": storage, "estimator": ESTIMATOR,
+            "phaseStartSeconds": 0.0}

@@ -167,8 +167,12 @@ def merge_fanout(profile: Path, fanout: Path) -> None:
     """``profile`` with its ``scp`` rows of the tiers in ``fanout`` replaced by these."""
     rows = read_rows(fanout)
     measured = {r["storageType"] for r in rows}
-    kept = [r for r in read_rows(profile)
+    before = read_rows(profile)
+    kept = [r for r in before
             if not (r["operation"] == "scp" and r["storageType"] in measured)]
+    # The phase start is one value for the file: the profile job measured it.
+    for r in rows:
+        r["phaseStartSeconds"] = before[0].get("phaseStartSeconds", "0") if before else "0"
     from qos_plugin.profiler.sweep import COLUMNS
 
     with open(profile, "w", newline="") as f:

@@ -199,6 +199,9 @@ def test_profile_through_the_job_paths_trains_models_sbatch_accepts(
     moves = {r["storageType"] for r in rows if r["operation"] in ("cp", "scp")}
     assert {"pfs-ram", "ram-pfs", "pfs-ssd", "ssd-pfs", "ram-ram", "ssd-ssd"} <= moves
     assert all(float(r["trMiB"]) > 0 for r in rows)
+    # A phase's start, timed with srun steps inside the profile job: one value for all.
+    starts = {r["phaseStartSeconds"] for r in rows}
+    assert len(starts) == 1 and 0 < float(starts.pop()) < 5, starts
     # The fan-outs measured node to node through srun (a second job on two nodes): the
     # profile's scp rows are that job's, for 1 and 2 copies of each node-local tier.
     with open(cluster.root / "profile" / "fanout.csv", newline="") as f:

@@ -136,3 +136,66 @@ def test_a_profile_says_how_it_is_read(tmp_path):
     bad.write_text("\n".join([head + ",estimator", rows[0] + ",spline"]))
     with pytest.raises(InputError, match="'spline' is not one of"):
         load_profile(bad)
+
+
+def _hand_inputs():
+    gen = Stage("gen", 1.0, 4, 4, {INITIAL_DATA: ("in0",)}, ("o.*",))
+    summ = Stage("sum", 2.0, 2, 2, {"gen": ("o0",)}, ("out",))
+    recs = [IoRecord("gen", "g1", "in0", "read", 1000.0, 10.0, INITIAL_DATA),
+            IoRecord("gen", "g1", "o0", "write", 2000.0, 4.0, ""),
+            IoRecord("sum", "s1", "o0", "read", 1000.0, 1.0, "gen"),
+            IoRecord("sum", "s1", "out", "write", 1000.0, 5.0, "")]
+    tiers = TierSet((Tier("lustre", TierKind.SHARED), Tier("nvme", TierKind.NODE_LOCAL)))
+    return WorkflowTemplate("hand", (gen, summ)), IoData(recs, "hand"), tiers
+
+
+def test_a_phase_start_is_charged_once_to_every_phase_that_moves_something():
+    from qos_plugin.model.makespan import compute_makespan
+
+    template, io, tiers = _hand_inputs()
+    plain = _profile()
+    started = StorageProfile("hand", plain.runs, phase_start_s=0.25)
+    a = build_cost_table(template, io, plain, tiers, [2])
+    b = build_cost_table(template, io, started, tiers, [2])
+    # Producer sides (a write, a copy of a stage-in) and moves of a stage-out pay it
+    # when they take time; reads, which share the execution's start, never do.
+    assert np.allclose(b.est_prod, np.where(a.est_prod > 0, a.est_prod + 0.25, 0.0))
+    moves = np.array(["-" in t for t in a.consumer_tier])
+    assert np.allclose(b.est_cons, np.where(moves & (a.est_cons > 0), a.est_cons + 0.25,
+                                            a.est_cons))
+    ta, tb = (compute_makespan(template, c, tiers, [2]) for c in (a, b))
+    got = tb.totals_by_placement()
+    # All on lustre: two executions and no move. All on nvme: a stage-in, two
+    # executions, gen's fan-out and sum's flush home.
+    for placement, phases in (((2, "lustre", "lustre"), 2), ((2, "nvme", "nvme"), 5)):
+        assert got[placement] == pytest.approx(ta.totals_by_placement()[placement]
+                                               + 0.25 * phases)
+
+
+def test_a_profile_says_how_long_a_phase_takes_to_start(tmp_path):
+    from qos_plugin.errors import InputError
+    from qos_plugin.model.profile import load_profile
+    from qos_plugin.planner.calibration import corrected_profile
+    from qos_plugin.planner.campaign import write_profile
+
+    head = ("operation,transferSize,aggregateFilesizeMB,numNodes,tasksPerNode,trMiB,"
+            "storageType,phaseStartSeconds")
+    rows = ["write,4096,64,1,1,21,t", "write,1048576,64,1,1,103,t"]
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join([head, *(r + ",0.15" for r in rows)]) + "\n")
+    prof = load_profile(path)
+    assert prof.phase_start_s == 0.15
+    # Calibration corrects rates, not the start; written back, it is read the same.
+    fixed = corrected_profile(prof, {("write", "t"): 2.0})
+    assert fixed.phase_start_s == 0.15
+    write_profile(fixed, tmp_path / "again.csv")
+    again = load_profile(tmp_path / "again.csv")
+    assert again.phase_start_s == 0.15
+    assert again.runs[("write", "t")][1].tolist() == [42.0, 206.0]
+    for cells, needle in (((",0.15", ",0.2"), "phaseStartSeconds differs between rows"),
+                          ((",-1", ",-1"), "outside 0 to 60"),
+                          ((",soon", ",soon"), "'soon'")):
+        lines = [r + c for r, c in zip(rows, cells, strict=True)]
+        path.write_text("\n".join([head, *lines]) + "\n")
+        with pytest.raises(InputError, match=needle):
+            load_profile(path)

@@ -42,6 +42,15 @@ def test_a_tiny_sweep_gives_a_profile_in_the_ior_schema(tmp_path):
     assert list(shared.iterdir()) == [] and list(local.iterdir()) == []
 
 
+def test_a_phase_start_is_timed_with_the_launcher_a_run_here_uses():
+    from qos_plugin.profiler.runner import measure_phase_start
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("SLURM_")}
+    seconds, how = measure_phase_start(env, repeats=3)
+    # Outside an allocation: a call in the local runner's worker process.
+    assert how == "local processes" and 0 < seconds < 5
+
+
 @pytest.mark.parametrize("spec,needle", [
     ("disk", "is not NAME=PATH:KIND"),
     ("disk=/tmp:fast", "is not NAME=PATH:KIND"),

@@ -125,6 +125,14 @@ def test_a_run_record_becomes_a_measurement():
     assert m.phases == {"stage-in": 0.0, "execution": 2.5, "stage-out": 0.5}
 
 
+def test_a_phase_lasts_from_its_launch_to_its_barrier_when_the_record_has_them():
+    rec = _record()
+    out = rec["levels"][0]["phases"]["stage-out"]
+    # The run started the phase 0.2 s before its copy began and saw it end 0.1 s after.
+    out.update(launched=out["start"] - 0.2, returned=out["end"] + 0.1)
+    assert measurement_of(rec).levels == ((0.0, 2.5, pytest.approx(0.8, abs=1e-6)),)
+
+
 @pytest.mark.parametrize("change", [
     {"total_seconds": "3"}, {"total_seconds": float("nan")}, {"nodes": 0}, {"scale": 2.0},
     {"placement": ["a"]}, {"levels": [{"phases": {}}]}, {"levels": None},
