@@ -9,7 +9,7 @@ faulted in and zeroed by the kernel again: on this project's machines the daemon
 between two processes of the same code, depending on where each one's dynamic mmap
 threshold had settled. Fixed thresholds above the buffer sizes let freed buffers be
 reused: the faults drop to almost none and the CPU per GB by about a third
-(``benchmarks/sdqos``, README "Memory").
+(``benchmarks/sdqos``, docs/tokenbucketd.md "Memory").
 
 An administrator who sets ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` in
 the environment keeps those: glibc has read them already, and they are not overridden.

@@ -228,7 +228,7 @@ def template_from_dict(data: Any, name: str = "template", *, patterns: bool = Tr
     """
     if not isinstance(data, dict) or not data:
         raise InputError(name, "expected a JSON object of stages",
-                         "see the template format in the README")
+                         "see the template format in docs/planner-inputs.md")
     stages: list[Stage] = []
     for sname, raw in data.items():
         why = check_name(sname)

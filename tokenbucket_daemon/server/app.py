@@ -145,8 +145,9 @@ def _rates(label: str, rates: dict[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="tokenbucketd",
-                                 description="Per-storage-node I/O QoS daemon (see README).")
+    ap = argparse.ArgumentParser(
+        prog="tokenbucketd",
+        description="Per-storage-node I/O QoS daemon (see docs/tokenbucketd.md).")
     ap.add_argument("--config", required=True, help="TOML config file")
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
