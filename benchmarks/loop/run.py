@@ -415,7 +415,9 @@ def tables(res: dict[str, Any]) -> str:
              f"{res['predicted_s']:.1f} s (its fastest placement the tier sustains: "
              f"{' '.join(f'{k}={v}' for k, v in res['placement'].items())}), deadline "
              f"{res['deadline_s']:.1f} s (x{SLACK}); neighbour: {res['streams']} dd streams of "
-             "4 MiB blocks on a node of its own.", "",
+             "4 MiB blocks on a node of its own." + (
+                 " CPUs: " + ", ".join(f"{n} on {c}" for n, c in res["node_cpus"].items())
+                 + " (one a node; the daemons on any)." if res.get("node_cpus") else ""), "",
              "| mode | runs | makespan s (each) | median | deadline met | neighbour MB/s "
              "(median) |", "|---|---:|---|---:|---:|---:|"]
     for m in MODES:
@@ -495,6 +497,29 @@ def plot(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def node_cpus(spec: str, nodes: list[str], spare: str) -> dict[str, str]:
+    """``--node-cpus``: ``auto`` (one CPU a node: the workflow's nodes take CPUs 1, 2,
+    ... round the machine's, the neighbour's node CPU 0, so that it never shares the
+    first workflow node's; nothing on one CPU), ``none``, or ``NODE=CPUS,...``."""
+    if spec == "none":
+        return {}
+    if spec == "auto":
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return {}
+        work = [n for n in nodes if n != spare]
+        out = {node: str(cpus[(i + 1) % len(cpus)]) for i, node in enumerate(work)}
+        return {**out, spare: str(cpus[0])}
+    out = {}
+    for item in spec.split(","):
+        node, eq, cpus = item.partition("=")
+        if not eq or node not in nodes or not cpus:
+            raise SystemExit(f"--node-cpus: {item!r} is not NODE=CPUS with a node of "
+                             f"{', '.join(nodes)}")
+        out[node] = cpus
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -522,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="kgenome's chromosomes x individuals per chromosome (default 2x4)")
     ap.add_argument("--genome-scale", type=float, default=0.01,
                     help="kgenome's volumes times this (default 0.01)")
+    ap.add_argument("--node-cpus", default="auto", metavar="auto|none|NODE=CPUS,...",
+                    help="CPUs of each node for the whole benchmark; auto: one a node, "
+                    "the neighbour's apart from the first workflow node's")
     ap.add_argument("--runs-only", action="store_true",
                     help="skip (b) and (c): only --validate")
     ap.add_argument("--tables", type=Path, metavar="RESULTS.json",
@@ -549,6 +577,15 @@ def main(argv: list[str] | None = None) -> int:
     loop = Loop(a.dir, parse_rate(a.shared_bandwidth, "--shared-bandwidth"))
     loop.up()
     try:
+        # Separate hosts have CPUs of their own; these nodes share the machine's. Each
+        # node is given one, from the profile on (which then measures one node's CPU,
+        # as every run uses it): the neighbour's stream (its dd, its qosfs mount) on its
+        # node does not slow the workflow's node-local tiers, as between hosts. The
+        # daemons, the shared tier's servers, serve everyone and run anywhere.
+        pins = node_cpus(a.node_cpus, loop.cluster.node_names(), loop.spare)
+        loop.cluster.pin_cpus(pins)
+        if pins:
+            print("CPUs: " + ", ".join(f"{n} on {c}" for n, c in pins.items()), flush=True)
         saved = a.dir / "profile" / "profile.csv"
         if saved.exists() and not a.reprofile:
             prof = {"profile": str(saved), "table": (saved.parent / "speeds.md").read_text()}
@@ -567,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
             "predicted_s": best.makespan, "deadline_s": deadline, "streams": a.streams,
             "shared_bandwidth_Bps": loop.bandwidth, "scale": a.scale,
             "profile": prof["table"], "runs": []}
+        res["node_cpus"] = pins
         neighbour = "" if a.runs_only else loop.neighbour(a.streams)
         try:
             if a.runs_only:

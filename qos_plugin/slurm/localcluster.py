@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from qos_plugin.errors import QosPluginError
-from qos_plugin.slurm.nodes import Node, NodeSpec
+from qos_plugin.slurm.nodes import Node, NodeError, NodeSpec, pin_cpus, unpin_cpus
 from qos_plugin.slurm.site import parse_rate
 from tokenbucket_daemon.etcdlocal import EtcdCluster
 from tokenbucket_daemon.local import free_ports
@@ -191,6 +191,23 @@ class LocalCluster:
 
     def node_names(self) -> list[str]:
         return list(self._info()["nodes"])
+
+    def pin_cpus(self, cpus: dict[str, str]) -> None:
+        """Confine each named node (and what it starts later) to its CPUs (``{"node3":
+        "0"}``); a node given ``""`` gets every CPU back (``nodes.pin_cpus``)."""
+        known = self.node_names()
+        for name, which in cpus.items():
+            if name not in known:
+                raise ClusterError(f"no node {name!r} in this cluster ({', '.join(known)})")
+            cg = f"{self.cgroup_prefix}-{name}"
+            try:
+                if which:
+                    n = pin_cpus(cg, which)
+                    log.info("node %s: %d processes on CPUs %s", name, n, which)
+                else:
+                    unpin_cpus(cg)
+            except NodeError as e:
+                raise ClusterError(str(e)) from None
 
     def daemon_addresses(self) -> list[str]:
         return list(self._info()["daemons"])
@@ -650,6 +667,7 @@ EpilogSlurmctld={self.bin / 'qos-epilog'}
             if self.run.is_dir() else []
         for name in nodes:
             Node(NodeSpec(name, f"{self.cgroup_prefix}-{name}"), self.run, self.logs).remove()
+            unpin_cpus(f"{self.cgroup_prefix}-{name}")
             stopped.append(name)
         for name in nodes:
             for f in self.run.glob(f"slurmd*-{name}.pid"):

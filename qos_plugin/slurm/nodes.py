@@ -81,6 +81,46 @@ def cgroup_procs(spec_cgroup: str) -> list[int]:
     return out
 
 
+CPUSET_ROOT = CGROUP_ROOT / "cpuset"
+
+
+def pin_cpus(spec_cgroup: str, cpus: str) -> int:
+    """Confine every process of the node (its cgroup subtree: slurmd, its mounts, its
+    jobs) and all they start later to ``cpus`` (a cpuset list: ``1``, ``0-1``): separate
+    hosts have CPUs of their own, nodes on one machine share its cores unless pinned.
+    A cpuset cgroup of the node's name holds them; the number of processes moved."""
+    if not (CPUSET_ROOT / "cpuset.cpus").exists():
+        raise NodeError(f"no cpuset cgroup hierarchy at {CPUSET_ROOT}")
+    d = CPUSET_ROOT / spec_cgroup
+    try:
+        d.mkdir(exist_ok=True)
+        # A new cpuset has no memory nodes: it takes its parent's before any process.
+        (d / "cpuset.mems").write_text((CPUSET_ROOT / "cpuset.mems").read_text())
+        (d / "cpuset.cpus").write_text(cpus)
+    except OSError as e:
+        raise NodeError(f"cpuset {cpus!r} for {spec_cgroup}: {e}") from None
+    moved = 0
+    for pid in cgroup_procs(spec_cgroup):
+        try:
+            (d / "cgroup.procs").write_text(str(pid))
+            moved += 1
+        except OSError:            # gone meanwhile
+            continue
+    return moved
+
+
+def unpin_cpus(spec_cgroup: str) -> None:
+    """Give the node's processes every CPU again and drop its cpuset when it is empty."""
+    d = CPUSET_ROOT / spec_cgroup
+    if not d.is_dir():
+        return
+    try:
+        (d / "cpuset.cpus").write_text((CPUSET_ROOT / "cpuset.cpus").read_text())
+        d.rmdir()
+    except OSError:                # still has processes: they keep every CPU
+        pass
+
+
 class Node:
     def __init__(self, spec: NodeSpec, run_dir: Path, log_dir: Path) -> None:
         self.spec = spec

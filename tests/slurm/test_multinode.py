@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from qos_plugin.slurm.localcluster import ClusterError
 from tests.slurm.conftest import DONE, OTHER, USER, Cluster
 
 MiB = 1 << 20
@@ -335,3 +336,25 @@ def test_a_user_on_a_compute_node_can_call_no_service(cluster: Cluster) -> None:
                 assert status[0].split()[-1] == want, (addr, method, seal, status)
     os.unlink(f"{own}.key")
     os.unlink(f"{own}.pem")
+
+
+def test_a_pinned_node_and_the_jobs_it_starts_run_on_its_cpus_only(cluster: Cluster) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.fail("pinning a node needs a machine of 2 CPUs or more")
+    script = cluster.script("srun -N1 -w node2 grep Cpus_allowed_list /proc/self/status\n")
+    try:
+        cluster.local.pin_cpus({"node2": "1"})
+        job = cluster.submit("-w", "node2", script=script)
+        info = cluster.wait(job, DONE, timeout=60)
+        text = cluster.output(job)
+        assert info.state == "COMPLETED", (info, text)
+        # Started after the pin, by the node's slurmd: confined with it.
+        assert re.search(r"^Cpus_allowed_list:\s+1$", text, re.M), text
+    finally:
+        cluster.local.pin_cpus({"node2": ""})
+    job = cluster.submit("-w", "node2", script=script)
+    cluster.wait(job, DONE, timeout=60)
+    everything = f"0-{max(os.sched_getaffinity(0))}"
+    assert re.search(rf"^Cpus_allowed_list:\s+{everything}$", cluster.output(job), re.M)
+    with pytest.raises(ClusterError, match="no node 'node9'"):
+        cluster.local.pin_cpus({"node9": "0"})
