@@ -267,14 +267,18 @@ def _tiers(spec: str | None, template, costs, nodes,  # type: ignore[no-untyped-
 
 def _measured_costs(template, io, profile_path: str, spec: str | None,  # type: ignore[no-untyped-def]
                     nodes):
-    """Cost table and tiers from measured I/O and a storage profile."""
+    """Cost table, tiers and the shared tiers' floor (``model/capacity.py``) from
+    measured I/O and a storage profile."""
+    from qos_plugin.model.capacity import floor_of
     from qos_plugin.model.costbuild import build_cost_table
+    from qos_plugin.model.iodata import stage_volumes
     from qos_plugin.model.profile import load_profile
     from qos_plugin.model.tiers import parse_tiers
 
     profile = load_profile(profile_path)
     tiers = parse_tiers(spec) if spec else profile.infer_tiers()
-    return build_cost_table(template, io, profile, tiers, nodes), tiers
+    floor = floor_of(profile, tiers, stage_volumes(io, template.stage_names))
+    return build_cost_table(template, io, profile, tiers, nodes), tiers, floor
 
 
 def _load_io(a: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -289,7 +293,7 @@ def cmd_costs(a: argparse.Namespace) -> int:
     from qos_plugin.model.costs import save_costs
 
     template = _load_template(a.template)
-    table, tiers = _measured_costs(template, _load_io(a)[1], a.profile, a.tiers, a.nodes)
+    table, tiers, _ = _measured_costs(template, _load_io(a)[1], a.profile, a.tiers, a.nodes)
     save_costs(table, a.out)
     print(f"wrote {len(table)} cost rows for {len(template.stages)} stages on "
           f"{len(tiers)} tiers to {a.out}")
@@ -475,15 +479,16 @@ def cmd_train(a: argparse.Namespace) -> int:
         costs = load_costs(a.costs)
         inputs["costs"] = file_fingerprint(a.costs)
         tiers = _tiers(a.tiers, template, costs, a.nodes, a.missing_cost)
+        floor = None
     else:
         inputs["profile"] = file_fingerprint(a.profile)
-        costs, tiers = _measured_costs(template, io, a.profile, a.tiers, a.nodes)
+        costs, tiers, floor = _measured_costs(template, io, a.profile, a.tiers, a.nodes)
     from qos_plugin.model.iodata import stage_volumes
     from qos_plugin.model.makespan import MakespanModel
 
     progress = Progress(f"train {a.name}")
     table = MakespanModel(template, costs, tiers, a.missing_cost).evaluate(
-        a.nodes, memory_budget=a.memory_budget)
+        a.nodes, memory_budget=a.memory_budget, floor=floor)
     settings = CartSettings(select=a.select)
     progress.stage(f"{len(table):,} placements evaluated; regions ({a.select})")
     folds = Progress(f"train {a.name}: cross-validation folds")

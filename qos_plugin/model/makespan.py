@@ -35,6 +35,7 @@ from functools import partial
 import numpy as np
 
 from qos_plugin.errors import InputError, ModelError
+from qos_plugin.model.capacity import LevelFloor, floor_seconds
 from qos_plugin.model.costs import CostTable, stage_in_name, stage_out_name
 from qos_plugin.model.limits import MAX_NODES
 from qos_plugin.model.movement import (
@@ -169,6 +170,8 @@ class _Space:
     # evaluation has both (``group`` gives each node count's).
     moves: dict[str, np.ndarray]    # (G, V, ...)
     group: np.ndarray               # (K,) move group of each node count
+    # (K, V, L, 3) the shared tiers' floor under each phase (capacity.py), if any.
+    floor: np.ndarray | None = None
 
 
 class MakespanTable:
@@ -267,7 +270,14 @@ class MakespanTable:
     def _staging(self, name: str) -> np.ndarray:
         # N-independent columns: a gather from the per-configuration arrays.
         sp = self._space
-        return self._cached(name, lambda: sp.moves[name][sp.group[self._n_idx], self._c_idx])
+        phase = {"level_in": 0, "level_out": 2}.get(name)
+        if sp.floor is None or phase is None:
+            return self._cached(name, lambda: sp.moves[name][sp.group[self._n_idx],
+                                                             self._c_idx])
+        floor = sp.floor
+        return self._cached(name, lambda: np.maximum(
+            sp.moves[name][sp.group[self._n_idx], self._c_idx],
+            floor[self._n_idx, self._c_idx, :, phase]))
 
     def _exec(self, name: str) -> np.ndarray:
         self._exec_detail()
@@ -287,6 +297,8 @@ class MakespanTable:
         read = sp.read[self._n_idx[:, None], np.arange(S)[None, :], cfg]
         write = sp.write[self._n_idx[:, None], np.arange(S)[None, :], cfg]
         level_exec, win, has = _level_winners(read + write, sp.members, floor=0.0)
+        if sp.floor is not None:
+            level_exec = np.maximum(level_exec, sp.floor[self._n_idx, self._c_idx, :, 1])
         rows = np.arange(len(self))
         self._cache.update(
             level_exec=level_exec,
@@ -569,13 +581,15 @@ class MakespanModel:
 
     # -- evaluation ----------------------------------------------------------
     def evaluate(self, nodes: Sequence[int], configs: np.ndarray | None = None,
-                 memory_budget: int | None = None) -> MakespanTable:
+                 memory_budget: int | None = None, floor: LevelFloor | None = None
+                 ) -> MakespanTable:
         """Makespan of every valid configuration at every node count.
 
         Rows are sorted by (total, nodes), ties kept in enumeration order (node
         counts in the given order, then configurations). With ``memory_budget``
         (bytes) an evaluation estimated to need more is refused before it starts
-        (:func:`evaluation_bytes`).
+        (:func:`evaluation_bytes`). With ``floor`` each phase of each level takes at
+        least its shared tiers' bytes over their capacities (``capacity.py``).
         """
         if not nodes:
             raise InputError("--nodes", "no node count given", "give e.g. --nodes 2,5,10")
@@ -604,8 +618,12 @@ class MakespanModel:
                                       for st in tmpl.stages]),
             members=members, moves=_stack([self._movement(cfg, columns, members, g)
                                            for g in groups]),
-            group=np.asarray([groups.index(f) for f in one_node], dtype=np.intp))
+            group=np.asarray([groups.index(f) for f in one_node], dtype=np.intp),
+            floor=None if floor is None else floor_seconds(tmpl, self.tiers, columns,
+                                                           [int(n) for n in nodes], floor))
         V = cfg.shape[0]
+        if space.floor is not None:
+            return self._floored(space, columns, members)
         # Summed level by level from 0, in the artifact's order, so totals match
         # it to the last bit and rows sort identically.
         tot_in = np.zeros((len(groups), V))
@@ -627,6 +645,28 @@ class MakespanModel:
         n_all = np.repeat(space.node_counts, V)
         order = np.lexsort((n_all, total))
         return MakespanTable(tmpl, self.tiers, space, order // V, order % V, total[order])
+
+    def _floored(self, space: _Space, columns: Sequence[np.ndarray],
+                 members: Sequence[np.ndarray]) -> MakespanTable:
+        """The totals when a floor applies: every level's phase at least its floor."""
+        assert space.floor is not None
+        V, L = space.configs.shape[0], len(members)
+        total = np.empty(len(space.node_counts) * V)
+        for k in range(len(space.node_counts)):
+            g = int(space.group[k])
+            exe = space.read[k] + space.write[k]
+            lex = np.empty((V, L))
+            for j, m in enumerate(members):
+                lex[:, j] = np.max([exe[s][columns[s]] for s in m], axis=0).clip(min=0.0)
+            fl = space.floor[k]
+            phases = (np.maximum(space.moves["level_in"][g], fl[:, :, 0])
+                      + np.maximum(lex, fl[:, :, 1])
+                      + np.maximum(space.moves["level_out"][g], fl[:, :, 2]))
+            total[k * V:(k + 1) * V] = phases.sum(axis=1)
+        n_all = np.repeat(space.node_counts, V)
+        order = np.lexsort((n_all, total))
+        return MakespanTable(self.template, self.tiers, space, order // V, order % V,
+                             total[order])
 
     def _check_moves(self, missing: np.ndarray, t_s: np.ndarray,
                      describe: Callable[[int], tuple[str, dict[str, object]]]) -> None:

@@ -150,6 +150,7 @@ def retrain(base: TrainedModel, inputs: ModelInputs, profile_path: Path, version
             calibrated_from: dict[str, Any], memory_budget: int | None = None) -> TrainedModel:
     """``base`` trained again with the profile at ``profile_path``: its template,
     I/O data, tiers, node counts and region selection, as 'qos-plan train' does."""
+    from qos_plugin.model.capacity import floor_of
     from qos_plugin.model.costbuild import build_cost_table
     from qos_plugin.model.iodata import stage_volumes
     from qos_plugin.model.makespan import MakespanModel
@@ -164,7 +165,9 @@ def retrain(base: TrainedModel, inputs: ModelInputs, profile_path: Path, version
     profile = load_profile(profile_path)
     template, tiers = inputs.template, inputs.tiers
     costs = build_cost_table(template, inputs.io, profile, tiers, nodes)
-    table = MakespanModel(template, costs, tiers).evaluate(nodes, memory_budget=memory_budget)
+    volumes = stage_volumes(inputs.io, template.stage_names)
+    table = MakespanModel(template, costs, tiers).evaluate(
+        nodes, memory_budget=memory_budget, floor=floor_of(profile, tiers, volumes))
     cart = CartSettings(select=select)
     configs, regions, labels = fit_table_regions(table, cart)
     provenance = copy.deepcopy(base.provenance)
@@ -172,5 +175,5 @@ def retrain(base: TrainedModel, inputs: ModelInputs, profile_path: Path, version
     provenance["region_settings"] = vars(cart)
     provenance["calibrated_from"] = calibrated_from
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    return build_model(base.name, version, table, configs, regions, labels,
-                       stage_volumes(inputs.io, template.stage_names), provenance, created)
+    return build_model(base.name, version, table, configs, regions, labels, volumes,
+                       provenance, created)

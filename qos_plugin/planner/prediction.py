@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from qos_plugin.errors import InputError
+from qos_plugin.model.capacity import floor_of
 from qos_plugin.model.costbuild import build_cost_table
-from qos_plugin.model.iodata import IoData
+from qos_plugin.model.iodata import IoData, stage_volumes
 from qos_plugin.model.makespan import MakespanModel
 from qos_plugin.model.movement import PHASES
 from qos_plugin.model.profile import StorageProfile, load_profile
@@ -104,11 +105,13 @@ def predict(template: WorkflowTemplate, io: IoData, profile: StorageProfile, tie
     model's training node counts, since a move takes the cheapest of its rows
     over all of them (default: ``nodes`` alone)."""
     built = sorted({*cost_nodes, nodes})
-    costs = build_cost_table(template, scale_io(io, scale), profile, tiers, built)
+    scaled = scale_io(io, scale)
+    costs = build_cost_table(template, scaled, profile, tiers, built)
     keys = [tuple(tiers.index(p[s]) for s in template.stage_names) for p in placements]
     distinct = list(dict.fromkeys(keys))
     cfg = np.asarray(distinct, dtype=np.int16).reshape(len(distinct), len(template.stages))
-    table = MakespanModel(template, costs, tiers).evaluate([nodes], configs=cfg)
+    floor = floor_of(profile, tiers, stage_volumes(scaled, template.stage_names))
+    table = MakespanModel(template, costs, tiers).evaluate([nodes], configs=cfg, floor=floor)
     # evaluate() sorts its rows by makespan: find each placement's row again.
     where = {tuple(int(v) for v in row): i for i, row in enumerate(table.config.tolist())}
     lin, lex, lout = table.level_in, table.level_exec, table.level_out

@@ -152,3 +152,55 @@ def test_fan_out_bytes_are_the_other_nodes_outputs():
     # others wrote: (N - 1) x 10 MiB in all, nothing on one node.
     got = [float(mib.at(0, np.array([0]), np.array([n]))[0, 2, nvme]) for n in (1, 2, 3)]
     assert got == pytest.approx([0.0, 10.0, 20.0])
+
+
+def _volumes(**by_stage):
+    empty = {"read_mib": 0.0, "write_mib": 0.0, "in_files_mib": 0.0, "out_files_mib": 0.0}
+    return {s: {**empty, **by_stage.get(s, {})} for s in TEMPLATE.stage_names}
+
+
+def test_a_shared_tier_serves_a_level_together():
+    from qos_plugin.model.capacity import LevelFloor
+
+    # Level 1 moves A's 10 + 6 MiB and B's 4 MiB on pfs; at 1 MiB/s that takes 20 s
+    # however the stages split it, more than the published 13.0 of A alone.
+    vol = _volumes(A={"read_mib": 10.0, "write_mib": 6.0, "in_files_mib": 3.0},
+                   B={"read_mib": 4.0})
+    floored = MakespanModel(TEMPLATE, cost_table(), TIERS).evaluate(
+        [2, 4], floor=LevelFloor(vol, {"pfs": 1.0}))
+    i = row(floored, 2, A="pfs", B="pfs", C="pfs", D="pfs", E="pfs")
+    assert floored.level_exec[i].tolist() == pytest.approx([20.0, 5.5, 1.0])
+    assert floored.total[i] == pytest.approx(26.5)
+    # A's copy onto nvme brings its 3 MiB to every node through pfs: 6 s on two nodes,
+    # 12 on four, against the published 5.0 whatever the count; B reads its 4 MiB on
+    # pfs (4 s) beside A on nvme, under the published 4.5.
+    for n, stage_in in ((2, 6.0), (4, 12.0)):
+        j = row(floored, n, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
+        assert floored.level_in[j, 0] == pytest.approx(stage_in)
+        assert floored.level_exec[j, 0] >= 4.0
+        if n == 2:
+            assert floored.level_exec[j, 0] == pytest.approx(4.5)
+        phases = floored.level_in[j] + floored.level_exec[j] + floored.level_out[j]
+        assert floored.total[j] == pytest.approx(phases.sum())
+
+
+def test_no_capacity_leaves_the_published_makespan_bit_for_bit(table):
+    from qos_plugin.model.capacity import LevelFloor
+
+    vol = _volumes(A={"read_mib": 10.0})
+    same = MakespanModel(TEMPLATE, cost_table(), TIERS).evaluate(
+        [2, 4], floor=LevelFloor(vol, {"nvme": 1.0}))   # a node-local tier has none
+    assert same.total.tolist() == table.total.tolist()
+
+
+def test_capacities_come_from_grid_profiles_only():
+    from qos_plugin.model.capacity import capacity_of
+    from qos_plugin.model.profile import StorageProfile
+
+    point = np.array([[1.0, 1.0, 1048576.0, 64.0]])
+    runs = {("read", "pfs"): (point, np.array([90.0])), ("write", "pfs"): (point, [60.0]),
+            ("cp", "pfs-nvme"): (point, np.array([110.0])),
+            ("read", "nvme"): (point, np.array([900.0]))}
+    runs = {k: (x, np.asarray(r)) for k, (x, r) in runs.items()}
+    assert capacity_of(StorageProfile("p", runs, estimator="grid"), TIERS) == {"pfs": 110.0}
+    assert capacity_of(StorageProfile("p", runs), TIERS) == {}
