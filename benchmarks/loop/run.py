@@ -68,6 +68,7 @@ from qos_plugin.planner.registry import Registry  # noqa: E402
 from qos_plugin.planner.trained import TrainedModel  # noqa: E402
 from qos_plugin.slurm.localcluster import TIERS, ClusterError, LocalCluster  # noqa: E402
 from qos_plugin.slurm.localprofile import profile_cluster, train_workflow  # noqa: E402
+from qos_plugin.slurm.plan import sustained  # noqa: E402
 from qos_plugin.slurm.site import load_site, parse_rate  # noqa: E402
 from qos_plugin.slurm.slurmapi import CommandBackend  # noqa: E402
 from tokenbucket_daemon.client import AdminClient  # noqa: E402
@@ -207,9 +208,7 @@ class Loop:
         """The fastest placement on the cluster's nodes whose reservations, with the
         deadline SLACK times its prediction, the shared tier sustains (what sbatch
         --qos-deadline chooses from, docs/slurm.md)."""
-        site = load_site(self.cluster.site_conf)
-        sustains = {t.name: t.bandwidth / MiB for t in site.tiers.values()
-                    if t.enforced and t.bandwidth is not None}
+        sustains = sustained(load_site(self.cluster.site_conf))
         rows = [r for r in range(len(model))
                 if model.nodes[r] < len(self.cluster.node_names())]     # not the spare
         for r in rank_rows(model, rows, "fastest"):
@@ -417,7 +416,7 @@ def tables(res: dict[str, Any]) -> str:
              f"{res['deadline_s']:.1f} s (x{SLACK}); neighbour: {res['streams']} dd streams of "
              "4 MiB blocks on a node of its own." + (
                  " CPUs: " + ", ".join(f"{n} on {c}" for n, c in res["node_cpus"].items())
-                 + " (one a node; the daemons on any)." if res.get("node_cpus") else ""), "",
+                 + "." if res.get("node_cpus") else ""), "",
              "| mode | runs | makespan s (each) | median | deadline met | neighbour MB/s "
              "(median) |", "|---|---:|---|---:|---:|---:|"]
     for m in MODES:
@@ -550,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node-cpus", default="auto", metavar="auto|none|NODE=CPUS,...",
                     help="CPUs of each node for the whole benchmark; auto: one a node, "
                     "the neighbour's apart from the first workflow node's")
+    ap.add_argument("--daemon-cpus", default="auto", metavar="auto|none|CPUS",
+                    help="CPUs of the shared tier's daemons; auto: the neighbour node's")
     ap.add_argument("--runs-only", action="store_true",
                     help="skip (b) and (c): only --validate")
     ap.add_argument("--tables", type=Path, metavar="RESULTS.json",
@@ -584,6 +585,11 @@ def main(argv: list[str] | None = None) -> int:
         # daemons, the shared tier's servers, serve everyone and run anywhere.
         pins = node_cpus(a.node_cpus, loop.cluster.node_names(), loop.spare)
         loop.cluster.pin_cpus(pins)
+        daemons = pins.get(loop.spare, "") if a.daemon_cpus == "auto" else (
+            "" if a.daemon_cpus == "none" else a.daemon_cpus)
+        loop.cluster.pin_daemon_cpus(daemons)
+        if daemons:
+            pins = {**pins, "daemons": daemons}
         if pins:
             print("CPUs: " + ", ".join(f"{n} on {c}" for n, c in pins.items()), flush=True)
         saved = a.dir / "profile" / "profile.csv"

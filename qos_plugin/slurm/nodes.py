@@ -89,6 +89,13 @@ def pin_cpus(spec_cgroup: str, cpus: str) -> int:
     jobs) and all they start later to ``cpus`` (a cpuset list: ``1``, ``0-1``): separate
     hosts have CPUs of their own, nodes on one machine share its cores unless pinned.
     A cpuset cgroup of the node's name holds them; the number of processes moved."""
+    return pin_processes(spec_cgroup, cpus, cgroup_procs(spec_cgroup))
+
+
+def pin_processes(name: str, cpus: str, pids: list[int]) -> int:
+    """Move ``pids`` (every thread of each) into the cpuset cgroup ``name`` of
+    ``cpus``; the number moved."""
+    spec_cgroup = name
     if not (CPUSET_ROOT / "cpuset.cpus").exists():
         raise NodeError(f"no cpuset cgroup hierarchy at {CPUSET_ROOT}")
     d = CPUSET_ROOT / spec_cgroup
@@ -100,7 +107,7 @@ def pin_cpus(spec_cgroup: str, cpus: str) -> int:
     except OSError as e:
         raise NodeError(f"cpuset {cpus!r} for {spec_cgroup}: {e}") from None
     moved = 0
-    for pid in cgroup_procs(spec_cgroup):
+    for pid in pids:
         try:
             (d / "cgroup.procs").write_text(str(pid))
             moved += 1

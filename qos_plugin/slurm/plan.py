@@ -150,8 +150,17 @@ def tier_rates(site: Site, contract: Contract, stretch: float = 1.0) -> dict[str
     """MiB/s to reserve per tier of this site: the contract's rates (a shared tier's
     total, a node-local tier's rate per node) on every tier the job moves data on,
     including the shared tier a node-local placement stages from and flushes to, each
-    divided by the deadline's ``stretch`` (``contract.deadline_stretch``)."""
-    return {t: r for t, r in contract.rates(stretch).items() if t in site.tiers}
+    divided by the deadline's ``stretch`` (``contract.deadline_stretch``) and times the
+    tier's ``reserve_margin``."""
+    return {t: r * site.tiers[t].reserve_margin for t, r in contract.rates(stretch).items()
+            if t in site.tiers}
+
+
+def sustained(site: Site) -> dict[str, float]:
+    """Per enforced tier with a bandwidth, the contract rate (MiB/s) it can reserve
+    for: its bandwidth over its ``reserve_margin``."""
+    return {t.name: t.bandwidth / MiB / t.reserve_margin for t in site.tiers.values()
+            if t.enforced and t.bandwidth is not None}
 
 
 def new_id() -> str:
@@ -175,8 +184,7 @@ def plan(site: Site, req: Request, user: str, placement_id: str | None = None) -
                     exclude=user_exclude | missing, objective=req.objective,
                     # Only placements whose reservations the enforced tiers can hold:
                     # a slower one that fits beats a refusal at admission.
-                    sustains={t.name: t.bandwidth / MiB for t in site.tiers.values()
-                              if t.enforced and t.bandwidth is not None} or None)
+                    sustains=sustained(site) or None)
     try:
         ans = answer(model, c)
     except InputError as e:

@@ -19,6 +19,9 @@ daemons = ["10.0.0.1:50051", "10.0.0.2:50051"]       # tokenbucketd serving the 
 capacity = "100TiB"         # optional: the most the tier may hold (default: free space)
 bandwidth = "400MB/s"       # optional: what it sustains in all; reservations are admitted
                             # against it (a node-local tier: per node)
+reserve_margin = 1.2        # optional (1 to 2, default 1): reservations ask this many
+                            # times the job contract's rate, for what a busy tier's
+                            # clients fall short of their reservation (docs/slurm.md)
 
 [tiers.ram]
 kind = "node-local"
@@ -51,6 +54,8 @@ ENV_SITE = "QOS_SITE_CONFIG"
 DEFAULT_SITE = Path("/etc/qos-plugin/site.toml")
 KINDS = ("shared", "node-local")
 ENFORCE = ("daemons", "direct")
+# A reservation more than twice what the job's contract needs is not a margin.
+MAX_RESERVE_MARGIN = 2.0
 MODES = ("open", "closed")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*", re.IGNORECASE)
 _TIER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
@@ -87,6 +92,7 @@ class SiteTier:
     enforce: str = "direct"
     mount: Path | None = None
     bandwidth: float | None = None      # bytes/s the tier sustains (admission)
+    reserve_margin: float = 1.0         # reservations: the contract's rate times this
 
     @property
     def is_local(self) -> bool:
@@ -185,7 +191,8 @@ def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
         if not _TIER_NAME.fullmatch(name) or not isinstance(t, dict):
             raise InputError(where, f"{name!r} is not a tier table with a valid name",
                              "name tiers with letters, digits, '_' or '-'")
-        keys = {"kind", "path", "daemons", "capacity", "enforce", "mount", "bandwidth"}
+        keys = {"kind", "path", "daemons", "capacity", "enforce", "mount", "bandwidth",
+                "reserve_margin"}
         extra = sorted(set(t) - keys)
         if extra:
             raise InputError(where, f"unknown key {extra[0]!r}",
@@ -217,8 +224,13 @@ def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
                              "add the qosfs mount point jobs see on every node")
         bw = t.get("bandwidth")
         bandwidth = parse_rate(str(bw), f"{where} bandwidth") if bw is not None else None
+        margin = t.get("reserve_margin", 1.0)
+        if isinstance(margin, bool) or not isinstance(margin, int | float) \
+                or not 1.0 <= margin <= MAX_RESERVE_MARGIN:
+            raise InputError(where, f"reserve_margin = {str(margin)[:20]}",
+                             f"give a number from 1 to {MAX_RESERVE_MARGIN:g}")
         tiers[name] = SiteTier(name, kind, Path(path), tuple(daemons), capacity, enforce,
-                               Path(mount) if mount else None, bandwidth)
+                               Path(mount) if mount else None, bandwidth, float(margin))
     if not tiers:
         raise InputError(src, "no tiers", "declare at least one [tiers.NAME] table")
     nodes: dict[str, str] = {}

@@ -419,3 +419,26 @@ def test_pyslurm_backend_reads_jobs_and_nodes():
     assert b.job("10") is None and b.job("11") is None
     assert [(n.name, n.state, n.cpus, n.partitions) for n in b.nodes()] == \
         [("n1", "idle", 8, ("debug",))]
+
+
+def test_a_reserve_margin_raises_the_reservation_and_lowers_what_a_tier_can_promise():
+    from qos_plugin.planner.contract import Contract, Need
+    from qos_plugin.slurm.plan import sustained, tier_rates
+
+    pfs = {"kind": "shared", "path": "/p", "mount": "/q", "daemons": ["a:1"],
+           "bandwidth": "120MiB/s"}
+    site = site_from_dict({"registry": "/r", "tiers": {"pfs": {**pfs, "reserve_margin": 1.2},
+                                                       "ram": {"kind": "node-local",
+                                                               "path": "/m"}}}, Path("/s"))
+    need = Need(1.0, "stage-in", "pfs", 900.0, 10.0, 90.0, None)
+    contract = Contract((need,), ("ram",), ("ram",))
+    # 90 MiB/s of pfs in the contract: 108 reserved, and pfs promises contracts 100.
+    assert tier_rates(site, contract) == {"pfs": pytest.approx(108.0)}
+    assert tier_rates(site, contract, stretch=2.0) == {"pfs": pytest.approx(54.0)}
+    assert sustained(site) == {"pfs": pytest.approx(100.0)}
+    plain = site_from_dict({"registry": "/r", "tiers": {"pfs": pfs}}, Path("/s"))
+    assert tier_rates(plain, contract) == {"pfs": pytest.approx(90.0)}
+    for bad in (0.9, 2.5, "1.2", True):
+        with pytest.raises(InputError, match="reserve_margin = .*give a number from 1 to 2"):
+            site_from_dict({"registry": "/r", "tiers": {"pfs": {**pfs, "reserve_margin": bad}}},
+                           Path("/s"))
