@@ -372,8 +372,9 @@ def validation(loop: Loop, ref: str, nodes: list[int], k: int) -> list[dict[str,
                                             "median_relative_error", "max_relative_error",
                                             "phases", "predicted_best", "measured_best",
                                             "best_gap", "best_within", "placements")}}
-            print(f"  validate {name} N={n} {when}: {json.dumps(row[when])[:300]}",
-                  flush=True)
+            # The whole row, on one line: a run stopped before its results file is
+            # written keeps what its log says.
+            print(f"  validate {name} N={n} {when}: {json.dumps(row[when])}", flush=True)
             if when == "before":
                 p = subprocess.run([str(PY), "-m", "qos_plugin.cli.qos_plan", "calibrate",
                                     model, "--runs", str(d / "runs.json"), "--json",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 from qos_plugin.errors import QosPluginError
 from qos_plugin.planner.taskproc import copy as copy_files
@@ -46,7 +47,7 @@ def run_io(run: IoRun, fio: str, scratch: Path) -> dict[str, object]:
         # for each file (fio's default invalidate=1).
         _fio(base + ["--rw=write", "--end_fsync=1"])
         args = base + ["--rw=read", "--invalidate=1"]
-    doc = _fio(args)
+    doc: Any = _fio(args)
     job = doc["jobs"][0][run.operation]
     seconds = job["runtime"] / 1000.0 if job["runtime"] else job["io_bytes"] / max(
         job["bw_bytes"], 1)
