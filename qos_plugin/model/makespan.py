@@ -623,7 +623,7 @@ class MakespanModel:
                                                            [int(n) for n in nodes], floor))
         V = cfg.shape[0]
         if space.floor is not None:
-            return self._floored(space, columns, members)
+            return self._floored(space, columns)
         # Summed level by level from 0, in the artifact's order, so totals match
         # it to the last bit and rows sort identically.
         tot_in = np.zeros((len(groups), V))
@@ -634,39 +634,33 @@ class MakespanModel:
         total = np.empty(len(nodes) * V)
         for k in range(len(nodes)):
             g = int(space.group[k])
-            exe = space.read[k] + space.write[k]
             tot_exec = np.zeros(V)
-            for m in members:
-                level = exe[m[0]][columns[m[0]]]
-                for s in m[1:]:
-                    level = np.maximum(level, exe[s][columns[s]])
-                tot_exec = tot_exec + np.maximum(level, 0.0)
+            for level in _level_exec(space, k, columns).T:
+                tot_exec = tot_exec + level
             total[k * V:(k + 1) * V] = (tot_in[g] + tot_exec) + tot_out[g]
-        n_all = np.repeat(space.node_counts, V)
-        order = np.lexsort((n_all, total))
-        return MakespanTable(tmpl, self.tiers, space, order // V, order % V, total[order])
+        return self._sorted(space, total)
 
-    def _floored(self, space: _Space, columns: Sequence[np.ndarray],
-                 members: Sequence[np.ndarray]) -> MakespanTable:
-        """The totals when a floor applies: every level's phase at least its floor."""
-        assert space.floor is not None
-        V, L = space.configs.shape[0], len(members)
-        total = np.empty(len(space.node_counts) * V)
-        for k in range(len(space.node_counts)):
-            g = int(space.group[k])
-            exe = space.read[k] + space.write[k]
-            lex = np.empty((V, L))
-            for j, m in enumerate(members):
-                lex[:, j] = np.max([exe[s][columns[s]] for s in m], axis=0).clip(min=0.0)
-            fl = space.floor[k]
-            phases = (np.maximum(space.moves["level_in"][g], fl[:, :, 0])
-                      + np.maximum(lex, fl[:, :, 1])
-                      + np.maximum(space.moves["level_out"][g], fl[:, :, 2]))
-            total[k * V:(k + 1) * V] = phases.sum(axis=1)
+    def _sorted(self, space: _Space, total: np.ndarray) -> MakespanTable:
+        """The table of ``total`` (node count major), rows sorted by (total, nodes)."""
+        V = space.configs.shape[0]
         n_all = np.repeat(space.node_counts, V)
         order = np.lexsort((n_all, total))
         return MakespanTable(self.template, self.tiers, space, order // V, order % V,
                              total[order])
+
+    def _floored(self, space: _Space, columns: Sequence[np.ndarray]) -> MakespanTable:
+        """The totals when a floor applies: every level's phase at least its floor."""
+        assert space.floor is not None
+        V = space.configs.shape[0]
+        total = np.empty(len(space.node_counts) * V)
+        for k in range(len(space.node_counts)):
+            g = int(space.group[k])
+            fl = space.floor[k]
+            phases = (np.maximum(space.moves["level_in"][g], fl[:, :, 0])
+                      + np.maximum(_level_exec(space, k, columns), fl[:, :, 1])
+                      + np.maximum(space.moves["level_out"][g], fl[:, :, 2]))
+            total[k * V:(k + 1) * V] = phases.sum(axis=1)
+        return self._sorted(space, total)
 
     def _check_moves(self, missing: np.ndarray, t_s: np.ndarray,
                      describe: Callable[[int], tuple[str, dict[str, object]]]) -> None:
@@ -758,6 +752,19 @@ class MakespanModel:
             cp_in_tpn=np.where(in_has, in_tpn[r, in_win], -1).astype(np.int32),
             cp_out_stage=np.where(out_has, out_win, -1).astype(np.int16),
             cp_out_tpn=np.where(out_has, out_pick[r, out_win], -1).astype(np.int32))
+
+
+def _level_exec(space: _Space, k: int, columns: Sequence[np.ndarray]) -> np.ndarray:
+    """(V, L) execution of every configuration's levels at node count ``k``: the
+    slowest of a level's stages (read plus write), at least 0."""
+    exe = space.read[k] + space.write[k]
+    out = np.empty((space.configs.shape[0], len(space.members)))
+    for j, m in enumerate(space.members):
+        level = exe[m[0]][columns[m[0]]]
+        for s in m[1:]:
+            level = np.maximum(level, exe[s][columns[s]])
+        out[:, j] = np.maximum(level, 0.0)
+    return out
 
 
 def _stack(groups: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
