@@ -267,18 +267,14 @@ def _tiers(spec: str | None, template, costs, nodes,  # type: ignore[no-untyped-
 
 def _measured_costs(template, io, profile_path: str, spec: str | None,  # type: ignore[no-untyped-def]
                     nodes):
-    """Cost table, tiers and the shared tiers' floor (``model/capacity.py``) from
-    measured I/O and a storage profile."""
-    from qos_plugin.model.capacity import floor_of
+    """Cost table, tiers and the profile read, from measured I/O and a storage profile."""
     from qos_plugin.model.costbuild import build_cost_table
-    from qos_plugin.model.iodata import stage_volumes
     from qos_plugin.model.profile import load_profile
     from qos_plugin.model.tiers import parse_tiers
 
     profile = load_profile(profile_path)
     tiers = parse_tiers(spec) if spec else profile.infer_tiers()
-    floor = floor_of(profile, tiers, stage_volumes(io, template.stage_names))
-    return build_cost_table(template, io, profile, tiers, nodes), tiers, floor
+    return build_cost_table(template, io, profile, tiers, nodes), tiers, profile
 
 
 def _load_io(a: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -479,12 +475,17 @@ def cmd_train(a: argparse.Namespace) -> int:
         costs = load_costs(a.costs)
         inputs["costs"] = file_fingerprint(a.costs)
         tiers = _tiers(a.tiers, template, costs, a.nodes, a.missing_cost)
-        floor = None
+        profile = None
     else:
         inputs["profile"] = file_fingerprint(a.profile)
-        costs, tiers, floor = _measured_costs(template, io, a.profile, a.tiers, a.nodes)
+        costs, tiers, profile = _measured_costs(template, io, a.profile, a.tiers, a.nodes)
+    from qos_plugin.model.capacity import floor_of
     from qos_plugin.model.iodata import stage_volumes
     from qos_plugin.model.makespan import MakespanModel
+
+    volumes = stage_volumes(io, template.stage_names) if io is not None else None
+    # A cost table has no volumes to floor a phase by: only a profile's build has one.
+    floor = floor_of(profile, tiers, volumes) if profile is not None and volumes else None
 
     progress = Progress(f"train {a.name}")
     table = MakespanModel(template, costs, tiers, a.missing_cost).evaluate(
@@ -494,7 +495,6 @@ def cmd_train(a: argparse.Namespace) -> int:
     folds = Progress(f"train {a.name}: cross-validation folds")
     configs, regions, labels = fit_table_regions(table, settings, folds)
     progress.stage(f"{len(regions)} regions; writing the model")
-    volumes = stage_volumes(io, template.stage_names) if io is not None else None
     provenance = {"workflow": template.name, "inputs": inputs, "nodes": list(a.nodes),
                   "tiers": [f"{t.name}:{t.kind}" for t in tiers],
                   # Read again with the I/O data (validate, calibrate): the costs used it.
