@@ -95,17 +95,16 @@ def pin_cpus(spec_cgroup: str, cpus: str) -> int:
 def pin_processes(name: str, cpus: str, pids: list[int]) -> int:
     """Move ``pids`` (every thread of each) into the cpuset cgroup ``name`` of
     ``cpus``; the number moved."""
-    spec_cgroup = name
     if not (CPUSET_ROOT / "cpuset.cpus").exists():
         raise NodeError(f"no cpuset cgroup hierarchy at {CPUSET_ROOT}")
-    d = CPUSET_ROOT / spec_cgroup
+    d = CPUSET_ROOT / name
     try:
         d.mkdir(exist_ok=True)
         # A new cpuset has no memory nodes: it takes its parent's before any process.
         (d / "cpuset.mems").write_text((CPUSET_ROOT / "cpuset.mems").read_text())
         (d / "cpuset.cpus").write_text(cpus)
     except OSError as e:
-        raise NodeError(f"cpuset {cpus!r} for {spec_cgroup}: {e}") from None
+        raise NodeError(f"cpuset {cpus!r} for {name}: {e}") from None
     moved = 0
     for pid in pids:
         try:
@@ -116,9 +115,9 @@ def pin_processes(name: str, cpus: str, pids: list[int]) -> int:
     return moved
 
 
-def unpin_cpus(spec_cgroup: str) -> None:
-    """Give the node's processes every CPU again and drop its cpuset when it is empty."""
-    d = CPUSET_ROOT / spec_cgroup
+def unpin_cpus(name: str) -> None:
+    """Give the processes of cpuset ``name`` every CPU again; drop it when it is empty."""
+    d = CPUSET_ROOT / name
     if not d.is_dir():
         return
     try:
