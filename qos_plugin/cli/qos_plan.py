@@ -479,17 +479,17 @@ def cmd_train(a: argparse.Namespace) -> int:
     else:
         inputs["profile"] = file_fingerprint(a.profile)
         costs, tiers, profile = _measured_costs(template, io, a.profile, a.tiers, a.nodes)
-    from qos_plugin.model.capacity import floor_of
+    from qos_plugin.model.carried import carried_of
     from qos_plugin.model.iodata import stage_volumes
     from qos_plugin.model.makespan import MakespanModel
 
     volumes = stage_volumes(io, template.stage_names) if io is not None else None
-    # A cost table has no volumes to floor a phase by: only a profile's build has one.
-    floor = floor_of(profile, tiers, volumes) if profile is not None and volumes else None
+    # A cost table has no volumes to price moves by: only a profile's build has them.
+    carried = carried_of(profile, volumes)
 
     progress = Progress(f"train {a.name}")
-    table = MakespanModel(template, costs, tiers, a.missing_cost).evaluate(
-        a.nodes, memory_budget=a.memory_budget, floor=floor)
+    table = MakespanModel(template, costs, tiers, a.missing_cost, carried=carried).evaluate(
+        a.nodes, memory_budget=a.memory_budget)
     settings = CartSettings(select=a.select)
     progress.stage(f"{len(table):,} placements evaluated; regions ({a.select})")
     folds = Progress(f"train {a.name}: cross-validation folds")

@@ -57,7 +57,7 @@ MOVE_TRANSFER = 4096.0
 COPY_BATCH = 60
 
 
-class _Pricer:
+class Pricer:
     """Rate lookups of one build, cached (many records share their parameters)."""
 
     def __init__(self, profile: StorageProfile) -> None:
@@ -101,7 +101,7 @@ class _Builder:
     def __init__(self, template: WorkflowTemplate, io: IoData, profile: StorageProfile,
                  tiers: TierSet, nodes: Sequence[int]) -> None:
         self.template, self.tiers, self.nodes = template, tiers, list(nodes)
-        self.pricer = _Pricer(profile)
+        self.pricer = Pricer(profile)
         self.phase_start = profile.phase_start_s
         self.records = {s.name: [r for r in io.records if r.stage == s.name]
                         for s in template.stages}

@@ -35,7 +35,8 @@ from functools import partial
 import numpy as np
 
 from qos_plugin.errors import InputError, ModelError
-from qos_plugin.model.capacity import LevelFloor, floor_seconds
+from qos_plugin.model.capacity import LevelFloor, floor_of, floor_seconds
+from qos_plugin.model.carried import COPIES_PER_NODE, CarriedPricing
 from qos_plugin.model.costs import CostTable, stage_in_name, stage_out_name
 from qos_plugin.model.limits import MAX_NODES
 from qos_plugin.model.movement import (
@@ -44,6 +45,7 @@ from qos_plugin.model.movement import (
     level_mib,
     move_applies,
     stage_in_copies,
+    stage_moves,
     stage_out_moves,
 )
 from qos_plugin.model.template import Stage, WorkflowTemplate, level_label
@@ -451,10 +453,14 @@ class MakespanModel:
     A lookup that finds no row (or only empty cells) is an InputError naming the
     row with ``missing_cost="error"`` (the default); with ``"zero"`` it is
     charged 0 s, as the published model did, and listed in ``missing``.
+
+    With ``carried`` (a site model: ``carried.py``) execution and moves are priced
+    by what they carry instead of by the cost table's rows, and each phase is
+    floored by the shared tiers' capacities (``capacity.py``).
     """
 
     def __init__(self, template: WorkflowTemplate, costs: CostTable, tiers: TierSet,
-                 missing_cost: str = "error") -> None:
+                 missing_cost: str = "error", carried: CarriedPricing | None = None) -> None:
         if missing_cost not in MISSING_COST:
             raise InputError("--missing-cost", f"unknown policy {missing_cost!r}",
                              f"use one of: {', '.join(MISSING_COST)}")
@@ -462,6 +468,7 @@ class MakespanModel:
         self.costs = costs
         self.tiers = tiers
         self.missing_cost = missing_cost
+        self.carried = carried
         self.missing: list[str] = []  # lookups that found no row (charged as 0 s)
         self._check_tiers()
         self._moves = self._movement_costs()
@@ -575,6 +582,10 @@ class MakespanModel:
         for s, stage in enumerate(self.template.stages):
             tpn = stage.tasks_per_node(nodes)
             for t, tier in enumerate(self.tiers.names):
+                if self.carried is not None:
+                    read[s, t], write[s, t] = self.carried.exec_seconds(
+                        stage, self.tiers.tiers[t], nodes)
+                    continue
                 read[s, t] = self._read_cost(stage, tier, tpn, nodes)
                 write[s, t] = self._write_cost(stage, tier, tpn, nodes)
         return read, write
@@ -589,7 +600,8 @@ class MakespanModel:
         counts in the given order, then configurations). With ``memory_budget``
         (bytes) an evaluation estimated to need more is refused before it starts
         (:func:`evaluation_bytes`). With ``floor`` each phase of each level takes at
-        least its shared tiers' bytes over their capacities (``capacity.py``).
+        least its shared tiers' bytes over their capacities (``capacity.py``); a site
+        model (``carried``) has its profile's floor unless given another.
         """
         if not nodes:
             raise InputError("--nodes", "no node count given", "give e.g. --nodes 2,5,10")
@@ -599,8 +611,13 @@ class MakespanModel:
                              f"give node counts from 1 to {MAX_NODES:,}")
         tmpl = self.template
         cfg = enumerate_configs(tmpl, self.tiers) if configs is None else configs
-        one_node = [int(n) == 1 for n in nodes]
-        groups = sorted(set(one_node))          # [False], [True] or [False, True]
+        if floor is None and self.carried is not None:
+            floor = floor_of(self.carried.profile, self.tiers, self.carried.volumes)
+        # Moves priced by the cost table do not depend on N, except that one node has
+        # no fan-out; moves priced by what they carry do (copies go to every node).
+        one_node = [int(n) == 1 for n in nodes] if self.carried is None \
+            else [int(n) for n in nodes]
+        groups = sorted(set(one_node))          # [False], [True], [False, True] or counts
         check_memory(tmpl, self.tiers, int(cfg.shape[0]), len(nodes), memory_budget,
                      len(groups))
         pos = {name: i for i, name in enumerate(tmpl.stage_names)}
@@ -688,10 +705,14 @@ class MakespanModel:
                  "producerStorageType": src, "consumerStorageType": move_name(src, dst)})
 
     def _movement(self, cfg: np.ndarray, columns: Sequence[np.ndarray],
-                  members: Sequence[np.ndarray], one_node: bool) -> dict[str, np.ndarray]:
-        """Stage-in and stage-out terms of every configuration: N-independent, but on
-        ``one_node`` without fan-outs (``movement.stage_out_moves``)."""
+                  members: Sequence[np.ndarray], group: bool | int) -> dict[str, np.ndarray]:
+        """Stage-in and stage-out terms of every configuration. Priced by the cost
+        table (``group``: one node or not) they do not depend on N, but one node has
+        no fan-outs (``movement.stage_out_moves``); priced by what they carry
+        (``group``: the node count) they do."""
         tmpl, tiers, mv = self.template, self.tiers, self._moves
+        nodes = int(group)
+        one_node = bool(group) if self.carried is None else nodes == 1
         V, S = cfg.shape
         T = len(tiers)
         # Sorted tier names give the artifact's order of stage-out actions.
@@ -706,6 +727,8 @@ class MakespanModel:
 
         for s in range(S):
             t_s = columns[s]
+            carried = None if self.carried is None else stage_moves(
+                tmpl, tiers, s, columns, self.carried.volumes, one_node)
             # Stage-in: one copy per shared source tier the stage needs data from.
             best = np.zeros(V)
             best_tpn = np.full(V, -1, dtype=np.int32)
@@ -714,12 +737,17 @@ class MakespanModel:
                 need = np.logical_or.reduce([m for _, m in sources])
                 if not need.any():
                     continue
-                self._check_moves(need & np.isnan(mv.in_cost[s, x][t_s]), t_s,
-                                  partial(self._stage_in_row, s, x))
-                c = np.nan_to_num(mv.in_cost[s, x][t_s], nan=0.0)
+                if carried is None:
+                    self._check_moves(need & np.isnan(mv.in_cost[s, x][t_s]), t_s,
+                                      partial(self._stage_in_row, s, x))
+                    c = np.nan_to_num(mv.in_cost[s, x][t_s], nan=0.0)
+                    tpn = mv.in_tpn[s, x][t_s]
+                else:
+                    c = self._carried_move(x, t_s, nodes * carried.copy_in[x], nodes, True)
+                    tpn = np.full(V, COPIES_PER_NODE)
                 act = need & (c > 0)
                 better = act & (c > best)
-                best_tpn = np.where(better, mv.in_tpn[s, x][t_s], best_tpn)
+                best_tpn = np.where(better, tpn, best_tpn)
                 best = np.where(better, c, best)
                 any_act |= act
             in_val[:, s] = np.where(any_act, best, np.nan)
@@ -728,9 +756,14 @@ class MakespanModel:
             # Stage-out: one move per tier used by a consumer at a later level.
             acts = []
             for y, target in enumerate(stage_out_moves(tmpl, tiers, s, columns, one_node)):
-                self._check_moves(target & np.isnan(mv.out_cost[s, :, y][t_s]),
-                                  t_s, partial(self._stage_out_row, s, y=y))
-                c = np.nan_to_num(mv.out_cost[s, :, y][t_s], nan=0.0)
+                if carried is None:
+                    self._check_moves(target & np.isnan(mv.out_cost[s, :, y][t_s]),
+                                      t_s, partial(self._stage_out_row, s, y=y))
+                    c = np.nan_to_num(mv.out_cost[s, :, y][t_s], nan=0.0)
+                else:
+                    mib = carried.move_out[y]
+                    mib = np.where(carried.fan_out[y], (nodes - 1) * mib, mib)
+                    c = self._carried_move(y, t_s, mib, nodes, False)
                 acts.append(np.where(target & (c > 0), c, 0.0))
             top = np.max(acts, axis=0) if acts else np.zeros(V)
             out_val[:, s] = np.where(top > 0, top, np.nan)
@@ -741,7 +774,8 @@ class MakespanModel:
                 rank = np.where(t_s == y, T, by_name.index(y))
                 tied = (c > 0) & (top - c < TIE_TOLERANCE) & (rank < best_rank)
                 best_rank = np.where(tied, rank, best_rank)
-                out_pick[:, s] = np.where(tied, mv.out_tpn[s, :, y][t_s], out_pick[:, s])
+                tpn = mv.out_tpn[s, :, y][t_s] if carried is None else COPIES_PER_NODE
+                out_pick[:, s] = np.where(tied, tpn, out_pick[:, s])
 
         level_in, in_win, in_has = _level_winners(in_val, members, floor=0.0)
         level_out, out_win, out_has = _level_winners(out_val, members, floor=0.0)
@@ -752,6 +786,20 @@ class MakespanModel:
             cp_in_tpn=np.where(in_has, in_tpn[r, in_win], -1).astype(np.int32),
             cp_out_stage=np.where(out_has, out_win, -1).astype(np.int16),
             cp_out_tpn=np.where(out_has, out_pick[r, out_win], -1).astype(np.int32))
+
+    def _carried_move(self, other: int, t_s: np.ndarray, mib: np.ndarray, nodes: int,
+                      into_stage: bool) -> np.ndarray:
+        """(V,) seconds of a carried move between the stage's tier ``t_s`` (per
+        configuration) and tier ``other``: from ``other`` onto the stage's tier for a
+        stage-in (``into_stage``), from the stage's tier to ``other`` for a stage-out."""
+        assert self.carried is not None
+        out = np.zeros(t_s.shape[0])
+        for t in np.unique(t_s[mib > 0]).tolist():
+            src, dst = (other, t) if into_stage else (t, other)
+            here = t_s == t
+            out[here] = self.carried.move_seconds(self.tiers.tiers[src], self.tiers.tiers[dst],
+                                                  mib[here], nodes)
+        return out
 
 
 def _level_exec(space: _Space, k: int, columns: Sequence[np.ndarray]) -> np.ndarray:

@@ -22,6 +22,7 @@ configurations in Python.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -108,7 +109,8 @@ class LevelMib:
         return out
 
 
-def _volume(volumes: Volumes, stage: str, key: str, fallback: str = "") -> float:
+def volume_of(volumes: Volumes, stage: str, key: str, fallback: str = "") -> float:
+    """A stage's volume ``key`` (``fallback``'s when it has none; else 0)."""
     v = volumes[stage]
     return float(str(v.get(key, v.get(fallback, 0.0)) if fallback else v.get(key, 0.0)))
 
@@ -120,7 +122,39 @@ def copied_from(volumes: Volumes, stage: str, source: str) -> float:
     per_source = volumes[stage].get("in_from_mib")
     if isinstance(per_source, Mapping) and source in per_source:
         return float(per_source[source])
-    return _volume(volumes, stage, "in_files_mib", "read_mib")
+    return volume_of(volumes, stage, "in_files_mib", "read_mib")
+
+
+@dataclass(frozen=True)
+class StageMoves:
+    """What one stage's moves carry in every configuration, from the rules above.
+
+    ``copy_in[x]``: MiB a stage-in copy brings from shared tier x onto each node (0
+    where the configuration copies nothing from x); ``move_out[y]``: MiB of the
+    stage's outputs moved to tier y, and ``fan_out[y]`` where that move is a fan-out
+    (each node then receives the outputs the other nodes wrote, ``(N - 1) / N`` of
+    them: ``nodes`` times ``move_out`` less one ``move_out`` in all)."""
+
+    copy_in: dict[int, np.ndarray]
+    move_out: dict[int, np.ndarray]
+    fan_out: dict[int, np.ndarray]
+
+
+def stage_moves(template: WorkflowTemplate, tiers: TierSet, s: int,
+                columns: Sequence[np.ndarray], volumes: Volumes, one_node: bool = False
+                ) -> StageMoves:
+    """The bytes of stage ``s``'s stage-in copies and stage-out moves (see StageMoves)."""
+    name, t_s = template.stages[s].name, columns[s]
+    copy_in = {}
+    for x, sources in stage_in_copies(template, tiers, s, columns):
+        copy_in[x] = sum((np.where(mask, copied_from(volumes, name, source), 0.0)
+                          for source, mask in sources), np.zeros(t_s.shape[0]))
+    out_mib = volume_of(volumes, name, "out_files_mib", "write_mib")
+    move_out, fan_out = {}, {}
+    for y, mask in enumerate(stage_out_moves(template, tiers, s, columns, one_node)):
+        move_out[y] = np.where(mask, out_mib, 0.0)
+        fan_out[y] = t_s == y
+    return StageMoves(copy_in, move_out, fan_out)
 
 
 def level_mib(template: WorkflowTemplate, tiers: TierSet, columns: Sequence[np.ndarray],
@@ -138,17 +172,14 @@ def level_mib(template: WorkflowTemplate, tiers: TierSet, columns: Sequence[np.n
     for s, stage in enumerate(template.stages):
         k, t_s = level_of[stage.level], columns[s]
         name = stage.name
-        fixed[rows, k, 1, t_s] += (_volume(volumes, name, "read_mib")
-                                   + _volume(volumes, name, "write_mib"))
-        for x, sources in stage_in_copies(template, tiers, s, columns):
-            for source, mask in sources:
-                mib = np.where(mask, copied_from(volumes, name, source), 0.0)
-                per_node[:, k, 0, x] += mib
-                per_node[rows, k, 0, t_s] += mib
-        out_mib = _volume(volumes, name, "out_files_mib", "write_mib")
-        for y, mask in enumerate(stage_out_moves(template, tiers, s, columns)):
-            mib = np.where(mask, out_mib, 0.0)
-            fan_out = t_s == y
+        fixed[rows, k, 1, t_s] += (volume_of(volumes, name, "read_mib")
+                                   + volume_of(volumes, name, "write_mib"))
+        moves = stage_moves(template, tiers, s, columns, volumes)
+        for x, mib in moves.copy_in.items():
+            per_node[:, k, 0, x] += mib
+            per_node[rows, k, 0, t_s] += mib
+        for y, mib in moves.move_out.items():
+            fan_out = moves.fan_out[y]
             # A fan-out gives every node the outputs the other nodes wrote, (N - 1)
             # times them in all (none on one node); a copy or flush moves them once.
             per_node[:, k, 2, y] += np.where(fan_out, mib, 0.0)

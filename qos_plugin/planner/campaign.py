@@ -150,7 +150,7 @@ def retrain(base: TrainedModel, inputs: ModelInputs, profile_path: Path, version
             calibrated_from: dict[str, Any], memory_budget: int | None = None) -> TrainedModel:
     """``base`` trained again with the profile at ``profile_path``: its template,
     I/O data, tiers, node counts and region selection, as 'qos-plan train' does."""
-    from qos_plugin.model.capacity import floor_of
+    from qos_plugin.model.carried import carried_of
     from qos_plugin.model.costbuild import build_cost_table
     from qos_plugin.model.iodata import stage_volumes
     from qos_plugin.model.makespan import MakespanModel
@@ -166,8 +166,8 @@ def retrain(base: TrainedModel, inputs: ModelInputs, profile_path: Path, version
     template, tiers = inputs.template, inputs.tiers
     costs = build_cost_table(template, inputs.io, profile, tiers, nodes)
     volumes = stage_volumes(inputs.io, template.stage_names)
-    table = MakespanModel(template, costs, tiers).evaluate(
-        nodes, memory_budget=memory_budget, floor=floor_of(profile, tiers, volumes))
+    table = MakespanModel(template, costs, tiers, carried=carried_of(profile, volumes)
+                          ).evaluate(nodes, memory_budget=memory_budget)
     cart = CartSettings(select=select)
     configs, regions, labels = fit_table_regions(table, cart)
     provenance = copy.deepcopy(base.provenance)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from qos_plugin.errors import InputError
-from qos_plugin.model.capacity import floor_of
+from qos_plugin.model.carried import carried_of
 from qos_plugin.model.costbuild import build_cost_table
 from qos_plugin.model.iodata import IoData, stage_volumes
 from qos_plugin.model.makespan import MakespanModel
@@ -110,8 +110,8 @@ def predict(template: WorkflowTemplate, io: IoData, profile: StorageProfile, tie
     keys = [tuple(tiers.index(p[s]) for s in template.stage_names) for p in placements]
     distinct = list(dict.fromkeys(keys))
     cfg = np.asarray(distinct, dtype=np.int16).reshape(len(distinct), len(template.stages))
-    floor = floor_of(profile, tiers, stage_volumes(scaled, template.stage_names))
-    table = MakespanModel(template, costs, tiers).evaluate([nodes], configs=cfg, floor=floor)
+    carried = carried_of(profile, stage_volumes(scaled, template.stage_names))
+    table = MakespanModel(template, costs, tiers, carried=carried).evaluate([nodes], configs=cfg)
     # evaluate() sorts its rows by makespan: find each placement's row again.
     where = {tuple(int(v) for v in row): i for i, row in enumerate(table.config.tolist())}
     lin, lex, lout = table.level_in, table.level_exec, table.level_out

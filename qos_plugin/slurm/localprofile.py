@@ -73,23 +73,30 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def speeds(rows: Sequence[dict[str, str]], tiers: Sequence[str]) -> dict[str, dict[str, float]]:
     """Per tier, MiB/s of the profile's reads and writes with one task and with two
     (``write x1``: 1 MiB transfers; ``write 4KiB x1``: 4 KiB ones, where a per-call
-    cost such as FUSE's shows), and per move its single copy's rate."""
+    cost such as FUSE's shows), and per move its single copy's rate; of each, the
+    longest run's (what a workflow's volumes get)."""
     out: dict[str, dict[str, float]] = {}
+    longest: dict[tuple[str, str], float] = {}
     for r in rows:
         op, st, tasks = r["operation"], r["storageType"], int(float(r["tasksPerNode"]))
-        size = int(float(r["transferSize"]))
+        size, mib = int(float(r["transferSize"])), float(r["aggregateFilesizeMB"])
         if st in tiers and op in ("read", "write") and size in (MIB, 4096):
             label = f"{op} x{tasks}" if size == MIB else f"{op} 4KiB x{tasks}"
-            out.setdefault(st, {})[label] = float(r["trMiB"])
         elif op in ("cp", "scp") and tasks == 1:
-            out.setdefault(st, {})[op] = float(r["trMiB"])
+            label = op
+        else:
+            continue
+        if mib >= longest.get((st, label), 0.0):
+            longest[(st, label)] = mib
+            out.setdefault(st, {})[label] = float(r["trMiB"])
     return out
 
 
 def speeds_table(found: dict[str, dict[str, float]], site: Site, node: str) -> str:
     cols = ["write x1", "write x2", "read x1", "read x2", "write 4KiB x1", "read 4KiB x1"]
     lines = [f"Measured on {node} through the job's paths by deploy/local/profile "
-             f"(MiB/s, 64 MiB per run; xK: K tasks; 1 MiB transfers unless 4KiB).", "",
+             f"(MiB/s of the longest runs; "
+             f"xK: K tasks; 1 MiB transfers unless 4KiB).", "",
              "| tier | kind | path jobs use | " + " | ".join(cols) + " |",
              "|---|---|---|" + "---:|" * len(cols)]
     for name, t in site.tiers.items():

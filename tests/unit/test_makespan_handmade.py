@@ -204,3 +204,75 @@ def test_capacities_come_from_grid_profiles_only():
     runs = {k: (x, np.asarray(r)) for k, (x, r) in runs.items()}
     assert capacity_of(StorageProfile("p", runs, estimator="grid"), TIERS) == {"pfs": 110.0}
     assert capacity_of(StorageProfile("p", runs), TIERS) == {}
+
+
+def _grid_profile(start: float = 0.5):
+    """One run per operation and tier, so every lookup gives its rate: reads 10 and
+    writes 5 MiB/s on pfs, 100 and 50 on each node-local tier; copies from pfs 20,
+    to pfs 10, a fan-out 40 (all per node; the profile knows one node)."""
+    from qos_plugin.model.profile import StorageProfile
+
+    point = np.array([[1.0, 1.0, 1048576.0, 64.0]])
+    rates = {("read", "pfs"): 10.0, ("write", "pfs"): 5.0}
+    for t in ("nvme", "ram", "bb"):
+        rates |= {("read", t): 100.0, ("write", t): 50.0, ("cp", f"pfs-{t}"): 20.0,
+                  ("cp", f"{t}-pfs"): 10.0, ("scp", f"{t}-{t}"): 40.0}
+    runs = {k: (point, np.array([r])) for k, r in rates.items()}
+    return StorageProfile("hand", runs, estimator="grid", phase_start_s=start)
+
+
+def _carried_volumes():
+    mib = 1048576.0
+    vol = {"A": (12.0, 8.0, {"initial_data": 6.0}), "B": (4.0, 2.0, {"initial_data": 4.0}),
+           "C": (10.0, 6.0, {"A": 8.0, "B": 2.0}), "D": (8.0, 4.0, {"A": 8.0}),
+           "E": (6.0, 1.0, {"C": 6.0})}
+    return {s: {"read_mib": r, "write_mib": w, "in_files_mib": sum(src.values()),
+                "out_files_mib": w, "in_from_mib": src, "read_transfer_bytes": mib,
+                "write_transfer_bytes": mib} for s, (r, w, src) in vol.items()}
+
+
+@pytest.fixture(scope="module")
+def carried():
+    from qos_plugin.model.carried import carried_of
+
+    pricing = carried_of(_grid_profile(), _carried_volumes())
+    return MakespanModel(TEMPLATE, cost_table(), TIERS, carried=pricing).evaluate([1, 2])
+
+
+def test_a_site_model_charges_what_each_phase_carries_all_on_the_shared_tier(carried):
+    # Each stage's reads and writes once (plus one 0.5 s start), not once per
+    # predecessor: A 12/10 + 8/5 + 0.5 = 3.3 (B 1.3); C 10/10 + 6/5 + 0.5 = 2.7
+    # (D 2.1); E 0.6 + 0.2 + 0.5 = 1.3. pfs serves 20 MiB/s at most (its copies), so
+    # no level's floor (26, 28 and 7 MiB) reaches these.
+    i = row(carried, 2, A="pfs", B="pfs", C="pfs", D="pfs", E="pfs")
+    assert carried.level_exec[i].tolist() == pytest.approx([3.3, 2.7, 1.3])
+    assert carried.level_in[i].tolist() == carried.level_out[i].tolist() == [0, 0, 0]
+    assert carried.total[i] == pytest.approx(7.3)
+
+
+def test_a_site_model_copies_only_what_is_not_on_the_node(carried):
+    i = row(carried, 2, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
+    # L1 in: A's 6 MiB of initial data onto 2 nodes through pfs: 12/20 + 0.5. L1 exec:
+    # B on pfs 1.3 (A on nvme: 12/200 + 8/100 + 0.5). L1 out: A fans its 8 MiB out
+    # (each node gets the other's half: 8 MiB at 2 x 40) 0.6, B moves its 2 MiB onto
+    # nvme 2/20 + 0.5 = 0.6. L2 in: C brings B's 2 MiB (A's outputs are on the nodes):
+    # 4/20 + 0.5; exec C 10/200 + 6/100 + 0.5; out C's 6 MiB to pfs 6/10 + 0.5.
+    # L3: E on pfs 1.3.
+    assert carried.level_in[i].tolist() == pytest.approx([1.1, 0.7, 0.0])
+    assert carried.level_exec[i].tolist() == pytest.approx([1.3, 0.61, 1.3])
+    assert carried.level_out[i].tolist() == pytest.approx([0.6, 1.1, 0.0])
+    assert carried.total[i] == pytest.approx(6.71)
+    # On one node: no fan-out, copies onto one node, node-local rates of one node.
+    j = row(carried, 1, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
+    assert carried.level_in[j].tolist() == pytest.approx([0.8, 0.6, 0.0])
+    assert carried.level_exec[j].tolist() == pytest.approx([1.3, 0.72, 1.3])
+    assert carried.level_out[j].tolist() == pytest.approx([0.6, 1.1, 0.0])
+
+
+def test_published_estimator_profiles_keep_the_published_rules():
+    from qos_plugin.model.carried import carried_of
+
+    published = _grid_profile()
+    published.estimator = "qosflow"
+    assert carried_of(published, _carried_volumes()) is None
+    assert carried_of(_grid_profile(), None) is None

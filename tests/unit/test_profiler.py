@@ -15,7 +15,7 @@ from qos_plugin.profiler.runner import run_sweep
 from qos_plugin.profiler.sweep import COLUMNS, Sweep, io_runs, move_runs, parse_tier_dir
 
 TINY = Sweep(transfer_sizes=(4096, 1 << 20), data_sizes=(4,), tasks=(1, 2), move_copies=(1, 2),
-             move_mib=4, repeats=1)
+             move_sizes=(4,), repeats=1)
 
 
 def test_a_tiny_sweep_gives_a_profile_in_the_ior_schema(tmp_path):

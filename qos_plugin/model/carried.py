@@ -1,0 +1,112 @@
+"""A site model's prices: what a placement carries, at the rates its profile measured.
+
+The published rules (``costbuild.py``, QoSFlow's) price cautiously, and the artifact's
+makespans are built with them: an edge's read is the consumer's whole read volume,
+charged once per predecessor; a stage-in copies every file the stage touches (its own
+outputs too) whether or not it is already on the node; a stage-out moves the stage's
+inputs with its outputs. Measured against runs here (``qos-plan validate``) those
+rules overcharged every phase 1.5-2x: a stage reading two predecessors' outputs was
+charged its reads twice, and a stage-in bringing one predecessor's 150 MiB was charged
+the 912 MiB its stage touches.
+
+A model built from this product's own measurements (a ``grid`` profile, see
+``profile.py``) is priced instead by the movement rules a run follows
+(``movement.py``), at the profile's rates (the cost builder's lookups, so a one-node
+profile scales as it does there):
+
+* **execution** of a stage on a tier at N nodes: its reads (``read_mib`` at the rate
+  of N nodes x its tasks per node reading that much in its read transfer size) plus
+  its writes likewise, plus one phase start when it moves anything;
+* **a stage-in copy** from shared tier x onto node-local tier y: the MiB it brings
+  onto each node, N times, at the rate of one copy per node moving that much, plus a
+  start;
+* **a stage-out move** of the stage's outputs to tier y: their MiB (N - 1 times over
+  on a fan-out, which gives each node the others'), at the rate of that move, plus a
+  start.
+
+Profiles read with the published estimator keep the published rules (``carried_of``
+returns None). The shared tiers' floor (``capacity.py``) applies on top of these prices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qos_plugin.errors import InputError
+from qos_plugin.model.costbuild import MOVE_TRANSFER, Pricer
+from qos_plugin.model.movement import Volumes, volume_of
+from qos_plugin.model.profile import StorageProfile
+from qos_plugin.model.template import Stage
+from qos_plugin.model.tiers import Tier, move_name
+
+# One copy process per node and source, as a run starts them (planner/runner.py).
+COPIES_PER_NODE = 1
+
+
+@dataclass
+class CarriedPricing:
+    """The profile and the stages' volumes (``iodata.stage_volumes``) a site model is
+    priced from."""
+
+    profile: StorageProfile
+    volumes: Volumes
+    _pricer: Pricer = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._pricer = Pricer(self.profile)
+
+    @property
+    def start(self) -> float:
+        return self.profile.phase_start_s
+
+    def exec_seconds(self, stage: Stage, tier: Tier, nodes: int) -> tuple[float, float]:
+        """(reads, writes) of ``stage`` on ``tier`` at ``nodes`` nodes; the phase's
+        start is in the writes (in the reads for a stage that writes nothing)."""
+        tpn = stage.tasks_per_node(nodes)
+        secs = []
+        for op in ("read", "write"):
+            mib = volume_of(self.volumes, stage.name, f"{op}_mib")
+            if mib <= 0:
+                secs.append(0.0)
+                continue
+            transfer = volume_of(self.volumes, stage.name, f"{op}_transfer_bytes")
+            rate = self._pricer.rate(op, tier.name, tier.is_local, nodes, tpn, transfer, mib)
+            secs.append(mib / self._measured(rate, op, tier.name,
+                                             f"stage {stage.name} {op}s {mib:,.1f} MiB"))
+        read, write = secs
+        if write > 0:
+            write += self.start
+        elif read > 0:
+            read += self.start
+        return read, write
+
+    def move_seconds(self, src: Tier, dst: Tier, mib: np.ndarray, nodes: int) -> np.ndarray:
+        """Seconds of a move of ``mib`` MiB in all (per configuration) from ``src`` to
+        ``dst`` on ``nodes`` nodes, its start included; 0 where it moves nothing."""
+        op = "scp" if src.name == dst.name else "cp"
+        move = move_name(src.name, dst.name)
+        per_node = src.is_local and dst.is_local
+        out = np.zeros(mib.shape[0])
+        for total in np.unique(mib[mib > 0]).tolist():
+            rate = self._pricer.rate(op, move, per_node, nodes, COPIES_PER_NODE,
+                                     MOVE_TRANSFER, total)
+            rate = self._measured(rate, op, move, f"a move of {total:,.1f} MiB")
+            out[mib == total] = total / rate + self.start
+        return out
+
+    def _measured(self, rate: float, op: str, storage: str, what: str) -> float:
+        if rate == rate and rate > 0:
+            return rate
+        raise InputError(self.profile.source, f"no {op} run on {storage} ({what})",
+                         "measure the tiers with 'qos-plan profile'")
+
+
+def carried_of(profile: StorageProfile | None, volumes: Volumes | None
+               ) -> CarriedPricing | None:
+    """The carried prices of a model built from ``profile`` and these volumes: only for
+    this product's own measurements (the ``grid`` estimator; see the module)."""
+    if profile is None or not volumes or profile.estimator != "grid":
+        return None
+    return CarriedPricing(profile, volumes)
