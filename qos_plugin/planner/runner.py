@@ -239,9 +239,12 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
         return str(lay.dir(key[0], key[1]) / key[2] / name)
 
     used = list(dict.fromkeys([home, *spec.placement.values()]))
-    init_bytes = max([int(round(vol[s.name].get("in_files_mib", vol[s.name]["read_mib"])
-                                * scale * MIB)) for s in tmpl.stages if s.reads_initial_data]
-                     or [0])
+    # The initial data is every stage's own part of it, end to end: what the model
+    # copies for each stage (movement.copied_from) and what its tasks read in place.
+    parts = {s.name: int(round(copied_from(vol, s.name, INITIAL_DATA) * scale * MIB))
+             for s in tmpl.stages if s.reads_initial_data}
+    part_at = {name: sum(list(parts.values())[:i]) for i, name in enumerate(parts)}
+    init_bytes = sum(parts.values())
     init_key: Key = (home, 0, INITIAL_DATA)
     prepare = []
     for j in range(N):
@@ -264,10 +267,10 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
         return (pt, node if tiers[pt].is_local else 0, source)
 
     def copy(stage: str, node: int, pairs: list[tuple[Key, Key, str]],
-             adds: list[tuple[Key, str]], limit: int | None = None) -> Action:
+             adds: list[tuple[Key, str]], part: tuple[int, int] | None = None) -> Action:
         adds += [(dst, name) for _src, dst, name in pairs]
-        # A limit copies the first ``limit`` bytes of each file (taskproc.copy).
-        tail = [] if limit is None else [limit]
+        # A part (bytes, offset) copies only those bytes of each file (taskproc.copy).
+        tail = [] if part is None else list(part)
         return Action(stage, node, {"kind": "copy",
                                     "pairs": [[path(s, n), path(d, n), *tail]
                                               for s, d, n in pairs]},
@@ -293,14 +296,13 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
                             # The initial data's copy carries what the model charges
                             # this stage's (movement.copied_from): its own part, in a
                             # directory of its own, not the whole input per stage.
-                            limit = (min(init_bytes, int(round(copied_from(
-                                vol, st.name, INITIAL_DATA) * scale * MIB)))
-                                if source == INITIAL_DATA else None)
+                            part = ((parts[st.name], part_at[st.name])
+                                    if source == INITIAL_DATA else None)
                             for j in lay.nodes_of(t):
                                 dst: Key = (t, j, _copy_name(source, st.name))
                                 acts.append(copy(st.name, j, [(src, dst, n)
                                                               for n in files.get(src, [])],
-                                                 adds, limit))
+                                                 adds, part))
                 elif phase == "execution":
                     rb = _per_task(vol[st.name]["read_mib"], scale, st.num_tasks)
                     wb = _per_task(vol[st.name]["write_mib"], scale, st.num_tasks)
@@ -308,13 +310,16 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
                     for i in range(st.num_tasks):
                         j = i % N
                         node = j if tiers[t].is_local else 0
-                        reads = [path(k, n) for src in st.predecessors
-                                 for k in [source_key(src, t, node, st.name)]
-                                 for n in files.get(k, [])]
+                        keys = [source_key(src, t, node, st.name) for src in st.predecessors]
+                        reads = [path(k, n) for k in keys for n in files.get(k, [])]
+                        # Task i reads its own part of the inputs (from the stage's own
+                        # part of the initial data when it reads that in place).
+                        base = part_at.get(st.name, 0) if keys[:1] == [init_key] else 0
                         out: Key = (t, node, st.name)
                         adds.append((out, f"t{i}.dat"))
                         a = Action(st.name, j, {"kind": "task", "reads": reads,
-                                                "read_bytes": rb, "out": path(out, f"t{i}.dat"),
+                                                "read_bytes": rb, "read_from": base + i * rb,
+                                                "out": path(out, f"t{i}.dat"),
                                                 "write_bytes": wb, "transfer": tx["read"],
                                                 "write_transfer": tx["write"]})
                         tasks[st.name].append(a)
@@ -390,7 +395,7 @@ def local_launcher(pool: ProcessPoolExecutor) -> Launcher:
         p = a.payload
         if p["kind"] == "task":
             return pool.submit(_task, p["reads"], p["read_bytes"], p["out"], p["write_bytes"],
-                               p["transfer"], p["write_transfer"])
+                               p["transfer"], p["write_transfer"], p.get("read_from", 0))
         if p["kind"] == "copy":
             return pool.submit(_copy, [tuple(x) for x in p["pairs"]])
         return pool.submit(taskproc.prepare, p["remove"], p["init"], p["init_bytes"],

@@ -4,11 +4,15 @@ step runs it with the nodes' system Python, which has no numpy.
 
 An *action* is a JSON object; its ``kind`` says what it does:
 
-* ``task``: read ``read_bytes`` cycling over the files ``reads``, ``transfer``
-  bytes at a time, then write ``write_bytes`` to ``out``, ``write_transfer`` at a
-  time;
+* ``task``: read ``read_bytes`` cycling over the files ``reads`` (laid end to end,
+  from byte ``read_from`` of them: tasks of a stage read their own parts, as a
+  stage's tasks read their own inputs, not all the same first bytes, which one
+  node's page cache would serve), ``transfer`` bytes at a time, then write
+  ``write_bytes`` to ``out``, ``write_transfer`` at a time;
 * ``copy``: copy each ``[source, destination]`` (or ``[source, destination, limit]``:
-  its first ``limit`` bytes) of ``pairs``, a large file in ranges by several threads;
+  its first ``limit`` bytes, or ``[source, destination, limit, offset]``: ``limit``
+  bytes from ``offset`` on, round the end of the source to its start) of ``pairs``,
+  a large file in ranges by several threads;
 * ``prepare``: remove the directories ``remove`` (what an earlier run left would be
   read as this run's inputs), then write ``init_bytes`` to ``init`` when given.
 
@@ -50,25 +54,30 @@ COPY_STREAMS = 8
 
 
 def task(reads: list[str], read_bytes: int, out: str, write_bytes: int,
-         transfer: int, write_transfer: int) -> Result:
-    """One task: read ``read_bytes`` cycling over ``reads`` ``transfer`` bytes at a time,
-    write ``write_bytes`` to ``out`` ``write_transfer`` at a time; returns bytes read,
-    bytes written and wall-clock start and end."""
+         transfer: int, write_transfer: int, read_from: int = 0) -> Result:
+    """One task: read ``read_bytes`` cycling over ``reads`` (end to end, from byte
+    ``read_from`` of them) ``transfer`` bytes at a time, write ``write_bytes`` to
+    ``out`` ``write_transfer`` at a time; returns bytes read, bytes written and
+    wall-clock start and end."""
     start = time.time()
     done = 0
     sizes = [os.path.getsize(p) for p in reads]
     if read_bytes and not any(sizes):
         raise RuntimeError(f"nothing to read for {out}")
+    at = read_from % sum(sizes) if read_bytes else 0
     while done < read_bytes:
         for p, size in zip(reads, sizes, strict=True):
-            if not size:
+            if at >= size:              # before the first byte to read (or empty)
+                at -= size
                 continue
             with open(p, "rb", buffering=0) as f:
+                f.seek(at)
                 while done < read_bytes:
                     chunk = f.read(min(transfer, read_bytes - done))
                     if not chunk:
                         break
                     done += len(chunk)
+            at = 0
             if done >= read_bytes:
                 break
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -82,27 +91,33 @@ def task(reads: list[str], read_bytes: int, out: str, write_bytes: int,
 
 
 def copy(pairs: list[tuple[Any, ...]], streams: int = COPY_STREAMS) -> Result:
-    """Copy each (source, destination) file, or its first ``limit`` bytes for a
-    (source, destination, limit), ``streams`` ranges at once; bytes read and written,
-    start, end."""
+    """Copy each (source, destination) file, its first ``limit`` bytes for a (source,
+    destination, limit), or ``limit`` bytes from ``offset`` round the source for a
+    (source, destination, limit, offset), ``streams`` ranges at once; bytes read and
+    written, start, end."""
     start = time.time()
     moved = 0
-    for src, dst, *limit in pairs:
+    for src, dst, *part in pairs:
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         size = os.path.getsize(src)
-        if limit:
-            size = min(size, int(limit[0]))
+        want = min(size, int(part[0])) if part else size
+        offset = int(part[1]) % size if len(part) > 1 and size else 0
+        # (source begin, source end, destination begin) of each piece.
+        first = min(want, size - offset)
+        pieces = [(offset, offset + first, 0)]
+        if first < want:
+            pieces.append((0, want - first, first))
         fi = os.open(src, os.O_RDONLY)
         try:
             fo = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                k = max(1, min(streams, size // CHUNK))
-                cuts = [size * i // k for i in range(k + 1)]
-                if k == 1:
-                    _copy_range(fi, fo, 0, size)
+                ranges = [r for b, e, d in pieces for r in _ranges(b, e, d, streams)]
+                if len(ranges) == 1:
+                    _copy_range(fi, fo, *ranges[0])
                 else:
-                    with ThreadPoolExecutor(k) as pool:
-                        list(pool.map(_copy_range, [fi] * k, [fo] * k, cuts[:-1], cuts[1:]))
+                    with ThreadPoolExecutor(len(ranges)) as pool:
+                        list(pool.map(_copy_range, [fi] * len(ranges), [fo] * len(ranges),
+                                      *zip(*ranges, strict=True)))
             finally:
                 os.close(fo)
         finally:
@@ -111,7 +126,15 @@ def copy(pairs: list[tuple[Any, ...]], streams: int = COPY_STREAMS) -> Result:
     return moved, moved, start, time.time()
 
 
-def _copy_range(fi: int, fo: int, begin: int, end: int) -> None:
+def _ranges(begin: int, end: int, dst: int, streams: int) -> list[tuple[int, int, int]]:
+    """``[begin, end)`` of a source (to ``dst`` on) cut into at most ``streams`` ranges
+    of at least a chunk each."""
+    k = max(1, min(streams, (end - begin) // CHUNK))
+    cuts = [begin + (end - begin) * i // k for i in range(k + 1)]
+    return [(a, b, dst + a - begin) for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
+def _copy_range(fi: int, fo: int, begin: int, end: int, dst: int) -> None:
     at = begin
     while at < end:
         chunk = os.pread(fi, min(CHUNK, end - at), at)
@@ -119,7 +142,7 @@ def _copy_range(fi: int, fo: int, begin: int, end: int) -> None:
             return
         done = 0
         while done < len(chunk):
-            done += os.pwrite(fo, chunk[done:], at + done)
+            done += os.pwrite(fo, chunk[done:], dst + at - begin + done)
         at += len(chunk)
 
 
@@ -147,7 +170,8 @@ def perform(action: dict[str, Any]) -> list[Any]:
     kind = action["kind"]
     if kind == "task":
         res = task(action["reads"], action["read_bytes"], action["out"],
-                   action["write_bytes"], action["transfer"], action["write_transfer"])
+                   action["write_bytes"], action["transfer"], action["write_transfer"],
+                   action.get("read_from", 0))
     elif kind == "copy":
         res = copy([tuple(p) for p in action["pairs"]])
     elif kind == "prepare":

@@ -116,19 +116,24 @@ def test_each_stage_copies_its_own_part_of_the_input(model, tmp_path):
     spec = runner.check_run(model, placement, 2, 1 / 64,
                             {t: tmp_path / t for t in ("pfs", "nfs", "ram")})
     plan = runner.plan_run(spec)
-    limits = {}
+    limits, offsets = {}, {}
     for stage in ("A", "B"):
         copies = _actions(plan, stage, "stage-in")
         assert [a.node for a in copies] == [0, 1]
         for a in copies:
-            (src, dst, limit), = a.payload["pairs"]
+            (src, dst, limit, offset), = a.payload["pairs"]
             assert src.endswith("initial_data/input.dat")
             assert f"/initial_data-{stage}/" in dst
-            limits[stage] = limit
+            limits[stage], offsets[stage] = limit, offset
     assert model.volumes is not None
     for stage, limit in limits.items():
         assert limit == round(copied_from(model.volumes, stage, "initial_data") * 1024 * 1024 / 64)
     assert limits == {"A": 12 * 16 * 1024, "B": 2 * 16 * 1024}
+    # The input is the stages' parts end to end: B's part follows A's, so that the two
+    # copies read different bytes of the shared tier, as the model charges both.
+    assert offsets == {"A": 0, "B": limits["A"]}
+    init = next(a for a in plan.prepare if a.payload["init"])
+    assert init.payload["init_bytes"] == limits["A"] + limits["B"]
     # and B's tasks read their copy, not A's
     for a in plan.tasks["B"]:
         assert all("/initial_data-B/" in r for r in a.payload["reads"])
@@ -141,15 +146,53 @@ def test_each_stage_copies_its_own_part_of_the_input(model, tmp_path):
 
 
 @pytest.mark.parametrize("streams", [1, 4])
-@pytest.mark.parametrize("limit", [None, 3 * taskproc.CHUNK + 7, 10])
-def test_a_copy_in_ranges_is_the_file_byte_for_byte(tmp_path, streams, limit):
+@pytest.mark.parametrize("part", [None, (3 * taskproc.CHUNK + 7,), (10,),
+                                  (2 * taskproc.CHUNK + 5, taskproc.CHUNK + 3),
+                                  (3 * taskproc.CHUNK, 4 * taskproc.CHUNK)])
+def test_a_copy_in_ranges_is_the_file_byte_for_byte(tmp_path, streams, part):
     import os
 
     data = os.urandom(5 * taskproc.CHUNK + 123)
     (tmp_path / "src").write_bytes(data)
     pair = [str(tmp_path / "src"), str(tmp_path / "d" / "dst")]
-    r, w, start, end = taskproc.copy([tuple(pair + ([] if limit is None else [limit]))],
-                                     streams=streams)
-    want = data if limit is None else data[:limit]
+    r, w, start, end = taskproc.copy([tuple(pair + list(part or ()))], streams=streams)
+    if part is None:
+        want = data
+    else:
+        # From the offset on, round the end of the file to its start (the last case).
+        offset = part[1] if len(part) > 1 else 0
+        want = (data + data)[offset:offset + part[0]]
     assert (tmp_path / "d" / "dst").read_bytes() == want
     assert r == w == len(want) and end >= start
+
+
+def test_tasks_of_a_stage_read_their_own_parts_of_the_inputs(tmp_path, monkeypatch):
+    import os
+
+    files = [tmp_path / "a", tmp_path / "b"]
+    for f, n in zip(files, (3000, 5000), strict=True):
+        f.write_bytes(os.urandom(n))
+    reads = [str(f) for f in files]
+    got = []
+    for i in range(4):
+        r, _w, _s, _e = taskproc.task(reads, 2000, str(tmp_path / f"o{i}"), 0, 700, 700,
+                                      read_from=i * 2000)
+        got.append(r)
+    assert got == [2000] * 4
+    # Where each task starts: its own 2000 bytes of the 8000, end to end (task 1 from
+    # byte 2000: the last 1000 of a, then b's first 1000), checked by reading with a
+    # file that records nothing but where reads begin.
+    opened = []
+    real_open = open
+
+    def spy(path, *args, **kw):
+        f = real_open(path, *args, **kw)
+        seek = f.seek
+        f.seek = lambda at, *a: (opened.append((os.path.basename(path), at)), seek(at, *a))[1]
+        return f
+
+    monkeypatch.setattr("builtins.open", spy)
+    taskproc.task(reads, 2000, str(tmp_path / "x"), 0, 700, 700, read_from=2000)
+    taskproc.task(reads, 2000, str(tmp_path / "y"), 0, 700, 700, read_from=7000)
+    monkeypatch.undo()
+    assert opened == [("a", 2000), ("b", 0), ("b", 4000), ("a", 0)]

@@ -230,7 +230,7 @@ SPY_DIR = "QOS_TEST_TRANSFER_SPY"
 
 
 def spy_task(reads: list[str], read_bytes: int, out: str, write_bytes: int, transfer: int,
-             write_transfer: int) -> tuple[int, int, float, float]:
+             write_transfer: int, read_from: int = 0) -> tuple[int, int, float, float]:
     """runner._task, noting the transfer sizes it was given (in a worker process)."""
     import os
 
@@ -238,7 +238,8 @@ def spy_task(reads: list[str], read_bytes: int, out: str, write_bytes: int, tran
 
     with open(Path(os.environ[SPY_DIR]) / f"{os.getpid()}.txt", "a") as f:
         f.write(f"{out} {transfer} {write_transfer}\n")
-    return runner.TASK(reads, read_bytes, out, write_bytes, transfer, write_transfer)
+    return runner.TASK(reads, read_bytes, out, write_bytes, transfer, write_transfer,
+                       read_from)
 
 
 @pytest.mark.parametrize("transfer, expect", [(None, MIB), ("64KiB", 65536)])
