@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="profile CSV to write")
     pr.add_argument("--quick", action="store_true",
                     help="a small sweep that finishes in well under a minute")
+    pr.add_argument("--long-runs", action="store_true",
+                    help="also read, write (1 MiB transfers) and copy 512 MiB per run: rates "
+                         "of the volumes workflows move, which a short run's start lowers")
 
     rn = sub.add_parser("run", help="run a trained workflow for real (local or Slurm)",
                         description="Run model NAME's workflow for real: each stage's tasks "
@@ -414,12 +417,15 @@ def cmd_profile(a: argparse.Namespace) -> int:
         io_runs,
         move_runs,
         parse_tier_dir,
+        with_long_runs,
     )
 
     tiers = [parse_tier_dir(t) for t in a.tier]
     check_tiers(tiers)
     fio_path()
     sweep = QUICK if a.quick else FULL
+    if a.long_runs:
+        sweep = with_long_runs(sweep)
     io, moves = io_runs(tiers, sweep), move_runs(tiers, sweep)
     t0 = time.perf_counter()
     progress = Progress("profile")

@@ -41,7 +41,8 @@ from qos_plugin.model.profile import StorageProfile
 from qos_plugin.model.template import Stage
 from qos_plugin.model.tiers import Tier, move_name
 
-# One copy process per node and source, as a run starts them (planner/runner.py).
+# A stage's copy from one tier is priced as one copy per node moving all its sources'
+# bytes (a run starts one per source and node, each in 8 ranges: planner/runner.py).
 COPIES_PER_NODE = 1
 
 

@@ -19,7 +19,9 @@ with each term the largest of that level's actions:
 
 Moves take the cheapest row over every tasks-per-node value, so they do not
 depend on N; only ``exec`` does. The semantics, tie-breaking and column layout are
-the QoSFlow artifact's, which this module reproduces bit for bit.
+the QoSFlow artifact's, which this module reproduces bit for bit. A site model
+(built from a ``grid`` profile: ``carried.py``) prices execution and moves by the
+bytes they carry instead, and its moves then depend on N (copies go to every node).
 
 All costs are looked up once per (stage, tier, N) and gathered with numpy over the
 configurations; nothing here loops over configurations in Python.
@@ -154,8 +156,9 @@ def _gib(n: int) -> str:
 class _Space:
     """What all rows of one evaluation share.
 
-    The staging terms depend on the configuration only, the execution terms on
-    the configuration and N; rows index into these instead of copying them, so
+    The staging terms depend on the configuration (and, for a site model, on N:
+    one move group per node count), the execution terms on the configuration and
+    N; rows index into these instead of copying them, so
     a table of millions of rows costs a few arrays of row indices until a
     breakdown column is asked for.
     """
@@ -167,9 +170,10 @@ class _Space:
     tpn: np.ndarray                 # (K, S) tasks per node
     read_considered: np.ndarray     # (S,) stages whose read is a column (else "-")
     members: tuple[np.ndarray, ...]  # stage indices of each level
-    # Per move group and configuration: staging terms and their winners. Moves do not
-    # depend on N, except that one node has no fan-out: group 1 is N = 1 when an
-    # evaluation has both (``group`` gives each node count's).
+    # Per move group and configuration: staging terms and their winners. Moves priced
+    # by the cost table do not depend on N, except that one node has no fan-out: group
+    # 1 is N = 1 when an evaluation has both; a site model's have a group per node
+    # count (``group`` gives each node count's).
     moves: dict[str, np.ndarray]    # (G, V, ...)
     group: np.ndarray               # (K,) move group of each node count
     # (K, V, L, 3) the shared tiers' floor under each phase (capacity.py), if any.

@@ -18,8 +18,12 @@ What a run does, and what it takes from the model:
 * task ``i`` writes one file ``<stage>/t<i>.dat``; a task reads its volume from its
   sources' files (the initial data and its predecessors' outputs) where they are on
   its tier and node (after a copy), else where they were written, cycling over them;
-* the initial data, one file on the home tier, is as large as the largest distinct
-  input (``in_files_mib``) of a stage reading it, scaled;
+* task ``i`` starts reading at byte ``i`` times its volume of its sources laid end to
+  end (``read_from``): the tasks of a stage read their own parts, not all the same
+  first bytes, which one node's page cache would serve;
+* the initial data, one file on the home tier, is the parts of it the stages reading
+  it read (``movement.copied_from``, scaled), end to end: a stage's stage-in copies its
+  own part, and its tasks reading in place start at it;
 * stage-in: each copy ``movement.stage_in_copies`` charges brings the source's files
   onto every node of the stage's node-local tier; stage-out: each move
   ``movement.stage_out_moves`` charges copies the outputs (kept at the source, since
@@ -311,6 +315,7 @@ def plan_run(spec: RunSpec, node_dirs: bool = True) -> RunPlan:
                         j = i % N
                         node = j if tiers[t].is_local else 0
                         keys = [source_key(src, t, node, st.name) for src in st.predecessors]
+                        keys.sort(key=lambda k: k != init_key)   # initial data in place first
                         reads = [path(k, n) for k in keys for n in files.get(k, [])]
                         # Task i reads its own part of the inputs (from the stage's own
                         # part of the initial data when it reads that in place).

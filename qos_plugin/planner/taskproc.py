@@ -115,7 +115,7 @@ def copy(pairs: list[tuple[Any, ...]], streams: int = COPY_STREAMS) -> Result:
                 if len(ranges) == 1:
                     _copy_range(fi, fo, *ranges[0])
                 else:
-                    with ThreadPoolExecutor(len(ranges)) as pool:
+                    with ThreadPoolExecutor(min(streams, len(ranges))) as pool:
                         list(pool.map(_copy_range, [fi] * len(ranges), [fo] * len(ranges),
                                       *zip(*ranges, strict=True)))
             finally:

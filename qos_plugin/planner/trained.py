@@ -9,6 +9,7 @@ Format ``qos-model/2``::
      "stages": [...],                                          # column order of placements
      "levels": [...], "stage_levels": {stage: level},
      "volumes": {stage: {"read_mib", "write_mib", "in_files_mib", "out_files_mib",
+                         "in_from_mib"?: {source: MiB},
                          "read_transfer_bytes"?, "write_transfer_bytes"?}} | null,
      "rows": {"count": R,
               "nodes": COLUMN, "total": COLUMN, "region": COLUMN, "path": COLUMN,
@@ -54,7 +55,7 @@ from qos_plugin.model.limits import (
     MAX_TRANSFER_BYTES,
     check_name,
 )
-from qos_plugin.model.template import template_from_dict
+from qos_plugin.model.template import INITIAL_DATA, template_from_dict
 from qos_plugin.planner.contract import Contract, ContractTables, contract_of, contracts_from_json
 
 MODEL_FORMAT = "qos-model/2"
@@ -67,6 +68,9 @@ _SIZES = {"d": 8, "B": 1, "H": 2, "I": 4, "Q": 8}
 MAX_MODEL_BYTES = 512 * MiB
 MAX_ROWS = 100_000_000
 VOLUME_KEYS = ("read_mib", "write_mib", "in_files_mib", "out_files_mib")
+# MiB of each source's distinct files a stage reads (optional: older models have none,
+# and a stage-in then copies all of the stage's inputs from each source).
+SOURCES_KEY = "in_from_mib"
 # Bytes per operation a run replays (optional: older models have none).
 TRANSFER_KEYS = ("read_transfer_bytes", "write_transfer_bytes")
 
@@ -181,7 +185,7 @@ class TrainedModel:
     stages: list[str]
     levels: list[float]                # one per phase triple in ``phases``
     stage_levels: dict[str, float]
-    volumes: dict[str, dict[str, float]] | None
+    volumes: dict[str, dict[str, Any]] | None
     nodes: Sequence[int]               # (R,)
     total: Sequence[float]             # (R,)
     placement: Placements              # (R, S) tier index per stage
@@ -369,13 +373,13 @@ def _region(r: Any) -> RegionInfo:
                       _whole(r["size"], "a region size", 0, MAX_ROWS))
 
 
-def _volumes(doc: Any, stages: list[str]) -> dict[str, dict[str, float]] | None:
+def _volumes(doc: Any, stages: list[str]) -> dict[str, dict[str, Any]] | None:
     """I/O volumes per stage (MiB) as the bandwidth figures read them, or None."""
     if doc is None:
         return None
     if not isinstance(doc, dict) or set(stages) - set(doc):
         raise TypeError("volumes is not an object with every stage")
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for s in stages:
         v = doc[s]
         if not isinstance(v, dict) or not {"read_mib", "write_mib"} <= set(v):
@@ -384,6 +388,14 @@ def _volumes(doc: Any, stages: list[str]) -> dict[str, dict[str, float]] | None:
                   if k in VOLUME_KEYS}
         out[s].update({k: _number(x, f"volumes.{s}.{k}", 1, MAX_TRANSFER_BYTES)
                        for k, x in v.items() if k in TRANSFER_KEYS})
+        if SOURCES_KEY in v:
+            src = v[SOURCES_KEY]
+            known = {INITIAL_DATA, *stages}
+            if not isinstance(src, dict) or not set(src) <= known:
+                raise TypeError(f"volumes.{s}.{SOURCES_KEY} is not an object of sources "
+                                f"(initial_data or the model's stages)")
+            out[s][SOURCES_KEY] = {k: _number(x, f"volumes.{s}.{SOURCES_KEY}.{k}", 0, MAX_MIB)
+                                   for k, x in src.items()}
     return out
 
 

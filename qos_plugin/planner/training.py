@@ -6,7 +6,7 @@ This side may use scikit-learn (regions); the query side never imports it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from qos_plugin.model.template import template_to_dict
 from qos_plugin.planner.contract import ContractTables
 from qos_plugin.planner.trained import (
     DIGITS,
+    SOURCES_KEY,
     TRANSFER_KEYS,
     VOLUME_KEYS,
     Phases,
@@ -123,12 +124,20 @@ def build_model(name: str, version: int, table: MakespanTable, configs: ConfigTa
         tier_kinds=[str(t.kind) for t in table.tiers],
         stages=list(configs.stages), levels=list(tmpl.levels),
         stage_levels={s.name: s.level for s in tmpl.stages},
-        volumes=None if volumes is None else {
-            s: {k: float(str(v[k])) for k in VOLUME_KEYS + TRANSFER_KEYS if k in v}
-            for s, v in volumes.items()},
+        volumes=None if volumes is None else {s: _saved_volumes(v) for s, v in volumes.items()},
         contracts=contracts,
         nodes=[int(v) for v in table.nodes], total=[float(v) for v in table.total],
         placement=Placements(["".join(row) for row in digits.tolist()]),
         region=[int(v) for v in labels], path=[int(v) for v in path_idx.reshape(-1)],
         phases=phases, paths=[str(p) for p in paths],
         regions=infos)
+
+
+def _saved_volumes(v: Mapping[str, object]) -> dict[str, Any]:
+    """What a model keeps of a stage's volumes (``iodata.stage_volumes``): its MiB,
+    transfer sizes and the MiB read from each source (a stage-in copies a source's)."""
+    out: dict[str, Any] = {k: float(str(v[k])) for k in VOLUME_KEYS + TRANSFER_KEYS if k in v}
+    sources = v.get(SOURCES_KEY)
+    if isinstance(sources, Mapping):
+        out[SOURCES_KEY] = {str(src): float(str(mib)) for src, mib in sources.items()}
+    return out

@@ -217,3 +217,38 @@ def test_calibrate_refuses_runs_of_another_workflow(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds runs of model 'other'" in err and err.count("\n") == 1
     assert Registry(reg).versions("tiny")[-1] <= 2
+
+
+def test_train_from_a_grid_profile_prices_what_each_phase_carries(tmp_path):
+    # The CLI wires a grid profile's model to the carried prices (model/carried.py),
+    # floored by the shared tier; the same file read by the published estimator
+    # keeps the published rules, which charge these moves more.
+    from qos_plugin.model.carried import carried_of
+    from qos_plugin.model.costbuild import build_cost_table
+    from qos_plugin.model.iodata import stage_volumes
+    from qos_plugin.model.makespan import MakespanModel
+    from qos_plugin.model.profile import load_profile
+
+    write_io_csv(WF.io_data(), tmp_path / "io.csv")
+    (tmp_path / "tiny.json").write_text(json.dumps(template_to_dict(WF.template)))
+    totals = {}
+    for estimator in ("grid", "qosflow"):
+        prof = tmp_path / f"{estimator}.csv"
+        write_csv(prof, [*COLUMNS, "estimator"], [[*r, estimator] for r in _rows()])
+        reg = tmp_path / estimator
+        assert main(["train", "tiny", "--registry", str(reg), "--template",
+                     str(tmp_path / "tiny.json"), "--io-data", str(tmp_path / "io.csv"),
+                     "--profile", str(prof), "--nodes", "1,2",
+                     "--tiers", "disk:shared,shm:node-local"]) == 0
+        totals[estimator] = sorted(Registry(reg).load("tiny@1").total)
+        profile = load_profile(prof)
+        io = WF.io_data()
+        costs = build_cost_table(WF.template, io, profile, TIERS, [1, 2])
+        carried = carried_of(profile, stage_volumes(io, WF.template.stage_names))
+        assert (carried is None) == (estimator == "qosflow")
+        want = MakespanModel(WF.template, costs, TIERS, carried=carried).evaluate([1, 2])
+        assert totals[estimator] == pytest.approx(sorted(want.total.tolist()), rel=1e-12)
+        if carried is not None:
+            # Same rates, the published rules: they charge these placements more.
+            published = MakespanModel(WF.template, costs, TIERS).evaluate([1, 2])
+            assert published.total.sum() > 1.1 * want.total.sum()

@@ -70,3 +70,20 @@ def test_profile_cli_refuses_missing_dirs_and_no_shared_tier(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "no shared tier" in err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_long_runs_add_large_reads_writes_and_copies_at_1_mib_only(tmp_path):
+    from qos_plugin.profiler.sweep import LONG_MIB, QUICK, with_long_runs
+
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    tiers = [parse_tier_dir(f"disk={shared}:shared"), parse_tier_dir(f"fast={local}:node-local")]
+    long = with_long_runs(QUICK)
+    short = {(r.tier.name, r.operation, r.transfer, r.mib, r.tasks) for r in io_runs(tiers, QUICK)}
+    more = {(r.tier.name, r.operation, r.transfer, r.mib, r.tasks) for r in io_runs(tiers, long)}
+    # Every quick run, and per tier, operation and task count one of LONG_MIB at 1 MiB.
+    assert short < more
+    assert more - short == {(t.name, op, 1 << 20, LONG_MIB, k) for t in tiers
+                            for op in ("read", "write") for k in QUICK.tasks}
+    moves = {(m.src.name, m.dst.name, m.mib) for m in move_runs(tiers, long)}
+    assert {m for m in moves if m[2] == LONG_MIB} == {(a, b, LONG_MIB) for a, b, _ in moves}
+    assert with_long_runs(long) == long

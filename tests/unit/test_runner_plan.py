@@ -196,3 +196,52 @@ def test_tasks_of_a_stage_read_their_own_parts_of_the_inputs(tmp_path, monkeypat
     taskproc.task(reads, 2000, str(tmp_path / "y"), 0, 700, 700, read_from=7000)
     monkeypatch.undo()
     assert opened == [("a", 2000), ("b", 0), ("b", 4000), ("a", 0)]
+
+
+MIXED = [("P", 1, 2, {"initial_data": 4.0}, 4.0),
+         ("C", 2, 2, {"P": 4.0, "initial_data": 2.0}, 1.0)]
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """A stage (C) that reads a predecessor's outputs and part of the initial data."""
+    wf = dag_workflow("mixed", MIXED, TIERS, SPEED)
+    table = MakespanModel(wf.template, wf.cost_table(NODES), TIERS).evaluate(NODES)
+    configs, regions, labels = fit_table_regions(table, CartSettings())
+    root = tmp_path_factory.mktemp("registry")
+    vol = stage_volumes(wf.io_data(), wf.template.stage_names)
+    Registry(root).save(build_model("mixed", 1, table, configs, regions, labels, vol, {}, "now"))
+    return Registry(root).load("mixed"), vol
+
+
+def test_a_stage_copies_only_its_part_of_the_initial_data(mixed, tmp_path):
+    model, vol = mixed
+    # The model keeps what each source gives each stage, and the run copies that: C's
+    # part of the initial data, not all its inputs (P's outputs are copied by P's own
+    # source), which the I/O data says (not the model's stored volumes, read back here).
+    assert model.volumes["C"]["in_from_mib"] == vol["C"]["in_from_mib"]
+    part = {s: round(vol[s]["in_from_mib"]["initial_data"] * (1 << 20) / 64) for s in "PC"}
+    assert vol["C"]["in_files_mib"] > vol["C"]["in_from_mib"]["initial_data"]
+    spec = runner.check_run(model, {"P": "pfs", "C": "ram"}, 2, 1 / 64,
+                            {t: tmp_path / t for t in ("pfs", "nfs", "ram")})
+    plan = runner.plan_run(spec)
+    init = [a for a in _actions(plan, "C", "stage-in")
+            if "/initial_data-C/" in a.payload["pairs"][0][1]]
+    assert [a.payload["pairs"][0][2:] for a in init] == [[part["C"], part["P"]]] * 2
+    assert next(a for a in plan.prepare if a.payload["init"]).payload["init_bytes"] == \
+        part["P"] + part["C"]
+
+
+def test_tasks_reading_the_initial_data_in_place_start_at_their_stage_s_part(mixed, tmp_path):
+    model, vol = mixed
+    spec = runner.check_run(model, {"P": "pfs", "C": "pfs"}, 1, 1 / 64,
+                            {t: tmp_path / t for t in ("pfs", "nfs", "ram")})
+    plan = runner.plan_run(spec)
+    p_part = round(vol["P"]["in_from_mib"]["initial_data"] * (1 << 20) / 64)
+    for name, base in (("P", 0), ("C", p_part)):
+        tasks = plan.tasks[name]
+        # The initial data first among the reads, whatever the template's order.
+        assert all(a.payload["reads"][0].endswith("initial_data/input.dat") for a in tasks)
+        rb = tasks[0].payload["read_bytes"]
+        assert [a.payload["read_from"] for a in tasks] == [base + i * rb
+                                                           for i in range(len(tasks))]
