@@ -6,7 +6,8 @@ priced at the rate the profile measured for one, as if each had the tier to itse
 tier serves its clients together, so a phase that moves ``B`` MiB on a shared tier of
 capacity ``C`` MiB/s takes at least ``B / C`` seconds however the bytes are split among
 stages and nodes: the *floor*. Applied, each phase of each level takes the larger of
-the published value and its floor on every shared tier with a capacity; a contract's
+its priced value (a site model's carried prices, ``carried.py``) and its floor on every
+shared tier with a capacity; a contract's
 rate (bytes over the phase's time) then never asks a tier for more than it serves.
 
 The bytes are the movement rules' (``movement.level_mib``: a copy onto N nodes moves

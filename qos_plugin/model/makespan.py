@@ -731,7 +731,8 @@ class MakespanModel:
 
         for s in range(S):
             t_s = columns[s]
-            carried = None if self.carried is None else stage_moves(
+            # A site model's bytes of this stage's moves (None: cost-table prices).
+            moves = None if self.carried is None else stage_moves(
                 tmpl, tiers, s, columns, self.carried.volumes, one_node)
             # Stage-in: one copy per shared source tier the stage needs data from.
             best = np.zeros(V)
@@ -741,13 +742,13 @@ class MakespanModel:
                 need = np.logical_or.reduce([m for _, m in sources])
                 if not need.any():
                     continue
-                if carried is None:
+                if moves is None:
                     self._check_moves(need & np.isnan(mv.in_cost[s, x][t_s]), t_s,
                                       partial(self._stage_in_row, s, x))
                     c = np.nan_to_num(mv.in_cost[s, x][t_s], nan=0.0)
                     tpn = mv.in_tpn[s, x][t_s]
                 else:
-                    c = self._carried_move(x, t_s, nodes * carried.copy_in[x], nodes, True)
+                    c = self._carried_move(x, t_s, moves.copied(x, nodes), nodes, True)
                     tpn = np.full(V, COPIES_PER_NODE)
                 act = need & (c > 0)
                 better = act & (c > best)
@@ -760,14 +761,12 @@ class MakespanModel:
             # Stage-out: one move per tier used by a consumer at a later level.
             acts = []
             for y, target in enumerate(stage_out_moves(tmpl, tiers, s, columns, one_node)):
-                if carried is None:
+                if moves is None:
                     self._check_moves(target & np.isnan(mv.out_cost[s, :, y][t_s]),
                                       t_s, partial(self._stage_out_row, s, y=y))
                     c = np.nan_to_num(mv.out_cost[s, :, y][t_s], nan=0.0)
                 else:
-                    mib = carried.move_out[y]
-                    mib = np.where(carried.fan_out[y], (nodes - 1) * mib, mib)
-                    c = self._carried_move(y, t_s, mib, nodes, False)
+                    c = self._carried_move(y, t_s, moves.moved(y, nodes), nodes, False)
                 acts.append(np.where(target & (c > 0), c, 0.0))
             top = np.max(acts, axis=0) if acts else np.zeros(V)
             out_val[:, s] = np.where(top > 0, top, np.nan)
@@ -778,7 +777,7 @@ class MakespanModel:
                 rank = np.where(t_s == y, T, by_name.index(y))
                 tied = (c > 0) & (top - c < TIE_TOLERANCE) & (rank < best_rank)
                 best_rank = np.where(tied, rank, best_rank)
-                tpn = mv.out_tpn[s, :, y][t_s] if carried is None else COPIES_PER_NODE
+                tpn = mv.out_tpn[s, :, y][t_s] if moves is None else COPIES_PER_NODE
                 out_pick[:, s] = np.where(tied, tpn, out_pick[:, s])
 
         level_in, in_win, in_has = _level_winners(in_val, members, floor=0.0)

@@ -138,6 +138,19 @@ class StageMoves:
     copy_in: dict[int, np.ndarray]
     move_out: dict[int, np.ndarray]
     fan_out: dict[int, np.ndarray]
+    # The masks they come from: per shared tier x, where a copy from x is needed;
+    # per tier y, where the outputs move to y (stage_in_copies, stage_out_moves).
+    copy_needed: dict[int, np.ndarray]
+    move_target: list[np.ndarray]
+
+    def copied(self, x: int, nodes: int) -> np.ndarray:
+        """MiB the copy from ``x`` moves on ``nodes`` nodes in all (onto each node)."""
+        return nodes * self.copy_in[x]
+
+    def moved(self, y: int, nodes: int) -> np.ndarray:
+        """MiB the move to ``y`` carries on ``nodes`` nodes in all: the outputs once,
+        or (N - 1) times them on a fan-out (each node gets the others')."""
+        return np.where(self.fan_out[y], (nodes - 1) * self.move_out[y], self.move_out[y])
 
 
 def stage_moves(template: WorkflowTemplate, tiers: TierSet, s: int,
@@ -145,16 +158,18 @@ def stage_moves(template: WorkflowTemplate, tiers: TierSet, s: int,
                 ) -> StageMoves:
     """The bytes of stage ``s``'s stage-in copies and stage-out moves (see StageMoves)."""
     name, t_s = template.stages[s].name, columns[s]
-    copy_in = {}
+    copy_in, needed = {}, {}
     for x, sources in stage_in_copies(template, tiers, s, columns):
         copy_in[x] = sum((np.where(mask, copied_from(volumes, name, source), 0.0)
                           for source, mask in sources), np.zeros(t_s.shape[0]))
+        needed[x] = np.logical_or.reduce([m for _, m in sources])
     out_mib = volume_of(volumes, name, "out_files_mib", "write_mib")
     move_out, fan_out = {}, {}
-    for y, mask in enumerate(stage_out_moves(template, tiers, s, columns, one_node)):
+    targets = stage_out_moves(template, tiers, s, columns, one_node)
+    for y, mask in enumerate(targets):
         move_out[y] = np.where(mask, out_mib, 0.0)
         fan_out[y] = t_s == y
-    return StageMoves(copy_in, move_out, fan_out)
+    return StageMoves(copy_in, move_out, fan_out, needed, targets)
 
 
 def level_mib(template: WorkflowTemplate, tiers: TierSet, columns: Sequence[np.ndarray],
@@ -175,14 +190,19 @@ def level_mib(template: WorkflowTemplate, tiers: TierSet, columns: Sequence[np.n
         fixed[rows, k, 1, t_s] += (volume_of(volumes, name, "read_mib")
                                    + volume_of(volumes, name, "write_mib"))
         moves = stage_moves(template, tiers, s, columns, volumes)
-        for x, mib in moves.copy_in.items():
-            per_node[:, k, 0, x] += mib
-            per_node[rows, k, 0, t_s] += mib
-        for y, mib in moves.move_out.items():
-            fan_out = moves.fan_out[y]
-            # A fan-out gives every node the outputs the other nodes wrote, (N - 1)
-            # times them in all (none on one node); a copy or flush moves them once.
-            per_node[:, k, 2, y] += np.where(fan_out, mib, 0.0)
-            fixed[:, k, 2, y] += np.where(fan_out, -mib, mib)
-            fixed[rows, k, 2, t_s] += np.where(fan_out, 0.0, mib)
+        # The bytes of a move are linear in N (StageMoves.copied, .moved): their value
+        # at N = 0 is the fixed part, the step from 0 to 1 the part per node.
+        for x in moves.copy_in:
+            at0, at1 = moves.copied(x, 0), moves.copied(x, 1)
+            for t, where in ((x, slice(None)), (t_s, rows)):
+                fixed[where, k, 0, t] += at0
+                per_node[where, k, 0, t] += at1 - at0
+        for y in moves.move_out:
+            at0, at1 = moves.moved(y, 0), moves.moved(y, 1)
+            fixed[:, k, 2, y] += at0
+            per_node[:, k, 2, y] += at1 - at0
+            # Charged on the source tier too, but a fan-out once, on its own tier.
+            own = ~moves.fan_out[y]
+            fixed[rows, k, 2, t_s] += np.where(own, at0, 0.0)
+            per_node[rows, k, 2, t_s] += np.where(own, at1 - at0, 0.0)
     return LevelMib(fixed, per_node)

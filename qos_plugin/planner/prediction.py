@@ -102,8 +102,9 @@ def predict(template: WorkflowTemplate, io: IoData, profile: StorageProfile, tie
     ``scale``, made as training makes it (cost build, then makespan).
 
     ``cost_nodes`` are the node counts the cost table is built for: give the
-    model's training node counts, since a move takes the cheapest of its rows
-    over all of them (default: ``nodes`` alone)."""
+    model's training node counts, since a move priced by the table takes the
+    cheapest of its rows over all of them (default: ``nodes`` alone; a site
+    model's moves are priced by what they carry at ``nodes``, carried.py)."""
     built = sorted({*cost_nodes, nodes})
     scaled = scale_io(io, scale)
     costs = build_cost_table(template, scaled, profile, tiers, built)

@@ -236,7 +236,7 @@ def carried():
     from qos_plugin.model.carried import carried_of
 
     pricing = carried_of(_grid_profile(), _carried_volumes())
-    return MakespanModel(TEMPLATE, cost_table(), TIERS, carried=pricing).evaluate([1, 2])
+    return MakespanModel(TEMPLATE, cost_table(), TIERS, carried=pricing).evaluate([1, 2, 3])
 
 
 def test_a_site_model_charges_what_each_phase_carries_all_on_the_shared_tier(carried):
@@ -267,6 +267,22 @@ def test_a_site_model_copies_only_what_is_not_on_the_node(carried):
     assert carried.level_in[j].tolist() == pytest.approx([0.8, 0.6, 0.0])
     assert carried.level_exec[j].tolist() == pytest.approx([1.3, 0.72, 1.3])
     assert carried.level_out[j].tolist() == pytest.approx([0.6, 1.1, 0.0])
+
+
+def test_on_three_nodes_fan_outs_carry_the_other_nodes_outputs_and_flushes_once(carried):
+    i = row(carried, 3, A="nvme", B="pfs", C="nvme", D="nvme", E="nvme")
+    # L1 in: 6 MiB onto 3 nodes through pfs, 18/20 + 0.5. L1 out: A's fan-out gives each
+    # node the other two nodes' outputs, (3 - 1) x 8 MiB at 3 x 40: 16/120 + 0.5 (B's
+    # move 2/20 + 0.5 = 0.6). L2 in: B's 2 MiB onto 3 nodes, 6/20 + 0.5; exec C
+    # 10/300 + 6/150 + 0.5; out C's fan-out 12/120 + 0.5. L3: E on nvme 6/300 + 1/150
+    # + 0.5, its 1 MiB flushed home once: 1/10 + 0.5.
+    assert carried.level_in[i].tolist() == pytest.approx([1.4, 0.8, 0.0])
+    assert carried.level_exec[i].tolist() == pytest.approx([1.3, 0.5 + 11 / 150,
+                                                            0.5 + 4 / 150])
+    assert carried.level_out[i].tolist() == pytest.approx([0.5 + 2 / 15, 0.6, 0.6])
+    # Two sources on one shared tier: C brings A's 8 and B's 2 MiB onto each node.
+    j = row(carried, 3, A="pfs", B="pfs", C="nvme", D="pfs", E="pfs")
+    assert carried.level_in[j, 1] == pytest.approx(30 / 20 + 0.5)
 
 
 def test_published_estimator_profiles_keep_the_published_rules():
