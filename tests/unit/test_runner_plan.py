@@ -22,16 +22,20 @@ from tests.unit.test_runner import PLACEMENT, SPEED, STAGES, TIERS
 NODES = [1, 2]
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    wf = dag_workflow("small", STAGES, TIERS, SPEED)
+def _registered(root: Path, name: str, stages) -> tuple:
+    """The trained model of a workflow of ``stages``, read back from a registry, and
+    the stage volumes of its I/O data."""
+    wf = dag_workflow(name, stages, TIERS, SPEED)
     table = MakespanModel(wf.template, wf.cost_table(NODES), TIERS).evaluate(NODES)
     configs, regions, labels = fit_table_regions(table, CartSettings())
-    root = tmp_path_factory.mktemp("registry")
-    Registry(root).save(build_model("small", 1, table, configs, regions, labels,
-                                    stage_volumes(wf.io_data(), wf.template.stage_names),
-                                    {}, "now"))
-    return Registry(root).load("small")
+    vol = stage_volumes(wf.io_data(), wf.template.stage_names)
+    Registry(root).save(build_model(name, 1, table, configs, regions, labels, vol, {}, "now"))
+    return Registry(root).load(name), vol
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return _registered(tmp_path_factory.mktemp("registry"), "small", STAGES)[0]
 
 
 def _spec(model, base: Path) -> runner.RunSpec:
@@ -205,13 +209,7 @@ MIXED = [("P", 1, 2, {"initial_data": 4.0}, 4.0),
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
     """A stage (C) that reads a predecessor's outputs and part of the initial data."""
-    wf = dag_workflow("mixed", MIXED, TIERS, SPEED)
-    table = MakespanModel(wf.template, wf.cost_table(NODES), TIERS).evaluate(NODES)
-    configs, regions, labels = fit_table_regions(table, CartSettings())
-    root = tmp_path_factory.mktemp("registry")
-    vol = stage_volumes(wf.io_data(), wf.template.stage_names)
-    Registry(root).save(build_model("mixed", 1, table, configs, regions, labels, vol, {}, "now"))
-    return Registry(root).load("mixed"), vol
+    return _registered(tmp_path_factory.mktemp("registry"), "mixed", MIXED)
 
 
 def test_a_stage_copies_only_its_part_of_the_initial_data(mixed, tmp_path):
