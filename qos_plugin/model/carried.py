@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qos_plugin.errors import InputError
-from qos_plugin.model.costbuild import MOVE_TRANSFER, Pricer
+from qos_plugin.model.costbuild import MOVE_TRANSFER, Pricer, move_operation
 from qos_plugin.model.movement import Volumes, volume_of
 from qos_plugin.model.profile import StorageProfile
 from qos_plugin.model.template import Stage
@@ -86,7 +86,7 @@ class CarriedPricing:
     def move_seconds(self, src: Tier, dst: Tier, mib: np.ndarray, nodes: int) -> np.ndarray:
         """Seconds of a move of ``mib`` MiB in all (per configuration) from ``src`` to
         ``dst`` on ``nodes`` nodes, its start included; 0 where it moves nothing."""
-        op = "scp" if src.name == dst.name else "cp"
+        op = move_operation(src.name, dst.name)
         move = move_name(src.name, dst.name)
         per_node = src.is_local and dst.is_local
         out = np.zeros(mib.shape[0])

@@ -57,6 +57,12 @@ MOVE_TRANSFER = 4096.0
 COPY_BATCH = 60
 
 
+def move_operation(src: str, dst: str) -> str:
+    """The profile operation of a move between tiers ``src`` and ``dst``: ``scp`` for a
+    fan-out within one node-local tier, ``cp`` between two tiers."""
+    return "scp" if src == dst else "cp"
+
+
 class Pricer:
     """Rate lookups of one build, cached (many records share their parameters)."""
 
@@ -229,7 +235,7 @@ class _Builder:
                 if (x.is_local and y.is_local) != (x.name == y.name):
                     continue
                 move = move_name(x.name, y.name)
-                op = "scp" if x.name == y.name else "cp"
+                op = move_operation(x.name, y.name)
                 batches = own + written + (flush_last if x.is_local and not y.is_local else [])
                 for k, secs, files in self._move_rows(batches, op, move, ops_files[op]):
                     recs = [r for r in self.records[c.name] if r.file in files]
