@@ -243,3 +243,23 @@ def test_tasks_reading_the_initial_data_in_place_start_at_their_stage_s_part(mix
         rb = tasks[0].payload["read_bytes"]
         assert [a.payload["read_from"] for a in tasks] == [base + i * rb
                                                            for i in range(len(tasks))]
+
+
+@pytest.mark.parametrize("sources, says", [
+    ({"elsewhere": 1.0}, "not an object of sources"),
+    ({"P": -1.0}, "in_from_mib.P"),
+    ([1.0], "not an object of sources")])
+def test_a_tampered_source_split_is_refused_in_one_line(mixed, sources, says):
+    import json
+
+    from qos_plugin.errors import InputError
+    from qos_plugin.planner.trained import model_from_json
+
+    model, _ = mixed
+    doc = json.loads(json.dumps(model.to_json()))
+    assert model_from_json(doc, "m.json").volumes["C"]["in_from_mib"] == \
+        model.volumes["C"]["in_from_mib"]
+    doc["volumes"]["C"]["in_from_mib"] = sources
+    with pytest.raises(InputError, match=says) as e:
+        model_from_json(doc, "m.json")
+    assert "\n" not in str(e.value)
