@@ -24,7 +24,8 @@ from that profile, and then:
 
 (c) **the neighbour's cost.** Its throughput alone with enforcement on and off, and,
     during the reserved runs, against what the tier has left after the workflow's
-    reservation (the spare must still go to it).
+    reservation and against the spare, the tier less what the workflow moved on it over
+    its run (a reservation is a floor: what the workflow leaves unused must go to it).
 
 Writes benchmarks/loop/results.json, results.md (the tables) and deadline.png; prints the
 tables. ``--keep`` leaves the cluster up; ``--dir`` reuses a cluster already up there.
@@ -273,8 +274,10 @@ class Loop:
         # A run this far past its deadline has missed it: stopped, so that one mode cannot
         # take the experiment's whole time.
         give_up = time.time() + max(GIVE_UP * deadline, 120.0)
+        mine: list[tuple[float, int]] = []       # the workflow's own bytes on pfs
         while (s := self.state(job)) in ACTIVE:
             samples.append((time.time(), self.job_bytes(neighbour)))
+            mine.append((samples[-1][0], self.job_bytes(job)))
             if s == "RUNNING" and running_since is None:
                 running_since = time.time()
             if s == "RUNNING" and not reservation:
@@ -312,13 +315,15 @@ class Loop:
         ends = [lv["end"] for lv in rec["levels"] if lv["end"] is not None]
         t0, t1 = min(starts), max(ends)
         moved = _at(samples, t1) - _at(samples, t0)
+        mine.append((time.time(), self.job_bytes(job)))
         return {"mode": mode, "run": k, "job": job, "state": s,
                 "placement": rec["placement"], "nodes": rec["nodes"],
                 "predicted_s": float(rec["predicted_seconds"]),
                 "makespan_s": float(rec["total_seconds"]), "deadline_s": deadline,
                 "met": float(rec["total_seconds"]) <= deadline,
                 "reservation_Bps": reservation,
-                "neighbour_Bps": moved / max(t1 - t0, 1e-9)}
+                "neighbour_Bps": moved / max(t1 - t0, 1e-9),
+                "workflow_Bps": (_at(mine, t1) - _at(mine, t0)) / max(t1 - t0, 1e-9)}
 
     def neighbour_alone(self, neighbour: str, on: bool, seconds: float = 8.0) -> float:
         self.enforcement(on)
@@ -447,6 +452,15 @@ def tables(res: dict[str, Any]) -> str:
                   f"{left / MB:.1f} |",
                   f"| **share of what is left that it got** | **{got / left:.2f}** |"
                   if left > 0 else "| share of what is left | (nothing left) |"]
+        if all("workflow_Bps" in r for r in rs):
+            # A reservation is a floor, not a share kept idle: what the workflow does not
+            # use of it (its phases off the shared tier) must go to the neighbour too.
+            spare = statistics.median(c - r["workflow_Bps"] for r in rs)
+            lines += [f"| the workflow's own use of the tier over its run (median) | "
+                      f"{statistics.median(r['workflow_Bps'] for r in rs) / MB:.1f} |",
+                      f"| spare: the tier less the workflow's use | {spare / MB:.1f} |",
+                      f"| **share of the spare that it got** | **{got / spare:.2f}** |"
+                      if spare > 0 else "| share of the spare | (no spare) |"]
     if res.get("validation"):
         lines += ["", "| workflow | N | model | placements | concordance | Spearman | "
                   "median error | max error | predicted best within 5% of measured best |",

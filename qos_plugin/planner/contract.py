@@ -117,10 +117,10 @@ class ContractTables:
         return {"stage_in": self.stage_in, "stage_out": self.stage_out, "levels": self.levels}
 
 
-# The part of a deadline a reservation aims at: the rest is kept for what the model does
-# not charge (the job's start, each srun step's, the prolog's stage-in) and its error.
-# Measured on the local cluster (benchmarks/loop): a 13.4 s run spent 1.3 s between its
-# phases (srun launching each phase's steps) and ran its unreserved phases on a busy
+# The part of a deadline the least reservation aims at: the rest is kept for what the
+# model does not charge (the job's start, each srun step's, the prolog's stage-in) and its
+# error. Measured on the local cluster (benchmarks/loop): a 13.4 s run spent 1.3 s between
+# its phases (srun launching each phase's steps) and ran its unreserved phases on a busy
 # node's CPU 0.5 s slower than predicted; at 0.9 a deadline 1.2 times the prediction
 # was missed by 0.3 s with the reservation delivered in full.
 DEADLINE_MARGIN = 0.8
@@ -132,11 +132,13 @@ def deadline_stretch(makespan: float, deadline: float | None) -> float:
     one the prediction barely meets: 1).
 
     If every phase's rate is divided by it, every phase takes that many times longer,
-    and the makespan, their sum, becomes the deadline less its margin. So a job reserves
-    only what its deadline needs, and the slack the user gave is left to other jobs;
-    phases on tiers it does not reserve (a direct node-local tier) run at their own
-    speed, faster than that, which only adds slack. Never above 1 times the contract: a
-    forged deadline or makespan can lower a job's own reservation, not raise it."""
+    and the makespan, their sum, becomes the deadline less its margin: the contract
+    divided by it is the least the job needs reserved. The planner keeps to placements
+    whose least a tier can hold, and admission refuses a job only when its least does not
+    fit (``slurm/admission.py``, which reserves more when the tiers have it free: phases on
+    tiers no daemon reserves may run slower than predicted on a busy machine). Never
+    above 1 times the contract: a forged deadline or makespan can lower a job's own
+    reservation, not raise it."""
     if deadline is None or not (math.isfinite(makespan) and makespan > 0
                                 and math.isfinite(deadline)):
         return 1.0

@@ -6,11 +6,25 @@ starts a job only when, on every daemon it reserves on, the reservations already
 there plus its own fit that daemon's part of the tier; otherwise the job is ended with the
 reason rather than started on a promise the tier cannot keep. Each reservation comes
 with a limit, the part of the daemon no other job was promised, so a reserved job cannot
-take another's floor. Pure: numbers in, decisions out.
+take another's floor.
+
+How much a job reserves: its contract in full (what its prediction assumed) when the
+tiers have that free, less only as far as it must to fit beside the reservations already
+held, and never less than its deadline needs (the contract divided by the deadline's
+``most_stretch``, ``contract.deadline_stretch``). One stretch for all of a job's asks: every
+phase slows alike, which is what the deadline's sum of phases was worked out with. The
+deadline's slack goes first to the job's own safety: the phases the model prices but no
+daemon reserves (a node-local tier, a phase's start) are what a busy machine slows
+(benchmarks/loop: unreserved tmpfs phases ran 2-3 times their idle profile beside a
+neighbour flooding the shared tier, and a job that had spent its slack on a lower
+reservation missed its deadline). Spare bandwidth still goes to jobs without a
+reservation: a reservation is a floor the daemons serve first, not a share kept idle.
+Pure: numbers in, decisions out.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 MiB = 1 << 20
@@ -18,8 +32,9 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class Ask:
-    """One reservation a job needs: ``bps`` on ``tier`` of ``daemon``, which holds
-    ``held`` bytes/s for other jobs there and sustains ``capacity`` (None: not given)."""
+    """One reservation a job wants: ``bps`` (its contract in full) on ``tier`` of
+    ``daemon``, which holds ``held`` bytes/s for other jobs there and sustains
+    ``capacity`` (None: not given)."""
 
     daemon: str
     tier: str
@@ -33,27 +48,43 @@ class Decision:
     admitted: bool
     reason: str = ""
     limits: tuple[float, ...] = ()      # bytes/s per ask (0 = unlimited), in ask order
+    stretch: float = 1.0                # every ask's bps is reserved divided by this
+
+    def reserved(self, asks: list[Ask]) -> list[float]:
+        """Bytes/s to reserve for each of ``asks`` (those this decision was made on)."""
+        return [a.bps / self.stretch for a in asks]
 
 
 def _rate(bps: float) -> str:
     return f"{bps / MiB:.1f} MiB/s"
 
 
-def admit(asks: list[Ask]) -> Decision:
-    """Admit all of ``asks`` or none: the first that does not fit is the reason."""
-    limits = []
+def admit(asks: list[Ask], most_stretch: float = 1.0) -> Decision:
+    """Admit all of ``asks`` or none, each at its ``bps`` divided by one stretch: the
+    least, from 1, at which every ask fits what its daemon has not promised to others.
+    Refused when that is more than ``most_stretch`` (the job's deadline would not hold);
+    the ask that needs the most is the reason."""
+    if not (math.isfinite(most_stretch) and most_stretch >= 1.0):
+        raise ValueError(f"a stretch must be finite and at least 1, not {most_stretch!r}")
+    stretch, worst = 1.0, None
     for a in asks:
-        if a.capacity is None:
-            limits.append(0.0)
+        if a.capacity is None or a.bps <= 0:
             continue
-        if a.held + a.bps > a.capacity:
-            return Decision(False, f"tier {a.tier} cannot hold the job's reservation on "
-                            f"{a.daemon}: {_rate(a.held)} of its {_rate(a.capacity)} are "
-                            f"promised to running jobs and the job needs {_rate(a.bps)}; "
-                            "submit again later, with a later --qos-deadline, or with "
-                            f"--qos-exclude-tier={a.tier}")
-        limits.append(a.capacity - a.held)
-    return Decision(True, limits=tuple(limits))
+        free = a.capacity - a.held
+        need = math.inf if free <= 0 else a.bps / free
+        if need > stretch:
+            stretch, worst = need, a
+    # Rounding: an ask exactly at what is free is still a promise the tier keeps.
+    if worst is not None and stretch > most_stretch * (1 + 1e-12):
+        least = worst.bps / most_stretch
+        return Decision(False, f"tier {worst.tier} cannot hold the job's reservation on "
+                        f"{worst.daemon}: {_rate(worst.held)} of its "
+                        f"{_rate(worst.capacity or 0.0)} are promised to running jobs and "
+                        f"the job needs at least {_rate(least)}; submit again later, with a "
+                        f"later --qos-deadline, or with --qos-exclude-tier={worst.tier}")
+    stretch = min(stretch, most_stretch)
+    limits = tuple(0.0 if a.capacity is None else a.capacity - a.held for a in asks)
+    return Decision(True, limits=limits, stretch=stretch)
 
 
 def daemon_part(capacity: float | None, shared: bool, n_daemons: int) -> float | None:

@@ -100,14 +100,16 @@ def trusted_contract(site: Site, p: Placement) -> tuple[Contract, float]:
     return contract, float(model.total[row])
 
 
-def trusted_bandwidth(site: Site, p: Placement) -> dict[str, float]:
-    """The rates to reserve for the placement: its contract's, on this site's tiers, as
-    much lower as the job's deadline allows (the deadline is the user's own request: a
-    forged one can only lower its own reservation, see ``deadline_stretch``)."""
+def trusted_bandwidth(site: Site, p: Placement) -> tuple[dict[str, float], float]:
+    """The rates the placement's reservations start from, its contract's in full on this
+    site's tiers, and the most the job's deadline lets them be divided by (the deadline is
+    the user's own request: a forged one can only lower its own reservation, see
+    ``deadline_stretch``). What is reserved between the two is admission's
+    (``admission.admit``)."""
     from qos_plugin.slurm.plan import tier_rates
 
     contract, makespan = trusted_contract(site, p)
-    return tier_rates(site, contract, deadline_stretch(makespan, p.deadline))
+    return tier_rates(site, contract), deadline_stretch(makespan, p.deadline)
 
 
 def _record(site: Site, job: str) -> Path:
@@ -175,7 +177,7 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
         site = load_site(site_path)
         shared = _shared(site, p, env)
         token = site.admin_token()
-        rates = trusted_bandwidth(site, p)
+        full, most_stretch = trusted_bandwidth(site, p)
         nodes = job_nodes(env)
         for tier, d in shared.dirs.items():
             t = site.tier(tier)
@@ -199,23 +201,29 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
         log.error("job %s: shared stage-in: %s", job, e)
         cancel_job(job, f"qos: stage-in failed: {e}")
         return 0
-    # The environment carries the rates rounded (placement.py): only a real difference,
-    # a forged or stale placement, is worth a warning.
-    if set(rates) != set(p.bandwidth) or any(
-            abs(rates[t] - p.bandwidth[t]) > 1e-3 * max(1.0, abs(rates[t])) for t in rates):
-        log.warning("job %s: the job's environment asked for %s; reserving the model's %s",
-                    job, p.bandwidth, rates)
-    p.bandwidth = rates
+    # The environment carries the least the job needs, rounded (placement.py): only a
+    # real difference, a forged or stale placement, is worth a warning.
+    least = {t: r / most_stretch for t, r in full.items()}
+    if set(least) != set(p.bandwidth) or any(
+            abs(least[t] - p.bandwidth[t]) > 1e-3 * max(1.0, abs(least[t])) for t in least):
+        log.warning("job %s: the job's environment asked for %s; reserving from the "
+                    "model's %s", job, p.bandwidth, least)
+    p.bandwidth = full
     wanted = reservations(site, p, nodes)
-    decision = admit(asks(site, job, wanted, token))
+    ask = asks(site, job, wanted, token)
+    decision = admit(ask, most_stretch)
     if not decision.admitted:
         # Not started on a promise the tier cannot keep: the job ends with the reason.
         log.error("job %s: %s", job, decision.reason)
         cancel_job(job, f"qos: {decision.reason}")
         return 0
+    if decision.stretch > 1.0:
+        log.info("job %s: reserving its contract divided by %.2f, what its tiers have "
+                 "free (its deadline allows %.2f)", job, decision.stretch, most_stretch)
     done: set[str] = set()
     failed = False
-    for (daemon, tier, bps), limit in zip(wanted, decision.limits, strict=True):
+    for (daemon, tier, _), bps, limit in zip(wanted, decision.reserved(ask),
+                                             decision.limits, strict=True):
         client = AdminClient(daemon, token)
         try:
             client.reserve(job, bps, tier=tier, user=env.get("SLURM_JOB_USER", ""),

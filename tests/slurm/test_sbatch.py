@@ -94,9 +94,16 @@ def test_feasible_submit_places_stages_and_reserves(cluster: Cluster, tmp_path: 
     wanted = {t: float(b) for t, b in
               (kv.split("=") for kv in env["SLURM_SPANK_QOS_BANDWIDTH"].split(","))}
     assert {t for _, t, _ in res} == {t for t in wanted if t not in local}, res
+    # The environment carries the least the deadline needs (the contract divided by the
+    # deadline's slack); with the tier's bandwidth not declared, nothing else is promised
+    # there, so the prolog reserves the contract in full.
+    from qos_plugin.planner.contract import deadline_stretch
+
+    most = deadline_stretch(float(env["SLURM_SPANK_QOS_MAKESPAN"]), 300.0)
+    assert most > 1.0, env
     for daemon, tier, bps in res:
         # a shared tier's total split over its two daemons
-        assert bps == pytest.approx(wanted[tier] * MiB / 2, rel=1e-3), (daemon, tier)
+        assert bps == pytest.approx(wanted[tier] * most * MiB / 2, rel=1e-2), (daemon, tier)
     shown = cluster.qosctl("reservations")
     assert shown.returncode == 0 and f"job={job}" in shown.stdout, shown
 

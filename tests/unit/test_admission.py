@@ -25,10 +25,50 @@ def test_one_ask_that_does_not_fit_refuses_them_all_with_the_numbers():
                Ask("b:1", "pfs", 50 * MiB, 160 * MiB, 200 * MiB)])
     assert not d.admitted and d.limits == ()
     assert "tier pfs cannot hold the job's reservation on b:1: 160.0 MiB/s of its " \
-        "200.0 MiB/s are promised to running jobs and the job needs 50.0 MiB/s" in d.reason
+        "200.0 MiB/s are promised to running jobs and the job needs at least 50.0 MiB/s" \
+        in d.reason
     assert "--qos-exclude-tier=pfs" in d.reason and "\n" not in d.reason
     # Exactly full is still a promise the tier keeps.
     assert admit([Ask("a:1", "pfs", 40 * MiB, 160 * MiB, 200 * MiB)]).admitted
+
+
+def test_a_job_reserves_its_contract_in_full_when_the_tier_has_it_free():
+    asks = [Ask("a:1", "pfs", 60 * MiB, 20 * MiB, 100 * MiB),
+            Ask("n1:1", "ssd", 30 * MiB, 0.0, None)]
+    d = admit(asks, most_stretch=2.0)
+    assert d.admitted and d.stretch == 1.0
+    assert d.reserved(asks) == [60 * MiB, 30 * MiB]
+
+
+def test_less_free_than_the_contract_divides_every_ask_by_one_stretch():
+    """50 of 100 MiB/s free on a: the job's 80 is divided by 1.6 to fit, and so is every
+    other ask of the job (its phases slow alike), down to no less than its deadline needs."""
+    asks = [Ask("a:1", "pfs", 80 * MiB, 50 * MiB, 100 * MiB),
+            Ask("b:1", "pfs", 40 * MiB, 0.0, 100 * MiB),
+            Ask("n1:1", "ssd", 16 * MiB, 0.0, None)]
+    d = admit(asks, most_stretch=2.0)
+    assert d.admitted and d.stretch == pytest.approx(1.6)
+    assert d.reserved(asks) == pytest.approx([50 * MiB, 25 * MiB, 10 * MiB])
+    assert d.limits == (50 * MiB, 100 * MiB, 0.0)
+    # More than the deadline allows: refused, with the least the job needs.
+    d = admit(asks, most_stretch=1.5)
+    assert not d.admitted and d.limits == ()
+    assert "on a:1: 50.0 MiB/s of its 100.0 MiB/s are promised" in d.reason
+    assert "needs at least 53.3 MiB/s" in d.reason
+    # A tier with nothing free refuses whatever the deadline.
+    assert not admit([Ask("a:1", "pfs", MiB, 100 * MiB, 100 * MiB)], 1000.0).admitted
+
+
+def test_a_contract_above_the_whole_tier_is_reserved_at_the_whole_tier():
+    asks = [Ask("a:1", "pfs", 150 * MiB, 0.0, 120 * MiB)]
+    d = admit(asks, most_stretch=1.5)
+    assert d.admitted and d.reserved(asks) == pytest.approx([120 * MiB])
+
+
+def test_a_stretch_below_one_or_not_a_number_is_refused():
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="stretch"):
+            admit([], bad)
 
 
 def test_a_daemons_part_of_a_tier():

@@ -460,7 +460,10 @@ def test_the_prolog_reserves_the_models_rates_not_the_jobs(site):
         p = plan(site, req(objective=objective, deadline="7:00", exclude=exclude), "alice")
         honest = dict(p.bandwidth)
         p.bandwidth = {t: 1e6 for t in honest}                # a forged environment
-        assert trusted_bandwidth(site, p) == pytest.approx(honest)
+        full, most = trusted_bandwidth(site, p)
+        assert {t: r / most for t, r in full.items()} == pytest.approx(honest)
+        # the deadline "7:00" leaves slack: the contract in full is that much more
+        assert most >= 1.0 and all(full[t] >= honest[t] for t in honest)
     p.stages = {s: "tmpfs" for s in p.stages}
     p.nodes = 3                                               # the model has 1, 2, 4
     with pytest.raises(QosPluginError, match="has no placement"):
