@@ -414,6 +414,7 @@ def cmd_profile(a: argparse.Namespace) -> int:
         FULL,
         QUICK,
         check_tiers,
+        file_runs,
         io_runs,
         move_runs,
         parse_tier_dir,
@@ -427,15 +428,17 @@ def cmd_profile(a: argparse.Namespace) -> int:
     if a.long_runs:
         sweep = with_long_runs(sweep)
     io, moves = io_runs(tiers, sweep), move_runs(tiers, sweep)
+    files = file_runs(tiers, sweep)
     t0 = time.perf_counter()
     progress = Progress("profile")
-    rows = run_sweep(io, moves, progress)
+    rows = run_sweep(io, moves, progress, files)
     progress.finish()
     start, how = measure_phase_start()
     for r in rows:
         r["phaseStartSeconds"] = round(start, 4)
     write_csv(a.out, list(COLUMNS), ([r[c] for c in COLUMNS] for r in rows))
-    print(f"measured {len(io)} read/write runs and {len(moves)} moves on "
+    print(f"measured {len(io)} read/write runs, {len(moves)} moves and {len(files)} "
+          f"per-file runs on "
           f"{', '.join(f'{t.name} ({t.kind})' for t in tiers)}, and a phase's start "
           f"({start:.3f} s, {how}) in {time.perf_counter() - t0:.1f} s; wrote {a.out}")
     return 0

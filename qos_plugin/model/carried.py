@@ -16,7 +16,10 @@ profile scales as it does there):
 
 * **execution** of a stage on a tier at N nodes: its reads (``read_mib`` at the rate
   of N nodes x its tasks per node reading that much in its read transfer size) plus
-  its writes likewise, plus one phase start when it moves anything;
+  its writes likewise, plus its files (each task's output created and its input files
+  opened, ``movement.task_files``, at the tier's per-file rate: the profile's
+  ``files`` runs; none where the profile has no such runs), plus one phase start when
+  it moves anything;
 * **a stage-in copy** from shared tier x onto node-local tier y: the MiB it brings
   onto each node, N times, at the rate of one copy per node moving that much, plus a
   start;
@@ -37,10 +40,11 @@ import numpy as np
 from qos_plugin.errors import InputError
 from qos_plugin.model.costbuild import MOVE_TRANSFER, Pricer, move_operation
 from qos_plugin.model.movement import Volumes, volume_of
-from qos_plugin.model.profile import StorageProfile
+from qos_plugin.model.profile import FILE_BYTES, StorageProfile
 from qos_plugin.model.template import Stage
 from qos_plugin.model.tiers import Tier, move_name
 
+MIB = 1 << 20
 # A stage's copy from one tier is priced as one copy per node moving all its sources'
 # bytes (a run starts one per source and node, each in 8 ranges: planner/runner.py).
 COPIES_PER_NODE = 1
@@ -62,9 +66,11 @@ class CarriedPricing:
     def start(self) -> float:
         return self.profile.phase_start_s
 
-    def exec_seconds(self, stage: Stage, tier: Tier, nodes: int) -> tuple[float, float]:
-        """(reads, writes) of ``stage`` on ``tier`` at ``nodes`` nodes; the phase's
-        start is in the writes (in the reads for a stage that writes nothing)."""
+    def exec_seconds(self, stage: Stage, tier: Tier, nodes: int,
+                     files_per_task: int = 0) -> tuple[float, float]:
+        """(reads, writes) of ``stage`` on ``tier`` at ``nodes`` nodes, each task
+        creating or opening ``files_per_task`` files; the phase's start and the files
+        are in the writes (in the reads for a stage that writes nothing)."""
         tpn = stage.tasks_per_node(nodes)
         secs = []
         for op in ("read", "write"):
@@ -77,11 +83,30 @@ class CarriedPricing:
             secs.append(mib / self._measured(rate, op, tier.name,
                                              f"stage {stage.name} {op}s {mib:,.1f} MiB"))
         read, write = secs
-        if write > 0:
-            write += self.start
-        elif read > 0:
-            read += self.start
+        if write > 0 or read > 0:
+            fixed = self.start + self.files_seconds(stage, tier, nodes, files_per_task)
+            if write > 0:
+                write += fixed
+            else:
+                read += fixed
         return read, write
+
+    def files_seconds(self, stage: Stage, tier: Tier, nodes: int, files_per_task: int
+                      ) -> float:
+        """Seconds for the stage's tasks to create and open their files on ``tier`` at
+        the profile's per-file rate (its ``files`` runs: MiB/s of one FILE_BYTES
+        transfer a file operation), 0 when the profile has none for the tier."""
+        if files_per_task <= 0 or ("files", tier.name) not in self.profile.runs:
+            return 0.0
+        ops = stage.num_tasks * files_per_task
+        mib = ops * FILE_BYTES / MIB
+        # Per node on every tier: a file operation is a round trip of the node's own
+        # client (its qosfs mount to the daemons), which more nodes make side by side.
+        rate = self._pricer.rate("files", tier.name, True, nodes,
+                                 stage.tasks_per_node(nodes), FILE_BYTES, mib)
+        rate = self._measured(rate, "files", tier.name,
+                              f"stage {stage.name}'s {ops} file operations")
+        return mib / rate
 
     def move_seconds(self, src: Tier, dst: Tier, mib: np.ndarray, nodes: int) -> np.ndarray:
         """Seconds of a move of ``mib`` MiB in all (per configuration) from ``src`` to

@@ -49,6 +49,7 @@ from qos_plugin.model.movement import (
     stage_in_copies,
     stage_moves,
     stage_out_moves,
+    task_files,
 )
 from qos_plugin.model.template import Stage, WorkflowTemplate, level_label
 from qos_plugin.model.tiers import Tier, TierKind, TierSet, move_name
@@ -588,7 +589,8 @@ class MakespanModel:
             for t, tier in enumerate(self.tiers.names):
                 if self.carried is not None:
                     read[s, t], write[s, t] = self.carried.exec_seconds(
-                        stage, self.tiers.tiers[t], nodes)
+                        stage, self.tiers.tiers[t], nodes,
+                        task_files(self.template, stage.name))
                     continue
                 read[s, t] = self._read_cost(stage, tier, tpn, nodes)
                 write[s, t] = self._write_cost(stage, tier, tpn, nodes)

@@ -109,6 +109,17 @@ class LevelMib:
         return out
 
 
+def task_files(template: WorkflowTemplate, stage: str) -> int:
+    """Files one task of ``stage`` creates or opens in its execution, as a run lays them
+    out (``planner/runner.py``): its one output, and each file of its inputs, the
+    initial data's one and one a task of each predecessor. All of a predecessor's: its
+    outputs reach a reader on a shared tier, through a stage-in copy, or through a
+    fan-out (on one node a node-local predecessor's tasks all ran there)."""
+    st = next(s for s in template.stages if s.name == stage)
+    by_name = {s.name: s for s in template.stages}
+    return 1 + sum(1 if p == INITIAL_DATA else by_name[p].num_tasks for p in st.predecessors)
+
+
 def volume_of(volumes: Volumes, stage: str, key: str, fallback: str = "") -> float:
     """A stage's volume ``key`` (``fallback``'s when it has none; else 0)."""
     v = volumes[stage]

@@ -20,6 +20,11 @@ column; one value for the whole file):
   chosen), and the nearest measured value outside the measured range: a rate is
   not extrapolated beyond the loads that were run.
 
+A ``files`` row (``qos-plan profile`` measures them) is a tier's cost per file: its tasks
+each created small files and opened them again, one ``FILE_BYTES`` transfer per file
+operation (a create, or an open), so its ``trMiB`` at that transfer size is its file
+operations a second (``carried.py`` prices a stage's files with it).
+
 A profile may also say how long a phase takes to start where it is measured: the
 optional ``phaseStartSeconds`` column (one value for the whole file; 0 when absent,
 as in the artifact's profiles). A run starts every phase of every level as processes
@@ -53,6 +58,9 @@ ESTIMATORS = ("qosflow", "grid")
 # A phase that takes longer than this to start is a broken launcher, not a cost.
 MAX_PHASE_START_S = 60.0
 DIMENSIONS = ("nodes", "tpn", "transfer", "size")
+# Bytes of each file operation of a ``files`` row: its rate in MiB/s over this is its
+# file operations a second.
+FILE_BYTES = 4096
 
 
 @dataclass

@@ -2,8 +2,8 @@
 the model's inputs and measurements in; rate factors and a corrected profile out.
 
 **What is fitted.** One factor per (operation, storage type) of the profile that
-the model's tiers use: ``read`` and ``write`` of each tier, ``cp`` of each copy
-between tiers, ``scp`` of each fan-out. A factor multiplies every measured rate
+the model's tiers use: ``read``, ``write`` and ``files`` (the per-file rate) of each
+tier, ``cp`` of each copy between tiers, ``scp`` of each fan-out. A factor multiplies every measured rate
 of its rows (all transfer sizes, data sizes, node and task counts alike), so a
 tier that runs 3x slower than profiled gets 1/3 on its rates.
 
@@ -76,7 +76,7 @@ def rate_keys(profile: StorageProfile, tiers: TierSet) -> list[RateKey]:
     keys = []
     for op, st in sorted(profile.runs):
         ends = split_move(st)
-        if (st in names and op in ("read", "write")) or \
+        if (st in names and op in ("read", "write", "files")) or \
                 (ends is not None and set(ends) <= names and op in ("cp", "scp")):
             keys.append((op, st))
     return keys

@@ -16,8 +16,17 @@ from statistics import median
 from typing import Any
 
 from qos_plugin.errors import QosPluginError
+from qos_plugin.model.profile import FILE_BYTES
 from qos_plugin.planner.taskproc import copy as copy_files
-from qos_plugin.profiler.sweep import MIB, IoRun, MoveRun, io_row, move_row
+from qos_plugin.profiler.sweep import (
+    MIB,
+    FileRun,
+    IoRun,
+    MoveRun,
+    file_row,
+    io_row,
+    move_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +112,33 @@ def run_move(run: MoveRun, src_dir: Path, dst_dir: Path) -> dict[str, object]:
     return move_row(run, seconds)
 
 
+def run_files(run: FileRun, scratch: Path) -> dict[str, object]:
+    """``tasks`` concurrent tasks, each creating its files and then opening them again
+    (see FileRun), in processes of their own as a run's tasks are (taskproc)."""
+    dirs = [scratch / f"task.{i}" for i in range(run.tasks)]
+    for d in dirs:
+        d.mkdir()
+    t0 = time.perf_counter()
+    try:
+        with ProcessPoolExecutor(max_workers=run.tasks) as pool:
+            list(pool.map(_file_task, [str(d) for d in dirs], [run.files] * run.tasks))
+    except OSError as e:
+        raise ProfilerError(f"files on {scratch} failed: {e}") from None
+    return file_row(run, time.perf_counter() - t0)
+
+
+def _file_task(directory: str, files: int) -> None:
+    block = b"\0" * FILE_BYTES
+    names = [os.path.join(directory, f"f{i}") for i in range(files)]
+    for name in names:
+        with open(name, "wb", buffering=0) as f:
+            f.write(block)
+    for name in names:
+        os.stat(name)
+        with open(name, "rb", buffering=0) as f:
+            f.read(FILE_BYTES)
+
+
 # Starts of a phase timed for the profile; their median is its phaseStartSeconds.
 PHASE_STARTS = 7
 
@@ -149,10 +185,12 @@ def _drop_cache(paths: list[Path]) -> None:
 
 
 def run_sweep(io: list[IoRun], moves: list[MoveRun],
-              progress: Callable[[int, int], None] | None = None) -> list[dict[str, object]]:
+              progress: Callable[[int, int], None] | None = None,
+              files: list[FileRun] | None = None) -> list[dict[str, object]]:
     fio = fio_path()
     rows: list[dict[str, object]] = []
-    total = len(io) + len(moves)
+    files = files or []
+    total = len(io) + len(moves) + len(files)
     for i, run in enumerate(io):
         with tempfile.TemporaryDirectory(prefix=".qos-profile-", dir=run.tier.path) as d:
             rows.append(run_io(run, fio, Path(d)))
@@ -164,4 +202,9 @@ def run_sweep(io: list[IoRun], moves: list[MoveRun],
             rows.append(run_move(mv, Path(a), Path(b)))
         if progress:
             progress(len(io) + j + 1, total)
+    for k, fr in enumerate(files):
+        with tempfile.TemporaryDirectory(prefix=".qos-files-", dir=fr.tier.path) as d:
+            rows.append(run_files(fr, Path(d)))
+        if progress:
+            progress(len(io) + len(moves) + k + 1, total)
     return rows

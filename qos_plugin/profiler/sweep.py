@@ -5,7 +5,8 @@ each tier the sweep measures sequential reads and writes over transfer sizes,
 data sizes and concurrent tasks; for moves it copies data between tiers with
 ``k`` concurrent copies: shared -> node-local and back (``cp`` rows) and, for
 node-local tiers, between two directories of the same tier (``scp`` rows: the
-fan-out between nodes, measured on this one machine as a local copy).
+fan-out between nodes, measured on this one machine as a local copy). For files it
+times each tier's cost per file, whatever its bytes (``files`` rows, see FileRun).
 
 Everything runs on one machine, so every row has ``numNodes`` 1.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qos_plugin.errors import InputError
+from qos_plugin.model.profile import FILE_BYTES
 from qos_plugin.model.tiers import TierKind
 
 COLUMNS = ("operation", "randomOffset", "transferSize", "aggregateFilesizeMB", "numTasks",
@@ -48,6 +50,8 @@ class Sweep:
     # (opening files, the first requests) no longer lowers. A 4 KiB run's rate is its
     # per-call cost, which a longer run does not change.
     long_sizes: tuple[int, ...] = ()
+    # Concurrent tasks of the per-file runs (FileRun).
+    file_tasks: tuple[int, ...] = (1, 2)
 
 
 QUICK = Sweep(transfer_sizes=(4096, MIB), data_sizes=(64,), tasks=(1, 2), move_copies=(1, 2),
@@ -82,6 +86,21 @@ class MoveRun:
     operation: str          # cp (between tiers) or scp (within a node-local tier)
     copies: int
     mib: int
+
+
+# A per-file run: each task creates FILES_PER_TASK files (one FILE_BYTES write each, then
+# close), then opens each again (stat, open, one read, close), as a workflow's task
+# creates its output and opens its inputs. On a tier reached through qosfs each of those
+# is a round trip to the daemons (~0.1 s a task of a few files here, measured against
+# runs of kgenome's small tasks), which no byte rate prices.
+FILES_PER_TASK = 32
+
+
+@dataclass(frozen=True)
+class FileRun:
+    tier: TierDir
+    tasks: int
+    files: int = FILES_PER_TASK
 
 
 def parse_tier_dir(spec: str) -> TierDir:
@@ -122,6 +141,23 @@ def move_runs(tiers: list[TierDir], sweep: Sweep) -> list[MoveRun]:
     pairs += [(loc, loc, "scp") for loc in local]
     return [MoveRun(a, b, op, k, mib) for a, b, op in pairs for mib in sweep.move_sizes
             for k in sweep.move_copies for _ in range(sweep.repeats)]
+
+
+def file_runs(tiers: list[TierDir], sweep: Sweep) -> list[FileRun]:
+    return [FileRun(t, k) for t in tiers for k in sweep.file_tasks
+            for _ in range(sweep.repeats)]
+
+
+def file_row(run: FileRun, seconds: float) -> dict[str, object]:
+    """A per-file run as a profile row: operation ``files``, transfer FILE_BYTES, the
+    MiB of its file operations (each create and each open moves one transfer), so that
+    its rate, ``trMiB``, at FILE_BYTES a file operation is its file operations a second
+    (``model/carried.py`` reads it so)."""
+    mib = run.tasks * run.files * 2 * FILE_BYTES / MIB
+    row = _row("files", FILE_BYTES, 0, run.tasks, seconds, run.tier.name)
+    row["aggregateFilesizeMB"] = round(mib, 6)
+    row["trMiB"] = round(mib / max(seconds, 1e-6), 6)
+    return row
 
 
 def io_row(run: IoRun, seconds: float) -> dict[str, object]:

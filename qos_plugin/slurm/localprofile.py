@@ -83,6 +83,10 @@ def speeds(rows: Sequence[dict[str, str]], tiers: Sequence[str]) -> dict[str, di
         size, mib = int(float(r["transferSize"])), float(r["aggregateFilesizeMB"])
         if st in tiers and op in ("read", "write") and size in (MIB, 4096):
             label = f"{op} x{tasks}" if size == MIB else f"{op} 4KiB x{tasks}"
+        elif st in tiers and op == "files":
+            # Shown as file operations a second (profile.py: one transfer each).
+            out.setdefault(st, {})[f"files/s x{tasks}"] = float(r["trMiB"]) * MIB / size
+            continue
         elif op in ("cp", "scp") and tasks == 1:
             label = op
         else:
@@ -94,10 +98,12 @@ def speeds(rows: Sequence[dict[str, str]], tiers: Sequence[str]) -> dict[str, di
 
 
 def speeds_table(found: dict[str, dict[str, float]], site: Site, node: str) -> str:
-    cols = ["write x1", "write x2", "read x1", "read x2", "write 4KiB x1", "read 4KiB x1"]
+    cols = ["write x1", "write x2", "read x1", "read x2", "write 4KiB x1", "read 4KiB x1",
+            "files/s x1", "files/s x2"]
     lines = [f"Measured on {node} through the job's paths by deploy/local/profile "
              f"(MiB/s of the longest runs; "
-             f"xK: K tasks; 1 MiB transfers unless 4KiB).", "",
+             f"xK: K tasks; 1 MiB transfers unless 4KiB; files/s: small files created "
+             f"or opened a second).", "",
              "| tier | kind | path jobs use | " + " | ".join(cols) + " |",
              "|---|---|---|" + "---:|" * len(cols)]
     for name, t in site.tiers.items():

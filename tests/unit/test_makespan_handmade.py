@@ -285,6 +285,33 @@ def test_on_three_nodes_fan_outs_carry_the_other_nodes_outputs_and_flushes_once(
     assert carried.level_in[j, 1] == pytest.approx(30 / 20 + 0.5)
 
 
+def test_a_site_model_charges_each_task_its_files_at_the_tiers_rate():
+    """A profile with per-file runs: pfs makes 40 file operations a second on a node,
+    nvme 4000. Each task creates its output and opens each input file (one per task of
+    each predecessor, one of the initial data): A and B 2 a task, C 1 + 4 + 2, D 1 + 4,
+    E 1 + 4; on 2 nodes, 80 a second on pfs (each node's client its own)."""
+    from qos_plugin.model.carried import carried_of
+    from qos_plugin.model.movement import task_files
+    from qos_plugin.model.profile import FILE_BYTES
+
+    assert [task_files(TEMPLATE, s) for s in "ABCDE"] == [2, 2, 7, 5, 5]
+    prof = _grid_profile()
+    point = np.array([[1.0, 1.0, float(FILE_BYTES), 1.0]])
+    for tier, per_s in (("pfs", 40.0), ("nvme", 4000.0)):
+        prof.runs[("files", tier)] = (point, np.array([per_s * FILE_BYTES / (1 << 20)]))
+    table = MakespanModel(TEMPLATE, cost_table(), TIERS,
+                          carried=carried_of(prof, _carried_volumes())).evaluate([2])
+    i = row(table, 2, A="pfs", B="pfs", C="pfs", D="pfs", E="pfs")
+    # A 3.3 + 8/80, B 1.3 + 4/80; C 2.7 + 28/80, D 2.1 + 10/80; E 1.3 + 5/80.
+    assert table.level_exec[i].tolist() == pytest.approx([3.4, 3.05, 1.3625])
+    # On nvme the same files cost a hundredth: C 0.61 + 28/8000.
+    j = row(table, 2, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
+    assert table.level_exec[j, 1] == pytest.approx(0.61 + 28 / 8000)
+    # A tier the per-file runs never measured (ram) costs nothing per file, as before.
+    k = row(table, 2, A="ram", B="pfs", C="ram", D="ram", E="pfs")
+    assert table.level_exec[k, 1] == pytest.approx(0.61)
+
+
 def test_published_estimator_profiles_keep_the_published_rules():
     from qos_plugin.model.carried import carried_of
 

@@ -42,6 +42,33 @@ def test_a_tiny_sweep_gives_a_profile_in_the_ior_schema(tmp_path):
     assert list(shared.iterdir()) == [] and list(local.iterdir()) == []
 
 
+def test_per_file_runs_time_creates_and_opens_as_file_operations_a_second(tmp_path):
+    """Each task creates its files and opens them again: the row's rate at one
+    FILE_BYTES transfer an operation is the operations a second, which the profile
+    gives back; nothing is left in the tier."""
+    from qos_plugin.model.profile import FILE_BYTES
+    from qos_plugin.profiler.sweep import FileRun, file_runs
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    tier = parse_tier_dir(f"disk={shared}:shared")
+    assert [(r.tasks, r.files) for r in file_runs([tier], TINY)] == [(1, 32), (2, 32)]
+    rows = run_sweep([], [], files=[FileRun(tier, 2, 8)])
+    (r,) = rows
+    assert r["operation"] == "files" and r["transferSize"] == FILE_BYTES
+    assert r["numTasks"] == r["tasksPerNode"] == 2
+    ops_per_s = float(r["trMiB"]) * (1 << 20) / FILE_BYTES
+    assert ops_per_s == pytest.approx(2 * 8 * 2 / float(r["totalTime"]), rel=1e-3)
+    out = tmp_path / "profile.csv"
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+        w.writeheader()
+        w.writerows(rows)
+    got = load_profile(out).rate("files", "disk", 1, 2, FILE_BYTES, 1.0)
+    assert got == pytest.approx(float(r["trMiB"]))
+    assert list(shared.iterdir()) == []
+
+
 def test_a_phase_start_is_timed_with_the_launcher_a_run_here_uses():
     from qos_plugin.profiler.runner import measure_phase_start
 

@@ -263,3 +263,24 @@ def test_a_tampered_source_split_is_refused_in_one_line(mixed, sources, says):
     with pytest.raises(InputError, match=says) as e:
         model_from_json(doc, "m.json")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("placement, nodes", [({"P": "pfs", "C": "pfs"}, 1),
+                                              ({"P": "ram", "C": "ram"}, 2),
+                                              ({"P": "pfs", "C": "ram"}, 2)])
+def test_the_model_counts_the_files_a_run_s_tasks_open(mixed, tmp_path, placement, nodes):
+    """movement.task_files, what the per-file cost is charged for, is what a task of
+    the run creates (its output) and finds among its inputs (where they are, after
+    copies and fan-outs)."""
+    from qos_plugin.model.movement import task_files
+    from qos_plugin.model.template import template_from_dict
+
+    model, _ = mixed
+    tmpl = template_from_dict(model.workflow, name=model.name, patterns=False)
+    spec = runner.check_run(model, placement, nodes, 1 / 64,
+                            {t: tmp_path / t for t in ("pfs", "nfs", "ram")})
+    plan = runner.plan_run(spec)
+    for name in ("P", "C"):
+        assert {1 + len(a.payload["reads"]) for a in plan.tasks[name]} == \
+            {task_files(tmpl, name)}, (name, placement, nodes)
+    assert task_files(tmpl, "P") == 2 and task_files(tmpl, "C") == 1 + 1 + 2
