@@ -3,8 +3,8 @@ the model's inputs and measurements in; rate factors and a corrected profile out
 
 **What is fitted.** One factor per (operation, storage type) of the profile that
 the model's tiers use: ``read``, ``write`` and ``files`` (the per-file rate) of each
-tier, ``cp`` of each copy between tiers, ``scp`` of each fan-out. A factor multiplies every measured rate
-of its rows (all transfer sizes, data sizes, node and task counts alike), so a
+tier, ``cp`` of each copy between tiers, ``scp`` of each fan-out. A factor multiplies
+every measured rate of its rows (all transfer sizes, data sizes, node and task counts alike), so a
 tier that runs 3x slower than profiled gets 1/3 on its rates.
 
 **How.** The factors are those whose predictions best match the runs: the
