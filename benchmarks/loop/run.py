@@ -61,8 +61,8 @@ from qos_plugin.planner.prediction import scale_io  # noqa: E402
 from qos_plugin.planner.query import (  # noqa: E402
     Choice,
     Constraints,
+    answer,
     choice,
-    needs_fit,
     rank_rows,
 )
 from qos_plugin.planner.registry import Registry  # noqa: E402
@@ -206,15 +206,20 @@ class Loop:
         return self.cluster.node_names()[-1]
 
     def fastest_held(self, model: TrainedModel) -> Choice:
-        """The fastest placement on the cluster's nodes whose reservations, with the
-        deadline SLACK times its prediction, the shared tier sustains (what sbatch
-        --qos-deadline chooses from, docs/slurm.md)."""
+        """The fastest placement on the cluster's nodes for which a deadline of SLACK
+        times its prediction is one sbatch --qos-deadline can plan: some placement
+        predicted within it whose reservations, lowered by its slack, the shared tier
+        sustains (docs/slurm.md). The runs use that deadline; sbatch picks the placement.
+        (Not the placement's own reservations: on a tier whose every copy runs at
+        about its whole rate none of them fits the tier's margin unstretched.)"""
         sustains = sustained(load_site(self.cluster.site_conf))
         rows = [r for r in range(len(model))
                 if model.nodes[r] < len(self.cluster.node_names())]     # not the spare
         for r in rank_rows(model, rows, "fastest"):
-            c = Constraints(deadline=SLACK * float(model.total[r]), sustains=sustains)
-            if needs_fit(model, r, c):
+            deadline = float(int(SLACK * float(model.total[r])))    # as sbatch is given it
+            c = Constraints(deadline=deadline, max_nodes=int(model.nodes[r]),
+                            sustains=sustains)
+            if answer(model, c).feasible:
                 return choice(model, r)
         raise SystemExit(f"no placement of {model.name} fits the shared tier's "
                          f"{sustains} MiB/s; give a larger --shared-bandwidth")
