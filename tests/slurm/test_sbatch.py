@@ -100,7 +100,6 @@ def test_feasible_submit_places_stages_and_reserves(cluster: Cluster, tmp_path: 
     from qos_plugin.planner.contract import deadline_stretch
 
     most = deadline_stretch(float(env["SLURM_SPANK_QOS_MAKESPAN"]), 300.0)
-    assert most > 1.0, env
     for daemon, tier, bps in res:
         # a shared tier's total split over its two daemons
         assert bps == pytest.approx(wanted[tier] * most * MiB / 2, rel=1e-2), (daemon, tier)
