@@ -422,7 +422,8 @@ def tables(res: dict[str, Any]) -> str:
     c = res["shared_bandwidth_Bps"]
     lines = [f"Shared tier: a device of {c / MB:.0f} MB/s (2 daemons); workflow "
              f"`{res['workflow']}` on {res['nodes']} nodes, predicted "
-             f"{res['predicted_s']:.1f} s (its fastest placement the tier sustains: "
+             f"{res['predicted_s']:.1f} s (the fastest placement sbatch can plan within "
+             "1.2 times it: "
              f"{' '.join(f'{k}={v}' for k, v in res['placement'].items())}), deadline "
              f"{res['deadline_s']:.1f} s (x{SLACK}); neighbour: {res['streams']} dd streams of "
              "4 MiB blocks on a node of its own." + (
