@@ -77,8 +77,7 @@ class Contract:
         """MiB/s to hold per tier: the peak over phases, per node on node-local tiers
         (each node's daemon sees its own share), the whole job's on shared tiers; with
         ``stretch`` (see :func:`deadline_stretch`) that much lower."""
-        if not (math.isfinite(stretch) and stretch >= 1.0):
-            raise ValueError(f"a stretch must be finite and at least 1, not {stretch!r}")
+        check_stretch(stretch)
         out: dict[str, float] = {}
         for t in self.tiers():
             p = self.peak(t)
@@ -124,6 +123,12 @@ class ContractTables:
 # node's CPU 0.5 s slower than predicted; at 0.9 a deadline 1.2 times the prediction
 # was missed by 0.3 s with the reservation delivered in full.
 DEADLINE_MARGIN = 0.8
+
+
+def check_stretch(stretch: float) -> None:
+    """ValueError unless ``stretch`` is a finite number of at least 1."""
+    if not (math.isfinite(stretch) and stretch >= 1.0):
+        raise ValueError(f"a stretch must be finite and at least 1, not {stretch!r}")
 
 
 def deadline_stretch(makespan: float, deadline: float | None) -> float:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from qos_plugin.planner.contract import check_stretch
+
 MiB = 1 << 20
 
 
@@ -64,8 +66,7 @@ def admit(asks: list[Ask], most_stretch: float = 1.0) -> Decision:
     least, from 1, at which every ask fits what its daemon has not promised to others.
     Refused when that is more than ``most_stretch`` (the job's deadline would not hold);
     the ask that needs the most is the reason."""
-    if not (math.isfinite(most_stretch) and most_stretch >= 1.0):
-        raise ValueError(f"a stretch must be finite and at least 1, not {most_stretch!r}")
+    check_stretch(most_stretch)
     stretch, worst = 1.0, None
     for a in asks:
         if a.capacity is None or a.bps <= 0:
