@@ -121,13 +121,19 @@ def speeds_table(found: dict[str, dict[str, float]], site: Site, node: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def fanout_rows(tiers: dict[str, Path], mib: int = 64, copies: Sequence[int] = (1, 2)
-                ) -> list[dict[str, object]]:
+# Fan-out sizes: a small one, where srun's start is most of the time, and one of the
+# size workflows here fan out (hundreds of MiB), where it is little. With 64 MiB alone
+# every fan-out was priced at a rate that was a quarter start.
+FANOUT_MIB = (16, 128)
+
+
+def fanout_rows(tiers: dict[str, Path], sizes: Sequence[int] = FANOUT_MIB,
+                copies: Sequence[int] = (1, 2)) -> list[dict[str, object]]:
     """Inside a 2-node allocation: per node-local tier (name: directory, the same path
-    on both nodes) and copy count k, ``mib`` MiB in k files written on the first node
-    and copied to the second through srun steps and a pipe, as a run's fan-out; the
-    ``scp`` profile rows of those copies (seconds from the first copy's start to the
-    last one's end, srun's start included: a run pays it too)."""
+    on both nodes), size and copy count k, that many MiB in k files written on the
+    first node and copied to the second through srun steps and a pipe, as a run's
+    fan-out; the ``scp`` profile rows of those copies (seconds from the first copy's
+    start to the last one's end, srun's start included: a run pays it too)."""
     from qos_plugin.model.tiers import TierKind
     from qos_plugin.planner.runner import Action
     from qos_plugin.planner.slurmrun import SrunLauncher, job_hosts
@@ -140,7 +146,7 @@ def fanout_rows(tiers: dict[str, Path], mib: int = 64, copies: Sequence[int] = (
     rows = []
     for name, d in tiers.items():
         tier = TierDir(name, d, TierKind.NODE_LOCAL)
-        for k in copies:
+        for mib, k in ((m, k) for m in sizes for k in copies):
             each = mib * MIB // k
             src = [str(d / "src" / f"f{i}") for i in range(k)]
             launch([Action("", 0, {"kind": "task", "reads": [], "read_bytes": 0, "out": f,

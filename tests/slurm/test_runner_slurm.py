@@ -203,12 +203,14 @@ def test_profile_through_the_job_paths_trains_models_sbatch_accepts(
     starts = {r["phaseStartSeconds"] for r in rows}
     assert len(starts) == 1 and 0 < float(starts.pop()) < 5, starts
     # The fan-outs measured node to node through srun (a second job on two nodes): the
-    # profile's scp rows are that job's, for 1 and 2 copies of each node-local tier.
+    # profile's scp rows are that job's, for 1 and 2 copies of a small and a large
+    # fan-out of each node-local tier.
     with open(cluster.root / "profile" / "fanout.csv", newline="") as f:
         fanout = list(csv.DictReader(f))
     scp = [r for r in rows if r["operation"] == "scp"]
-    assert sorted((r["storageType"], r["numTasks"]) for r in scp) == [
-        ("ram-ram", "1"), ("ram-ram", "2"), ("ssd-ssd", "1"), ("ssd-ssd", "2")]
+    assert sorted((r["storageType"], int(r["aggregateFilesizeMB"]), int(r["numTasks"]))
+                  for r in scp) == [(t, mib, k) for t in ("ram-ram", "ssd-ssd")
+                                    for mib in (16, 128) for k in (1, 2)]
     # (The phase start is the profile job's, one value for the whole file.)
     assert [{**r, "phaseStartSeconds": ""} for r in scp] == \
         [{**r, "phaseStartSeconds": ""} for r in fanout]

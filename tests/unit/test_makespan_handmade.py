@@ -209,7 +209,8 @@ def test_capacities_come_from_grid_profiles_only():
 def _grid_profile(start: float = 0.5):
     """One run per operation and tier, so every lookup gives its rate: reads 10 and
     writes 5 MiB/s on pfs, 100 and 50 on each node-local tier; copies from pfs 20,
-    to pfs 10, a fan-out 40 (all per node; the profile knows one node)."""
+    to pfs 10, a fan-out 40 (the profile knows one node: a node-local tier's reads and
+    writes scale by nodes, a fan-out's rate is the whole job's)."""
     from qos_plugin.model.profile import StorageProfile
 
     point = np.array([[1.0, 1.0, 1048576.0, 64.0]])
@@ -254,14 +255,15 @@ def test_a_site_model_copies_only_what_is_not_on_the_node(carried):
     i = row(carried, 2, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
     # L1 in: A's 6 MiB of initial data onto 2 nodes through pfs: 12/20 + 0.5. L1 exec:
     # B on pfs 1.3 (A on nvme: 12/200 + 8/100 + 0.5). L1 out: A fans its 8 MiB out
-    # (each node gets the other's half: 8 MiB at 2 x 40) 0.6, B moves its 2 MiB onto
-    # nvme 2/20 + 0.5 = 0.6. L2 in: C brings B's 2 MiB (A's outputs are on the nodes):
-    # 4/20 + 0.5; exec C 10/200 + 6/100 + 0.5; out C's 6 MiB to pfs 6/10 + 0.5.
+    # (each node gets the other's half: 8 MiB at the job's 40, not 2 x 40: the pipes
+    # share one node) 0.7, B moves its 2 MiB onto nvme 2/20 + 0.5 = 0.6. L2 in: C
+    # brings B's 2 MiB (A's outputs are on the nodes): 4/20 + 0.5; exec C 10/200 +
+    # 6/100 + 0.5; out C's 6 MiB to pfs 6/10 + 0.5.
     # L3: E on pfs 1.3.
     assert carried.level_in[i].tolist() == pytest.approx([1.1, 0.7, 0.0])
     assert carried.level_exec[i].tolist() == pytest.approx([1.3, 0.61, 1.3])
-    assert carried.level_out[i].tolist() == pytest.approx([0.6, 1.1, 0.0])
-    assert carried.total[i] == pytest.approx(6.71)
+    assert carried.level_out[i].tolist() == pytest.approx([0.7, 1.1, 0.0])
+    assert carried.total[i] == pytest.approx(6.81)
     # On one node: no fan-out, copies onto one node, node-local rates of one node.
     j = row(carried, 1, A="nvme", B="pfs", C="nvme", D="nvme", E="pfs")
     assert carried.level_in[j].tolist() == pytest.approx([0.8, 0.6, 0.0])
@@ -272,17 +274,55 @@ def test_a_site_model_copies_only_what_is_not_on_the_node(carried):
 def test_on_three_nodes_fan_outs_carry_the_other_nodes_outputs_and_flushes_once(carried):
     i = row(carried, 3, A="nvme", B="pfs", C="nvme", D="nvme", E="nvme")
     # L1 in: 6 MiB onto 3 nodes through pfs, 18/20 + 0.5. L1 out: A's fan-out gives each
-    # node the other two nodes' outputs, (3 - 1) x 8 MiB at 3 x 40: 16/120 + 0.5 (B's
-    # move 2/20 + 0.5 = 0.6). L2 in: B's 2 MiB onto 3 nodes, 6/20 + 0.5; exec C
-    # 10/300 + 6/150 + 0.5; out C's fan-out 12/120 + 0.5. L3: E on nvme 6/300 + 1/150
+    # node the other two nodes' outputs, (3 - 1) x 8 MiB at the job's 40: 16/40 + 0.5
+    # (B's move 2/20 + 0.5 = 0.6). L2 in: B's 2 MiB onto 3 nodes, 6/20 + 0.5; exec C
+    # 10/300 + 6/150 + 0.5; out C's fan-out 12/40 + 0.5. L3: E on nvme 6/300 + 1/150
     # + 0.5, its 1 MiB flushed home once: 1/10 + 0.5.
     assert carried.level_in[i].tolist() == pytest.approx([1.4, 0.8, 0.0])
     assert carried.level_exec[i].tolist() == pytest.approx([1.3, 0.5 + 11 / 150,
                                                             0.5 + 4 / 150])
-    assert carried.level_out[i].tolist() == pytest.approx([0.5 + 2 / 15, 0.6, 0.6])
+    assert carried.level_out[i].tolist() == pytest.approx([0.9, 0.8, 0.6])
     # Two sources on one shared tier: C brings A's 8 and B's 2 MiB onto each node.
     j = row(carried, 3, A="pfs", B="pfs", C="nvme", D="pfs", E="pfs")
     assert carried.level_in[j, 1] == pytest.approx(30 / 20 + 0.5)
+
+
+def test_a_level_s_fan_outs_share_the_job_s_fan_out_rate():
+    """A fans its 8 MiB out and B its 2 at once (both on nvme, their consumers too):
+    through one node's srun pipes they share the fastest fan-out measured (40 MiB/s),
+    so the level's stage-out takes their sum over it, not the larger alone. No start
+    here, so the floor shows: on 2 nodes 8/40 = 0.2 alone, (8 + 2)/40 = 0.25 together;
+    on 3 nodes each node gets the other two's, (16 + 4)/40 = 0.5."""
+    from qos_plugin.model.capacity import fan_out_capacity
+    from qos_plugin.model.carried import carried_of
+
+    prof = _grid_profile(start=0.0)
+    assert fan_out_capacity(prof, TIERS) == 40.0
+    table = MakespanModel(TEMPLATE, cost_table(), TIERS,
+                          carried=carried_of(prof, _carried_volumes())).evaluate([2, 3])
+    for n, out in ((2, 0.25), (3, 0.5)):
+        i = row(table, n, A="nvme", B="nvme", C="nvme", D="nvme", E="pfs")
+        assert table.level_out[i, 0] == pytest.approx(out)
+    # Read with the published estimator a profile has no floors (the artifact's rules).
+    prof.estimator = "qosflow"
+    assert fan_out_capacity(prof, TIERS) == 0.0
+
+
+def test_a_stage_in_copies_a_predecessor_s_whole_files():
+    """E reads 2 of the 6 MiB C writes: a copy moves files, so E's stage-in onto nvme
+    still brings all 6 MiB onto each node (what a run copies), not the 2 it reads."""
+    from qos_plugin.model.carried import carried_of
+    from qos_plugin.model.movement import copied_from
+
+    vol = _carried_volumes()
+    vol["E"] = {**vol["E"], "read_mib": 2.0, "in_files_mib": 2.0, "in_from_mib": {"C": 2.0}}
+    assert copied_from(vol, "E", "C") == 6.0
+    assert copied_from(vol, "A", "initial_data") == 6.0      # the initial data: its part
+    table = MakespanModel(TEMPLATE, cost_table(), TIERS,
+                          carried=carried_of(_grid_profile(), vol)).evaluate([2])
+    i = row(table, 2, A="pfs", B="pfs", C="pfs", D="pfs", E="nvme")
+    # 6 MiB onto 2 nodes from pfs at 20 MiB/s: 12/20 + 0.5.
+    assert table.level_in[i, 2] == pytest.approx(1.1)
 
 
 def test_a_site_model_charges_each_task_its_files_at_the_tiers_rate():

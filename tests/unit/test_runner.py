@@ -99,6 +99,12 @@ def test_a_run_moves_exactly_the_scaled_volumes_where_the_placement_says(registr
     assert phases["A"]["phases"]["stage-in"]["copies"] == 2       # one per node
     assert phases["A"]["phases"]["stage-out"]["copies"] == 2      # fan-out, one per node
     assert phases["B"]["phases"]["stage-in"]["copies"] == 0       # B runs on pfs itself
+    # C's stage-in carries what the model charges it: B's outputs onto each of 2 nodes.
+    from qos_plugin.model.movement import copied_from
+
+    model = Registry(registry).load("small")
+    assert phases["C"]["phases"]["stage-in"]["read_bytes"] == \
+        2 * copied_from(model.volumes, "C", "B") * 16 * kib
     assert phases["D"]["phases"]["stage-out"]["copies"] == 0
 
     # Barriers: every phase of a level ends before the next begins, and levels in turn.
