@@ -4,11 +4,12 @@ step runs it with the nodes' system Python, which has no numpy.
 
 An *action* is a JSON object; its ``kind`` says what it does:
 
-* ``task``: read ``read_bytes`` cycling over the files ``reads`` (laid end to end,
-  from byte ``read_from`` of them: tasks of a stage read their own parts, as a
-  stage's tasks read their own inputs, not all the same first bytes, which one
-  node's page cache would serve), ``transfer`` bytes at a time, then write
-  ``write_bytes`` to ``out``, ``write_transfer`` at a time;
+* ``task``: read ``read_bytes`` cycling over ``reads`` (laid end to end, from byte
+  ``read_from`` of them: tasks of a stage read their own parts, as a stage's tasks
+  read their own inputs, not all the same first bytes, which one node's page cache
+  would serve), ``transfer`` bytes at a time, then write ``write_bytes`` to ``out``,
+  ``write_transfer`` at a time; each of ``reads`` is a file, or ``[file, begin,
+  length]``: that span of it only (a stage's part of the initial data, read in place);
 * ``copy``: copy each ``[source, destination]`` (or ``[source, destination, limit]``:
   its first ``limit`` bytes, or ``[source, destination, limit, offset]``: ``limit``
   bytes from ``offset`` on, round the end of the source to its start) of ``pairs``,
@@ -41,6 +42,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -53,30 +55,33 @@ CHUNK = 1 << 20
 COPY_STREAMS = 8
 
 
-def task(reads: list[str], read_bytes: int, out: str, write_bytes: int,
+def task(reads: Sequence[str | Sequence[Any]], read_bytes: int, out: str, write_bytes: int,
          transfer: int, write_transfer: int, read_from: int = 0) -> Result:
-    """One task: read ``read_bytes`` cycling over ``reads`` (end to end, from byte
-    ``read_from`` of them) ``transfer`` bytes at a time, write ``write_bytes`` to
-    ``out`` ``write_transfer`` at a time; returns bytes read, bytes written and
-    wall-clock start and end."""
+    """One task: read ``read_bytes`` cycling over ``reads`` (files or ``[file, begin,
+    length]`` spans of them, end to end, from byte ``read_from`` of them) ``transfer``
+    bytes at a time, write ``write_bytes`` to ``out`` ``write_transfer`` at a time;
+    returns bytes read, bytes written and wall-clock start and end."""
     start = time.time()
     done = 0
-    sizes = [os.path.getsize(p) for p in reads]
-    if read_bytes and not any(sizes):
+    spans = [_span(r) for r in reads]
+    total = sum(n for _p, _b, n in spans)
+    if read_bytes and not total:
         raise RuntimeError(f"nothing to read for {out}")
-    at = read_from % sum(sizes) if read_bytes else 0
+    at = read_from % total if read_bytes else 0
     while done < read_bytes:
-        for p, size in zip(reads, sizes, strict=True):
+        for p, begin, size in spans:
             if at >= size:              # before the first byte to read (or empty)
                 at -= size
                 continue
             with open(p, "rb", buffering=0) as f:
-                f.seek(at)
-                while done < read_bytes:
-                    chunk = f.read(min(transfer, read_bytes - done))
+                f.seek(begin + at)
+                left = size - at
+                while done < read_bytes and left > 0:
+                    chunk = f.read(min(transfer, read_bytes - done, left))
                     if not chunk:
                         break
                     done += len(chunk)
+                    left -= len(chunk)
             at = 0
             if done >= read_bytes:
                 break
@@ -163,6 +168,16 @@ def prepare(remove: list[str], init: str | None, init_bytes: int, transfer: int)
     finally:
         os.close(fd)
     return r, w, start, end
+
+
+def _span(read: str | Sequence[Any]) -> tuple[str, int, int]:
+    """(file, begin, length) of one of a task's reads: a whole file, or its span."""
+    if isinstance(read, str):
+        return read, 0, os.path.getsize(read)
+    path, begin, length = read
+    size = os.path.getsize(path)
+    begin = min(int(begin), size)
+    return str(path), begin, max(0, min(int(length), size - begin))
 
 
 def perform(action: dict[str, Any]) -> list[Any]:

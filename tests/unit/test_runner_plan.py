@@ -230,19 +230,51 @@ def test_a_stage_copies_only_its_part_of_the_initial_data(mixed, tmp_path):
         part["P"] + part["C"]
 
 
-def test_tasks_reading_the_initial_data_in_place_start_at_their_stage_s_part(mixed, tmp_path):
+def test_tasks_reading_the_initial_data_in_place_read_their_stage_s_part(mixed, tmp_path):
     model, vol = mixed
-    spec = runner.check_run(model, {"P": "pfs", "C": "pfs"}, 1, 1 / 64,
+    spec = runner.check_run(model, {"P": "pfs", "C": "pfs"}, 2, 1 / 64,
                             {t: tmp_path / t for t in ("pfs", "nfs", "ram")})
     plan = runner.plan_run(spec)
-    p_part = round(vol["P"]["in_from_mib"]["initial_data"] * (1 << 20) / 64)
-    for name, base in (("P", 0), ("C", p_part)):
+    part = {s: round(vol[s]["in_from_mib"]["initial_data"] * (1 << 20) / 64) for s in "PC"}
+    for name, base in (("P", 0), ("C", part["P"])):
         tasks = plan.tasks[name]
-        # The initial data first among the reads, whatever the template's order.
-        assert all(a.payload["reads"][0].endswith("initial_data/input.dat") for a in tasks)
+        # The initial data first among the reads, whatever the template's order, and
+        # only the stage's own span of it.
+        for a in tasks:
+            first = a.payload["reads"][0]
+            assert first[0].endswith("initial_data/input.dat")
+            assert first[1:] == [base, part[name]]
+        # The k-th task on each of the 2 nodes starts at k times its volume.
         rb = tasks[0].payload["read_bytes"]
-        assert [a.payload["read_from"] for a in tasks] == [base + i * rb
+        assert [a.payload["read_from"] for a in tasks] == [i // 2 * rb
                                                            for i in range(len(tasks))]
+
+
+def test_a_task_reads_only_the_span_it_is_given(tmp_path, monkeypatch):
+    import os
+
+    data = os.urandom(10_000)
+    (tmp_path / "init").write_bytes(data)
+    (tmp_path / "pred").write_bytes(b"p" * 500)
+    reads = [[str(tmp_path / "init"), 6000, 3000], str(tmp_path / "pred")]
+    seen = bytearray()
+    real_open = open
+
+    def spy(path, *args, **kw):
+        f = real_open(path, *args, **kw)
+        if "rb" in args:
+            read = f.read
+            f.read = lambda n: (lambda b: (seen.extend(b), b)[1])(read(n))
+        return f
+
+    monkeypatch.setattr("builtins.open", spy)
+    # From byte 2500 of the 3500 the reads lay end to end: the span's last 500, the
+    # predecessor's 500, then round to the span's start.
+    r, _w, _s, _e = taskproc.task(reads, 1600, str(tmp_path / "o"), 0, 300, 300,
+                                  read_from=2500)
+    monkeypatch.undo()
+    assert r == 1600
+    assert bytes(seen) == data[8500:9000] + b"p" * 500 + data[6000:6600]
 
 
 @pytest.mark.parametrize("sources, says", [
