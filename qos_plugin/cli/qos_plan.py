@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -408,7 +409,14 @@ def cmd_rank(a: argparse.Namespace) -> int:
 def cmd_profile(a: argparse.Namespace) -> int:
     from qos_plugin.cli.progress import Progress
     from qos_plugin.model.csvio import write_csv
-    from qos_plugin.profiler.runner import fio_path, measure_phase_start, run_sweep
+    from qos_plugin.planner.slurmrun import job_hosts
+    from qos_plugin.profiler.runner import (
+        fio_path,
+        measure_phase_start,
+        measure_phase_starts,
+        per_node_start,
+        run_sweep,
+    )
     from qos_plugin.profiler.sweep import (
         COLUMNS,
         FULL,
@@ -434,8 +442,16 @@ def cmd_profile(a: argparse.Namespace) -> int:
     rows = run_sweep(io, moves, progress, files)
     progress.finish()
     start, how = measure_phase_start()
+    per_node = 0.0
+    hosts = job_hosts(os.environ) if os.environ.get("SLURM_JOB_ID") else []
+    if len(hosts) > 1:
+        # In an allocation of several nodes: what each adds to a phase's start.
+        per_node = per_node_start(measure_phase_starts(dict(os.environ),
+                                                       range(1, len(hosts) + 1)))
+        how += f", {per_node:.3f} s more a node on up to {len(hosts)}"
     for r in rows:
         r["phaseStartSeconds"] = round(start, 4)
+        r["phaseStartPerNodeSeconds"] = round(per_node, 4)
     write_csv(a.out, list(COLUMNS), ([r[c] for c in COLUMNS] for r in rows))
     print(f"measured {len(io)} read/write runs, {len(moves)} moves and {len(files)} "
           f"per-file runs on "

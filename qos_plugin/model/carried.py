@@ -63,9 +63,8 @@ class CarriedPricing:
     def __post_init__(self) -> None:
         self._pricer = Pricer(self.profile)
 
-    @property
-    def start(self) -> float:
-        return self.profile.phase_start_s
+    def start(self, nodes: int) -> float:
+        return self.profile.phase_start(nodes)
 
     def exec_seconds(self, stage: Stage, tier: Tier, nodes: int,
                      files_per_task: int = 0) -> tuple[float, float]:
@@ -85,7 +84,7 @@ class CarriedPricing:
                                              f"stage {stage.name} {op}s {mib:,.1f} MiB"))
         read, write = secs
         if write > 0 or read > 0:
-            fixed = self.start + self.files_seconds(stage, tier, nodes, files_per_task)
+            fixed = self.start(nodes) + self.files_seconds(stage, tier, nodes, files_per_task)
             if write > 0:
                 write += fixed
             else:
@@ -125,7 +124,7 @@ class CarriedPricing:
             rate = self._pricer.rate(op, move, per_node, nodes, COPIES_PER_NODE,
                                      MOVE_TRANSFER, total)
             rate = self._measured(rate, op, move, f"a move of {total:,.1f} MiB")
-            out[mib == total] = total / rate + self.start
+            out[mib == total] = total / rate + self.start(nodes)
         return out
 
     def _measured(self, rate: float, op: str, storage: str, what: str) -> float:

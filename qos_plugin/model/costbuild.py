@@ -27,7 +27,9 @@ makespan model then takes the cheapest row of a move.
 
 **Phase starts.** A profile with a phase start (``phaseStartSeconds``: a run
 starts each phase's processes on its nodes and waits for them all, srun steps in
-an allocation) adds it to every cost that moves anything: a stage's write (its
+an allocation; ``phaseStartPerNodeSeconds`` more for each node beyond the first,
+``StorageProfile.phase_start``) adds it, at the row's node count, to every cost
+that moves anything: a stage's write (its
 execution is its reads plus its write, one start), each copy of a stage-in and
 each move of a stage-out. A level's phase is the largest of its actions, so it
 pays one start, as a run does; a phase with nothing to move pays none. The
@@ -108,7 +110,7 @@ class _Builder:
                  tiers: TierSet, nodes: Sequence[int]) -> None:
         self.template, self.tiers, self.nodes = template, tiers, list(nodes)
         self.pricer = Pricer(profile)
-        self.phase_start = profile.phase_start_s
+        self.profile = profile
         self.records = {s.name: [r for r in io.records if r.stage == s.name]
                         for s in template.stages}
         self.volume = {(s, op): sum(r.size_mb for r in rs if r.operation == op)
@@ -149,9 +151,10 @@ class _Builder:
                 worst = secs if worst != worst else max(worst, secs)
         return 0.0 if worst != worst else worst
 
-    def started(self, seconds: float) -> float:
-        """``seconds`` of an action, with its phase's start when it moves anything."""
-        return seconds + self.phase_start if seconds > 0 else seconds
+    def started(self, seconds: float, nodes: int) -> float:
+        """``seconds`` of an action on ``nodes`` nodes, with its phase's start when it
+        moves anything."""
+        return seconds + self.profile.phase_start(nodes) if seconds > 0 else seconds
 
     def edge_rows(self, c: Stage) -> list[CostRow]:
         rows = []
@@ -168,7 +171,7 @@ class _Builder:
                     rows.append(CostRow(
                         p, pst.level, c.name, c.level, tier.name, pst.tasks_per_node(n),
                         tier.name, c.tasks_per_node(n),
-                        self.started(self.io_seconds(pst, p_recs, tier, n)),
+                        self.started(self.io_seconds(pst, p_recs, tier, n), n),
                         self.io_seconds(c, c_recs, tier, n)))
         return rows
 
@@ -218,7 +221,7 @@ class _Builder:
                     for n in self.nodes:
                         rows.append(CostRow(
                             stage_in_name(c.name), c.level - 0.5, c.name, c.level, move, k,
-                            tier.name, c.tasks_per_node(n), self.started(secs),
+                            tier.name, c.tasks_per_node(n), self.started(secs, n),
                             self.io_seconds(c, recs, tier, n)))
         return rows
 
@@ -243,8 +246,8 @@ class _Builder:
                         ptpn = c.tasks_per_node(n)
                         rows.append(CostRow(
                             c.name, c.level, stage_out_name(c.name), c.level + 0.5, x.name, ptpn,
-                            move, k, self.started(self.io_seconds(c, recs, x, n)),
-                            self.started(secs)))
+                            move, k, self.started(self.io_seconds(c, recs, x, n), n),
+                            self.started(secs, n)))
         return rows
 
 

@@ -70,7 +70,13 @@ class StorageProfile:
     runs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
     estimator: str = "qosflow"              # one of ESTIMATORS
     phase_start_s: float = 0.0              # seconds to start a phase's processes
+    # and what each node beyond the first adds to it (an srun step waits for every node)
+    phase_start_per_node_s: float = 0.0
     _grids: dict[tuple[str, str], _Grid | None] = field(default_factory=dict, repr=False)
+
+    def phase_start(self, nodes: int) -> float:
+        """Seconds to start a phase's processes on ``nodes`` nodes and see them end."""
+        return self.phase_start_s + max(0, nodes - 1) * self.phase_start_per_node_s
 
     def storage_types(self) -> set[str]:
         return {st for _, st in self.runs}
@@ -230,7 +236,8 @@ def load_profile(path: str | Path) -> StorageProfile:
         if rate[k] > 0:
             groups[(o, s)].append(k)
     return StorageProfile(t.source, {key: (cols[idx], rate[idx]) for key, idx in groups.items()},
-                          _estimator(t), _phase_start(t))
+                          _estimator(t), _phase_start(t, "phaseStartSeconds"),
+                          _phase_start(t, "phaseStartPerNodeSeconds"))
 
 
 def _estimator(t: Table) -> str:
@@ -245,14 +252,15 @@ def _estimator(t: Table) -> str:
     return seen[0]
 
 
-def _phase_start(t: Table) -> float:
-    """The profile's ``phaseStartSeconds`` column (absent: 0), one value for all rows."""
-    if not t.has("phaseStartSeconds") or not len(t):
+def _phase_start(t: Table, column: str) -> float:
+    """The profile's ``phaseStartSeconds`` or ``phaseStartPerNodeSeconds`` column
+    (absent: 0), one value for all rows."""
+    if not t.has(column) or not len(t):
         return 0.0
-    values = set(t.numbers("phaseStartSeconds", lo=0.0, hi=MAX_PHASE_START_S,
+    values = set(t.numbers(column, lo=0.0, hi=MAX_PHASE_START_S,
                            hint="seconds to start a phase: 0 to 60").tolist())
     if len(values) > 1:
         shown = ", ".join(f"{v:g}" for v in sorted(values)[:4])
-        raise InputError(t.source, f"phaseStartSeconds differs between rows ({shown})",
-                         "give one value in every row, or no phaseStartSeconds column")
+        raise InputError(t.source, f"{column} differs between rows ({shown})",
+                         f"give one value in every row, or no {column} column")
     return float(values.pop())

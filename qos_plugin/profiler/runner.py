@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
@@ -150,29 +150,61 @@ def measure_phase_start(env: dict[str, str] | None = None, repeats: int = PHASE_
     allocation's first node inside a Slurm job, else the local runner's processes.
     The median of ``repeats`` starts (after one to warm up), and how it was started."""
     from qos_plugin.planner import runner
-    from qos_plugin.planner.slurmrun import SrunLauncher, job_hosts
+    from qos_plugin.planner.slurmrun import job_hosts
 
     env = dict(os.environ if env is None else env)
-    noop = runner.Action("", 0, {"kind": "prepare", "remove": [], "init": None,
-                                 "init_bytes": 0, "transfer": MIB})
-
-    def timed(launch: runner.Launcher) -> float:
-        launch([noop])
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            launch([noop])
-            times.append(time.perf_counter() - t0)
-        return float(median(times))
-
     try:
         if env.get("SLURM_JOB_ID"):
             hosts = job_hosts(env)
-            return timed(SrunLauncher(hosts[:1], 1, env)), f"srun steps on {hosts[0]}"
+            return measure_phase_starts(env, [1], repeats)[1], f"srun steps on {hosts[0]}"
         with ProcessPoolExecutor(max_workers=1) as pool:
-            return timed(runner.local_launcher(pool)), "local processes"
+            return _timed(runner.local_launcher(pool), 1, repeats), "local processes"
     except (OSError, QosPluginError) as e:
         raise ProfilerError(f"timing a phase's start failed: {e}") from None
+
+
+def measure_phase_starts(env: dict[str, str], counts: Sequence[int],
+                         repeats: int = PHASE_STARTS) -> dict[int, float]:
+    """Inside an allocation: the median start of a phase on the first n of its nodes
+    (srun steps, one process a node, as a run's phase), for each n of ``counts``."""
+    from qos_plugin.planner.slurmrun import SrunLauncher, job_hosts
+
+    hosts = job_hosts(env)
+    if max(counts) > len(hosts):
+        raise ProfilerError(f"timing a phase's start on {max(counts)} nodes needs an "
+                            f"allocation of as many; this one has {len(hosts)}")
+    try:
+        return {n: _timed(SrunLauncher(hosts[:n], 1, env), n, repeats) for n in counts}
+    except (OSError, QosPluginError) as e:
+        raise ProfilerError(f"timing a phase's start failed: {e}") from None
+
+
+def per_node_start(starts: dict[int, float]) -> float:
+    """What each node beyond the first adds to a phase's start: the least-squares
+    slope of the starts over their node counts (0 with one count; never below 0)."""
+    if len(starts) < 2:
+        return 0.0
+    xs, ys = list(starts), list(starts.values())
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / \
+        sum((x - mx) ** 2 for x in xs)
+    return max(0.0, slope)
+
+
+def _timed(launch: Any, nodes: int, repeats: int) -> float:
+    """The median of ``repeats`` timed launches of a phase that moves nothing on
+    ``nodes`` nodes, after one to warm up."""
+    from qos_plugin.planner import runner
+
+    noop = [runner.Action("", j, {"kind": "prepare", "remove": [], "init": None,
+                                  "init_bytes": 0, "transfer": MIB}) for j in range(nodes)]
+    launch(noop)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        launch(noop)
+        times.append(time.perf_counter() - t0)
+    return float(median(times))
 
 
 def _drop_cache(paths: list[Path]) -> None:

@@ -166,7 +166,8 @@ def fanout_rows(tiers: dict[str, Path], sizes: Sequence[int] = FANOUT_MIB,
 
 
 def measure_fanout(cluster: LocalCluster, site: Site, nodes: Sequence[str]) -> tuple[Path, str]:
-    """The fan-out job on two nodes (see ``fanout_rows``); its rows' CSV and job id."""
+    """The fan-out job on ``nodes`` (the fan-outs between the first two, see
+    ``fanout_rows``; a phase's start on 1 to all of them); its rows' CSV and job id."""
     out_dir = cluster.root / "profile"
     rows_file = out_dir / "fanout.csv"
     rows_file.unlink(missing_ok=True)
@@ -178,8 +179,8 @@ def measure_fanout(cluster: LocalCluster, site: Site, nodes: Sequence[str]) -> t
                       f"exec {PYTHON} -m qos_plugin.slurm.localprofile --in-job-fanout "
                       f"{rows_file} {tier_opts}\n")
     script.chmod(0o755)
-    return rows_file, _sbatch_wait(cluster, script, ["--nodes=2",
-                                                     f"--nodelist={','.join(nodes[:2])}"],
+    return rows_file, _sbatch_wait(cluster, script, [f"--nodes={len(nodes)}",
+                                                     f"--nodelist={','.join(nodes)}"],
                                    "qos-fanout", rows_file)
 
 
@@ -190,9 +191,12 @@ def merge_fanout(profile: Path, fanout: Path) -> None:
     before = read_rows(profile)
     kept = [r for r in before
             if not (r["operation"] == "scp" and r["storageType"] in measured)]
-    # The phase start is one value for the file: the profile job measured it.
-    for r in rows:
-        r["phaseStartSeconds"] = before[0].get("phaseStartSeconds", "0") if before else "0"
+    # The phase start is one value for the file: the profile job measured it on its
+    # node; what each further node adds, the fan-out job on all of them.
+    start = before[0].get("phaseStartSeconds", "0") if before else "0"
+    per_node = rows[0].get("phaseStartPerNodeSeconds", "0") if rows else "0"
+    for r in rows + before:
+        r["phaseStartSeconds"], r["phaseStartPerNodeSeconds"] = start, per_node
     from qos_plugin.profiler.sweep import COLUMNS
 
     with open(profile, "w", newline="") as f:
@@ -304,8 +308,8 @@ def profile_cluster(root: Path, node: str = "node1", sweep: str = "quick",
     names = cluster.node_names()
     fanout_job = None
     if len(names) >= 2 and any(t.is_local for t in site.tiers.values()):
-        pair = [node, next(n for n in names if n != node)]
-        fanout, fanout_job = measure_fanout(cluster, site, pair)
+        fanout, fanout_job = measure_fanout(cluster, site,
+                                            [node, *(n for n in names if n != node)])
         merge_fanout(profile, fanout)
     took = time.perf_counter() - t0
     table = speeds_table(speeds(read_rows(profile), list(site.tiers)), site, node)
@@ -332,11 +336,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if a.in_job_fanout:
         from qos_plugin.model.csvio import write_csv
+        from qos_plugin.planner.slurmrun import job_hosts
+        from qos_plugin.profiler.runner import measure_phase_starts, per_node_start
         from qos_plugin.profiler.sweep import COLUMNS
 
         tiers = {n: Path(d) for n, _, d in (t.partition("=") for t in a.fanout_tier)}
         try:
             rows = fanout_rows(tiers)
+            # A phase's start on 1 to all of the job's nodes: an srun step waits for
+            # every node, so a run on more nodes starts each phase later.
+            starts = measure_phase_starts(dict(os.environ),
+                                          range(1, len(job_hosts(os.environ)) + 1))
+            logging.info("a phase's start on 1 to %d nodes: %s s", len(starts),
+                         ", ".join(f"{v:.3f}" for v in starts.values()))
+            for r in rows:
+                r["phaseStartPerNodeSeconds"] = round(per_node_start(starts), 4)
         except (ClusterError, QosPluginError, OSError) as e:
             print(f"deploy/local/profile: error: {e}", file=sys.stderr)
             return 1

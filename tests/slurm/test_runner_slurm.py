@@ -211,9 +211,14 @@ def test_profile_through_the_job_paths_trains_models_sbatch_accepts(
     assert sorted((r["storageType"], int(r["aggregateFilesizeMB"]), int(r["numTasks"]))
                   for r in scp) == [(t, mib, k) for t in ("ram-ram", "ssd-ssd")
                                     for mib in (16, 128) for k in (1, 2)]
-    # (The phase start is the profile job's, one value for the whole file.)
-    assert [{**r, "phaseStartSeconds": ""} for r in scp] == \
-        [{**r, "phaseStartSeconds": ""} for r in fanout]
+    # (The phase start is the profile job's, one value for the whole file; what each
+    # node beyond the first adds to it, the fan-out job's, on all the cluster's nodes.)
+    per_node = {r["phaseStartPerNodeSeconds"] for r in rows}
+    assert len(per_node) == 1 and 0 <= float(per_node.pop()) < 5
+    assert {r["phaseStartPerNodeSeconds"] for r in fanout} == \
+        {rows[0]["phaseStartPerNodeSeconds"]}
+    blank = {"phaseStartSeconds": "", "phaseStartPerNodeSeconds": ""}
+    assert [{**r, **blank} for r in scp] == [{**r, **blank} for r in fanout]
     assert "fan-outs by job " in p.stdout
     # Through qosfs: the daemons counted the job's bytes on pfs (64 MiB per write run).
     job = p.stdout.split("measured by job ")[1].split()[0]

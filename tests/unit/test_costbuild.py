@@ -172,6 +172,19 @@ def test_a_phase_start_is_charged_once_to_every_phase_that_moves_something():
                                                + 0.25 * phases)
 
 
+def test_each_node_beyond_the_first_adds_to_a_phase_s_start():
+    template, io, tiers = _hand_inputs()
+    plain = _profile()
+    flat = StorageProfile("hand", plain.runs, phase_start_s=0.25)
+    wide = StorageProfile("hand", plain.runs, phase_start_s=0.25, phase_start_per_node_s=0.1)
+    assert wide.phase_start(1) == 0.25 and wide.phase_start(3) == pytest.approx(0.45)
+    for n, more in ((1, 0.0), (2, 0.1), (4, 0.3)):
+        a = build_cost_table(template, io, flat, tiers, [n])
+        b = build_cost_table(template, io, wide, tiers, [n])
+        # Every start the flat profile charges costs ``more`` on n nodes.
+        assert np.allclose(b.est_prod, np.where(a.est_prod > 0, a.est_prod + more, 0.0))
+
+
 def test_a_profile_says_how_long_a_phase_takes_to_start(tmp_path):
     from qos_plugin.errors import InputError
     from qos_plugin.model.profile import load_profile
@@ -182,15 +195,16 @@ def test_a_profile_says_how_long_a_phase_takes_to_start(tmp_path):
             "storageType,phaseStartSeconds")
     rows = ["write,4096,64,1,1,21,t", "write,1048576,64,1,1,103,t"]
     path = tmp_path / "p.csv"
-    path.write_text("\n".join([head, *(r + ",0.15" for r in rows)]) + "\n")
+    path.write_text("\n".join([head + ",phaseStartPerNodeSeconds",
+                               *(r + ",0.15,0.05" for r in rows)]) + "\n")
     prof = load_profile(path)
-    assert prof.phase_start_s == 0.15
+    assert (prof.phase_start_s, prof.phase_start_per_node_s) == (0.15, 0.05)
     # Calibration corrects rates, not the start; written back, it is read the same.
     fixed = corrected_profile(prof, {("write", "t"): 2.0})
-    assert fixed.phase_start_s == 0.15
+    assert (fixed.phase_start_s, fixed.phase_start_per_node_s) == (0.15, 0.05)
     write_profile(fixed, tmp_path / "again.csv")
     again = load_profile(tmp_path / "again.csv")
-    assert again.phase_start_s == 0.15
+    assert (again.phase_start_s, again.phase_start_per_node_s) == (0.15, 0.05)
     assert again.runs[("write", "t")][1].tolist() == [42.0, 206.0]
     for cells, needle in (((",0.15", ",0.2"), "phaseStartSeconds differs between rows"),
                           ((",-1", ",-1"), "outside 0 to 60"),

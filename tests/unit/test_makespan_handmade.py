@@ -287,6 +287,23 @@ def test_on_three_nodes_fan_outs_carry_the_other_nodes_outputs_and_flushes_once(
     assert carried.level_in[j, 1] == pytest.approx(30 / 20 + 0.5)
 
 
+def test_a_phase_on_more_nodes_takes_longer_to_start():
+    """A profile whose phase start grows 0.2 s a node beyond the first: every phase
+    that moves something pays 0.5 + 0.2 (N - 1), the same phases as above."""
+    from qos_plugin.model.carried import carried_of
+
+    prof = _grid_profile()
+    prof.phase_start_per_node_s = 0.2
+    table = MakespanModel(TEMPLATE, cost_table(), TIERS,
+                          carried=carried_of(prof, _carried_volumes())).evaluate([1, 3])
+    i = row(table, 3, A="nvme", B="pfs", C="nvme", D="nvme", E="nvme")
+    # The same row as on three nodes above, each of its 8 phases 0.4 s later.
+    assert table.level_in[i].tolist() == pytest.approx([1.8, 1.2, 0.0])
+    assert table.level_out[i].tolist() == pytest.approx([1.3, 1.2, 1.0])
+    j = row(table, 1, A="pfs", B="pfs", C="pfs", D="pfs", E="pfs")
+    assert table.level_exec[j].tolist() == pytest.approx([3.3, 2.7, 1.3])
+
+
 def test_a_level_s_fan_outs_share_the_job_s_fan_out_rate():
     """A fans its 8 MiB out and B its 2 at once (both on nvme, their consumers too):
     through one node's srun pipes they share the fastest fan-out measured (40 MiB/s),
