@@ -414,8 +414,8 @@ def cmd_profile(a: argparse.Namespace) -> int:
         fio_path,
         measure_phase_start,
         measure_phase_starts,
-        per_node_start,
         run_sweep,
+        start_more,
     )
     from qos_plugin.profiler.sweep import (
         COLUMNS,
@@ -442,16 +442,15 @@ def cmd_profile(a: argparse.Namespace) -> int:
     rows = run_sweep(io, moves, progress, files)
     progress.finish()
     start, how = measure_phase_start()
-    per_node = 0.0
+    more: list[float] = []
     hosts = job_hosts(os.environ) if os.environ.get("SLURM_JOB_ID") else []
     if len(hosts) > 1:
-        # In an allocation of several nodes: what each adds to a phase's start.
-        per_node = per_node_start(measure_phase_starts(dict(os.environ),
-                                                       range(1, len(hosts) + 1)))
-        how += f", {per_node:.3f} s more a node on up to {len(hosts)}"
+        # In an allocation of several nodes: what a phase on more of them takes more.
+        more = start_more(measure_phase_starts(dict(os.environ)))
+        how += f"; on 2-{len(hosts)} nodes {', '.join(f'{m:+.3f}' for m in more)} s"
     for r in rows:
         r["phaseStartSeconds"] = round(start, 4)
-        r["phaseStartPerNodeSeconds"] = round(per_node, 4)
+        r["phaseStartMoreSeconds"] = ";".join(repr(m) for m in more)
     write_csv(a.out, list(COLUMNS), ([r[c] for c in COLUMNS] for r in rows))
     print(f"measured {len(io)} read/write runs, {len(moves)} moves and {len(files)} "
           f"per-file runs on "

@@ -64,6 +64,7 @@ class CarriedPricing:
         self._pricer = Pricer(self.profile)
 
     def start(self, nodes: int) -> float:
+        """A phase's start on ``nodes`` nodes (``StorageProfile.phase_start``)."""
         return self.profile.phase_start(nodes)
 
     def exec_seconds(self, stage: Stage, tier: Tier, nodes: int,
@@ -84,7 +85,9 @@ class CarriedPricing:
                                              f"stage {stage.name} {op}s {mib:,.1f} MiB"))
         read, write = secs
         if write > 0 or read > 0:
-            fixed = self.start(nodes) + self.files_seconds(stage, tier, nodes, files_per_task)
+            # Its phase starts on the nodes its tasks run on (task i on node i % N).
+            fixed = self.start(min(nodes, stage.num_tasks)) + \
+                self.files_seconds(stage, tier, nodes, files_per_task)
             if write > 0:
                 write += fixed
             else:
@@ -119,12 +122,14 @@ class CarriedPricing:
         # share one rate however many nodes send. Scaled, a fan-out of 630 MiB on 2
         # nodes was predicted at 8.3 s and took 19.1.
         per_node = False
+        # A move between shared tiers is one copy, on the job's first node.
+        start = self.start(1 if not (src.is_local or dst.is_local) else nodes)
         out = np.zeros(mib.shape[0])
         for total in np.unique(mib[mib > 0]).tolist():
             rate = self._pricer.rate(op, move, per_node, nodes, COPIES_PER_NODE,
                                      MOVE_TRANSFER, total)
             rate = self._measured(rate, op, move, f"a move of {total:,.1f} MiB")
-            out[mib == total] = total / rate + self.start(nodes)
+            out[mib == total] = total / rate + start
         return out
 
     def _measured(self, rate: float, op: str, storage: str, what: str) -> float:

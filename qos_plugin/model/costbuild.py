@@ -27,9 +27,9 @@ makespan model then takes the cheapest row of a move.
 
 **Phase starts.** A profile with a phase start (``phaseStartSeconds``: a run
 starts each phase's processes on its nodes and waits for them all, srun steps in
-an allocation; ``phaseStartPerNodeSeconds`` more for each node beyond the first,
-``StorageProfile.phase_start``) adds it, at the row's node count, to every cost
-that moves anything: a stage's write (its
+an allocation; more on more nodes, ``phaseStartMoreSeconds``, see
+``StorageProfile.phase_start``) adds it, for the nodes the action's phase starts on,
+to every cost that moves anything: a stage's write (its
 execution is its reads plus its write, one start), each copy of a stage-in and
 each move of a stage-out. A level's phase is the largest of its actions, so it
 pays one start, as a run does; a phase with nothing to move pays none. The
@@ -171,7 +171,8 @@ class _Builder:
                     rows.append(CostRow(
                         p, pst.level, c.name, c.level, tier.name, pst.tasks_per_node(n),
                         tier.name, c.tasks_per_node(n),
-                        self.started(self.io_seconds(pst, p_recs, tier, n), n),
+                        self.started(self.io_seconds(pst, p_recs, tier, n),
+                                     min(n, pst.num_tasks)),
                         self.io_seconds(c, c_recs, tier, n)))
         return rows
 

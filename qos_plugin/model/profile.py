@@ -30,7 +30,10 @@ optional ``phaseStartSeconds`` column (one value for the whole file; 0 when abse
 as in the artifact's profiles). A run starts every phase of every level as processes
 on its nodes (srun steps in a Slurm allocation: 0.1-0.2 s each here) and waits for all
 of them before the next; the cost build charges that start to every action that moves
-anything (``costbuild.py``).
+anything (``costbuild.py``). An srun step waits for every node it starts on, so a
+phase on more nodes starts later: the optional ``phaseStartMoreSeconds`` (one value for
+the file: ``;``-separated seconds) is what a phase on 2, 3, ... nodes takes more than on
+one, as measured in an allocation of that many (``phase_start``).
 """
 
 from __future__ import annotations
@@ -70,13 +73,22 @@ class StorageProfile:
     runs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
     estimator: str = "qosflow"              # one of ESTIMATORS
     phase_start_s: float = 0.0              # seconds to start a phase's processes
-    # and what each node beyond the first adds to it (an srun step waits for every node)
-    phase_start_per_node_s: float = 0.0
+    # what a phase on 2, 3, ... nodes takes more (an srun step waits for every node)
+    phase_start_more_s: tuple[float, ...] = ()
     _grids: dict[tuple[str, str], _Grid | None] = field(default_factory=dict, repr=False)
 
     def phase_start(self, nodes: int) -> float:
-        """Seconds to start a phase's processes on ``nodes`` nodes and see them end."""
-        return self.phase_start_s + max(0, nodes - 1) * self.phase_start_per_node_s
+        """Seconds to start a phase's processes on ``nodes`` nodes and see them end:
+        the start on one, plus what the profile measured on that many; beyond the
+        nodes measured, growing as it did from the last but one to the last."""
+        more = self.phase_start_more_s
+        k = nodes - 2
+        if k < 0 or not more:
+            return self.phase_start_s
+        if k < len(more):
+            return self.phase_start_s + more[k]
+        step = max(0.0, more[-1] - (more[-2] if len(more) > 1 else 0.0))
+        return self.phase_start_s + more[-1] + (k - len(more) + 1) * step
 
     def storage_types(self) -> set[str]:
         return {st for _, st in self.runs}
@@ -236,8 +248,7 @@ def load_profile(path: str | Path) -> StorageProfile:
         if rate[k] > 0:
             groups[(o, s)].append(k)
     return StorageProfile(t.source, {key: (cols[idx], rate[idx]) for key, idx in groups.items()},
-                          _estimator(t), _phase_start(t, "phaseStartSeconds"),
-                          _phase_start(t, "phaseStartPerNodeSeconds"))
+                          _estimator(t), _phase_start(t), _phase_start_more(t))
 
 
 def _estimator(t: Table) -> str:
@@ -252,15 +263,43 @@ def _estimator(t: Table) -> str:
     return seen[0]
 
 
-def _phase_start(t: Table, column: str) -> float:
-    """The profile's ``phaseStartSeconds`` or ``phaseStartPerNodeSeconds`` column
-    (absent: 0), one value for all rows."""
-    if not t.has(column) or not len(t):
+def _phase_start(t: Table) -> float:
+    """The profile's ``phaseStartSeconds`` column (absent: 0), one value for all rows."""
+    if not t.has("phaseStartSeconds") or not len(t):
         return 0.0
-    values = set(t.numbers(column, lo=0.0, hi=MAX_PHASE_START_S,
+    values = set(t.numbers("phaseStartSeconds", lo=0.0, hi=MAX_PHASE_START_S,
                            hint="seconds to start a phase: 0 to 60").tolist())
     if len(values) > 1:
         shown = ", ".join(f"{v:g}" for v in sorted(values)[:4])
-        raise InputError(t.source, f"{column} differs between rows ({shown})",
-                         f"give one value in every row, or no {column} column")
+        raise InputError(t.source, f"phaseStartSeconds differs between rows ({shown})",
+                         "give one value in every row, or no phaseStartSeconds column")
     return float(values.pop())
+
+
+MAX_START_NODES = 4096
+
+
+def _phase_start_more(t: Table) -> tuple[float, ...]:
+    """The profile's ``phaseStartMoreSeconds`` column (absent or empty: none), one
+    value for all rows: ``;``-separated seconds, each 0 to 60."""
+    col = "phaseStartMoreSeconds"
+    if not t.has(col) or not len(t):
+        return ()
+    seen = sorted({v.strip() for v in t.text(col)})
+    if len(seen) > 1:
+        raise InputError(t.source, f"{col} differs between rows ({', '.join(seen[:3])[:80]})",
+                         f"give one value in every row, or no {col} column")
+    if not seen[0]:
+        return ()
+    cells = seen[0].split(";")
+    try:
+        more = tuple(float(c) for c in cells)
+    except ValueError:
+        more = ()
+    if not more or len(cells) >= MAX_START_NODES or \
+            not all(0.0 <= m <= MAX_PHASE_START_S for m in more):
+        raise InputError(t.source, f"{col} {seen[0][:60]!r} is not seconds 0 to 60 "
+                         "separated by ';'",
+                         "give what a phase on 2, 3, ... nodes takes more than on one, "
+                         "e.g. 0.02;0.2")
+    return more

@@ -88,7 +88,7 @@ def corrected_profile(profile: StorageProfile, factors: Mapping[RateKey, float]
     runs = {k: (x, rates * float(factors.get(k, 1.0))) for k, (x, rates) in profile.runs.items()}
     # A phase's start is not a rate: the runs' starts are what they were.
     return StorageProfile(f"{profile.source} (calibrated)", runs, profile.estimator,
-                          profile.phase_start_s, profile.phase_start_per_node_s)
+                          profile.phase_start_s, profile.phase_start_more_s)
 
 
 def _key(placement: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

@@ -139,8 +139,8 @@ def write_profile(profile: StorageProfile, path: Path) -> None:
         extra["estimator"] = profile.estimator
     if profile.phase_start_s:
         extra["phaseStartSeconds"] = repr(profile.phase_start_s)
-    if profile.phase_start_per_node_s:
-        extra["phaseStartPerNodeSeconds"] = repr(profile.phase_start_per_node_s)
+    if profile.phase_start_more_s:
+        extra["phaseStartMoreSeconds"] = ";".join(repr(m) for m in profile.phase_start_more_s)
     for (op, st), (x, rates) in sorted(profile.runs.items()):
         for (nodes, tpn, transfer, size), rate in zip(x.tolist(), rates.tolist(), strict=True):
             rows.append([op, repr(transfer), repr(size), repr(nodes), repr(tpn), repr(rate), st,

@@ -55,7 +55,7 @@ CHUNK = 1 << 20
 COPY_STREAMS = 8
 
 
-def task(reads: Sequence[str | Sequence[Any]], read_bytes: int, out: str, write_bytes: int,
+def task(reads: Sequence[str | list[Any]], read_bytes: int, out: str, write_bytes: int,
          transfer: int, write_transfer: int, read_from: int = 0) -> Result:
     """One task: read ``read_bytes`` cycling over ``reads`` (files or ``[file, begin,
     length]`` spans of them, end to end, from byte ``read_from`` of them) ``transfer``
@@ -69,6 +69,7 @@ def task(reads: Sequence[str | Sequence[Any]], read_bytes: int, out: str, write_
         raise RuntimeError(f"nothing to read for {out}")
     at = read_from % total if read_bytes else 0
     while done < read_bytes:
+        before = done
         for p, begin, size in spans:
             if at >= size:              # before the first byte to read (or empty)
                 at -= size
@@ -85,6 +86,8 @@ def task(reads: Sequence[str | Sequence[Any]], read_bytes: int, out: str, write_
             at = 0
             if done >= read_bytes:
                 break
+        if done == before:              # a whole pass read nothing: files shorter than said
+            raise RuntimeError(f"the inputs of {out} are shorter than their sizes")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     written = 0
     block = b"\0" * min(write_transfer, max(write_bytes, 1))
@@ -170,13 +173,13 @@ def prepare(remove: list[str], init: str | None, init_bytes: int, transfer: int)
     return r, w, start, end
 
 
-def _span(read: str | Sequence[Any]) -> tuple[str, int, int]:
+def _span(read: str | list[Any]) -> tuple[str, int, int]:
     """(file, begin, length) of one of a task's reads: a whole file, or its span."""
     if isinstance(read, str):
         return read, 0, os.path.getsize(read)
     path, begin, length = read
     size = os.path.getsize(path)
-    begin = min(int(begin), size)
+    begin = min(max(0, int(begin)), size)
     return str(path), begin, max(0, min(int(length), size - begin))
 
 

@@ -153,42 +153,38 @@ def measure_phase_start(env: dict[str, str] | None = None, repeats: int = PHASE_
     from qos_plugin.planner.slurmrun import job_hosts
 
     env = dict(os.environ if env is None else env)
+    if env.get("SLURM_JOB_ID"):
+        return measure_phase_starts(env, 1, repeats)[0], f"srun steps on {job_hosts(env)[0]}"
     try:
-        if env.get("SLURM_JOB_ID"):
-            hosts = job_hosts(env)
-            return measure_phase_starts(env, [1], repeats)[1], f"srun steps on {hosts[0]}"
         with ProcessPoolExecutor(max_workers=1) as pool:
             return _timed(runner.local_launcher(pool), 1, repeats), "local processes"
     except (OSError, QosPluginError) as e:
         raise ProfilerError(f"timing a phase's start failed: {e}") from None
 
 
-def measure_phase_starts(env: dict[str, str], counts: Sequence[int],
-                         repeats: int = PHASE_STARTS) -> dict[int, float]:
-    """Inside an allocation: the median start of a phase on the first n of its nodes
-    (srun steps, one process a node, as a run's phase), for each n of ``counts``."""
+def measure_phase_starts(env: dict[str, str], up_to: int | None = None,
+                         repeats: int = PHASE_STARTS) -> list[float]:
+    """Inside an allocation: the median start of a phase on its first 1, 2, ...,
+    ``up_to`` (default: all) nodes (srun steps, one process a node, as a run's phase)."""
     from qos_plugin.planner.slurmrun import SrunLauncher, job_hosts
 
-    hosts = job_hosts(env)
-    if max(counts) > len(hosts):
-        raise ProfilerError(f"timing a phase's start on {max(counts)} nodes needs an "
-                            f"allocation of as many; this one has {len(hosts)}")
     try:
-        return {n: _timed(SrunLauncher(hosts[:n], 1, env), n, repeats) for n in counts}
+        hosts = job_hosts(env)
+        n = len(hosts) if up_to is None else up_to
+        if n > len(hosts):
+            raise ProfilerError(f"timing a phase's start on {n} nodes needs an allocation "
+                                f"of as many; this one has {len(hosts)}")
+        return [_timed(SrunLauncher(hosts[:k], 1, env), k, repeats) for k in range(1, n + 1)]
+    except ProfilerError:
+        raise
     except (OSError, QosPluginError) as e:
         raise ProfilerError(f"timing a phase's start failed: {e}") from None
 
 
-def per_node_start(starts: dict[int, float]) -> float:
-    """What each node beyond the first adds to a phase's start: the least-squares
-    slope of the starts over their node counts (0 with one count; never below 0)."""
-    if len(starts) < 2:
-        return 0.0
-    xs, ys = list(starts), list(starts.values())
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / \
-        sum((x - mx) ** 2 for x in xs)
-    return max(0.0, slope)
+def start_more(starts: Sequence[float]) -> list[float]:
+    """What a phase on 2, 3, ... nodes takes more than on one (``starts``: on 1, 2,
+    ... nodes), never below 0: a profile's ``phaseStartMoreSeconds``."""
+    return [round(max(0.0, s - starts[0]), 4) for s in starts[1:]]
 
 
 def _timed(launch: Any, nodes: int, repeats: int) -> float:

@@ -23,7 +23,7 @@ from qos_plugin.model.tiers import TierKind
 
 COLUMNS = ("operation", "randomOffset", "transferSize", "aggregateFilesizeMB", "numTasks",
            "totalTime", "numNodes", "tasksPerNode", "parallelism", "trMiB", "storageType",
-           "estimator", "phaseStartSeconds", "phaseStartPerNodeSeconds")
+           "estimator", "phaseStartSeconds", "phaseStartMoreSeconds")
 # How a profile of this sweep is to be read (model/profile.py): a sweep measures a few
 # points, on which the published estimator's means mix transfer sizes and loads.
 ESTIMATOR = "grid"
@@ -176,4 +176,4 @@ def _row(op: str, transfer: int, mib: int, tasks: int, seconds: float, storage: 
             "aggregateFilesizeMB": mib, "numTasks": tasks, "totalTime": round(seconds, 6),
             "numNodes": 1, "tasksPerNode": tasks, "parallelism": tasks,
             "trMiB": round(mib / seconds, 4), "storageType": storage, "estimator": ESTIMATOR,
-            "phaseStartSeconds": 0.0, "phaseStartPerNodeSeconds": 0.0}
+            "phaseStartSeconds": 0.0, "phaseStartMoreSeconds": ""}

@@ -129,11 +129,12 @@ FANOUT_MIB = (16, 128)
 
 def fanout_rows(tiers: dict[str, Path], sizes: Sequence[int] = FANOUT_MIB,
                 copies: Sequence[int] = (1, 2)) -> list[dict[str, object]]:
-    """Inside a 2-node allocation: per node-local tier (name: directory, the same path
-    on both nodes), size and copy count k, that many MiB in k files written on the
-    first node and copied to the second through srun steps and a pipe, as a run's
-    fan-out; the ``scp`` profile rows of those copies (seconds from the first copy's
-    start to the last one's end, srun's start included: a run pays it too)."""
+    """Inside an allocation of 2 nodes or more, between its first two: per node-local
+    tier (name: directory, the same path on both nodes), size and copy count k, that
+    many MiB in k files written on the first node and copied to the second through
+    srun steps and a pipe, as a run's fan-out; the ``scp`` profile rows of those copies
+    (seconds from the first copy's start to the last one's end, srun's start included:
+    a run pays it too)."""
     from qos_plugin.model.tiers import TierKind
     from qos_plugin.planner.runner import Action
     from qos_plugin.planner.slurmrun import SrunLauncher, job_hosts
@@ -193,10 +194,11 @@ def merge_fanout(profile: Path, fanout: Path) -> None:
             if not (r["operation"] == "scp" and r["storageType"] in measured)]
     # The phase start is one value for the file: the profile job measured it on its
     # node; what each further node adds, the fan-out job on all of them.
+    col = "phaseStartMoreSeconds"
     start = before[0].get("phaseStartSeconds", "0") if before else "0"
-    per_node = rows[0].get("phaseStartPerNodeSeconds", "0") if rows else "0"
+    more = (rows[0].get(col) if rows else "") or (before[0].get(col) if before else "") or ""
     for r in rows + before:
-        r["phaseStartSeconds"], r["phaseStartPerNodeSeconds"] = start, per_node
+        r["phaseStartSeconds"], r[col] = start, more
     from qos_plugin.profiler.sweep import COLUMNS
 
     with open(profile, "w", newline="") as f:
@@ -336,8 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if a.in_job_fanout:
         from qos_plugin.model.csvio import write_csv
-        from qos_plugin.planner.slurmrun import job_hosts
-        from qos_plugin.profiler.runner import measure_phase_starts, per_node_start
+        from qos_plugin.profiler.runner import measure_phase_starts, start_more
         from qos_plugin.profiler.sweep import COLUMNS
 
         tiers = {n: Path(d) for n, _, d in (t.partition("=") for t in a.fanout_tier)}
@@ -345,12 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = fanout_rows(tiers)
             # A phase's start on 1 to all of the job's nodes: an srun step waits for
             # every node, so a run on more nodes starts each phase later.
-            starts = measure_phase_starts(dict(os.environ),
-                                          range(1, len(job_hosts(os.environ)) + 1))
+            starts = measure_phase_starts(dict(os.environ))
             logging.info("a phase's start on 1 to %d nodes: %s s", len(starts),
-                         ", ".join(f"{v:.3f}" for v in starts.values()))
+                         ", ".join(f"{v:.3f}" for v in starts))
             for r in rows:
-                r["phaseStartPerNodeSeconds"] = round(per_node_start(starts), 4)
+                r["phaseStartMoreSeconds"] = ";".join(repr(m) for m in start_more(starts))
         except (ClusterError, QosPluginError, OSError) as e:
             print(f"deploy/local/profile: error: {e}", file=sys.stderr)
             return 1

@@ -211,13 +211,15 @@ def test_profile_through_the_job_paths_trains_models_sbatch_accepts(
     assert sorted((r["storageType"], int(r["aggregateFilesizeMB"]), int(r["numTasks"]))
                   for r in scp) == [(t, mib, k) for t in ("ram-ram", "ssd-ssd")
                                     for mib in (16, 128) for k in (1, 2)]
-    # (The phase start is the profile job's, one value for the whole file; what each
-    # node beyond the first adds to it, the fan-out job's, on all the cluster's nodes.)
-    per_node = {r["phaseStartPerNodeSeconds"] for r in rows}
-    assert len(per_node) == 1 and 0 <= float(per_node.pop()) < 5
-    assert {r["phaseStartPerNodeSeconds"] for r in fanout} == \
-        {rows[0]["phaseStartPerNodeSeconds"]}
-    blank = {"phaseStartSeconds": "", "phaseStartPerNodeSeconds": ""}
+    # (The phase start is the profile job's, one value for the whole file; what a
+    # phase on 2, ... nodes takes more, the fan-out job's, on all the cluster's nodes.)
+    more = {r["phaseStartMoreSeconds"] for r in rows}
+    assert len(more) == 1, more
+    more_s = [float(m) for m in more.pop().split(";")]
+    assert len(more_s) == len(cluster.local.node_names()) - 1
+    assert all(0 <= m < 5 for m in more_s)
+    assert {r["phaseStartMoreSeconds"] for r in fanout} == {rows[0]["phaseStartMoreSeconds"]}
+    blank = {"phaseStartSeconds": "", "phaseStartMoreSeconds": ""}
     assert [{**r, **blank} for r in scp] == [{**r, **blank} for r in fanout]
     assert "fan-outs by job " in p.stdout
     # Through qosfs: the daemons counted the job's bytes on pfs (64 MiB per write run).

@@ -172,17 +172,33 @@ def test_a_phase_start_is_charged_once_to_every_phase_that_moves_something():
                                                + 0.25 * phases)
 
 
-def test_each_node_beyond_the_first_adds_to_a_phase_s_start():
+def test_a_phase_on_more_nodes_starts_later():
     template, io, tiers = _hand_inputs()
     plain = _profile()
     flat = StorageProfile("hand", plain.runs, phase_start_s=0.25)
-    wide = StorageProfile("hand", plain.runs, phase_start_s=0.25, phase_start_per_node_s=0.1)
-    assert wide.phase_start(1) == 0.25 and wide.phase_start(3) == pytest.approx(0.45)
-    for n, more in ((1, 0.0), (2, 0.1), (4, 0.3)):
+    wide = StorageProfile("hand", plain.runs, phase_start_s=0.25,
+                          phase_start_more_s=(0.05, 0.2))
+    # Measured on 2 and 3 nodes; beyond, growing as from 2 to 3.
+    assert [wide.phase_start(n) for n in (1, 2, 3, 5)] == pytest.approx([0.25, 0.3, 0.45,
+                                                                         0.75])
+    for n in (1, 2, 3):
         a = build_cost_table(template, io, flat, tiers, [n])
         b = build_cost_table(template, io, wide, tiers, [n])
-        # Every start the flat profile charges costs ``more`` on n nodes.
+        # Every start the flat profile charges costs more on the nodes its phase
+        # starts on: a stage's write on those its tasks run on, copies on all n.
+        more = np.array([wide.phase_start(min(n, tasks)) - 0.25
+                         for tasks in _producer_tasks(template, a)])
         assert np.allclose(b.est_prod, np.where(a.est_prod > 0, a.est_prod + more, 0.0))
+
+
+def _producer_tasks(template, table):
+    """Per row, how many nodes the action its est_prod prices starts on at most:
+    a stage's task count for a write, any for a copy (stage_in-/stage_out- rows)."""
+    out = []
+    for p, c in zip(table.producer, table.consumer, strict=True):
+        moving = p.startswith("stage_in") or c.startswith("stage_out")
+        out.append(1 << 30 if moving else template[p].num_tasks)
+    return out
 
 
 def test_a_profile_says_how_long_a_phase_takes_to_start(tmp_path):
@@ -195,16 +211,16 @@ def test_a_profile_says_how_long_a_phase_takes_to_start(tmp_path):
             "storageType,phaseStartSeconds")
     rows = ["write,4096,64,1,1,21,t", "write,1048576,64,1,1,103,t"]
     path = tmp_path / "p.csv"
-    path.write_text("\n".join([head + ",phaseStartPerNodeSeconds",
-                               *(r + ",0.15,0.05" for r in rows)]) + "\n")
+    path.write_text("\n".join([head + ",phaseStartMoreSeconds",
+                               *(r + ",0.15,0.05;0.25" for r in rows)]) + "\n")
     prof = load_profile(path)
-    assert (prof.phase_start_s, prof.phase_start_per_node_s) == (0.15, 0.05)
+    assert (prof.phase_start_s, prof.phase_start_more_s) == (0.15, (0.05, 0.25))
     # Calibration corrects rates, not the start; written back, it is read the same.
     fixed = corrected_profile(prof, {("write", "t"): 2.0})
-    assert (fixed.phase_start_s, fixed.phase_start_per_node_s) == (0.15, 0.05)
+    assert (fixed.phase_start_s, fixed.phase_start_more_s) == (0.15, (0.05, 0.25))
     write_profile(fixed, tmp_path / "again.csv")
     again = load_profile(tmp_path / "again.csv")
-    assert (again.phase_start_s, again.phase_start_per_node_s) == (0.15, 0.05)
+    assert (again.phase_start_s, again.phase_start_more_s) == (0.15, (0.05, 0.25))
     assert again.runs[("write", "t")][1].tolist() == [42.0, 206.0]
     for cells, needle in (((",0.15", ",0.2"), "phaseStartSeconds differs between rows"),
                           ((",-1", ",-1"), "outside 0 to 60"),
@@ -213,3 +229,23 @@ def test_a_profile_says_how_long_a_phase_takes_to_start(tmp_path):
         path.write_text("\n".join([head, *lines]) + "\n")
         with pytest.raises(InputError, match=needle):
             load_profile(path)
+
+
+@pytest.mark.parametrize("cells, needle", [
+    ((",0.1;0.2", ",0.1"), "phaseStartMoreSeconds differs between rows"),
+    ((",0.1;-2", ",0.1;-2"), "is not seconds 0 to 60 separated by ';'"),
+    ((",0.1;;0.3", ",0.1;;0.3"), "is not seconds 0 to 60"),
+    ((",soon", ",soon"), "'soon' is not seconds"),
+])
+def test_a_bad_phase_start_on_more_nodes_is_refused(tmp_path, cells, needle):
+    from qos_plugin.errors import InputError
+    from qos_plugin.model.profile import load_profile
+
+    head = ("operation,transferSize,aggregateFilesizeMB,numNodes,tasksPerNode,trMiB,"
+            "storageType,phaseStartMoreSeconds")
+    rows = ["write,4096,64,1,1,21,t", "write,1048576,64,1,1,103,t"]
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join([head, *(r + c for r, c in zip(rows, cells, strict=True))])
+                    + "\n")
+    with pytest.raises(InputError, match=needle):
+        load_profile(path)

@@ -288,18 +288,23 @@ def test_on_three_nodes_fan_outs_carry_the_other_nodes_outputs_and_flushes_once(
 
 
 def test_a_phase_on_more_nodes_takes_longer_to_start():
-    """A profile whose phase start grows 0.2 s a node beyond the first: every phase
-    that moves something pays 0.5 + 0.2 (N - 1), the same phases as above."""
+    """A profile whose phase takes 0.2 s more to start on 2 nodes and 0.4 more on 3:
+    every phase that moves something pays that on the nodes it starts on: a stage's
+    execution on those its tasks run on, a copy onto or from node-local tiers on all."""
     from qos_plugin.model.carried import carried_of
 
     prof = _grid_profile()
-    prof.phase_start_per_node_s = 0.2
+    prof.phase_start_more_s = (0.2, 0.4)
     table = MakespanModel(TEMPLATE, cost_table(), TIERS,
                           carried=carried_of(prof, _carried_volumes())).evaluate([1, 3])
     i = row(table, 3, A="nvme", B="pfs", C="nvme", D="nvme", E="nvme")
-    # The same row as on three nodes above, each of its 8 phases 0.4 s later.
+    # The same row as on three nodes above: its copies and moves 0.4 s later; B's 2
+    # tasks on 2 nodes, 1.3 + 0.2 (A's 4 on 3, 12/300 + 8/150 + 0.9, is less); C on 3,
+    # 10/300 + 6/150 + 0.9; E's one task on one node, as before.
     assert table.level_in[i].tolist() == pytest.approx([1.8, 1.2, 0.0])
     assert table.level_out[i].tolist() == pytest.approx([1.3, 1.2, 1.0])
+    assert table.level_exec[i].tolist() == pytest.approx([1.5, 0.9 + 11 / 150,
+                                                          0.5 + 4 / 150])
     j = row(table, 1, A="pfs", B="pfs", C="pfs", D="pfs", E="pfs")
     assert table.level_exec[j].tolist() == pytest.approx([3.3, 2.7, 1.3])
 

@@ -78,14 +78,13 @@ def test_a_phase_start_is_timed_with_the_launcher_a_run_here_uses():
     assert how == "local processes" and 0 < seconds < 5
 
 
-def test_what_a_node_adds_to_a_phase_s_start_is_the_slope_of_the_starts():
-    from qos_plugin.profiler.runner import per_node_start
+def test_what_more_nodes_add_to_a_phase_s_start():
+    from qos_plugin.profiler.runner import start_more
 
-    assert per_node_start({1: 0.1, 2: 0.3, 3: 0.5}) == pytest.approx(0.2)
-    assert per_node_start({1: 0.1, 2: 0.2, 3: 0.6}) == pytest.approx(0.25)
-    # One count says nothing about more nodes; a start that falls is none.
-    assert per_node_start({1: 0.4}) == 0.0
-    assert per_node_start({1: 0.4, 2: 0.3}) == 0.0
+    assert start_more([0.1, 0.3, 0.6]) == pytest.approx([0.2, 0.5])
+    # One count says nothing about more nodes; a start that falls adds nothing.
+    assert start_more([0.4]) == []
+    assert start_more([0.4, 0.3]) == [0.0]
 
 
 @pytest.mark.parametrize("spec,needle", [

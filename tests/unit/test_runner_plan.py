@@ -316,3 +316,12 @@ def test_the_model_counts_the_files_a_run_s_tasks_open(mixed, tmp_path, placemen
         assert {1 + len(a.payload["reads"]) for a in plan.tasks[name]} == \
             {task_files(tmpl, name)}, (name, placement, nodes)
     assert task_files(tmpl, "P") == 2 and task_files(tmpl, "C") == 1 + 1 + 2
+
+
+def test_a_task_whose_inputs_are_shorter_than_their_sizes_fails_instead_of_spinning(
+        tmp_path, monkeypatch):
+    (tmp_path / "in").write_bytes(b"x" * 100)
+    # A size the file does not have (a stale attribute of a shared tier's client).
+    monkeypatch.setattr(taskproc.os.path, "getsize", lambda p: 10_000)
+    with pytest.raises(RuntimeError, match="shorter than their sizes"):
+        taskproc.task([str(tmp_path / "in")], 500, str(tmp_path / "o"), 0, 64, 64)
