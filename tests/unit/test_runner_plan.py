@@ -324,4 +324,5 @@ def test_a_task_whose_inputs_are_shorter_than_their_sizes_fails_instead_of_spinn
     # A size the file does not have (a stale attribute of a shared tier's client).
     monkeypatch.setattr(taskproc.os.path, "getsize", lambda p: 10_000)
     with pytest.raises(RuntimeError, match="shorter than their sizes"):
-        taskproc.task([str(tmp_path / "in")], 500, str(tmp_path / "o"), 0, 64, 64)
+        taskproc.task([[str(tmp_path / "in"), 5000, 1000]], 500, str(tmp_path / "o"), 0,
+                      64, 64)
