@@ -26,6 +26,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PY = REPO / ".venv" / "bin" / "python"
+sys.path.insert(0, str(REPO))
+from qos_plugin.model.profile import format_start_more  # noqa: E402
+from qos_plugin.profiler.runner import start_more  # noqa: E402
+
 TIERS = "pfs:shared,ram:node-local,ssd:node-local"
 
 
@@ -40,7 +44,7 @@ def _profile(root: Path, out: Path, from_log: bool) -> Path:
             starts = [float(x) for x in m.group(1).split(",")]
     if not starts:
         raise SystemExit(f"--starts-from-log: no starts in {root / 'profile'}/qos-fanout-*.out")
-    more = ";".join(repr(round(max(0.0, s - starts[0]), 4)) for s in starts[1:])
+    more = format_start_more(start_more(starts))
     rows = list(csv.DictReader(open(src, newline="")))
     cols = [c for c in rows[0] if c != "phaseStartPerNodeSeconds"]
     cols += [] if "phaseStartMoreSeconds" in cols else ["phaseStartMoreSeconds"]

@@ -409,6 +409,7 @@ def cmd_rank(a: argparse.Namespace) -> int:
 def cmd_profile(a: argparse.Namespace) -> int:
     from qos_plugin.cli.progress import Progress
     from qos_plugin.model.csvio import write_csv
+    from qos_plugin.model.profile import format_start_more
     from qos_plugin.planner.slurmrun import job_hosts
     from qos_plugin.profiler.runner import (
         fio_path,
@@ -441,16 +442,20 @@ def cmd_profile(a: argparse.Namespace) -> int:
     progress = Progress("profile")
     rows = run_sweep(io, moves, progress, files)
     progress.finish()
-    start, how = measure_phase_start()
     more: list[float] = []
     hosts = job_hosts(os.environ) if os.environ.get("SLURM_JOB_ID") else []
     if len(hosts) > 1:
-        # In an allocation of several nodes: what a phase on more of them takes more.
-        more = start_more(measure_phase_starts(dict(os.environ)))
-        how += f"; on 2-{len(hosts)} nodes {', '.join(f'{m:+.3f}' for m in more)} s"
+        # In an allocation of several nodes: the start on its first node, and what a
+        # phase on more of them takes more.
+        starts = measure_phase_starts(dict(os.environ))
+        start, more = starts[0], start_more(starts)
+        how = (f"srun steps on {hosts[0]}; on 2-{len(hosts)} nodes "
+               f"{', '.join(f'{m:+.3f}' for m in more)} s")
+    else:
+        start, how = measure_phase_start()
     for r in rows:
         r["phaseStartSeconds"] = round(start, 4)
-        r["phaseStartMoreSeconds"] = ";".join(repr(m) for m in more)
+        r["phaseStartMoreSeconds"] = format_start_more(more)
     write_csv(a.out, list(COLUMNS), ([r[c] for c in COLUMNS] for r in rows))
     print(f"measured {len(io)} read/write runs, {len(moves)} moves and {len(files)} "
           f"per-file runs on "

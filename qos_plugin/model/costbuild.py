@@ -110,7 +110,6 @@ class _Builder:
                  tiers: TierSet, nodes: Sequence[int]) -> None:
         self.template, self.tiers, self.nodes = template, tiers, list(nodes)
         self.pricer = Pricer(profile)
-        self.profile = profile
         self.records = {s.name: [r for r in io.records if r.stage == s.name]
                         for s in template.stages}
         self.volume = {(s, op): sum(r.size_mb for r in rs if r.operation == op)
@@ -154,7 +153,7 @@ class _Builder:
     def started(self, seconds: float, nodes: int) -> float:
         """``seconds`` of an action on ``nodes`` nodes, with its phase's start when it
         moves anything."""
-        return seconds + self.profile.phase_start(nodes) if seconds > 0 else seconds
+        return seconds + self.pricer.profile.phase_start(nodes) if seconds > 0 else seconds
 
     def edge_rows(self, c: Stage) -> list[CostRow]:
         rows = []

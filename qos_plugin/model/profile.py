@@ -39,6 +39,7 @@ one, as measured in an allocation of that many (``phase_start``).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,8 @@ REQUIRED = ("operation", "transferSize", "aggregateFilesizeMB", "numNodes", "tas
 ESTIMATORS = ("qosflow", "grid")
 # A phase that takes longer than this to start is a broken launcher, not a cost.
 MAX_PHASE_START_S = 60.0
+# Node counts a profile's phaseStartMoreSeconds may give starts for (2 up to this).
+MAX_START_NODES = 4096
 DIMENSIONS = ("nodes", "tpn", "transfer", "size")
 # Bytes of each file operation of a ``files`` row: its rate in MiB/s over this is its
 # file operations a second.
@@ -276,7 +279,10 @@ def _phase_start(t: Table) -> float:
     return float(values.pop())
 
 
-MAX_START_NODES = 4096
+def format_start_more(more: Sequence[float]) -> str:
+    """``more`` (what a phase on 2, 3, ... nodes takes more than on one) as the
+    profile's ``phaseStartMoreSeconds`` cell, which ``load_profile`` reads back."""
+    return ";".join(repr(float(m)) for m in more)
 
 
 def _phase_start_more(t: Table) -> tuple[float, ...]:
@@ -291,13 +297,12 @@ def _phase_start_more(t: Table) -> tuple[float, ...]:
                          f"give one value in every row, or no {col} column")
     if not seen[0]:
         return ()
-    cells = seen[0].split(";")
+    cells = seen[0].split(";", MAX_START_NODES)
     try:
-        more = tuple(float(c) for c in cells)
+        more = tuple(float(c) for c in cells) if len(cells) < MAX_START_NODES else ()
     except ValueError:
         more = ()
-    if not more or len(cells) >= MAX_START_NODES or \
-            not all(0.0 <= m <= MAX_PHASE_START_S for m in more):
+    if not more or not all(0.0 <= m <= MAX_PHASE_START_S for m in more):
         raise InputError(t.source, f"{col} {seen[0][:60]!r} is not seconds 0 to 60 "
                          "separated by ';'",
                          "give what a phase on 2, 3, ... nodes takes more than on one, "

@@ -29,7 +29,7 @@ from typing import Any
 
 from qos_plugin.errors import InputError
 from qos_plugin.model.jsonio import read_json
-from qos_plugin.model.profile import StorageProfile
+from qos_plugin.model.profile import StorageProfile, format_start_more
 from qos_plugin.planner import runner, slurmrun
 from qos_plugin.planner.prediction import ModelInputs, Prediction
 from qos_plugin.planner.trained import TrainedModel
@@ -140,7 +140,7 @@ def write_profile(profile: StorageProfile, path: Path) -> None:
     if profile.phase_start_s:
         extra["phaseStartSeconds"] = repr(profile.phase_start_s)
     if profile.phase_start_more_s:
-        extra["phaseStartMoreSeconds"] = ";".join(repr(m) for m in profile.phase_start_more_s)
+        extra["phaseStartMoreSeconds"] = format_start_more(profile.phase_start_more_s)
     for (op, st), (x, rates) in sorted(profile.runs.items()):
         for (nodes, tpn, transfer, size), rate in zip(x.tolist(), rates.tolist(), strict=True):
             rows.append([op, repr(transfer), repr(size), repr(nodes), repr(tpn), repr(rate), st,

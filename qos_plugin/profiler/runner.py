@@ -171,14 +171,13 @@ def measure_phase_starts(env: dict[str, str], up_to: int | None = None,
     try:
         hosts = job_hosts(env)
         n = len(hosts) if up_to is None else up_to
-        if n > len(hosts):
-            raise ProfilerError(f"timing a phase's start on {n} nodes needs an allocation "
-                                f"of as many; this one has {len(hosts)}")
-        return [_timed(SrunLauncher(hosts[:k], 1, env), k, repeats) for k in range(1, n + 1)]
-    except ProfilerError:
-        raise
+        if n <= len(hosts):
+            return [_timed(SrunLauncher(hosts[:k], 1, env), k, repeats)
+                    for k in range(1, n + 1)]
     except (OSError, QosPluginError) as e:
         raise ProfilerError(f"timing a phase's start failed: {e}") from None
+    raise ProfilerError(f"timing a phase's start on {n} nodes needs an allocation of as "
+                        f"many; this one has {len(hosts)}")
 
 
 def start_more(starts: Sequence[float]) -> list[float]:

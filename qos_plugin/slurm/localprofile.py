@@ -338,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if a.in_job_fanout:
         from qos_plugin.model.csvio import write_csv
+        from qos_plugin.model.profile import format_start_more
         from qos_plugin.profiler.runner import measure_phase_starts, start_more
         from qos_plugin.profiler.sweep import COLUMNS
 
@@ -349,8 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             starts = measure_phase_starts(dict(os.environ))
             logging.info("a phase's start on 1 to %d nodes: %s s", len(starts),
                          ", ".join(f"{v:.3f}" for v in starts))
+            more = format_start_more(start_more(starts))
             for r in rows:
-                r["phaseStartMoreSeconds"] = ";".join(repr(m) for m in start_more(starts))
+                r["phaseStartMoreSeconds"] = more
         except (ClusterError, QosPluginError, OSError) as e:
             print(f"deploy/local/profile: error: {e}", file=sys.stderr)
             return 1
