@@ -8,6 +8,7 @@ import pwd
 import re
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -227,8 +228,41 @@ def test_killed_slurmd_fails_the_job_and_the_other_node_cleans_up(cluster: Clust
         cluster.local.wait_idle(120)
 
 
-def test_reserved_jobs_hold_their_floor_beside_an_unreserved_flood(cluster: Cluster) -> None:
-    floor = 20e6
+@pytest.fixture
+def pfs_bandwidth(cluster: Cluster) -> Iterator[Callable[[float], None]]:
+    """Tell the shared tier's daemons its bandwidth (``[tier_bandwidth]``, each its part,
+    files being striped over them), for one test: they restart with it and, afterwards,
+    without it. Only then does a reservation promise a floor (docs/daemon.md): without
+    it the surplus waits in the device's queue in arrival order, and on a 2-core machine
+    that queue is the daemons' and qosfs's CPU, which a flood of six streams fills."""
+    local = cluster.local
+    confs = [local.etc / f"tokenbucketd-{i}.toml" for i in range(len(local.daemon_addresses()))]
+    originals = [c.read_text() for c in confs]
+    assert not any("[tier_bandwidth]" in t for t in originals), "the cluster has one already"
+
+    def restart(texts: list[str]) -> None:
+        for i, (conf, text) in enumerate(zip(confs, texts, strict=True)):
+            local.stop_daemon(i)
+            conf.write_text(text)
+            local.start_daemon(i)
+
+    def set_bandwidth(bps: float) -> None:
+        restart([t + f"[tier_bandwidth]\npfs = {bps / len(confs):.0f}\n" for t in originals])
+    try:
+        yield set_bandwidth
+    finally:
+        restart(originals)
+
+
+def test_reserved_jobs_hold_their_floor_beside_an_unreserved_flood(
+        cluster: Cluster, pfs_bandwidth: Callable[[float], None]) -> None:
+    # Well below what this machine's daemons and mounts carry (43-106 MB/s with the
+    # flood below, no cap), so that the cap, not the CPU, is what the jobs contend for.
+    tier = 30e6
+    floor = 10e6
+    pfs_bandwidth(tier)
+    caps = [t.bandwidth_bps for c in _stats(cluster) for t in c.tiers if t.tier == "pfs"]
+    assert caps == [tier / 2, tier / 2], caps
     go = _go(cluster, "floor")
     writer = (f'touch {go}.running-$SLURM_JOB_ID; while [ ! -e {go} ]; do sleep 0.1; done\n'
               'for i in $(seq {streams}); do dd if=/dev/zero of="$SLURM_SPANK_QOS_DIR_PFS/f$i" '
@@ -263,12 +297,35 @@ def test_reserved_jobs_hold_their_floor_beside_an_unreserved_flood(cluster: Clus
     t0 = time.monotonic()
     time.sleep(10)
     rates = {j: (cluster.job_bytes(j)[0] - before[j]) / (time.monotonic() - t0) for j in jobs}
+    shown = {k: round(v / 1e6, 1) for k, v in rates.items()}
+    print("rates MB/s", shown)
+    # The writers' page caches hold hundreds of MB that their last close must write at the
+    # capped rate before Slurm sees them gone: let them go at the machine's own (the
+    # fixture's restart turns enforcement on again).
+    for i in range(len(cluster.local.daemon_addresses())):
+        p = cluster.qosctl("enforcement", "off", daemon=i)
+        assert p.returncode == 0, p.stderr
     for j in jobs:
         subprocess_cancel(cluster, j)
-    print("rates MB/s", {k: round(v / 1e6, 1) for k, v in rates.items()})
     for j in reserved:
-        assert rates[j] >= 0.95 * floor, {k: round(v / 1e6, 1) for k, v in rates.items()}
-    assert rates[flood] > 0
+        assert rates[j] >= 0.95 * floor, shown
+    # What the floors leave goes to the flood, and the daemons hand the tier no more than
+    # its bandwidth (plus a bucket's depth, 1 MiB each, over the 10 s).
+    assert rates[flood] >= 0.5 * (tier - 2 * floor), shown
+    assert sum(rates.values()) <= 1.05 * tier, shown
+
+
+def _stats(cluster: Cluster) -> list:
+    from tokenbucket_daemon.client import AdminClient
+
+    out = []
+    for addr in cluster.local.daemon_addresses():
+        c = AdminClient(addr, cluster.token, tls=cluster.local.admin_tls())
+        try:
+            out.append(c.stats())
+        finally:
+            c.close()
+    return out
 
 
 def _policies(cluster: Cluster) -> list[list]:
