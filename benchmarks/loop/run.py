@@ -342,11 +342,13 @@ class _Skip(Exception):
     """--runs-only: (b) and (c) are not run."""
 
 
-def validation(loop: Loop, ref: str, nodes: list[int], k: int) -> list[dict[str, Any]]:
+def validation(loop: Loop, ref: str, nodes: list[int], k: int, repeat: int = 1,
+               calibrate: bool = True) -> list[dict[str, Any]]:
     """Issue 19 (a): ``qos-plan validate --backend slurm`` of ``ref`` at each node count
     in an allocation of that many nodes (K placements spread over the regions, with the
-    predicted best), then ``qos-plan calibrate`` from those runs and validate of the new
-    version on fresh runs. The neighbour is not running; enforcement is on."""
+    predicted best, each run ``repeat`` times), then (``calibrate``) ``qos-plan
+    calibrate`` from those runs and validate of the new version on fresh runs. The
+    neighbour is not running; enforcement is on."""
     registry = load_site(loop.cluster.site_conf).registry
     qp = f"{PY} -m qos_plugin.cli.qos_plan"
     out: list[dict[str, Any]] = []
@@ -354,7 +356,7 @@ def validation(loop: Loop, ref: str, nodes: list[int], k: int) -> list[dict[str,
     for n in nodes:
         row: dict[str, Any] = {"workflow": name, "nodes": n}
         model = ref
-        for when in ("before", "after"):
+        for when in ("before", "after") if calibrate else ("before",):
             d = loop.work / f"validate-{name}-{n}-{when}"
             shutil.rmtree(d, ignore_errors=True)
             home = loop.cluster.tier_path("pfs") / "plain" / f"validate-{name}-{n}-{when}"
@@ -363,7 +365,7 @@ def validation(loop: Loop, ref: str, nodes: list[int], k: int) -> list[dict[str,
             body = (f"mkdir -p {home} && srun --overlap -N{n} --ntasks-per-node=1 mkdir -p "
                     f"{loop.cluster.tier_path('ram')}/v {loop.cluster.tier_path('ssd')}/v && "
                     f"{qp} validate {model} --backend slurm --nodes {n} --placements {k} "
-                    f"--repeat 1 {dirs} --out {d} --json --registry {registry}; rc=$?; "
+                    f"--repeat {repeat} {dirs} --out {d} --json --registry {registry}; rc=$?; "
                     f"rm -rf {home}; srun --overlap -N{n} --ntasks-per-node=1 rm -rf "
                     f"{loop.cluster.tier_path('ram')}/v {loop.cluster.tier_path('ssd')}/v; "
                     "exit $rc")
@@ -381,11 +383,12 @@ def validation(loop: Loop, ref: str, nodes: list[int], k: int) -> list[dict[str,
                 key: v.get(key) for key in ("concordance", "spearman",
                                             "median_relative_error", "max_relative_error",
                                             "phases", "predicted_best", "measured_best",
-                                            "best_gap", "best_within", "placements")}}
+                                            "best_gap", "best_within", "placements",
+                                            "repeat")}}
             # The whole row, on one line: a run stopped before its results file is
             # written keeps what its log says.
             print(f"  validate {name} N={n} {when}: {json.dumps(row[when])}", flush=True)
-            if when == "before":
+            if when == "before" and calibrate:
                 p = subprocess.run([str(PY), "-m", "qos_plugin.cli.qos_plan", "calibrate",
                                     model, "--runs", str(d / "runs.json"), "--json",
                                     "--registry", str(registry)], capture_output=True,
@@ -479,7 +482,8 @@ def tables(res: dict[str, Any]) -> str:
                   "|---|---:|---|---:|---:|---:|---:|---:|---|"]
         for row in res["validation"]:
             wf = row.get("workflow", "loop")
-            for when in ("before", "after"):
+            calibrated = "calibrate" in row or "after" in row
+            for when in ("before", "after") if calibrated else ("before",):
                 v = row.get(when)
                 if not v or "error" in v:
                     lines.append(f"| {wf} | {row['nodes']} | {when}: "
@@ -487,7 +491,9 @@ def tables(res: dict[str, Any]) -> str:
                     continue
                 lines.append(
                     f"| {wf} | {row['nodes']} | {v['model']} ({when} calibration) | "
-                    f"{len(v.get('placements') or [])} | {_f(v['concordance'])} | "
+                    f"{len(v.get('placements') or [])}"
+                    + (f" x {v['repeat']}" if (v.get("repeat") or 1) > 1 else "")
+                    + f" | {_f(v['concordance'])} | "
                     f"{_f(v['spearman'])} | {_pct(v['median_relative_error'])} | "
                     f"{_pct(v['max_relative_error'])} | "
                     f"{'yes' if v.get('best_within') else 'no'} "
@@ -585,6 +591,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--daemon-cpus", default="auto", metavar="auto|none|CPUS",
                     help="CPUs of the shared tier's daemons; auto (the default): the "
                     "neighbour's node's CPU, never the first workflow node's; none: any")
+    ap.add_argument("--validate-repeat", type=int, default=1, metavar="R",
+                    help="runs per validated placement (qos-plan validate --repeat; "
+                    "default 1)")
+    ap.add_argument("--validate-no-calibrate", action="store_true",
+                    help="validate once per node count, without calibrating")
     ap.add_argument("--runs-only", action="store_true",
                     help="skip (b) and (c): only --validate")
     ap.add_argument("--tables", type=Path, metavar="RESULTS.json",
@@ -681,7 +692,9 @@ def main(argv: list[str] | None = None) -> int:
                     wref = ref
                 else:
                     raise SystemExit(f"--validate-workflows: {wf!r} is not loop or kgenome")
-                res["validation"] += validation(loop, wref, counts, a.validate_placements)
+                res["validation"] += validation(loop, wref, counts, a.validate_placements,
+                                                a.validate_repeat,
+                                                not a.validate_no_calibrate)
         stem = "validation" if a.runs_only else "results"
         (a.out / f"{stem}.json").write_text(json.dumps(res, indent=1))
         text = tables(res)
