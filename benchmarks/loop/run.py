@@ -384,7 +384,9 @@ def validation(loop: Loop, ref: str, nodes: list[int], k: int, repeat: int = 1,
                                             "median_relative_error", "max_relative_error",
                                             "phases", "predicted_best", "measured_best",
                                             "best_gap", "best_within", "placements",
-                                            "repeat")}}
+                                            "repeat", "median_spread", "max_spread",
+                                            "separable_pairs",
+                                            "separable_concordance")}}
             # The whole row, on one line: a run stopped before its results file is
             # written keeps what its log says.
             print(f"  validate {name} N={n} {when}: {json.dumps(row[when])}", flush=True)
@@ -477,9 +479,13 @@ def tables(res: dict[str, Any]) -> str:
                              f"**share of it the neighbour got** | **{got / spare:.2f}** |"
                              if spare > 0 else f"| spare of {what} | (none) |")
     if res.get("validation"):
+        spread = any(v.get("median_spread") is not None for row in res["validation"]
+                     for v in (row.get("before") or {}, row.get("after") or {}))
         lines += ["", "| workflow | N | model | placements | concordance | Spearman | "
-                  "median error | max error | predicted best within 5% of measured best |",
-                  "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+                  "median error | max error | predicted best within 5% of measured best |"
+                  + (" run-to-run spread (median, max) | pairs told apart: concordance |"
+                     if spread else ""),
+                  "|---|---:|---|---:|---:|---:|---:|---:|---|" + ("---|---|" if spread else "")]
         for row in res["validation"]:
             wf = row.get("workflow", "loop")
             calibrated = "calibrate" in row or "after" in row
@@ -497,7 +503,10 @@ def tables(res: dict[str, Any]) -> str:
                     f"{_f(v['spearman'])} | {_pct(v['median_relative_error'])} | "
                     f"{_pct(v['max_relative_error'])} | "
                     f"{'yes' if v.get('best_within') else 'no'} "
-                    f"(gap {_pct(v.get('best_gap'))}) |")
+                    f"(gap {_pct(v.get('best_gap'))}) |" + (
+                        f" {_pct(v.get('median_spread'))}, {_pct(v.get('max_spread'))} | "
+                        f"{v.get('separable_pairs', 0)}: {_f(v.get('separable_concordance'))} |"
+                        if spread else ""))
     return "\n".join(lines) + "\n"
 
 

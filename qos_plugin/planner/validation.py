@@ -16,7 +16,17 @@ Definitions (one value per placement; a placement run R times counts its median)
   of a few milliseconds can be 100% wrong and matter nothing);
 * **best**: the placement predicted fastest, the one measured fastest, and the
   gap ``(measured(predicted best) - measured best) / measured best``; the
-  prediction "picks the best" when the gap is within :data:`BEST_WITHIN`.
+  prediction "picks the best" when the gap is within :data:`BEST_WITHIN`;
+* **run-to-run spread** of a placement run R >= 2 times: ``(slowest - fastest) /
+  median`` of its makespans; the median and the largest over the placements;
+* **pairs the runs tell apart**: pairs of placements, each run at least twice,
+  whose medians differ by more than either's spread (``slowest - fastest``);
+  the concordance over those pairs alone says how well the model ranks what the
+  measurements can rank at all. A pair closer than its own runs vary is ordered
+  by chance however good the model, so with one run each the concordance of
+  near-equal placements measures the machine's noise as much as the model. Not
+  a replacement for the concordance (the issue's target is the concordance of
+  all pairs), a reading of it.
 
 Placements: all of them when at most :data:`ALL_BELOW` (a run each is cheap
 enough), else K spread over the regions (:func:`select_rows`).
@@ -175,6 +185,18 @@ class Comparison:
     predicted_best: int
     measured_best: int
     best_gap: float
+    spread: list[float | None]          # per placement; None when run once
+    separable_pairs: int                # pairs the runs tell apart (module docstring)
+    separable_concordance: float        # over those pairs; NaN when none
+
+    @property
+    def median_spread(self) -> float | None:
+        return _median([x for x in self.spread if x is not None])
+
+    @property
+    def max_spread(self) -> float | None:
+        known = [x for x in self.spread if x is not None]
+        return max(known) if known else None
 
     @property
     def best_within(self) -> bool:
@@ -205,13 +227,28 @@ def compare(predicted: Sequence[Prediction], measured: Sequence[Sequence[Measure
                                                        / mp[timed]).tolist()),
                      "median_share_error": _median((np.abs(pp - mp) / meas).tolist())}
     pbest, mbest = int(np.argmin(pred)), int(np.argmin(meas))
+    totals = [[m.total for m in runs] for runs in measured]
+    ranges = [max(t) - min(t) if len(t) > 1 else None for t in totals]
+    apart = concordant = 0
+    for i in range(len(pred)):
+        for j in range(i + 1, len(pred)):
+            ri, rj = ranges[i], ranges[j]
+            if ri is None or rj is None or abs(meas[i] - meas[j]) <= max(ri, rj):
+                continue
+            apart += 1
+            # Ties in the prediction count as concordant, as in ranking.concordance.
+            concordant += (pred[i] - pred[j]) * (meas[i] - meas[j]) >= 0
     return Comparison(
         predicted=pred.tolist(), measured=meas.tolist(), repeats=[len(r) for r in measured],
         concordance=concordance(np.argsort(pred, kind="stable"), meas),
         spearman=spearman(pred, meas), relative_error=rel.tolist(),
         median_relative_error=float(np.median(rel)), max_relative_error=float(rel.max()),
         phases=phases, predicted_best=pbest, measured_best=mbest,
-        best_gap=float((meas[pbest] - meas[mbest]) / meas[mbest]))
+        best_gap=float((meas[pbest] - meas[mbest]) / meas[mbest]),
+        spread=[None if r is None else r / m for r, m in zip(ranges, meas.tolist(),
+                                                              strict=True)],
+        separable_pairs=apart,
+        separable_concordance=concordant / apart if apart else float("nan"))
 
 
 def _num(x: float | None) -> float | None:
@@ -223,15 +260,19 @@ def comparison_json(c: Comparison, labels: Sequence[str]) -> dict[str, Any]:
     """The comparison as JSON, each placement named by ``labels``."""
     return {
         "placements": [{"placement": lab, "predicted_seconds": p, "measured_seconds": m,
-                        "runs": n, "relative_error": e} for lab, p, m, n, e in
+                        "runs": n, "relative_error": e, "spread": sp}
+                       for lab, p, m, n, e, sp in
                        zip(labels, c.predicted, c.measured, c.repeats, c.relative_error,
-                           strict=True)],
+                           c.spread, strict=True)],
         "concordance": _num(c.concordance), "spearman": _num(c.spearman),
         "median_relative_error": c.median_relative_error,
         "max_relative_error": c.max_relative_error,
         "phases": {p: {k: _num(v) for k, v in d.items()} for p, d in c.phases.items()},
         "predicted_best": labels[c.predicted_best], "measured_best": labels[c.measured_best],
-        "best_gap": c.best_gap, "best_within": c.best_within, "best_within_limit": BEST_WITHIN}
+        "best_gap": c.best_gap, "best_within": c.best_within, "best_within_limit": BEST_WITHIN,
+        "median_spread": c.median_spread, "max_spread": c.max_spread,
+        "separable_pairs": c.separable_pairs,
+        "separable_concordance": _num(c.separable_concordance)}
 
 
 def _pct(x: float | None) -> str:
@@ -264,4 +305,11 @@ def comparison_text(c: Comparison, labels: Sequence[str]) -> str:
         f"is {_pct(c.best_gap)} slower than the measured best "
         f"({'within' if c.best_within else 'outside'} {_pct(BEST_WITHIN)})")
     lines.append(f"the predicted best {labels[c.predicted_best]} {verdict}")
+    if c.median_spread is not None:
+        pairs = len(c.predicted) * (len(c.predicted) - 1) // 2
+        lines.append(f"run-to-run spread median {_pct(c.median_spread)}, max "
+                     f"{_pct(c.max_spread)}; {c.separable_pairs} of {pairs} pairs differ by "
+                     "more than their runs vary"
+                     + (f", concordance {_fixed(c.separable_concordance)} over them"
+                        if c.separable_pairs else ""))
     return "\n".join(lines)

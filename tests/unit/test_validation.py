@@ -81,6 +81,33 @@ def test_a_perfect_prediction_and_the_json_form():
     assert one["concordance"] is None and one["spearman"] is None
 
 
+def test_spread_and_the_pairs_the_runs_tell_apart_worked_out_by_hand():
+    # Four placements predicted 10, 20, 30, 40 s, each run twice:
+    # a 11, 13 (median 12, spread 2); b 11.5, 12.5 (12, 1): b is no slower than a,
+    # but 0 s apart against 2 s of spread; c 20, 30 (25, 10); d 23, 25 (24, 2):
+    # inverted against c, and 1 s apart against 10 of spread.
+    runs = [[_m(t, (0.0, t, 0.0)) for t in pair]
+            for pair in ((11.0, 13.0), (11.5, 12.5), (20.0, 30.0), (23.0, 25.0))]
+    pred = [Prediction(t, ((0.0, t, 0.0),)) for t in (10.0, 20.0, 30.0, 40.0)]
+    c = compare(pred, runs)
+    assert c.spread == pytest.approx([2 / 12, 1 / 12, 10 / 25, 2 / 24])
+    assert c.median_spread == pytest.approx((1 / 12 + 2 / 12) / 2)   # of 1/12, 2/12, 1/12, 2/5
+    assert c.max_spread == pytest.approx(0.4)
+    # All pairs: a-b tie (concordant), c-d inverted: 5 of 6.
+    assert c.concordance == pytest.approx(5 / 6)
+    # Told apart: a-c (13 s vs 10), a-d (12 vs 2), b-c (13 vs 10), b-d (12 vs 2); not
+    # a-b (0 vs 2) nor c-d (1 vs 10). All four in the predicted order.
+    assert c.separable_pairs == 4 and c.separable_concordance == 1.0
+    doc = comparison_json(c, list("abcd"))
+    assert doc["separable_pairs"] == 4 and doc["max_spread"] == pytest.approx(0.4)
+    assert [p["spread"] for p in doc["placements"]] == pytest.approx(c.spread)
+    # Run once, a placement has no spread, and its pairs are not told apart.
+    once = compare(PRED, MEAS)
+    assert once.spread == [None, pytest.approx(2 / 11), None]
+    assert once.separable_pairs == 0 and math.isnan(once.separable_concordance)
+    assert comparison_json(once, ["p0", "p1", "p2"])["separable_concordance"] is None
+
+
 def test_spearman_gives_ties_their_average_rank():
     # Ranks (1.5, 1.5, 3) against (1, 2, 3): the Pearson correlation of the ranks.
     a, b = [1.5, 1.5, 3.0], [1.0, 2.0, 3.0]
