@@ -93,6 +93,7 @@ class LocalDaemon:
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.banner = ""     # the daemon's "listening on ..." line
+        self.warnings: list[str] = []    # what it warned of while starting
 
     def start(self) -> LocalDaemon:
         self.proc = subprocess.Popen(
@@ -107,6 +108,7 @@ class LocalDaemon:
         line = self.proc.stdout.readline()
         # Warnings the daemon logs while it starts (e.g. peers without [etcd]) come first.
         while line and "listening on" not in line and "WARNING" in line:
+            self.warnings.append(line.strip())
             line = self.proc.stdout.readline()
         if "listening on" not in line:
             rest = self.proc.communicate(timeout=10)[0]

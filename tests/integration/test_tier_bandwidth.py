@@ -130,3 +130,23 @@ def test_reads_wait_for_the_emulated_device_too(tmp_path):
         d.stop(signal.SIGKILL)
     print(f"reads {got.steady_bps / MB:.1f} MB/s")
     assert 0.7 * 50 * MB <= got.steady_bps <= 1.1 * 50 * MB
+
+
+def test_a_tier_without_a_bandwidth_is_named_when_the_daemon_starts(tmp_path):
+    # Without [tier_bandwidth] a floor holds only while the device keeps up: the
+    # administrator hears of it once, at start, and not for a tier that has one.
+    bare = LocalDaemon(tmp_path / "bare", "bare", tiers={"pfs": tmp_path / "bare" / "pfs",
+                                                          "nvme": tmp_path / "bare" / "nvme"}
+                       ).start()
+    capped = pfs_daemon(tmp_path / "capped", qos=True)
+    off = LocalDaemon(tmp_path / "off", "off", tiers={"pfs": tmp_path / "off" / "pfs"},
+                      qos=False).start()
+    try:
+        said = [w for w in bare.warnings if "[tier_bandwidth]" in w]
+        assert len(said) == 1 and "tier nvme, pfs: no [tier_bandwidth]" in said[0], bare.warnings
+        assert not [w for w in capped.warnings if "[tier_bandwidth]" in w], capped.warnings
+        # Enforcement off reserves nothing: nothing to warn of.
+        assert not [w for w in off.warnings if "[tier_bandwidth]" in w], off.warnings
+    finally:
+        for d in (bare, capped, off):
+            d.stop(signal.SIGKILL)
