@@ -236,7 +236,8 @@ def compare(predicted: Sequence[Prediction], measured: Sequence[Sequence[Measure
             if ri is None or rj is None or abs(meas[i] - meas[j]) <= max(ri, rj):
                 continue
             apart += 1
-            # Ties in the prediction count as concordant, as in ranking.concordance.
+            # A tie in the prediction counts as concordant (told-apart pairs have none
+            # in the measurement).
             concordant += (pred[i] - pred[j]) * (meas[i] - meas[j]) >= 0
     return Comparison(
         predicted=pred.tolist(), measured=meas.tolist(), repeats=[len(r) for r in measured],

@@ -9,8 +9,9 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 USER = "qosuser"
 OTHER = "qosother"
 NODES = 3
+T = TypeVar("T")
 DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
@@ -88,19 +90,27 @@ class Cluster:
         p = self.work / f"slurm-{job_id}.out"
         return p.read_text() if p.exists() else f"(no output file {p})"
 
-    def reservations(self, job_id: str,
-                     daemons: list[int] | None = None) -> list[tuple[str, str, float]]:
-        """(daemon, tier, reservation bytes/s) of the job on every daemon (or those)."""
-        out = []
+    def each_daemon(self, ask: Callable[[AdminClient], T],
+                    daemons: list[int] | None = None) -> list[T]:
+        """``ask(client)`` of every shared-tier daemon (or those), in order."""
         addrs = self.local.daemon_addresses()
+        out = []
         for addr in [addrs[i] for i in daemons] if daemons is not None else addrs:
             c = AdminClient(addr, self.token, tls=self.local.admin_tls())
             try:
-                out += [(addr, p.tier, p.reservation_bps) for p in c.list_policies()
-                        if p.selector.value == job_id and p.reservation_bps > 0]
+                out.append(ask(c))
             finally:
                 c.close()
         return out
+
+    def reservations(self, job_id: str,
+                     daemons: list[int] | None = None) -> list[tuple[str, str, float]]:
+        """(daemon, tier, reservation bytes/s) of the job on every daemon (or those)."""
+        addrs = self.local.daemon_addresses()
+        chosen = [addrs[i] for i in daemons] if daemons is not None else addrs
+        found = self.each_daemon(lambda c: c.list_policies(), daemons)
+        return [(addr, p.tier, p.reservation_bps) for addr, ps in zip(chosen, found, strict=True)
+                for p in ps if p.selector.value == job_id and p.reservation_bps > 0]
 
     def qosctl(self, *args: str, daemon: int = 0) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(REPO / ".venv" / "bin" / "qosctl"), "--daemon",
@@ -119,27 +129,19 @@ class Cluster:
     def job_bytes(self, job_id: str, tier: str = "pfs") -> tuple[int, int]:
         """(bytes written, bytes read) of the job's class on every daemon, summed."""
         w = r = 0
-        for addr in self.local.daemon_addresses():
-            c = AdminClient(addr, self.token, tls=self.local.admin_tls())
-            try:
-                for k in c.stats(job=job_id).classes:
-                    if k.tag == job_id and k.tier == tier:
-                        w, r = w + k.bytes_written, r + k.bytes_read
-            finally:
-                c.close()
+        for stats in self.each_daemon(lambda c: c.stats(job=job_id)):
+            for k in stats.classes:
+                if k.tag == job_id and k.tier == tier:
+                    w, r = w + k.bytes_written, r + k.bytes_read
         return w, r
 
     def class_bytes(self) -> dict[str, int]:
         """Bytes written per class tag on the shared tier, summed over the daemons."""
         out: dict[str, int] = {}
-        for addr in self.local.daemon_addresses():
-            c = AdminClient(addr, self.token, tls=self.local.admin_tls())
-            try:
-                for k in c.stats().classes:
-                    if k.tier == "pfs":
-                        out[k.tag] = out.get(k.tag, 0) + k.bytes_written
-            finally:
-                c.close()
+        for stats in self.each_daemon(lambda c: c.stats()):
+            for k in stats.classes:
+                if k.tier == "pfs":
+                    out[k.tag] = out.get(k.tag, 0) + k.bytes_written
         return out
 
     def site_text(self) -> str:

@@ -315,26 +315,12 @@ def test_reserved_jobs_hold_their_floor_beside_an_unreserved_flood(
     assert sum(rates.values()) <= 1.05 * tier, shown
 
 
-def _each_daemon(cluster: Cluster, ask: Callable[[object], object]) -> list:
-    """``ask(client)`` of every shared-tier daemon, in order."""
-    from tokenbucket_daemon.client import AdminClient
-
-    out = []
-    for addr in cluster.local.daemon_addresses():
-        c = AdminClient(addr, cluster.token, tls=cluster.local.admin_tls())
-        try:
-            out.append(ask(c))
-        finally:
-            c.close()
-    return out
-
-
 def _stats(cluster: Cluster) -> list:
-    return _each_daemon(cluster, lambda c: c.stats())
+    return cluster.each_daemon(lambda c: c.stats())
 
 
 def _policies(cluster: Cluster) -> list[list]:
-    return _each_daemon(cluster, lambda c: c.list_policies())
+    return cluster.each_daemon(lambda c: c.list_policies())
 
 
 def subprocess_cancel(cluster: Cluster, job: str) -> None:
