@@ -45,7 +45,8 @@ def _profile(root: Path, out: Path, from_log: bool) -> Path:
     if not starts:
         raise SystemExit(f"--starts-from-log: no starts in {root / 'profile'}/qos-fanout-*.out")
     more = format_start_more(start_more(starts))
-    rows = list(csv.DictReader(open(src, newline="")))
+    with open(src, newline="") as f:
+        rows = list(csv.DictReader(f))
     cols = [c for c in rows[0] if c != "phaseStartPerNodeSeconds"]
     cols += [] if "phaseStartMoreSeconds" in cols else ["phaseStartMoreSeconds"]
     with open(out, "w", newline="") as f:

@@ -621,6 +621,10 @@ def main(argv: list[str] | None = None) -> int:
         a.tables.with_suffix(".md").write_text(text)
         print(text)
         return 0
+    if not 1 <= a.validate_repeat <= 100:
+        print(f"--validate-repeat: {a.validate_repeat} is not 1 to 100 runs a placement",
+              file=sys.stderr)
+        return 1
     if os.geteuid() != 0:
         print("benchmarks/loop/run.py: error: needs root (it starts the local cluster)",
               file=sys.stderr)

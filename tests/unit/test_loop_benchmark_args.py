@@ -1,0 +1,29 @@
+"""benchmarks/loop/run.py refuses a bad --validate-repeat in one line, before it
+starts anything (it would otherwise start a cluster and fail inside a job)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "loop" / "run.py"
+
+
+def _main():
+    spec = importlib.util.spec_from_file_location("loop_run", RUN)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod     # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+@pytest.mark.parametrize("value", ["0", "101", "-2"])
+def test_a_bad_validate_repeat_is_one_line(value, capsys, tmp_path):
+    assert _main()(["--dir", str(tmp_path / "never"), "--validate-repeat", value]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"--validate-repeat: {value} is not 1 to 100 runs a placement"
+    assert not (tmp_path / "never").exists()
