@@ -343,11 +343,13 @@ class _Skip(Exception):
 
 
 def validation(loop: Loop, ref: str, nodes: list[int], k: int, repeat: int = 1,
-               calibrate: bool = True) -> list[dict[str, Any]]:
+               calibrate: bool = True, after_repeat: int | None = None
+               ) -> list[dict[str, Any]]:
     """Issue 19 (a): ``qos-plan validate --backend slurm`` of ``ref`` at each node count
     in an allocation of that many nodes (K placements spread over the regions, with the
     predicted best, each run ``repeat`` times), then (``calibrate``) ``qos-plan
-    calibrate`` from those runs and validate of the new version on fresh runs. The
+    calibrate`` from those runs and validate of the new version on fresh runs
+    (``after_repeat`` times each, ``repeat`` unless given). The
     neighbour is not running; enforcement is on."""
     registry = load_site(loop.cluster.site_conf).registry
     qp = f"{PY} -m qos_plugin.cli.qos_plan"
@@ -357,6 +359,7 @@ def validation(loop: Loop, ref: str, nodes: list[int], k: int, repeat: int = 1,
         row: dict[str, Any] = {"workflow": name, "nodes": n}
         model = ref
         for when in ("before", "after") if calibrate else ("before",):
+            times = repeat if when == "before" or after_repeat is None else after_repeat
             d = loop.work / f"validate-{name}-{n}-{when}"
             shutil.rmtree(d, ignore_errors=True)
             home = loop.cluster.tier_path("pfs") / "plain" / f"validate-{name}-{n}-{when}"
@@ -365,7 +368,7 @@ def validation(loop: Loop, ref: str, nodes: list[int], k: int, repeat: int = 1,
             body = (f"mkdir -p {home} && srun --overlap -N{n} --ntasks-per-node=1 mkdir -p "
                     f"{loop.cluster.tier_path('ram')}/v {loop.cluster.tier_path('ssd')}/v && "
                     f"{qp} validate {model} --backend slurm --nodes {n} --placements {k} "
-                    f"--repeat {repeat} {dirs} --out {d} --json --registry {registry}; rc=$?; "
+                    f"--repeat {times} {dirs} --out {d} --json --registry {registry}; rc=$?; "
                     f"rm -rf {home}; srun --overlap -N{n} --ntasks-per-node=1 rm -rf "
                     f"{loop.cluster.tier_path('ram')}/v {loop.cluster.tier_path('ssd')}/v; "
                     "exit $rc")
@@ -603,6 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--validate-repeat", type=int, default=1, metavar="R",
                     help="runs per validated placement (qos-plan validate --repeat; "
                     "default 1)")
+    ap.add_argument("--validate-after-repeat", type=int, metavar="R",
+                    help="runs per placement validating the calibrated model (default: "
+                    "--validate-repeat)")
     ap.add_argument("--validate-no-calibrate", action="store_true",
                     help="validate once per node count, without calibrating")
     ap.add_argument("--runs-only", action="store_true",
@@ -621,10 +627,11 @@ def main(argv: list[str] | None = None) -> int:
         a.tables.with_suffix(".md").write_text(text)
         print(text)
         return 0
-    if not 1 <= a.validate_repeat <= 100:
-        print(f"--validate-repeat: {a.validate_repeat} is not 1 to 100 runs a placement",
-              file=sys.stderr)
-        return 1
+    for flag, r in (("--validate-repeat", a.validate_repeat),
+                    ("--validate-after-repeat", a.validate_after_repeat)):
+        if r is not None and not 1 <= r <= 100:
+            print(f"{flag}: {r} is not 1 to 100 runs a placement", file=sys.stderr)
+            return 1
     if os.geteuid() != 0:
         print("benchmarks/loop/run.py: error: needs root (it starts the local cluster)",
               file=sys.stderr)
@@ -707,7 +714,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"--validate-workflows: {wf!r} is not loop or kgenome")
                 res["validation"] += validation(loop, wref, counts, a.validate_placements,
                                                 a.validate_repeat,
-                                                not a.validate_no_calibrate)
+                                                not a.validate_no_calibrate,
+                                                a.validate_after_repeat)
         stem = "validation" if a.runs_only else "results"
         (a.out / f"{stem}.json").write_text(json.dumps(res, indent=1))
         text = tables(res)

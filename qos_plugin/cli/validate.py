@@ -241,6 +241,10 @@ def cmd_calibrate(a: argparse.Namespace, registry: Any) -> int:
         log.warning("%s", w)
     cal = calibration.calibrate(inputs.template, inputs.io, inputs.profile, inputs.tiers, runs,
                                 inputs.nodes)
+    if not cal.fitted:
+        raise InputError("--runs", f"the model spends no time of these {cal.runs} runs at "
+                         "any rate of the profile; nothing trained",
+                         "give runs of placements that move data")
     if cal.error_after > cal.error_before:
         # A profile that predicts its own runs worse would only be a worse model.
         raise InputError("--runs", f"the fitted profile predicts these {cal.runs} runs worse "
@@ -253,7 +257,8 @@ def cmd_calibrate(a: argparse.Namespace, registry: Any) -> int:
     profile_path = out / f"{base.name}-v{version}-profile.csv"
     campaign.write_profile(calibration.corrected_profile(inputs.profile, cal.factors),
                            profile_path)
-    factors = [{"operation": op, "storage": st, "factor": f}
+    factors = [{"operation": op, "storage": st, "factor": f,
+                "share": cal.shares.get((op, st), 0.0), "fitted": (op, st) in cal.fitted}
                for (op, st), f in cal.factors.items()]
     calibrated_from = {
         "model": f"{base.name}@{base.version}", "base_profile": str(inputs.profile_path),
@@ -273,7 +278,9 @@ def cmd_calibrate(a: argparse.Namespace, registry: Any) -> int:
         return 0
     print(f"calibrated {base.name} v{base.version} from {cal.runs} runs:")
     for f in factors:
-        print(f"  {f['operation']:5s} {f['storage']:20s} rate x {f['factor']:.3f}")
+        how = (f"rate x {f['factor']:.3f}" if f["fitted"] else "not used")
+        print(f"  {f['operation']:5s} {f['storage']:20s} {how:14s} "
+              f"({100 * f['share']:.1f}% of the runs' time)")
     print(f"median makespan error on these runs: {100 * cal.error_before:.1f}% before, "
           f"{100 * cal.error_after:.1f}% after")
     for w in warnings:

@@ -159,6 +159,11 @@ def prepare(remove: list[str], init: str | None, init_bytes: int, transfer: int)
     start = time.time()
     for d in remove:
         shutil.rmtree(d, ignore_errors=True)
+    if remove or init is not None:
+        # Earlier runs' writes still in the page cache would be written back during
+        # this one, on the disk its tiers share: a run starts with them on their
+        # devices. (A prepare of nothing is the profile's timed no-op phase.)
+        os.sync()
     if init is None:
         return 0, 0, start, time.time()
     r, w, _, end = task([], 0, init, init_bytes, transfer, transfer)

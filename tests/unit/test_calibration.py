@@ -97,6 +97,41 @@ def test_calibration_recovers_a_tier_three_times_slower():
     assert cal.factors[("read", "shm")] == pytest.approx(1.0, rel=0.05)
 
 
+def _biased_runs() -> list[Measurement]:
+    """Runs of the two placements with gen and proc on disk, whose disk reads are half
+    the profile's, measured 4% slower than that truth, +-4% apart."""
+    truth = corrected_profile(_profile(_rows()), {("read", "disk"): 0.5})
+    few = [p for p in ALL if p["gen"] == p["proc"] == "disk"]
+    runs = []
+    for m in _true_runs(truth, 0.5):
+        if m.placement in few:
+            f = 1.04 + 0.04 * (-1) ** len(runs)
+            runs.append(Measurement(m.placement, m.nodes, m.scale, m.total * f,
+                                    [[x * f for x in lv] for lv in m.levels]))
+    return runs
+
+
+def test_a_rate_the_runs_hardly_use_stays_as_profiled(monkeypatch):
+    runs = _biased_runs()
+    assert len(runs) == 2
+    cal = calibrate(WF.template, WF.io_data(), _profile(_rows()), TIERS, runs)
+    # Shares: the model's time on each key's operations over the runs' time.
+    assert cal.shares[("write", "disk")] > 0.3 and cal.shares[("read", "disk")] > 0.1
+    assert cal.shares[("scp", "shm-shm")] == 0.0      # no fan-out in these placements
+    assert ("scp", "shm-shm") not in cal.fitted and cal.factors[("scp", "shm-shm")] == 1.0
+    assert cal.factors[("read", "disk")] == pytest.approx(0.5, rel=0.1)
+    # merge reading on shm: half a percent of the runs' time; the runs' bias and
+    # noise do not set its rate.
+    assert 0 < cal.shares[("read", "shm")] < 0.01
+    assert cal.factors[("read", "shm")] == pytest.approx(1.0, abs=0.05)
+    assert all(1 / 10 <= f <= 10 for f in cal.factors.values())
+    # Pulled as hard as the rates the runs spend their time on, it would have been.
+    import qos_plugin.planner.calibration as calibration
+    monkeypatch.setattr(calibration, "MIN_SHARE", 0.0)
+    loose = calibrate(WF.template, WF.io_data(), _profile(_rows()), TIERS, runs)
+    assert abs(loose.factors[("read", "shm")] - 1) > 0.2
+
+
 def test_daemon_bytes_check_the_volumes():
     placement = {"gen": "disk", "proc": "disk", "merge": "disk"}
     from qos_plugin.model.iodata import stage_volumes

@@ -1,5 +1,6 @@
-"""benchmarks/loop/run.py refuses a bad --validate-repeat in one line, before it
-starts anything (it would otherwise start a cluster and fail inside a job)."""
+"""benchmarks/loop/run.py refuses a bad --validate-repeat or --validate-after-repeat in
+one line, before it starts anything (it would otherwise start a cluster and fail inside
+a job)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ def _main():
     return mod.main
 
 
+@pytest.mark.parametrize("flag", ["--validate-repeat", "--validate-after-repeat"])
 @pytest.mark.parametrize("value", ["0", "101", "-2"])
-def test_a_bad_validate_repeat_is_one_line(value, capsys, tmp_path):
-    assert _main()(["--dir", str(tmp_path / "never"), "--validate-repeat", value]) == 1
+def test_a_bad_validate_repeat_is_one_line(flag, value, capsys, tmp_path):
+    assert _main()(["--dir", str(tmp_path / "never"), flag, value]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"--validate-repeat: {value} is not 1 to 100 runs a placement"
+    assert err == f"{flag}: {value} is not 1 to 100 runs a placement"
     assert not (tmp_path / "never").exists()
