@@ -627,6 +627,10 @@ def main(argv: list[str] | None = None) -> int:
         a.tables.with_suffix(".md").write_text(text)
         print(text)
         return 0
+    if a.validate_after_repeat is not None and a.validate_no_calibrate:
+        print("--validate-after-repeat: there is no after with --validate-no-calibrate; "
+              "give one of them", file=sys.stderr)
+        return 1
     for flag, r in (("--validate-repeat", a.validate_repeat),
                     ("--validate-after-repeat", a.validate_after_repeat)):
         if r is not None and not 1 <= r <= 100:

@@ -241,16 +241,26 @@ def cmd_calibrate(a: argparse.Namespace, registry: Any) -> int:
         log.warning("%s", w)
     cal = calibration.calibrate(inputs.template, inputs.io, inputs.profile, inputs.tiers, runs,
                                 inputs.nodes)
+    if not cal.shares:
+        raise InputError(str(inputs.profile_path), "has no rates of the model's tiers to "
+                         "correct; nothing trained", "measure them with 'qos-plan profile'")
     if not cal.fitted:
-        raise InputError("--runs", f"the model spends no time of these {cal.runs} runs at "
-                         "any rate of the profile; nothing trained",
+        raise InputError("--runs", f"no rate of the profile changes the predicted phases of "
+                         f"these {cal.runs} runs; nothing trained",
                          "give runs of placements that move data")
+    if cal.at_limit:
+        op, st = cal.at_limit[0]
+        raise InputError("--runs", f"the runs need {op} on {st} at "
+                         f"{cal.factors[(op, st)]:.3g} times its profiled rate (the most "
+                         f"calibration corrects is {calibration.LIMIT:g}x); nothing trained",
+                         "measure the profile again ('qos-plan profile')")
     if cal.error_after > cal.error_before:
         # A profile that predicts its own runs worse would only be a worse model.
         raise InputError("--runs", f"the fitted profile predicts these {cal.runs} runs worse "
                          f"(median error {100 * cal.error_after:.1f}%, "
                          f"{100 * cal.error_before:.1f}% before); nothing trained",
-                         "give more runs (--repeat) or runs at a larger --scale")
+                         "the model stays; more runs (--repeat), or runs at a larger "
+                         "--scale, may fit better")
     version = registry.next_version(base.name)
     out = Path(a.out) if a.out else Path(a.runs[0]).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
@@ -278,7 +288,7 @@ def cmd_calibrate(a: argparse.Namespace, registry: Any) -> int:
         return 0
     print(f"calibrated {base.name} v{base.version} from {cal.runs} runs:")
     for f in factors:
-        how = (f"rate x {f['factor']:.3f}" if f["fitted"] else "not used")
+        how = (f"rate x {f['factor']:.3f}" if f["fitted"] else "not fitted")
         print(f"  {f['operation']:5s} {f['storage']:20s} {how:14s} "
               f"({100 * f['share']:.1f}% of the runs' time)")
     print(f"median makespan error on these runs: {100 * cal.error_before:.1f}% before, "

@@ -19,7 +19,9 @@ wandering, and it is the stronger the less the runs exercise the factor.
 
 **The pull.** A key's share is the time the model spends on its operations in
 these runs (how much every level's phases grow when its rates are halved) over
-the runs' measured time. A key with no share is not fitted (1); the others are
+the runs' measured time. A key with no share (its rates change none of the
+predicted phases: no run uses it, or it hides behind a longer operation of the
+same phase) is not fitted (1); the others are
 pulled towards 1 with a weight of :data:`PRIOR` times ``MIN_SHARE / share`` (at
 least :data:`PRIOR`), so a key the runs spend a twentieth of their time on or more
 moves freely and one they barely touch moves only for a large, consistent error.
@@ -67,7 +69,7 @@ RateKey = tuple[str, str]           # (operation, storage type)
 PRIOR = 0.01
 # Factors are kept within [1/LIMIT, LIMIT]: beyond, the profile is not worth
 # correcting but measuring again.
-LIMIT = 10.0
+LIMIT = 100.0
 # A key the model spends less of the runs' measured time on than this is pulled
 # towards 1 the harder (see the module docstring).
 MIN_SHARE = 0.05
@@ -85,6 +87,13 @@ class Calibration:
     runs: int
     shares: dict[RateKey, float] = field(default_factory=dict)  # per key (module docstring)
     fitted: tuple[RateKey, ...] = ()  # the keys with a share
+
+    @property
+    def at_limit(self) -> list[RateKey]:
+        """Fitted keys whose factor reached 1/LIMIT or LIMIT: a profile that far off is
+        to be measured again, not corrected."""
+        edge = math.log(LIMIT) * (1 - 1e-3)
+        return [k for k in self.fitted if abs(math.log(self.factors[k])) >= edge]
 
 
 def rate_keys(profile: StorageProfile, tiers: TierSet) -> list[RateKey]:
@@ -167,7 +176,7 @@ def calibrate(template: WorkflowTemplate, io: IoData, profile: StorageProfile, t
         raise ValueError("a run with a makespan of 0 s")
     problem = _Problem(template, io, profile, tiers, runs, cost_nodes)
     shares = _exercised(problem, profile, rate_keys(profile, tiers))
-    keys = [k for k, share in shares.items() if share > 0]
+    keys = [k for k, share in shares.items() if math.isfinite(share) and share > 0]
     if not keys:
         return Calibration({k: 1.0 for k in shares}, problem.median_error(profile),
                            problem.median_error(profile), len(runs), shares, ())

@@ -15,7 +15,8 @@ An *action* is a JSON object; its ``kind`` says what it does:
   bytes from ``offset`` on, round the end of the source to its start) of ``pairs``,
   a large file in ranges by several threads;
 * ``prepare``: remove the directories ``remove`` (what an earlier run left would be
-  read as this run's inputs), then write ``init_bytes`` to ``init`` when given.
+  read as this run's inputs), flush the node's dirty pages (``sync``), then write
+  ``init_bytes`` to ``init`` when given.
 
 Each gives ``[bytes read, bytes written, start, end, host]`` (wall-clock seconds).
 
@@ -161,8 +162,9 @@ def prepare(remove: list[str], init: str | None, init_bytes: int, transfer: int)
         shutil.rmtree(d, ignore_errors=True)
     if remove or init is not None:
         # Earlier runs' writes still in the page cache would be written back during
-        # this one, on the disk its tiers share: a run starts with them on their
-        # devices. (A prepare of nothing is the profile's timed no-op phase.)
+        # this one's phases, competing with its I/O for the devices: a run starts with
+        # them written. Untimed, before the first phase; it flushes every file system
+        # of the node. (A prepare of nothing is the profile's timed no-op phase.)
         os.sync()
     if init is None:
         return 0, 0, start, time.time()

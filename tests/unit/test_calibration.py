@@ -124,12 +124,20 @@ def test_a_rate_the_runs_hardly_use_stays_as_profiled(monkeypatch):
     # noise do not set its rate.
     assert 0 < cal.shares[("read", "shm")] < 0.01
     assert cal.factors[("read", "shm")] == pytest.approx(1.0, abs=0.05)
-    assert all(1 / 10 <= f <= 10 for f in cal.factors.values())
+    assert cal.at_limit == []
     # Pulled as hard as the rates the runs spend their time on, it would have been.
     import qos_plugin.planner.calibration as calibration
     monkeypatch.setattr(calibration, "MIN_SHARE", 0.0)
     loose = calibrate(WF.template, WF.io_data(), _profile(_rows()), TIERS, runs)
     assert abs(loose.factors[("read", "shm")] - 1) > 0.2
+
+
+def test_a_tier_two_hundred_times_slower_is_at_the_limit():
+    model = _profile(_rows())
+    truth = corrected_profile(model, {("write", "disk"): 1 / 200})
+    cal = calibrate(WF.template, WF.io_data(), model, TIERS, _true_runs(truth, 0.5))
+    assert cal.factors[("write", "disk")] == pytest.approx(1 / 100, rel=1e-6)
+    assert cal.at_limit == [("write", "disk")]
 
 
 def test_daemon_bytes_check_the_volumes():
@@ -209,6 +217,8 @@ def test_validate_calibrate_validate(trained, capsys):
     src = v2.provenance["calibrated_from"]
     assert src["model"] == "tiny@1" and src["run_count"] == 8
     assert {(f["operation"], f["storage"]) for f in src["factors"]} == set(RATES)
+    # All 8 placements at N = 2 ran: every rate changes some phase, and is fitted.
+    assert all(f["fitted"] and f["share"] > 0 for f in cal["factors"])
     assert v2.provenance["inputs"]["profile"]["path"] == str(Path(cal["profile"]).resolve())
 
     # The calibrated model against the runs it was fitted to, then on new runs.

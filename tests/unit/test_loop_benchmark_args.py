@@ -29,3 +29,10 @@ def test_a_bad_validate_repeat_is_one_line(flag, value, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err == f"{flag}: {value} is not 1 to 100 runs a placement"
     assert not (tmp_path / "never").exists()
+
+
+def test_an_after_repeat_without_an_after_is_refused(capsys, tmp_path):
+    assert _main()(["--dir", str(tmp_path / "never"), "--validate-after-repeat", "2",
+                    "--validate-no-calibrate"]) == 1
+    assert capsys.readouterr().err.startswith("--validate-after-repeat: there is no after")
+    assert not (tmp_path / "never").exists()

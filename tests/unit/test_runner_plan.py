@@ -326,3 +326,17 @@ def test_a_task_whose_inputs_are_shorter_than_their_sizes_fails_instead_of_spinn
     with pytest.raises(RuntimeError, match="shorter than their sizes"):
         taskproc.task([[str(tmp_path / "in"), 5000, 1000]], 500, str(tmp_path / "o"), 0,
                       64, 64)
+
+
+def test_a_run_starts_with_earlier_writes_flushed(tmp_path, monkeypatch):
+    # prepare flushes the node before a run, never for the profile's timed no-op.
+    synced = []
+    monkeypatch.setattr(taskproc.os, "sync", lambda: synced.append(1))
+    taskproc.prepare([], None, 0, 1 << 20)
+    assert synced == []
+    old = tmp_path / "old"
+    old.mkdir()
+    taskproc.prepare([str(old)], None, 0, 1 << 20)
+    assert synced == [1] and not old.exists()
+    taskproc.prepare([], str(tmp_path / "input.dat"), 4096, 4096)
+    assert synced == [1, 1] and (tmp_path / "input.dat").stat().st_size == 4096
