@@ -290,7 +290,7 @@ def cmd_calibrate(a: argparse.Namespace, registry: Any) -> int:
     for f in factors:
         how = (f"rate x {f['factor']:.3f}" if f["fitted"] else "not fitted")
         print(f"  {f['operation']:5s} {f['storage']:20s} {how:14s} "
-              f"({100 * f['share']:.1f}% of the runs' time)")
+              f"({100 * f['share']:.1f}% of the predicted time)")
     print(f"median makespan error on these runs: {100 * cal.error_before:.1f}% before, "
           f"{100 * cal.error_after:.1f}% after")
     for w in warnings:

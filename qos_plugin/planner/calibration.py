@@ -19,7 +19,7 @@ wandering, and it is the stronger the less the runs exercise the factor.
 
 **The pull.** A key's share is the time the model spends on its operations in
 these runs (how much every level's phases grow when its rates are halved) over
-the runs' measured time. A key with no share (its rates change none of the
+the time it predicts for them. A key with no share (its rates change none of the
 predicted phases: no run uses it, or it hides behind a longer operation of the
 same phase) is not fitted (1); the others are
 pulled towards 1 with a weight of :data:`PRIOR` times ``MIN_SHARE / share`` (at
@@ -70,7 +70,7 @@ PRIOR = 0.01
 # Factors are kept within [1/LIMIT, LIMIT]: beyond, the profile is not worth
 # correcting but measuring again.
 LIMIT = 100.0
-# A key the model spends less of the runs' measured time on than this is pulled
+# A key the model spends less of the runs' predicted time on than this is pulled
 # towards 1 the harder (see the module docstring).
 MIN_SHARE = 0.05
 # A daemon's bytes on a tier this far from the model's are a volume error.
@@ -203,14 +203,19 @@ def calibrate(template: WorkflowTemplate, io: IoData, profile: StorageProfile, t
 
 
 def _exercised(problem: _Problem, profile: StorageProfile, keys: Sequence[RateKey]
-              ) -> dict[RateKey, float]:
-    """Per key, the share of the runs' measured time the model spends on its
-    operations: how much every level's phases grow when its rates are halved
-    (which doubles a time spent at that rate alone), over the runs' makespans."""
+               ) -> dict[RateKey, float]:
+    """Per key, the share of the runs' predicted time the model spends on its
+    operations: how much every level's phases grow when its rates are halved (which
+    doubles a time spent at that rate alone), over the predicted phases. Over the
+    prediction, not the measurement: a profile far too fast makes every rate's time
+    a sliver of the runs', and would pull every factor to 1 just where they must move
+    (runs 500 times slower than predicted fitted nothing)."""
     base = np.array(problem.phases(profile))
-    measured = sum(m.total for m in problem.runs)
+    predicted = float(base.sum())
+    if predicted <= 0:
+        return {k: 0.0 for k in keys}
     return {k: float(np.abs(np.array(problem.phases(corrected_profile(profile, {k: 0.5})))
-                            - base).sum() / measured) for k in keys}
+                            - base).sum() / predicted) for k in keys}
 
 
 def expected_tier_mib(template: WorkflowTemplate, tiers: TierSet, volumes: Volumes,

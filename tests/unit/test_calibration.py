@@ -115,12 +115,12 @@ def test_a_rate_the_runs_hardly_use_stays_as_profiled(monkeypatch):
     runs = _biased_runs()
     assert len(runs) == 2
     cal = calibrate(WF.template, WF.io_data(), _profile(_rows()), TIERS, runs)
-    # Shares: the model's time on each key's operations over the runs' time.
+    # Shares: the model's time on each key's operations over the predicted time.
     assert cal.shares[("write", "disk")] > 0.3 and cal.shares[("read", "disk")] > 0.1
     assert cal.shares[("scp", "shm-shm")] == 0.0      # no fan-out in these placements
     assert ("scp", "shm-shm") not in cal.fitted and cal.factors[("scp", "shm-shm")] == 1.0
     assert cal.factors[("read", "disk")] == pytest.approx(0.5, rel=0.1)
-    # merge reading on shm: half a percent of the runs' time; the runs' bias and
+    # merge reading on shm: half a percent of the time; the runs' bias and
     # noise do not set its rate.
     assert 0 < cal.shares[("read", "shm")] < 0.01
     assert cal.factors[("read", "shm")] == pytest.approx(1.0, abs=0.05)
@@ -232,6 +232,30 @@ def test_validate_calibrate_validate(trained, capsys):
     after = json.loads(capsys.readouterr().out)
     assert after["version"] == 2 and (d / "after" / "runs.json").is_file()
     assert 0 <= after["median_relative_error"] <= after["max_relative_error"]
+
+
+def test_calibrate_refuses_a_profile_too_far_off(trained, tmp_path, capsys):
+    # Real runs made 500 times slower: no factor within 1/100 fits them; the profile is
+    # to be measured again, and nothing is trained.
+    d, reg, shm = trained
+    assert main(_validate(d, reg, shm, tmp_path / "v")) == 0
+    capsys.readouterr()
+    doc = json.loads((tmp_path / "v" / "runs.json").read_text())
+    for rec in doc["runs"]:
+        rec["total_seconds"] *= 500
+        for lv in rec["levels"]:
+            for ph in lv["phases"].values():
+                if ph["launched"] is not None:
+                    ph["returned"] = ph["launched"] + 500 * (ph["returned"] - ph["launched"])
+    (tmp_path / "slow.json").write_text(json.dumps(doc))
+    versions = sorted(p.name for p in (reg / "tiny").iterdir())
+    assert main(["calibrate", "tiny", "--registry", str(reg), "--runs",
+                 str(tmp_path / "slow.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qos-plan calibrate: error: --runs: the runs need ") and \
+        "times its profiled rate" in err and "measure the profile again" in err
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in (reg / "tiny").iterdir()) == versions
 
 
 @pytest.mark.parametrize("args, says", [
