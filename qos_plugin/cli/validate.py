@@ -268,7 +268,7 @@ def cmd_calibrate(a: argparse.Namespace, registry: Any) -> int:
     campaign.write_profile(calibration.corrected_profile(inputs.profile, cal.factors),
                            profile_path)
     factors = [{"operation": op, "storage": st, "factor": f,
-                "share": cal.shares.get((op, st), 0.0), "fitted": (op, st) in cal.fitted}
+                "share": cal.shares[(op, st)], "fitted": (op, st) in cal.fitted}
                for (op, st), f in cal.factors.items()]
     calibrated_from = {
         "model": f"{base.name}@{base.version}", "base_profile": str(inputs.profile_path),

@@ -21,10 +21,10 @@ wandering, and it is the stronger the less the runs exercise the factor.
 these runs (how much every level's phases grow when its rates are halved) over
 the time it predicts for them. A key with no share (its rates change none of the
 predicted phases: no run uses it, or it hides behind a longer operation of the
-same phase) is not fitted (1); the others are
-pulled towards 1 with a weight of :data:`PRIOR` times ``MIN_SHARE / share`` (at
-least :data:`PRIOR`), so a key the runs spend a twentieth of their time on or more
-moves freely and one they barely touch moves only for a large, consistent error.
+same phase) is not fitted (1); the others are pulled towards 1 with a weight of
+:data:`PRIOR` times ``MIN_SHARE / share`` (at least :data:`PRIOR`), so a key the
+runs spend a twentieth of their time on or more moves freely and one they barely
+touch moves only for a large, consistent error.
 Measured (benchmarks/loop, six single runs): with every key pulled alike, kgenome's
 fit took ssd-pfs copies to 0.03 and pfs writes to 0.17 of their profiled rates,
 operations its six placements barely used; that fitted the runs (median 1.1%) and
@@ -177,9 +177,9 @@ def calibrate(template: WorkflowTemplate, io: IoData, profile: StorageProfile, t
     problem = _Problem(template, io, profile, tiers, runs, cost_nodes)
     shares = _exercised(problem, profile, rate_keys(profile, tiers))
     keys = [k for k, share in shares.items() if math.isfinite(share) and share > 0]
+    before = problem.median_error(profile)
     if not keys:
-        return Calibration({k: 1.0 for k in shares}, problem.median_error(profile),
-                           problem.median_error(profile), len(runs), shares, ())
+        return Calibration({k: 1.0 for k in shares}, before, before, len(runs), shares, ())
 
     pull = np.array([PRIOR * max(1.0, MIN_SHARE / shares[k]) for k in keys])
 
@@ -197,9 +197,8 @@ def calibrate(template: WorkflowTemplate, io: IoData, profile: StorageProfile, t
     factors = {k: 1.0 for k in shares} | dict(zip(keys, np.exp(fit.x).tolist(), strict=True))
     log.info("calibration: %d runs, %d of %d factors fitted, %s", len(runs), len(keys),
              len(shares), fit.message)
-    return Calibration(factors, problem.median_error(profile),
-                       problem.median_error(corrected_profile(profile, factors)), len(runs),
-                       shares, tuple(keys))
+    after = problem.median_error(corrected_profile(profile, factors))
+    return Calibration(factors, before, after, len(runs), shares, tuple(keys))
 
 
 def _exercised(problem: _Problem, profile: StorageProfile, keys: Sequence[RateKey]
