@@ -17,6 +17,9 @@ from that profile, and then:
     * ``placed``: ``sbatch --qos-deadline`` (the planner's placement, its stage-in and
       reservations made) with enforcement off: what a placement alone (QoSFlow) gives;
     * ``reserved``: the same with enforcement on: ours.
+    * ``least``: the same with the site's ``reserve = "least"`` and a deadline of
+      ``--least-slack`` times the prediction: the job reserves what its deadline needs,
+      less than the tier, for (c).
 
     Per run: the measured makespan (``qos-plan run --backend slurm``'s record, srun steps
     on the job's nodes), whether the deadline held, and the neighbour's throughput over
@@ -26,6 +29,8 @@ from that profile, and then:
     during the reserved runs, against what the tier has left after the workflow's
     reservation and against the spare, the tier less what the workflow moved on it over
     its run (a reservation is a floor: what the workflow leaves unused must go to it).
+    In ``reserved`` the reservation is the whole tier (the contract in full, free), so
+    nothing is left after it; ``least`` leaves the tier less the deadline's need.
 
 Writes benchmarks/loop/results.json, results.md (the tables) and deadline.png; prints the
 tables. ``--keep`` leaves the cluster up; ``--dir`` reuses a cluster already up there.
@@ -36,6 +41,7 @@ slurm` (docs/validation.md), run by ``--validate``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -43,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,10 +83,14 @@ from tokenbucket_daemon.client import AdminClient  # noqa: E402
 
 PY = REPO / ".venv" / "bin" / "python"
 USER = "qosuser"
-MODES = ("slurm", "placed", "reserved")
+MODES = ("slurm", "placed", "reserved", "least")
 LABEL = {"slurm": "no QoS (Slurm alone)", "placed": "placement, no reservation",
-         "reserved": "placement + reservation"}
+         "reserved": "placement + reservation",
+         "least": "placement + least reservation (reserve = least, looser deadline)"}
 SLACK = 1.2
+# (c)'s deadline for the "least" mode: loose enough that what the deadline needs is less
+# than the whole tier (the stretch, 0.8 x this, is above 1 from 1.25 on).
+LEAST_SLACK = 2.0
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")
 GIVE_UP = 4.0          # a run is stopped at this many times its deadline
 MB = 1e6
@@ -127,6 +138,19 @@ class Loop:
     def admins(self) -> list[AdminClient]:
         return [AdminClient(a, self.token, tls=self.cluster.admin_tls())
                 for a in self.cluster.daemon_addresses()]
+
+    @contextlib.contextmanager
+    def reserve_rule(self, rule: str) -> Iterator[None]:
+        """The site's ``reserve`` rule for a while (the prolog reads site.toml per job)."""
+        conf = self.cluster.site_conf
+        original = conf.read_text()
+        if rule != "contract":
+            # A top-level key: before the first table.
+            conf.write_text(f'reserve = "{rule}"\n' + original)
+        try:
+            yield
+        finally:
+            conf.write_text(original)
 
     def enforcement(self, on: bool) -> None:
         for c in self.admins():
@@ -270,7 +294,12 @@ class Loop:
 
     def one_run(self, mode: str, ref: str, model: TrainedModel, deadline: float, nodes: int,
                 neighbour: str, k: int) -> dict[str, Any]:
-        self.enforcement(mode == "reserved")
+        with self.reserve_rule("least" if mode == "least" else "contract"):
+            return self._one_run(mode, ref, model, deadline, nodes, neighbour, k)
+
+    def _one_run(self, mode: str, ref: str, model: TrainedModel, deadline: float,
+                 nodes: int, neighbour: str, k: int) -> dict[str, Any]:
+        self.enforcement(mode in ("reserved", "least"))
         out = self.work / f"run-{mode}-{k}-{time.monotonic_ns()}.json"
         job = self.submit(mode, ref, model, deadline, nodes, out)
         samples: list[tuple[float, int]] = []
@@ -446,41 +475,23 @@ def tables(res: dict[str, Any]) -> str:
         ms = [r["makespan_s"] for r in rs]
         each = ", ".join(f"{r['makespan_s']:.1f}" + ("+ (stopped)" if r.get("gave_up") else "")
                          for r in rs)
-        lines.append(f"| {LABEL[m]} | {len(rs)} | {each} | "
+        label = LABEL[m] if m != "least" else (
+            f"placement + least reservation (reserve = least, deadline "
+            f"{rs[0]['deadline_s']:.1f} s, x{res.get('least_slack', LEAST_SLACK)})")
+        lines.append(f"| {label} | {len(rs)} | {each} | "
                      f"{statistics.median(ms):.1f} | {sum(r['met'] for r in rs)}/{len(rs)} | "
                      f"{statistics.median(r['neighbour_Bps'] for r in rs) / MB:.1f} |")
     if not res["runs"]:
         lines = lines[:1]
     n = res.get("neighbour")
-    rs = [r for r in res["runs"] if r["mode"] == "reserved"]
     if n:
         lines += ["", "| the neighbour | MB/s |", "|---|---:|",
                   f"| alone, enforcement off | {n['alone_off_Bps'] / MB:.1f} |",
                   f"| alone, enforcement on | {n['alone_on_Bps'] / MB:.1f} |"]
-    if rs:
-        left = statistics.median(c - r["reservation_Bps"] for r in rs)
-        got = statistics.median(r["neighbour_Bps"] for r in rs)
-        lines += [f"| during the reserved runs (median) | {got / MB:.1f} |",
-                  f"| left after the workflow's reservation "
-                  f"({statistics.median(r['reservation_Bps'] for r in rs) / MB:.1f} MB/s) | "
-                  f"{left / MB:.1f} |",
-                  f"| **share of what is left that it got** | **{got / left:.2f}** |"
-                  if left > 0 else "| share of what is left | (nothing left) |"]
-        if all("workflow_Bps" in r for r in rs):
-            # A reservation is a floor, not a share kept idle: what the workflow does not
-            # use of it (its phases off the shared tier) must go to the neighbour too.
-            used = statistics.median(r["workflow_Bps"] for r in rs)
-            lines += [f"| the workflow's own use of the tier over its run (median) | "
-                      f"{used / MB:.1f} |"]
-            # The device's rate, and what a job alone gets of it through qosfs and the
-            # daemons (the neighbour alone, enforcement on): the spare is either less
-            # what the workflow used.
-            for what, cap in (("the device", c), ("the neighbour alone (enforcement on)",
-                                                  (n or {}).get("alone_on_Bps", c))):
-                spare = cap - used
-                lines.append(f"| spare: {what} less the workflow's use, {spare / MB:.1f}; "
-                             f"**share of it the neighbour got** | **{got / spare:.2f}** |"
-                             if spare > 0 else f"| spare of {what} | (none) |")
+    for mode, what in (("reserved", "reserved"), ("least", "least-reservation")):
+        rs = [r for r in res["runs"] if r["mode"] == mode]
+        if rs:
+            lines += _beside(rs, what, c, n)
     if res.get("validation"):
         spread = any(v.get("median_spread") is not None for row in res["validation"]
                      for v in (row.get("before") or {}, row.get("after") or {}))
@@ -513,6 +524,36 @@ def tables(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _beside(rs: list[dict[str, Any]], what: str, c: float,
+            n: dict[str, float] | None) -> list[str]:
+    """(c)'s rows for one mode's runs: the neighbour beside the workflow against what the
+    tier (``c``) has left after the workflow's reservation, and against the spare."""
+    left = statistics.median(c - r["reservation_Bps"] for r in rs)
+    got = statistics.median(r["neighbour_Bps"] for r in rs)
+    lines = [f"| during the {what} runs (median) | {got / MB:.1f} |",
+             f"| left after the workflow's reservation "
+             f"({statistics.median(r['reservation_Bps'] for r in rs) / MB:.1f} MB/s) | "
+             f"{left / MB:.1f} |",
+             f"| **share of what is left that it got** | **{got / left:.2f}** |"
+             if left > 0 else "| share of what is left | (nothing left) |"]
+    if all("workflow_Bps" in r for r in rs):
+        # A reservation is a floor, not a share kept idle: what the workflow does not
+        # use of it (its phases off the shared tier) must go to the neighbour too.
+        used = statistics.median(r["workflow_Bps"] for r in rs)
+        lines += [f"| the workflow's own use of the tier over its run (median) | "
+                  f"{used / MB:.1f} |"]
+        # The device's rate, and what a job alone gets of it through qosfs and the
+        # daemons (the neighbour alone, enforcement on): the spare is either less
+        # what the workflow used.
+        for name, cap in (("the device", c), ("the neighbour alone (enforcement on)",
+                                              (n or {}).get("alone_on_Bps", c))):
+            spare = cap - used
+            lines.append(f"| spare: {name} less the workflow's use, {spare / MB:.1f}; "
+                         f"**share of it the neighbour got** | **{got / spare:.2f}** |"
+                         if spare > 0 else f"| spare of {name} | (none) |")
+    return lines
+
+
 def _f(x: Any) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -531,8 +572,11 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ys = [r["makespan_s"] for r in res["runs"] if r["mode"] == m]
         ax.scatter([i] * len(ys), ys, s=36, label=LABEL[m])
     ax.axhline(res["deadline_s"], color="red", linestyle="--", label="deadline")
+    if any(r["mode"] == "least" for r in res["runs"]):
+        ax.axhline(res["least_deadline_s"], color="orange", linestyle="--",
+                   label="least mode's deadline")
     ax.axhline(res["predicted_s"], color="grey", linestyle=":", label="predicted")
-    ax.set_xticks(range(len(MODES)), [LABEL[m] for m in MODES], fontsize=8)
+    ax.set_xticks(range(len(MODES)), [LABEL[m].split(" (")[0] for m in MODES], fontsize=7)
     ax.set_ylabel("measured makespan (s)")
     ax.set_title("loop beside a neighbour flooding the shared tier", fontsize=10)
     ax.legend(fontsize=7)
@@ -576,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per mode (default 3)")
     ap.add_argument("--streams", type=int, default=6, help="the neighbour's dd streams")
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--least-slack", type=float, default=LEAST_SLACK,
+                    help="the least mode's deadline, times the prediction (more than "
+                    f"1.25; default {LEAST_SLACK})")
     ap.add_argument("--keep", action="store_true", help="leave the cluster up")
     ap.add_argument("--reprofile", action="store_true",
                     help="measure the profile again though <dir>/profile has one")
@@ -636,6 +683,11 @@ def main(argv: list[str] | None = None) -> int:
         if r is not None and not 1 <= r <= 100:
             print(f"{flag}: {r} is not 1 to 100 runs a placement", file=sys.stderr)
             return 1
+    if not 1.25 < a.least_slack <= 100:
+        # At 1.25 or less the deadline's stretch is 1: the least is the contract in full.
+        print(f"--least-slack: {a.least_slack} leaves the least reservation the whole "
+              "contract; give more than 1.25 (at most 100)", file=sys.stderr)
+        return 1
     if os.geteuid() != 0:
         print("benchmarks/loop/run.py: error: needs root (it starts the local cluster)",
               file=sys.stderr)
@@ -678,7 +730,8 @@ def main(argv: list[str] | None = None) -> int:
             "workflow": ref, "nodes": best.nodes, "placement": best.tiers,
             "predicted_s": best.makespan, "deadline_s": deadline, "streams": a.streams,
             "shared_bandwidth_Bps": loop.bandwidth, "scale": a.scale,
-            "profile": prof["table"], "runs": []}
+            "profile": prof["table"], "runs": [],
+            "least_deadline_s": a.least_slack * best.makespan, "least_slack": a.least_slack}
         res["node_cpus"] = pins
         neighbour = "" if a.runs_only else loop.neighbour(a.streams)
         try:
@@ -691,10 +744,11 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             for k in range(a.runs):
                 for m in modes:          # interleaved: no mode always on a warmer machine
-                    r = loop.one_run(m, ref, model, deadline, best.nodes, neighbour, k)
+                    d = res["least_deadline_s"] if m == "least" else deadline
+                    r = loop.one_run(m, ref, model, d, best.nodes, neighbour, k)
                     res["runs"].append(r)
                     print(f"  {m:8s} run {k + 1}: {r['makespan_s']:6.1f} s "
-                          f"(deadline {deadline:.1f}: {'met' if r['met'] else 'MISSED'}), "
+                          f"(deadline {d:.1f}: {'met' if r['met'] else 'MISSED'}), "
                           f"neighbour {r['neighbour_Bps'] / MB:5.1f} MB/s, reserved "
                           f"{r['reservation_Bps'] / MB:.1f} MB/s", flush=True)
         except _Skip:

@@ -8,14 +8,17 @@ reason rather than started on a promise the tier cannot keep. Each reservation c
 with a limit, the part of the daemon no other job was promised, so a reserved job cannot
 take another's floor.
 
-How much a job reserves: its contract in full (what its prediction assumed) when the
-tiers have that free, less only as far as it must to fit beside the reservations already
-held, and never less than its deadline needs (the contract divided by the deadline's
-``most_stretch``, ``contract.deadline_stretch``). One stretch for all of a job's asks: every
-phase slows alike, which is what the deadline's sum of phases was worked out with. The
-deadline's slack goes first to the job's own safety: the phases the model prices but no
-daemon reserves (a node-local tier, a phase's start) are what a busy machine slows
-(benchmarks/loop: unreserved tmpfs phases ran 2-3 times their idle profile beside a
+How much a job reserves is the site's ``reserve`` rule. ``"contract"`` (the default): its
+contract in full (what its prediction assumed) when the tiers have that free, less only as
+far as it must to fit beside the reservations already held, and never less than its
+deadline needs (the contract divided by the deadline's ``most_stretch``,
+``contract.deadline_stretch``). ``"least"``: what its deadline needs and no more, so that a
+tier holds more deadline jobs at once and a job's slack is left to the others (at the
+job's own risk: see below). One stretch for all of a job's asks: every phase slows
+alike, which is what the deadline's sum of phases was worked out with. Why "contract" is
+the default: the deadline's slack goes first to the job's own safety, as the phases the
+model prices but no daemon reserves (a node-local tier, a phase's start) are what a busy
+machine slows (benchmarks/loop: unreserved tmpfs phases ran 2-3 times their idle profile beside a
 neighbour flooding the shared tier, and a job that had spent its slack on a lower
 reservation missed its deadline). Spare bandwidth still goes to jobs without a
 reservation: a reservation is a floor the daemons serve first, not a share kept idle.
@@ -28,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 from qos_plugin.planner.contract import check_stretch
+from qos_plugin.slurm.site import RESERVE_RULES
 
 MiB = 1 << 20
 
@@ -61,12 +65,15 @@ def _rate(bps: float) -> str:
     return f"{bps / MiB:.1f} MiB/s"
 
 
-def admit(asks: list[Ask], most_stretch: float = 1.0) -> Decision:
-    """Admit all of ``asks`` or none, each at its ``bps`` divided by one stretch: the
-    least, from 1, at which every ask fits what its daemon has not promised to others.
-    Refused when that is more than ``most_stretch`` (the job's deadline would not hold);
-    the ask that needs the most is the reason."""
+def admit(asks: list[Ask], most_stretch: float = 1.0, rule: str = "contract") -> Decision:
+    """Admit all of ``asks`` or none, each at its ``bps`` divided by one stretch: under
+    the ``"contract"`` rule the least, from 1, at which every ask fits what its daemon has
+    not promised to others; under ``"least"``, ``most_stretch`` itself. Refused when the
+    asks fit only beyond ``most_stretch`` (the job's deadline would not hold); the ask
+    that needs the most is the reason."""
     check_stretch(most_stretch)
+    if rule not in RESERVE_RULES:
+        raise ValueError(f"a reserve rule is one of {RESERVE_RULES}, not {rule!r}")
     stretch, worst = 1.0, None
     for a in asks:
         if a.capacity is None or a.bps <= 0:
@@ -83,7 +90,7 @@ def admit(asks: list[Ask], most_stretch: float = 1.0) -> Decision:
                         f"{_rate(worst.capacity or 0.0)} are promised to running jobs and "
                         f"the job needs at least {_rate(least)}; submit again later, with a "
                         f"later --qos-deadline, or with --qos-exclude-tier={worst.tier}")
-    stretch = min(stretch, most_stretch)
+    stretch = most_stretch if rule == "least" else min(stretch, most_stretch)
     limits = tuple(0.0 if a.capacity is None else a.capacity - a.held for a in asks)
     return Decision(True, limits=limits, stretch=stretch)
 

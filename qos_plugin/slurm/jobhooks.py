@@ -211,15 +211,15 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
     p.bandwidth = full
     wanted = reservations(site, p, nodes)
     ask = asks(site, job, wanted, token)
-    decision = admit(ask, most_stretch)
+    decision = admit(ask, most_stretch, site.reserve)
     if not decision.admitted:
         # Not started on a promise the tier cannot keep: the job ends with the reason.
         log.error("job %s: %s", job, decision.reason)
         cancel_job(job, f"qos: {decision.reason}")
         return 0
     if decision.stretch > 1.0:
-        log.info("job %s: reserving its contract divided by %.2f, what its tiers have "
-                 "free (its deadline allows %.2f)", job, decision.stretch, most_stretch)
+        log.info("job %s: reserving its contract divided by %.2f (reserve = %s; its "
+                 "deadline allows %.2f)", job, decision.stretch, site.reserve, most_stretch)
     done: set[str] = set()
     failed = False
     for (daemon, tier, _), bps, limit in zip(wanted, decision.reserved(ask),

@@ -9,6 +9,8 @@ on_unavailable = "open"     # planner/daemon unreachable: "open" runs the job wi
 max_nodes = 64              # the most nodes a placement may use (the partition's size)
 admin_token_file = "/etc/tokenbucketd/admin.token"   # credential for the daemons
 state_dir = "/var/lib/qos-plugin"   # per-job staging records and the hooks' log (root)
+reserve = "contract"        # what a deadline job reserves: its contract in full when free
+                            # (default), or "least", what its deadline needs (docs/slurm.md)
 
 [tiers.pfs]
 kind = "shared"             # or "node-local"
@@ -57,6 +59,8 @@ ENFORCE = ("daemons", "direct")
 # A reservation more than twice what the job's contract needs is not a margin.
 MAX_RESERVE_MARGIN = 2.0
 MODES = ("open", "closed")
+# What a deadline job reserves: the rules slurm/admission.py applies.
+RESERVE_RULES = ("contract", "least")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*", re.IGNORECASE)
 _TIER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
@@ -118,6 +122,7 @@ class Site:
     admin_token_file: Path | None = None
     state_dir: Path = Path("/var/lib/qos-plugin")
     node_daemons: dict[str, str] = field(default_factory=dict)
+    reserve: str = "contract"
 
     def tier(self, name: str) -> SiteTier:
         if name not in self.tiers:
@@ -168,7 +173,7 @@ def _get(raw: dict[str, Any], key: str, kind: type, source: str, default: Any = 
 def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
     src = str(source)
     known = {"registry", "on_unavailable", "max_nodes", "admin_token_file", "state_dir",
-             "tiers", "nodes"}
+             "reserve", "tiers", "nodes"}
     extra = sorted(set(raw) - known)
     if extra:
         raise InputError(src, f"unknown key {extra[0]!r}",
@@ -179,6 +184,9 @@ def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
     mode = _get(raw, "on_unavailable", str, src, "open")
     if mode not in MODES:
         raise InputError(src, f"on_unavailable = {mode!r}", 'use "open" or "closed"')
+    reserve = _get(raw, "reserve", str, src, "contract")
+    if reserve not in RESERVE_RULES:
+        raise InputError(src, f"reserve = {reserve[:40]!r}", 'use "contract" or "least"')
     max_nodes = _get(raw, "max_nodes", int, src)
     if max_nodes is not None and max_nodes < 1:
         raise InputError(src, f"max_nodes = {max_nodes}", "give 1 or more")
@@ -245,4 +253,4 @@ def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
                 raise InputError(where, f"daemon = {d!r}", 'write "host:port"')
             nodes[node] = d
     return Site(source, Path(registry), tiers, mode, max_nodes,
-                Path(token) if token else None, Path(state), nodes)
+                Path(token) if token else None, Path(state), nodes, reserve)

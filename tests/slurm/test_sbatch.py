@@ -507,3 +507,30 @@ def test_reservations_are_admitted_against_the_tiers_bandwidth(cluster: Cluster,
     assert p.returncode != 0
     assert "needs no more than its tiers sustain (pfs 300.0 MiB/s)" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_site_reserving_the_least_reserves_what_the_deadline_needs(cluster: Cluster,
+                                                                     site_edit) -> None:
+    """reserve = "least": the prolog reserves the contract divided by the deadline's
+    slack (what sbatch put in the environment), not the contract in full."""
+    site_edit("registry = ", 'reserve = "least"\nregistry = ')
+    go = cluster.work / "go-least"
+    script = cluster.script("env | grep '^SLURM_SPANK_QOS_' | sort\n"
+                            f"touch {go}.running\nwhile [ ! -e {go} ]; do sleep 0.2; done\n")
+    job = cluster.submit("--qos-workflow=pipeline", "--qos-exclude-tier=ram,ssd",
+                         "--qos-deadline=20:00", script=script)
+    cluster.wait(job, ("RUNNING",))
+    cluster.wait_for(lambda: Path(f"{go}.running").exists(), what="the job script")
+    env = _env(cluster.output(job))
+    from qos_plugin.planner.contract import deadline_stretch
+
+    most = deadline_stretch(float(env["SLURM_SPANK_QOS_MAKESPAN"]), 1200.0)
+    assert most > 1.2, env          # the deadline leaves slack to give back
+    least = {t: float(b) for t, b in
+             (kv.split("=") for kv in env["SLURM_SPANK_QOS_BANDWIDTH"].split(","))}
+    cluster.wait_for(lambda: len(cluster.reservations(job)) == 2, what="the reservation")
+    for daemon, tier, bps in cluster.reservations(job):
+        assert tier == "pfs"
+        assert bps == pytest.approx(least["pfs"] * MiB / 2, rel=1e-2), daemon
+    go.touch()
+    assert cluster.wait(job, DONE).state == "COMPLETED"

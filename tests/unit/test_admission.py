@@ -59,6 +59,24 @@ def test_less_free_than_the_contract_divides_every_ask_by_one_stretch():
     assert not admit([Ask("a:1", "pfs", MiB, 100 * MiB, 100 * MiB)], 1000.0).admitted
 
 
+def test_the_least_rule_reserves_what_the_deadline_needs_though_the_tier_is_free():
+    """The same asks as above with all of a free: "contract" reserves them in full, "least"
+    divides every one by the deadline's stretch, and still refuses what does not fit."""
+    asks = [Ask("a:1", "pfs", 80 * MiB, 0.0, 100 * MiB),
+            Ask("n1:1", "ssd", 16 * MiB, 0.0, None)]
+    assert admit(asks, 2.0).reserved(asks) == pytest.approx([80 * MiB, 16 * MiB])
+    d = admit(asks, 2.0, "least")
+    assert d.admitted and d.stretch == 2.0
+    assert d.reserved(asks) == pytest.approx([40 * MiB, 8 * MiB])
+    # Its limit is still what nobody else was promised: the spare may go to it too.
+    assert d.limits == (100 * MiB, 0.0)
+    held = [Ask("a:1", "pfs", 80 * MiB, 70 * MiB, 100 * MiB)]
+    assert not admit(held, 2.0, "least").admitted
+    assert admit(held, 3.0, "least").reserved(held) == pytest.approx([80 * MiB / 3])
+    with pytest.raises(ValueError, match="reserve rule"):
+        admit(asks, 2.0, "most")
+
+
 def test_a_contract_above_the_whole_tier_is_reserved_at_the_whole_tier():
     asks = [Ask("a:1", "pfs", 150 * MiB, 0.0, 120 * MiB)]
     d = admit(asks, most_stretch=1.5)

@@ -13,13 +13,17 @@ import pytest
 RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "loop" / "run.py"
 
 
-def _main():
+def _module():
     spec = importlib.util.spec_from_file_location("loop_run", RUN)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod     # its dataclasses look their module up
     spec.loader.exec_module(mod)
-    return mod.main
+    return mod
+
+
+def _main():
+    return _module().main
 
 
 @pytest.mark.parametrize("flag", ["--validate-repeat", "--validate-after-repeat"])
@@ -36,3 +40,28 @@ def test_an_after_repeat_without_an_after_is_refused(capsys, tmp_path):
                     "--validate-no-calibrate"]) == 1
     assert capsys.readouterr().err.startswith("--validate-after-repeat: there is no after")
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("value", ["1.25", "1.0", "nan", "1000"])
+def test_a_least_slack_that_leaves_the_contract_whole_is_refused(value, capsys, tmp_path):
+    assert _main()(["--dir", str(tmp_path / "never"), "--least-slack", value]) == 1
+    assert capsys.readouterr().err.startswith(f"--least-slack: {float(value)} leaves")
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_neighbour_is_judged_against_what_the_least_reservation_leaves():
+    """(c)'s table: 80 MB/s tier, a least reservation of 50, the neighbour at 27 beside
+    it: 30 left, 0.90 of it taken; the workflow moving 40 leaves a spare of 40."""
+    mod = _module()
+    run = {"mode": "least", "makespan_s": 30.0, "met": True, "deadline_s": 40.0,
+           "reservation_Bps": 50e6, "neighbour_Bps": 27e6, "workflow_Bps": 40e6}
+    res = {"shared_bandwidth_Bps": 80e6, "workflow": "loop@1", "nodes": 1,
+           "predicted_s": 20.0, "placement": {"a": "pfs"}, "deadline_s": 24.0,
+           "streams": 6, "runs": [run, {**run, "neighbour_Bps": 25e6}, run],
+           "least_slack": 2.0}
+    text = mod.tables(res)
+    assert "deadline 40.0 s, x2.0" in text
+    assert "| left after the workflow's reservation (50.0 MB/s) | 30.0 |" in text
+    assert "| **share of what is left that it got** | **0.90** |" in text
+    assert "spare: the device less the workflow's use, 40.0; **share of it the neighbour " \
+           "got** | **0.68** |" in text

@@ -442,3 +442,16 @@ def test_a_reserve_margin_raises_the_reservation_and_lowers_what_a_tier_can_prom
         with pytest.raises(InputError, match="reserve_margin = .*give a number from 1 to 2"):
             site_from_dict({"registry": "/r", "tiers": {"pfs": {**pfs, "reserve_margin": bad}}},
                            Path("/s"))
+
+
+def test_the_reserve_rule_is_contract_by_default_least_when_asked_else_refused():
+    pfs = {"kind": "node-local", "path": "/p"}
+    assert site_from_dict({"registry": "/r", "tiers": {"pfs": pfs}}, Path("s")).reserve \
+        == "contract"
+    site = site_from_dict({"registry": "/r", "reserve": "least", "tiers": {"pfs": pfs}},
+                          Path("s"))
+    assert site.reserve == "least"
+    for bad in ("most", 1, "LEAST"):
+        with pytest.raises(InputError, match="reserve = "):
+            site_from_dict({"registry": "/r", "reserve": bad, "tiers": {"pfs": pfs}},
+                           Path("s"))
