@@ -64,6 +64,7 @@ from qos_plugin.examples.genome import io_data as genome_io  # noqa: E402
 from qos_plugin.examples.genome import template_dict as genome_template  # noqa: E402
 from qos_plugin.examples.pipeline import pipeline  # noqa: E402
 from qos_plugin.model.synthetic import TierModel  # noqa: E402
+from qos_plugin.planner.contract import DEADLINE_MARGIN  # noqa: E402
 from qos_plugin.planner.prediction import scale_io  # noqa: E402
 from qos_plugin.planner.query import (  # noqa: E402
     Choice,
@@ -89,8 +90,10 @@ LABEL = {"slurm": "no QoS (Slurm alone)", "placed": "placement, no reservation",
          "least": "placement + least reservation (reserve = least, looser deadline)"}
 SLACK = 1.2
 # (c)'s deadline for the "least" mode: loose enough that what the deadline needs is less
-# than the whole tier (the stretch, 0.8 x this, is above 1 from 1.25 on).
+# than the whole tier (the stretch, DEADLINE_MARGIN x this, is above 1 from LEAST_ABOVE on).
 LEAST_SLACK = 2.0
+LEAST_ABOVE = 1 / DEADLINE_MARGIN
+LEAST_MOST = 100.0
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")
 GIVE_UP = 4.0          # a run is stopped at this many times its deadline
 MB = 1e6
@@ -141,16 +144,25 @@ class Loop:
 
     @contextlib.contextmanager
     def reserve_rule(self, rule: str) -> Iterator[None]:
-        """The site's ``reserve`` rule for a while (the prolog reads site.toml per job)."""
+        """The site's ``reserve`` rule for a while (the prolog reads site.toml per job),
+        the default's afterwards. A ``reserve`` line a killed run left is dropped first:
+        kept, it would run every later mode under its rule (or, doubled, fail the TOML)."""
         conf = self.cluster.site_conf
-        original = conf.read_text()
-        if rule != "contract":
-            # A top-level key: before the first table.
-            conf.write_text(f'reserve = "{rule}"\n' + original)
+        base = "".join(line for line in conf.read_text().splitlines(keepends=True)
+                       if not line.startswith("reserve ="))
+
+        def write(text: str) -> None:
+            # Whole or not at all: a prolog reading it meanwhile sees one or the other.
+            tmp = conf.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, conf)
+
+        # A top-level key: before the first table.
+        write(base if rule == "contract" else f'reserve = "{rule}"\n' + base)
         try:
             yield
         finally:
-            conf.write_text(original)
+            write(base)
 
     def enforcement(self, on: bool) -> None:
         for c in self.admins():
@@ -475,9 +487,17 @@ def tables(res: dict[str, Any]) -> str:
         ms = [r["makespan_s"] for r in rs]
         each = ", ".join(f"{r['makespan_s']:.1f}" + ("+ (stopped)" if r.get("gave_up") else "")
                          for r in rs)
-        label = LABEL[m] if m != "least" else (
-            f"placement + least reservation (reserve = least, deadline "
-            f"{rs[0]['deadline_s']:.1f} s, x{res.get('least_slack', LEAST_SLACK)})")
+        label = LABEL[m]
+        if m == "least":
+            label = (f"placement + least reservation (reserve = least, deadline "
+                     f"{rs[0]['deadline_s']:.1f} s, x{res.get('least_slack', LEAST_SLACK)})")
+        # sbatch plans the fastest placement the deadline allows, which may be faster
+        # than the one the deadline was set from: say which ran, and its prediction.
+        ran = sorted({(" ".join(f"{k}={v}" for k, v in r["placement"].items()),
+                       r["predicted_s"]) for r in rs
+                      if r.get("placement") and r["placement"] != res["placement"]})
+        if ran:
+            label += "; ran " + ", ".join(f"{p} (predicted {t:.1f} s)" for p, t in ran)
         lines.append(f"| {label} | {len(rs)} | {each} | "
                      f"{statistics.median(ms):.1f} | {sum(r['met'] for r in rs)}/{len(rs)} | "
                      f"{statistics.median(r['neighbour_Bps'] for r in rs) / MB:.1f} |")
@@ -575,8 +595,15 @@ def plot(res: dict[str, Any], path: Path) -> None:
     if any(r["mode"] == "least" for r in res["runs"]):
         ax.axhline(res["least_deadline_s"], color="orange", linestyle="--",
                    label="least mode's deadline")
-    ax.axhline(res["predicted_s"], color="grey", linestyle=":", label="predicted")
-    ax.set_xticks(range(len(MODES)), [LABEL[m].split(" (")[0] for m in MODES], fontsize=7)
+    # The prediction of the placement each mode ran (sbatch may plan a faster one than
+    # the deadline was set from); the stopped runs left none.
+    marks = [(i, r["predicted_s"]) for i, m in enumerate(MODES) for r in res["runs"]
+             if r["mode"] == m and r.get("predicted_s")]
+    if marks:
+        ax.scatter(*zip(*marks, strict=True), marker="_", s=400, color="grey",
+                   label="predicted (the placement run)")
+    ax.set_xticks(range(len(MODES)), [LABEL[m] if m != "least" else "placement + least "
+                                      "reservation" for m in MODES], fontsize=7)
     ax.set_ylabel("measured makespan (s)")
     ax.set_title("loop beside a neighbour flooding the shared tier", fontsize=10)
     ax.legend(fontsize=7)
@@ -622,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--least-slack", type=float, default=LEAST_SLACK,
                     help="the least mode's deadline, times the prediction (more than "
-                    f"1.25; default {LEAST_SLACK})")
+                    f"{LEAST_ABOVE:g}; default {LEAST_SLACK})")
     ap.add_argument("--keep", action="store_true", help="leave the cluster up")
     ap.add_argument("--reprofile", action="store_true",
                     help="measure the profile again though <dir>/profile has one")
@@ -672,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(a.tables.read_text())
         text = tables(res)
         a.tables.with_suffix(".md").write_text(text)
+        if res.get("runs"):
+            plot(res, a.tables.parent / "deadline.png")
         print(text)
         return 0
     if a.validate_after_repeat is not None and a.validate_no_calibrate:
@@ -683,10 +712,15 @@ def main(argv: list[str] | None = None) -> int:
         if r is not None and not 1 <= r <= 100:
             print(f"{flag}: {r} is not 1 to 100 runs a placement", file=sys.stderr)
             return 1
-    if not 1.25 < a.least_slack <= 100:
-        # At 1.25 or less the deadline's stretch is 1: the least is the contract in full.
+    if not a.least_slack > LEAST_ABOVE:
+        # At 1 / DEADLINE_MARGIN or less the deadline's stretch is 1: the least is the
+        # contract in full (NaN too is refused here).
         print(f"--least-slack: {a.least_slack} leaves the least reservation the whole "
-              "contract; give more than 1.25 (at most 100)", file=sys.stderr)
+              f"contract; give more than {LEAST_ABOVE:g}", file=sys.stderr)
+        return 1
+    if a.least_slack > LEAST_MOST:
+        print(f"--least-slack: {a.least_slack} times the prediction is a deadline no run "
+              f"of this benchmark waits for; give at most {LEAST_MOST:g}", file=sys.stderr)
         return 1
     if os.geteuid() != 0:
         print("benchmarks/loop/run.py: error: needs root (it starts the local cluster)",

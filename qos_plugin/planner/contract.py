@@ -140,8 +140,9 @@ def deadline_stretch(makespan: float, deadline: float | None) -> float:
     and the makespan, their sum, becomes the deadline less its margin: the contract
     divided by it is the least the job needs reserved. The planner keeps to placements
     whose least a tier can hold, and admission refuses a job only when its least does not
-    fit (``slurm/admission.py``, which reserves more when the tiers have it free: phases on
-    tiers no daemon reserves may run slower than predicted on a busy machine). Never
+    fit (``slurm/admission.py``, which under the site's default ``reserve`` rule reserves
+    more when the tiers have it free: phases on tiers no daemon reserves may run slower
+    than predicted on a busy machine; ``reserve = "least"`` reserves the least). Never
     above 1 times the contract: a forged deadline or makespan can lower a job's own
     reservation, not raise it."""
     if deadline is None or not (math.isfinite(makespan) and makespan > 0

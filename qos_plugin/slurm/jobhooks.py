@@ -218,8 +218,10 @@ def prolog(site_path: str | None, env: Mapping[str, str]) -> int:
         cancel_job(job, f"qos: {decision.reason}")
         return 0
     if decision.stretch > 1.0:
-        log.info("job %s: reserving its contract divided by %.2f (reserve = %s; its "
-                 "deadline allows %.2f)", job, decision.stretch, site.reserve, most_stretch)
+        why = ("what its tiers have free" if site.reserve == "contract" else
+               "reserve = least: what its deadline needs")
+        log.info("job %s: reserving its contract divided by %.2f (%s; its deadline allows "
+                 "%.2f)", job, decision.stretch, why, most_stretch)
     done: set[str] = set()
     failed = False
     for (daemon, tier, _), bps, limit in zip(wanted, decision.reserved(ask),

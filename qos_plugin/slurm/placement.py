@@ -15,8 +15,9 @@ and to the job (``SLURM_SPANK_QOS_*``). Pure: strings in, strings out.
 ``QOS_DIRS``       ``tier=directory,...`` for every tier the placement uses
 ``QOS_LOCAL``      the node-local tiers used (the node prolog prepares them), comma separated
 ``QOS_BANDWIDTH``  ``tier=MiB/s,...``, the least the job's deadline needs reserved (the
-                   prolog reserves up to its contract in full, admission.py): a shared
-                   tier's total, a node-local tier's rate per node
+                   prolog reserves up to its contract in full, or the least under the
+                   site's ``reserve = "least"``, admission.py): a shared tier's total, a
+                   node-local tier's rate per node
 ``QOS_STAGE_IN``   declared input to stage into the node-local tiers (optional)
 ``QOS_STAGE_OUT``  where the node-local outputs go when the job ends (optional)
 ``QOS_IN_TIERS``   tiers of the stages that read the workflow's input (the stage-in goes

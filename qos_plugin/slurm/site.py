@@ -186,7 +186,8 @@ def site_from_dict(raw: dict[str, Any], source: Path) -> Site:
         raise InputError(src, f"on_unavailable = {mode!r}", 'use "open" or "closed"')
     reserve = _get(raw, "reserve", str, src, "contract")
     if reserve not in RESERVE_RULES:
-        raise InputError(src, f"reserve = {reserve[:40]!r}", 'use "contract" or "least"')
+        raise InputError(src, f"reserve = {reserve[:40]!r} is not a reserve rule",
+                         "use " + " or ".join(f'"{r}"' for r in RESERVE_RULES))
     max_nodes = _get(raw, "max_nodes", int, src)
     if max_nodes is not None and max_nodes < 1:
         raise InputError(src, f"max_nodes = {max_nodes}", "give 1 or more")

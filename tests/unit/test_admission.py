@@ -70,6 +70,12 @@ def test_the_least_rule_reserves_what_the_deadline_needs_though_the_tier_is_free
     assert d.reserved(asks) == pytest.approx([40 * MiB, 8 * MiB])
     # Its limit is still what nobody else was promised: the spare may go to it too.
     assert d.limits == (100 * MiB, 0.0)
+    # Beside 30 held of 100: 80 / 2 = 40 fits the 70 free and is what it reserves (the
+    # contract rule would take 70, all that is free: a stretch of 80 / 70).
+    some = [Ask("a:1", "pfs", 80 * MiB, 30 * MiB, 100 * MiB)]
+    assert admit(some, 2.0).stretch == pytest.approx(80 / 70)
+    d = admit(some, 2.0, "least")
+    assert d.reserved(some) == pytest.approx([40 * MiB]) and d.limits == (70 * MiB,)
     held = [Ask("a:1", "pfs", 80 * MiB, 70 * MiB, 100 * MiB)]
     assert not admit(held, 2.0, "least").admitted
     assert admit(held, 3.0, "least").reserved(held) == pytest.approx([80 * MiB / 3])

@@ -42,10 +42,17 @@ def test_an_after_repeat_without_an_after_is_refused(capsys, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-@pytest.mark.parametrize("value", ["1.25", "1.0", "nan", "1000"])
+@pytest.mark.parametrize("value", ["1.25", "1.0", "nan"])
 def test_a_least_slack_that_leaves_the_contract_whole_is_refused(value, capsys, tmp_path):
     assert _main()(["--dir", str(tmp_path / "never"), "--least-slack", value]) == 1
     assert capsys.readouterr().err.startswith(f"--least-slack: {float(value)} leaves")
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_least_slack_past_what_a_run_waits_for_is_refused(capsys, tmp_path):
+    assert _main()(["--dir", str(tmp_path / "never"), "--least-slack", "1000"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("--least-slack: 1000.0 times the prediction") and "at most 100" in err
     assert not (tmp_path / "never").exists()
 
 
@@ -65,3 +72,24 @@ def test_the_neighbour_is_judged_against_what_the_least_reservation_leaves():
     assert "| **share of what is left that it got** | **0.90** |" in text
     assert "spare: the device less the workflow's use, 40.0; **share of it the neighbour " \
            "got** | **0.68** |" in text
+
+
+def test_the_reserve_rule_is_set_for_a_while_and_a_leftover_one_dropped(tmp_path):
+    """A killed run's ``reserve`` line does not outlive the next: the rule is written
+    once, then the site as it was without it, also when the run inside fails."""
+    import tomllib
+    from types import SimpleNamespace
+
+    mod = _module()
+    conf = tmp_path / "site.toml"
+    conf.write_text('reserve = "least"\nregistry = "/r"\n\n[tiers.pfs]\nkind = "shared"\n')
+    loop = object.__new__(mod.Loop)
+    loop.cluster = SimpleNamespace(site_conf=conf)
+    with loop.reserve_rule("least"):
+        assert tomllib.loads(conf.read_text())["reserve"] == "least"
+        assert conf.read_text().count("reserve =") == 1
+    assert "reserve" not in tomllib.loads(conf.read_text())
+    with pytest.raises(RuntimeError), loop.reserve_rule("least"):
+        raise RuntimeError("a run failed")
+    after = tomllib.loads(conf.read_text())
+    assert "reserve" not in after and after["tiers"]["pfs"]["kind"] == "shared"

@@ -452,6 +452,7 @@ def test_the_reserve_rule_is_contract_by_default_least_when_asked_else_refused()
                           Path("s"))
     assert site.reserve == "least"
     for bad in ("most", 1, "LEAST"):
-        with pytest.raises(InputError, match="reserve = "):
+        with pytest.raises(InputError, match='reserve = .*(not a reserve rule; use "contract" '
+                           'or "least"|is not a str)'):
             site_from_dict({"registry": "/r", "reserve": bad, "tiers": {"pfs": pfs}},
                            Path("s"))
