@@ -526,8 +526,13 @@ def tables(res: dict[str, Any]) -> str:
             for when in ("before", "after") if calibrated else ("before",):
                 v = row.get(when)
                 if not v or "error" in v:
-                    lines.append(f"| {wf} | {row['nodes']} | {when}: "
-                                 f"{(v or {}).get('error', 'not run')} | | | | | | |")
+                    # No after when calibration refused to train: say why, not "not run".
+                    cal = row.get("calibrate")
+                    why = (v or {}).get("error") or (
+                        f"calibration refused ({cal['error'].split('error: ', 1)[-1]})"
+                        if when == "after" and isinstance(cal, dict) and cal.get("error")
+                        else "not run")
+                    lines.append(f"| {wf} | {row['nodes']} | {when}: {why} | | | | | | |")
                     continue
                 lines.append(
                     f"| {wf} | {row['nodes']} | {v['model']} ({when} calibration) | "
