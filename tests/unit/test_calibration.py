@@ -258,6 +258,31 @@ def test_calibrate_refuses_a_profile_too_far_off(trained, tmp_path, capsys):
     assert sorted(p.name for p in (reg / "tiny").iterdir()) == versions
 
 
+def test_calibrate_refuses_a_model_whose_profile_changed_since_training(trained, tmp_path,
+                                                                        capsys):
+    """A model's profile file rewritten since training (here its tiers' runs renamed away,
+    which would leave calibration no rate to correct): calibrate refuses it in one line by
+    its fingerprint, before fitting anything, and trains nothing."""
+    d, reg, shm = trained
+    assert main(_validate(d, reg, shm, tmp_path / "v")) == 0
+    capsys.readouterr()
+    own = tmp_path / "registry"
+    profile = tmp_path / "profile.csv"
+    write_csv(profile, COLUMNS, _rows())
+    assert main(["train", "tiny", "--registry", str(own), "--template", str(d / "tiny.json"),
+                 "--io-data", str(d / "io.csv"), "--profile", str(profile), "--nodes", "1,2",
+                 "--tiers", "disk:shared,shm:node-local"]) == 0
+    capsys.readouterr()
+    write_csv(profile, COLUMNS, [[*r[:-1], f"other-{r[-1]}"] for r in _rows()])
+    assert main(["calibrate", "tiny", "--registry", str(own), "--runs",
+                 str(tmp_path / "v" / "runs.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qos-plan calibrate: error: tiny@1: its profile ") and \
+        "changed since training" in err and "train it again" in err, err
+    assert err.count("\n") == 1
+    assert Registry(own).versions("tiny") == [1]
+
+
 @pytest.mark.parametrize("args, says", [
     (["validate", "tiny", "--tier-dir", "disk=/nonexistent"], "no --nodes given"),
     (["validate", "tiny", "--nodes", "3"], "has no placement on 3 nodes"),
