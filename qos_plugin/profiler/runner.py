@@ -1,4 +1,9 @@
-"""Run the sweep on this machine: fio for reads and writes, the runner's copy for moves."""
+"""Run the sweep on this machine: fio for reads and writes, the runner's copy for moves.
+
+Writes and copies are timed as a run makes them (``planner/taskproc.py``): until the
+bytes are in the tier, not on its device. The profile prices a run's phases, and a run's
+tasks do not fsync; each measurement's files are made durable after it, untimed.
+"""
 
 from __future__ import annotations
 
@@ -50,13 +55,17 @@ def run_io(run: IoRun, fio: str, scratch: Path) -> dict[str, object]:
             f"--size={per_job}", f"--numjobs={run.tasks}", "--group_reporting",
             "--output-format=json", "--filename_format=qos.$jobnum", "--ioengine=psync"]
     if run.operation == "write":
-        args = base + ["--rw=write", "--end_fsync=1"]
+        # Timed as a job's task writes (taskproc.task): into the tier, no fsync. Made
+        # durable after, untimed, so the next run does not pay for this one's writeback.
+        args = base + ["--rw=write"]
     else:
         # Lay the files out first, then read them with the page cache dropped
         # for each file (fio's default invalidate=1).
         _fio(base + ["--rw=write", "--end_fsync=1"])
         args = base + ["--rw=read", "--invalidate=1"]
     doc: Any = _fio(args)
+    if run.operation == "write":
+        flush_files(sorted(p for p in scratch.iterdir() if p.is_file()))
     job = doc["jobs"][0][run.operation]
     seconds = job["runtime"] / 1000.0 if job["runtime"] else job["io_bytes"] / max(
         job["bw_bytes"], 1)
@@ -102,14 +111,23 @@ def run_move(run: MoveRun, src_dir: Path, dst_dir: Path) -> dict[str, object]:
             list(pool.map(lambda p: copy_files([(str(p), str(dst_dir / p.name))]), sources))
     except OSError as e:
         raise ProfilerError(f"copy {src_dir} -> {dst_dir} failed: {e}") from None
-    for i in range(run.copies):
-        fd = os.open(dst_dir / f"move.{i}", os.O_RDONLY)
+    row = move_row(run, time.perf_counter() - t0)
+    # A run's copies end when the bytes are in the destination tier, not on its device
+    # (taskproc.copy does not fsync): timed with the fsync, a copy onto a disk was priced
+    # at 67 MiB/s and ran at 75.
+    flush_files([dst_dir / f"move.{i}" for i in range(run.copies)])
+    return row
+
+
+def flush_files(paths: Sequence[Path]) -> None:
+    """fsync each file: through qosfs this reaches the daemons' stores, which a sync of
+    the node's own file systems would not."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    seconds = time.perf_counter() - t0
-    return move_row(run, seconds)
 
 
 def run_files(run: FileRun, scratch: Path) -> dict[str, object]:

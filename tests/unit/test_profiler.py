@@ -123,3 +123,38 @@ def test_long_runs_add_large_reads_writes_and_copies_at_1_mib_only(tmp_path):
     moves = {(m.src.name, m.dst.name, m.mib) for m in move_runs(tiers, long)}
     assert {m for m in moves if m[2] == LONG_MIB} == {(a, b, LONG_MIB) for a, b, _ in moves}
     assert with_long_runs(long) == long
+
+
+def test_writes_and_copies_are_timed_as_a_run_makes_them_and_flushed_after(tmp_path, monkeypatch):
+    """A run's tasks and copies do not fsync (planner/taskproc.py), so the profile times
+    them without one; every file they wrote is fsync'd after the time is taken."""
+    import qos_plugin.profiler.runner as runner
+
+    events: list[tuple[str, object]] = []
+    real_flush, real_move_row = runner.flush_files, runner.move_row
+
+    def flush(paths):
+        events.append(("flush", sorted(p.name for p in paths)))
+        assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+        real_flush(paths)
+
+    def move_row(run, seconds):
+        events.append(("timed", run.copies))
+        return real_move_row(run, seconds)
+
+    monkeypatch.setattr(runner, "flush_files", flush)
+    monkeypatch.setattr(runner, "move_row", move_row)
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    shared.mkdir()
+    local.mkdir()
+    tiers = [parse_tier_dir(f"disk={shared}:shared"), parse_tier_dir(f"fast={local}:node-local")]
+    one = Sweep(transfer_sizes=(1 << 20,), data_sizes=(4,), tasks=(2,), move_copies=(2,),
+                move_sizes=(4,), repeats=1)
+    io = [r for r in io_runs(tiers, one) if r.operation == "write"]
+    moves = move_runs(tiers, one)
+    run_sweep(io, moves)
+    writes = [e for e in events if e[0] == "flush"][:len(io)]
+    # fio's two jobs each wrote one file, flushed once fio had timed them.
+    assert writes == [("flush", ["qos.0", "qos.1"])] * len(io)
+    after = events[len(io):]
+    assert after == [("timed", 2), ("flush", ["move.0", "move.1"])] * len(moves)
